@@ -1,0 +1,102 @@
+/**
+ * The customer database's schema, as numbered migrations. Applied by the control plane right after it creates a
+ * customer database and by the runtime at every start; both may run at once, so the work happens in one
+ * transaction under an advisory lock. Table and column names are a contract with the control plane, which seeds
+ * workspace_files and api_keys.
+ */
+import pg from 'pg';
+
+/** One connection (pg.Client or pg.PoolClient): the migration transaction must stay on it. */
+export interface SchemaConnection {
+  query(sql: string, params?: unknown[]): Promise<unknown>;
+}
+
+/** Arbitrary, fixed key of the transaction-level advisory lock that serializes schema changes. */
+const SCHEMA_LOCK_KEY = 4_872_301_117;
+
+const MIGRATIONS: ReadonlyArray<{ version: number; sql: string }> = [
+  {
+    version: 1,
+    sql: `
+      -- array_to_string is only STABLE, which a generated column refuses; for text[] its result never changes.
+      CREATE FUNCTION memory_search_document(content text, tags text[]) RETURNS tsvector
+        LANGUAGE sql IMMUTABLE PARALLEL SAFE
+        AS $$ SELECT to_tsvector('english'::regconfig, content || ' ' || array_to_string(tags, ' ')) $$;
+
+      CREATE TABLE memories (
+        id bigserial PRIMARY KEY,
+        content text NOT NULL,
+        tags text[] NOT NULL DEFAULT '{}',
+        source text,
+        created_at timestamptz NOT NULL DEFAULT now(),
+        search tsvector GENERATED ALWAYS AS (memory_search_document(content, tags)) STORED
+      );
+      CREATE INDEX memories_search_idx ON memories USING gin (search);
+      CREATE INDEX memories_tags_idx ON memories USING gin (tags);
+
+      CREATE TABLE conversations (
+        id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+        title text,
+        created_at timestamptz NOT NULL DEFAULT now(),
+        updated_at timestamptz NOT NULL DEFAULT now()
+      );
+      CREATE TABLE conversation_messages (
+        id bigserial PRIMARY KEY,
+        conversation_id uuid NOT NULL REFERENCES conversations (id) ON DELETE CASCADE,
+        role text NOT NULL CHECK (role IN ('user', 'assistant')),
+        content text NOT NULL,
+        input_tokens integer,
+        output_tokens integer,
+        created_at timestamptz NOT NULL DEFAULT now()
+      );
+      CREATE INDEX conversation_messages_conversation_idx ON conversation_messages (conversation_id, id);
+
+      CREATE TABLE usage_tracking (
+        day date PRIMARY KEY,
+        messages integer NOT NULL DEFAULT 0,
+        input_tokens bigint NOT NULL DEFAULT 0,
+        output_tokens bigint NOT NULL DEFAULT 0
+      );
+
+      CREATE TABLE workspace_files (
+        path text PRIMARY KEY,
+        content text NOT NULL,
+        sha256 text NOT NULL,
+        updated_at timestamptz NOT NULL DEFAULT now()
+      );
+
+      CREATE TABLE api_keys (
+        key_hash text PRIMARY KEY,
+        label text NOT NULL,
+        created_at timestamptz NOT NULL DEFAULT now(),
+        revoked_at timestamptz
+      );
+    `,
+  },
+];
+
+export async function applyRuntimeSchema(db: SchemaConnection): Promise<void> {
+  if (db instanceof pg.Pool) {
+    throw new Error('applyRuntimeSchema needs a single connection (pg.Client or PoolClient), not a pg.Pool');
+  }
+  await db.query('BEGIN');
+  try {
+    await db.query('SELECT pg_advisory_xact_lock($1)', [SCHEMA_LOCK_KEY]);
+    await db.query(`CREATE TABLE IF NOT EXISTS runtime_migrations (
+      version integer PRIMARY KEY,
+      applied_at timestamptz NOT NULL DEFAULT now()
+    )`);
+    const { rows } = (await db.query('SELECT version FROM runtime_migrations')) as pg.QueryResult<{ version: number }>;
+    const applied = new Set(rows.map((row) => row.version));
+    for (const migration of MIGRATIONS) {
+      if (applied.has(migration.version)) continue;
+      await db.query(migration.sql);
+      await db.query('INSERT INTO runtime_migrations (version) VALUES ($1)', [migration.version]);
+    }
+    await db.query('COMMIT');
+  } catch (err) {
+    // A broken connection fails the rollback too; the original error is the one worth reporting.
+    await db.query('ROLLBACK').catch(() => undefined);
+    throw err;
+  }
+}

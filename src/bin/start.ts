@@ -1,0 +1,2 @@
+import { main } from './run.ts';
+main({ web: true, worker: true });

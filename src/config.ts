@@ -1,0 +1,219 @@
+/**
+ * The one place that reads the environment. Every variable is validated at start, and every missing or invalid
+ * one is named in a single error. Outside production, secrets that are not given are generated once under
+ * `var/` (and the start-up log says so); production refuses to start without them.
+ */
+import { randomBytes } from 'node:crypto';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { DEFAULT_PRICE_IDS, type PlanName } from './plans.ts';
+
+export interface Config {
+  production: boolean;
+  port: number;
+  publicUrl: string;
+  redisUrl: string;
+  databaseUrl: string;
+  queuePrefix: string;
+  varDir: string;
+  stripe: { webhookSecret: string; secretKey: string | null; apiBase: string | null; priceIds: Record<PlanName, string> };
+  mail: { smtpUrl: string | null; from: string; outboxDir: string };
+  alerts: { slackWebhookUrl: string | null; email: string | null };
+  admin: { user: string; password: string; token: string };
+  computeProvider: 'local';
+  databaseProvider: 'local';
+  secretsKey: Buffer;
+  worker: { concurrency: number; attempts: number; backoffMs: number };
+  healthCheck: { timeoutMs: number; initialDelayMs: number; maxDelayMs: number };
+  runtime: { command: string; args: string[]; workspacesDir: string; anthropicApiKey: string | null; anthropicBaseUrl: string | null };
+  /** Secrets that were generated for development, to mention at start (never their values). */
+  generatedSecrets: string[];
+}
+
+export class ConfigError extends Error {
+  constructor(readonly problems: string[]) {
+    super(`Invalid configuration:\n  - ${problems.join('\n  - ')}`);
+    this.name = 'ConfigError';
+  }
+}
+
+type Env = Record<string, string | undefined>;
+
+class Reader {
+  readonly problems: string[] = [];
+  readonly generated: string[] = [];
+  constructor(
+    private readonly env: Env,
+    private readonly production: boolean,
+    private readonly varDir: string,
+  ) {}
+
+  raw(name: string): string | undefined {
+    const value = this.env[name]?.trim();
+    return value ? value : undefined;
+  }
+
+  string(name: string, fallback: string): string {
+    return this.raw(name) ?? fallback;
+  }
+
+  optional(name: string): string | null {
+    return this.raw(name) ?? null;
+  }
+
+  int(name: string, fallback: number, min: number, max = Number.MAX_SAFE_INTEGER): number {
+    const value = this.raw(name);
+    if (value === undefined) return fallback;
+    const n = Number(value);
+    if (!Number.isInteger(n) || n < min || n > max) {
+      this.problems.push(`${name} must be an integer between ${min} and ${max} (got "${value}")`);
+      return fallback;
+    }
+    return n;
+  }
+
+  /** A duration in milliseconds, written as a number of ms or with a unit: 500ms, 30s, 5m, 2h, 7d. */
+  duration(name: string, fallbackMs: number): number {
+    const value = this.raw(name);
+    if (value === undefined) return fallbackMs;
+    const ms = parseDuration(value);
+    if (ms === undefined) {
+      this.problems.push(`${name} must be a duration such as 500ms, 30s, 5m, 2h or 7d (got "${value}")`);
+      return fallbackMs;
+    }
+    return ms;
+  }
+
+  url(name: string, fallback: string | null, protocols: string[]): string | null {
+    const value = this.raw(name) ?? fallback;
+    if (value === null) return null;
+    try {
+      const parsed = new URL(value);
+      if (!protocols.includes(parsed.protocol)) throw new Error('protocol');
+      return value.replace(/\/+$/, '');
+    } catch {
+      this.problems.push(`${name} must be a ${protocols.join(' or ')} URL (got "${redactUrl(value)}")`);
+      return fallback;
+    }
+  }
+
+  oneOf<T extends string>(name: string, fallback: T, allowed: readonly T[]): T {
+    const value = this.raw(name) ?? fallback;
+    if (!(allowed as readonly string[]).includes(value)) {
+      this.problems.push(`${name} must be one of ${allowed.join(', ')} (got "${value}")`);
+      return fallback;
+    }
+    return value as T;
+  }
+
+  /** A secret: required in production; elsewhere generated once and kept under var/. */
+  secret(name: string, make: () => string): string {
+    const value = this.raw(name);
+    if (value !== undefined) return value;
+    if (this.production) {
+      this.problems.push(`${name} is required in production`);
+      return '';
+    }
+    const file = path.join(this.varDir, 'dev-secrets', name);
+    if (existsSync(file)) return readFileSync(file, 'utf8').trim();
+    mkdirSync(path.dirname(file), { recursive: true, mode: 0o700 });
+    const made = make();
+    writeFileSync(file, made + '\n', { mode: 0o600 });
+    this.generated.push(`${name} (generated for development in ${file})`);
+    return made;
+  }
+}
+
+const UNITS: Record<string, number> = { ms: 1, s: 1_000, m: 60_000, h: 3_600_000, d: 86_400_000 };
+
+export function parseDuration(value: string): number | undefined {
+  const match = /^(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?$/.exec(value.trim());
+  if (!match) return undefined;
+  const ms = Number(match[1]) * UNITS[match[2] ?? 'ms']!;
+  return Number.isFinite(ms) ? Math.round(ms) : undefined;
+}
+
+/** A URL with any password replaced, safe for messages and logs. */
+export function redactUrl(value: string): string {
+  try {
+    const url = new URL(value);
+    if (url.password) url.password = '***';
+    return url.toString();
+  } catch {
+    return value.length > 80 ? value.slice(0, 80) + '…' : value;
+  }
+}
+
+export function loadConfig(env: Env = process.env, cwd = process.cwd()): Config {
+  const production = env.NODE_ENV === 'production';
+  const varDir = path.resolve(cwd, env.VAR_DIR?.trim() || 'var');
+  const r = new Reader(env, production, varDir);
+
+  const port = r.int('PORT', 3000, 0, 65535);
+  const secretsKeyText = r.secret('SECRETS_KEY', () => randomBytes(32).toString('base64'));
+  const secretsKey = Buffer.from(secretsKeyText, 'base64');
+  if (secretsKeyText && secretsKey.length !== 32) r.problems.push('SECRETS_KEY must be the base64 of exactly 32 bytes');
+
+  const webhookSecret = r.secret('STRIPE_WEBHOOK_SECRET', () => 'whsec_dev' + randomBytes(24).toString('hex'));
+  const secretKey = production ? r.secret('STRIPE_SECRET_KEY', () => '') : r.optional('STRIPE_SECRET_KEY');
+
+  const priceIds: Record<PlanName, string> = {
+    starter: r.string('STRIPE_PRICE_STARTER', DEFAULT_PRICE_IDS.starter),
+    pro: r.string('STRIPE_PRICE_PRO', DEFAULT_PRICE_IDS.pro),
+    team: r.string('STRIPE_PRICE_TEAM', DEFAULT_PRICE_IDS.team),
+  };
+  if (new Set(Object.values(priceIds)).size !== 3) r.problems.push('STRIPE_PRICE_STARTER, _PRO and _TEAM must differ');
+
+  const alertEmail = r.optional('ALERT_EMAIL');
+  if (alertEmail && !/^[^@\s]+@[^@\s]+$/.test(alertEmail)) r.problems.push(`ALERT_EMAIL must be an email address`);
+
+  const backoffMs = r.duration('JOB_BACKOFF', 1_000);
+  const healthTimeoutMs = r.duration('HEALTH_CHECK_TIMEOUT', 120_000);
+
+  const config: Config = {
+    production,
+    port,
+    publicUrl: r.url('PUBLIC_URL', `http://localhost:${port}`, ['http:', 'https:']) ?? `http://localhost:${port}`,
+    redisUrl: r.url('REDIS_URL', 'redis://127.0.0.1:6379', ['redis:', 'rediss:'])!,
+    databaseUrl: r.url('DATABASE_URL', 'postgres://postgres@127.0.0.1:5432/clawdbot', ['postgres:', 'postgresql:'])!,
+    queuePrefix: r.string('QUEUE_PREFIX', '{clawdbot}'),
+    varDir,
+    stripe: { webhookSecret, secretKey, apiBase: r.url('STRIPE_API_BASE', null, ['http:', 'https:']), priceIds },
+    mail: {
+      smtpUrl: r.url('SMTP_URL', null, ['smtp:', 'smtps:']),
+      from: r.string('MAIL_FROM', 'Clawdbot <hello@clawdbot.local>'),
+      outboxDir: path.join(varDir, 'outbox'),
+    },
+    alerts: { slackWebhookUrl: r.url('SLACK_WEBHOOK_URL', null, ['http:', 'https:']), email: alertEmail },
+    admin: {
+      user: r.string('ADMIN_USER', 'admin'),
+      password: r.secret('ADMIN_PASSWORD', () => randomBytes(18).toString('base64url')),
+      token: r.secret('ADMIN_TOKEN', () => randomBytes(32).toString('base64url')),
+    },
+    computeProvider: r.oneOf('COMPUTE_PROVIDER', 'local', ['local'] as const),
+    databaseProvider: r.oneOf('DATABASE_PROVIDER', 'local', ['local'] as const),
+    secretsKey,
+    worker: {
+      concurrency: r.int('WORKER_CONCURRENCY', 10, 1, 1000),
+      attempts: r.int('JOB_ATTEMPTS', 5, 1, 100),
+      backoffMs,
+    },
+    healthCheck: {
+      timeoutMs: healthTimeoutMs,
+      initialDelayMs: r.duration('HEALTH_CHECK_INTERVAL', 250),
+      maxDelayMs: r.duration('HEALTH_CHECK_MAX_INTERVAL', 5_000),
+    },
+    runtime: {
+      command: r.string('RUNTIME_COMMAND', process.execPath),
+      args: (r.raw('RUNTIME_ARGS') ?? `--import tsx ${path.resolve(cwd, 'runtime/src/main.ts')}`).split(/\s+/),
+      workspacesDir: path.join(varDir, 'workspaces'),
+      anthropicApiKey: r.optional('ANTHROPIC_API_KEY'),
+      anthropicBaseUrl: r.url('ANTHROPIC_BASE_URL', null, ['http:', 'https:']),
+    },
+    generatedSecrets: r.generated,
+  };
+
+  if (config.queuePrefix.includes(':')) r.problems.push('QUEUE_PREFIX must not contain ":"');
+  if (r.problems.length > 0) throw new ConfigError(r.problems);
+  return config;
+}

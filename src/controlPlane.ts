@@ -1,0 +1,94 @@
+/**
+ * Wires the control plane together: database, queues, providers, and the web app and/or the workers.
+ * `npm start` runs both in one process; `npm run web` and `npm run worker` run one each.
+ */
+import type { Server } from 'node:http';
+import type { Worker } from 'bullmq';
+import type { Config } from './config.ts';
+import { migrate } from './db/migrate.ts';
+import { createPool, ensureDatabase } from './db/pool.ts';
+import type { JobContext } from './jobs/context.ts';
+import { logger } from './logger.ts';
+import { Alerter } from './providers/alerter.ts';
+import { LocalComputeProvider } from './providers/compute/local.ts';
+import { LocalDatabaseProvider } from './providers/database/local.ts';
+import { createMailer } from './providers/mailer.ts';
+import { StripeGateway } from './providers/stripe.ts';
+import { Queues, redisConnection } from './queues/connection.ts';
+import { SecretStore } from './secrets.ts';
+import { createWebApp } from './web/app.ts';
+import { BULL_BOARD_PATH } from './web/bullBoard.ts';
+import { closeWorkers, startWorkers } from './worker.ts';
+import path from 'node:path';
+
+const log = logger('control-plane');
+
+export interface ControlPlane {
+  ctx: JobContext;
+  /** The web server's address, when this process serves the web app. */
+  url?: string;
+  close(): Promise<void>;
+}
+
+export async function startControlPlane(config: Config, roles: { web: boolean; worker: boolean }): Promise<ControlPlane> {
+  await ensureDatabase(config.databaseUrl);
+  const db = createPool(config.databaseUrl);
+  const applied = await migrate(db);
+  if (applied.length) log.info('migrations applied', { migrations: applied.join(',') });
+
+  const secrets = new SecretStore(db, config.secretsKey);
+  const queues = new Queues(redisConnection(config.redisUrl), config.queuePrefix, config.worker.attempts);
+  const mailer = createMailer(config.mail);
+  const compute = new LocalComputeProvider(db, secrets, {
+    command: config.runtime.command,
+    args: config.runtime.args,
+    logDir: path.join(config.varDir, 'logs'),
+  });
+  const database = new LocalDatabaseProvider(db, config.databaseUrl, secrets);
+  await database.init();
+  const ctx: JobContext = {
+    config,
+    db,
+    secrets,
+    queues,
+    compute,
+    database,
+    mailer,
+    alerter: new Alerter(config.alerts.slackWebhookUrl, config.alerts.email, mailer),
+    stripe: new StripeGateway(config.stripe.secretKey, config.stripe.apiBase),
+  };
+
+  let workers: Worker[] = [];
+  if (roles.worker) {
+    const restored = await compute.restore();
+    if (restored) log.info('local runtimes restored', { count: restored });
+    workers = startWorkers(ctx);
+  }
+
+  let server: Server | undefined;
+  let url: string | undefined;
+  if (roles.web) {
+    const app = createWebApp({ config, db, queues });
+    server = await new Promise<Server>((resolve, reject) => {
+      const s = app.listen(config.port, () => resolve(s)).once('error', reject);
+    });
+    const address = server.address();
+    const port = typeof address === 'object' && address ? address.port : config.port;
+    url = `http://127.0.0.1:${port}`;
+    log.info('web listening', { url, bullBoard: `${config.publicUrl}${BULL_BOARD_PATH}`, stripeWebhook: `${config.publicUrl}/webhooks/stripe` });
+  }
+  for (const secret of config.generatedSecrets) log.warn(`development secret: ${secret}`);
+
+  return {
+    ctx,
+    url,
+    async close() {
+      if (server) await new Promise<void>((resolve) => server.close(() => resolve()));
+      await closeWorkers(workers);
+      await compute.close();
+      await queues.close();
+      mailer.close();
+      await db.end();
+    },
+  };
+}

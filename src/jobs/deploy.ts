@@ -1,0 +1,87 @@
+/**
+ * deploy: hands the service its configuration (the database URL included, straight from the encrypted store to
+ * the provider), sets its limits from the plan, deploys, and waits for the deployment without holding a slot.
+ */
+import { updateInstance } from '../db/instances.ts';
+import { PermanentError } from '../errors.ts';
+import { planByName, type Plan } from '../plans.ts';
+import { STEPS } from '../queues/names.ts';
+import type { ProvisionData } from '../queues/provisionFlow.ts';
+import { workspaceDir } from './buildWorkspace.ts';
+import { INSTANCE_SECRETS, instanceOwner, type JobContext } from './context.ts';
+import type { StepHandler } from './step.ts';
+
+export interface DeployData extends ProvisionData {
+  serviceId?: string;
+  deploymentId?: string;
+  deployStartedAt?: number;
+  polls?: number;
+}
+
+const DEPLOY_TIMEOUT_MS = 20 * 60_000;
+
+/** The runtime's whole configuration, as env variables. */
+export function runtimeVariables(
+  ctx: JobContext,
+  instance: { workspace_id: string },
+  plan: Plan,
+  databaseUrl: string,
+): Record<string, string> {
+  const vars: Record<string, string> = {
+    DATABASE_URL: databaseUrl,
+    WORKSPACE_ID: instance.workspace_id,
+    PLAN: plan.name,
+    MESSAGE_LIMIT: String(plan.messageLimit),
+    FEATURES: plan.features.join(','),
+  };
+  if (ctx.compute.kind === 'local') vars.WORKSPACE_DIR = workspaceDir(ctx, instance.workspace_id);
+  if (ctx.config.runtime.anthropicApiKey) vars.ANTHROPIC_API_KEY = ctx.config.runtime.anthropicApiKey;
+  if (ctx.config.runtime.anthropicBaseUrl) vars.ANTHROPIC_BASE_URL = ctx.config.runtime.anthropicBaseUrl;
+  return vars;
+}
+
+/** Polling backs off: 1 s, 2 s, 4 s … up to 15 s, so a long deployment costs few status queries. */
+export function pollDelay(polls: number, initialMs = 1_000, maxMs = 15_000): number {
+  return Math.min(initialMs * 2 ** polls, maxMs);
+}
+
+export const deploy: StepHandler<DeployData> = async (ctx, { job, instance, log, progress, done, waitFor }) => {
+  const data = job.data;
+  if (!data.deploymentId) {
+    const children = await job.getChildrenValues<{ serviceId?: string }>();
+    const serviceId = Object.values(children).find((v) => v?.serviceId)?.serviceId ?? instance.service_id;
+    if (!serviceId) throw new PermanentError(`no service to deploy: ${STEPS.createService} has not completed`);
+    const plan = planByName(instance.plan ?? '');
+    if (!plan) throw new PermanentError(`instance has no known plan (${instance.plan ?? 'none'})`);
+    const databaseUrl = await ctx.secrets.get(instanceOwner(instance.id), INSTANCE_SECRETS.databaseUrl);
+    if (!databaseUrl) throw new PermanentError(`no database connection: ${STEPS.createBranch} has not completed`);
+
+    await ctx.compute.setVariables(serviceId, runtimeVariables(ctx, instance, plan, databaseUrl));
+    await ctx.compute.setLimits(serviceId, plan);
+    await log(`variables and limits set (${plan.cpu} CPU, ${plan.memoryMb} MB)`);
+    const { deploymentId } = await ctx.compute.deploy(serviceId);
+    await log(`deployment ${deploymentId} started`);
+    await progress(30);
+    return waitFor(pollDelay(0, 250), { ...data, serviceId, deploymentId, deployStartedAt: Date.now(), polls: 0 });
+  }
+
+  const { serviceId, deploymentId } = data as Required<DeployData>;
+  const { state, detail } = await ctx.compute.deploymentState(serviceId, deploymentId);
+  switch (state) {
+    case 'success':
+      await updateInstance(ctx.db, instance.id, { service_id: serviceId });
+      await log(`deployment ${deploymentId} succeeded after ${data.polls} status checks`);
+      return done({ serviceId, deploymentId });
+    case 'failed':
+      throw new PermanentError(`deployment ${deploymentId} failed${detail ? `: ${detail}` : ''}`);
+    case 'needs_approval':
+      throw new PermanentError(`deployment ${deploymentId} needs an operator's approval in the provider's dashboard`);
+    case 'in_progress': {
+      const elapsed = Date.now() - (data.deployStartedAt ?? Date.now());
+      if (elapsed > DEPLOY_TIMEOUT_MS) throw new PermanentError(`deployment ${deploymentId} did not finish in ${DEPLOY_TIMEOUT_MS / 60_000} minutes`);
+      const polls = (data.polls ?? 0) + 1;
+      await progress(Math.min(90, 30 + polls * 5));
+      return waitFor(pollDelay(polls), { ...data, polls });
+    }
+  }
+};

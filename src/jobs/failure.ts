@@ -1,0 +1,55 @@
+/**
+ * A provisioning's final failure: the instance is marked failed and one alert incident is raised (a Slack post and
+ * an email, each its own job so a retry of one never repeats the other).
+ */
+import { maskSecrets } from '../logger.ts';
+import { audit } from '../db/instances.ts';
+import { QUEUES, jobId, type QueueName } from '../queues/names.ts';
+import type { JobContext } from './context.ts';
+
+export interface AlertData {
+  instanceId: string;
+  channel: 'slack' | 'email';
+  /** Where in Bull Board the failed job is (no secrets: queue name and job id). */
+  queue: QueueName;
+  jobId: string;
+}
+
+export async function markFailed(
+  ctx: JobContext,
+  failure: { instanceId: string; step: string; reason: string; queue: QueueName; jobId: string },
+): Promise<void> {
+  const reason = maskSecrets(failure.reason).slice(0, 2000);
+  const { rows } = await ctx.db.query<{ customer_id: string; incident: string }>(
+    `UPDATE instances SET status = 'failed', failed_step = $2, failure_reason = $3, failure_alerted_at = now(), updated_at = now()
+     WHERE id = $1 AND failure_alerted_at IS NULL
+     RETURNING customer_id, (extract(epoch FROM failure_alerted_at) * 1000)::bigint::text AS incident`,
+    [failure.instanceId, failure.step, reason],
+  );
+  const row = rows[0];
+  if (!row) return; // this incident was already raised
+  await audit(ctx.db, {
+    actor: 'worker',
+    action: 'instance.failed',
+    customerId: row.customer_id,
+    instanceId: failure.instanceId,
+    detail: { step: failure.step, reason },
+  });
+  const alerts = ctx.queues.get(QUEUES.alerts);
+  for (const channel of ['slack', 'email'] as const) {
+    const data: AlertData = { instanceId: failure.instanceId, channel, queue: failure.queue, jobId: failure.jobId };
+    await alerts.add(`alert-${channel}`, data, { jobId: jobId('alert', failure.instanceId, row.incident, channel) });
+  }
+}
+
+/**
+ * An operator re-ran the step that failed: the instance is provisioning again, and a new failure is a new incident.
+ * (A sibling step still running when another failed does not clear that failure.)
+ */
+export async function clearFailure(ctx: JobContext, instanceId: string, step: string): Promise<void> {
+  await ctx.db.query(
+    `UPDATE instances SET status = 'provisioning', failed_step = NULL, failure_reason = NULL, failure_alerted_at = NULL,
+       updated_at = now() WHERE id = $1 AND status = 'failed' AND failed_step = $2`,
+    [instanceId, step],
+  );
+}

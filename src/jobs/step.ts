@@ -1,0 +1,85 @@
+/**
+ * Runs one provisioning step: keeps the steps ledger, reports progress, turns a wait into a delayed re-run that
+ * holds no worker slot, and turns a final failure into a failed instance with one alert.
+ */
+import { DelayedError, UnrecoverableError, type Job } from 'bullmq';
+import { errorMessage } from '../errors.ts';
+import type { QueueName, StepName } from '../queues/names.ts';
+import type { ProvisionData } from '../queues/provisionFlow.ts';
+import { instanceById, type InstanceWithCustomer } from '../db/instances.ts';
+import { PermanentError } from '../errors.ts';
+import { clearFailure, markFailed } from './failure.ts';
+import type { JobContext } from './context.ts';
+
+export type StepResult = Record<string, string | number | boolean | null>;
+
+export type StepOutcome<D> = { done: StepResult } | { waitMs: number; data: D };
+
+export interface StepTools<D extends ProvisionData> {
+  job: Job<D>;
+  instance: InstanceWithCustomer;
+  log(line: string): Promise<void>;
+  progress(percent: number): Promise<void>;
+  done(result?: StepResult): StepOutcome<D>;
+  /** Comes back to this step after ms, with data saved in the job (ids and counters, never secrets). */
+  waitFor(ms: number, data: D): StepOutcome<D>;
+}
+
+export type StepHandler<D extends ProvisionData = ProvisionData> = (ctx: JobContext, tools: StepTools<D>) => Promise<StepOutcome<D>>;
+
+export async function runStep<D extends ProvisionData>(
+  ctx: JobContext,
+  job: Job<D>,
+  token: string | undefined,
+  handler: StepHandler<D>,
+): Promise<StepResult> {
+  const step = job.name as StepName;
+  const { instanceId } = job.data;
+  const instance = await instanceById(ctx.db, instanceId);
+  if (!instance) throw new PermanentError(`instance ${instanceId} does not exist`);
+  await clearFailure(ctx, instanceId, step);
+  await ctx.db.query(
+    `INSERT INTO steps (instance_id, name, state, attempts, started_at) VALUES ($1, $2, 'running', $3, now())
+     ON CONFLICT (instance_id, name) DO UPDATE SET state = 'running', attempts = $3, error = NULL,
+       started_at = COALESCE(steps.started_at, now()), finished_at = NULL`,
+    [instanceId, step, job.attemptsMade + 1],
+  );
+  const tools: StepTools<D> = {
+    job,
+    instance,
+    log: async (line) => void (await job.log(`${new Date().toISOString()} ${line}`)),
+    progress: (percent) => job.updateProgress(percent),
+    done: (result = {}) => ({ done: result }),
+    waitFor: (waitMs, data) => ({ waitMs, data }),
+  };
+
+  let outcome: StepOutcome<D>;
+  try {
+    outcome = await handler(ctx, tools);
+  } catch (err) {
+    const final = err instanceof UnrecoverableError || job.attemptsMade + 1 >= (job.opts.attempts ?? 1);
+    const reason = errorMessage(err);
+    await ctx.db.query(`UPDATE steps SET state = $3, error = $4, finished_at = CASE WHEN $3 = 'failed' THEN now() END
+       WHERE instance_id = $1 AND name = $2`, [instanceId, step, final ? 'failed' : 'running', reason.slice(0, 2000)]);
+    await job.log(`${new Date().toISOString()} ${final ? 'failed for good' : 'failed, will retry'}: ${reason}`);
+    if (final) {
+      // A re-run by an operator starts the step afresh (a new deployment, a new deadline), not from stale wait state.
+      await job.updateData({ instanceId, workspaceId: job.data.workspaceId } as D);
+      await markFailed(ctx, { instanceId, step, reason, queue: job.queueName as QueueName, jobId: job.id! });
+    }
+    throw err;
+  }
+
+  if ('waitMs' in outcome) {
+    await job.updateData(outcome.data);
+    await ctx.db.query(`UPDATE steps SET state = 'waiting' WHERE instance_id = $1 AND name = $2`, [instanceId, step]);
+    await job.moveToDelayed(Date.now() + outcome.waitMs, token);
+    throw new DelayedError();
+  }
+  await ctx.db.query(
+    `UPDATE steps SET state = 'completed', finished_at = now(), result = $3 WHERE instance_id = $1 AND name = $2`,
+    [instanceId, step, JSON.stringify(outcome.done)],
+  );
+  await job.updateProgress(100);
+  return outcome.done;
+}

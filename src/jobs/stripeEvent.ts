@@ -1,0 +1,69 @@
+/**
+ * The stripe-events job: acts on a verified, recorded Stripe event. The job carries only the event id; the
+ * payload is read from Postgres, and the subscription's current state from Stripe (the event carries no price).
+ */
+import type { Job } from 'bullmq';
+import type Stripe from 'stripe';
+import { PermanentError } from '../errors.ts';
+import { planForPrice } from '../plans.ts';
+import { recordInstance, startProvisioning } from '../provisioning.ts';
+import { QUEUES } from '../queues/names.ts';
+import { markFailed } from './failure.ts';
+import type { JobContext } from './context.ts';
+
+export interface StripeEventData {
+  eventId: string;
+}
+
+/** The event types this control plane acts on; others are recorded and acknowledged. */
+export const HANDLED_EVENTS = new Set(['checkout.session.completed']);
+
+export async function handleStripeEvent(ctx: JobContext, job: Job<StripeEventData>): Promise<Record<string, string>> {
+  const { rows } = await ctx.db.query<{ payload: Stripe.Event }>('SELECT payload FROM stripe_events WHERE id = $1', [job.data.eventId]);
+  const event = rows[0]?.payload;
+  if (!event) throw new PermanentError(`event ${job.data.eventId} was not recorded`);
+  switch (event.type) {
+    case 'checkout.session.completed':
+      return checkoutCompleted(ctx, job, event.data.object);
+    default:
+      return { ignored: event.type };
+  }
+}
+
+async function checkoutCompleted(
+  ctx: JobContext,
+  job: Job<StripeEventData>,
+  session: Stripe.Checkout.Session,
+): Promise<Record<string, string>> {
+  if (session.mode !== 'subscription' || !session.subscription) return { ignored: `checkout in ${session.mode} mode` };
+  const subscriptionId = typeof session.subscription === 'string' ? session.subscription : session.subscription.id;
+  const subscription = await ctx.stripe.subscription(subscriptionId);
+  let email = session.customer_details?.email ?? session.customer_email ?? null;
+  let name = session.customer_details?.name ?? null;
+  if (!email) ({ email, name } = await ctx.stripe.customer(subscription.customerId));
+  const plan = subscription.priceId ? planForPrice(subscription.priceId, ctx.config.stripe.priceIds) : undefined;
+
+  const instance = await recordInstance(ctx.db, ctx.config, {
+    stripeCustomerId: subscription.customerId,
+    subscriptionRef: subscription.id,
+    email,
+    name,
+    priceId: subscription.priceId,
+    plan,
+    subscriptionStatus: subscription.status,
+    comped: false,
+    actor: `stripe:${job.data.eventId}`,
+  });
+  if (!plan) {
+    const reason = `price ${subscription.priceId ?? '(none)'} of subscription ${subscription.id} is not one of this product's plans`;
+    await markFailed(ctx, { instanceId: instance.id, step: 'resolve-plan', reason, queue: QUEUES.stripeEvents, jobId: job.id! });
+    throw new PermanentError(reason);
+  }
+  if (!email) {
+    const reason = `Stripe customer ${subscription.customerId} has no email address to send the welcome email to`;
+    await markFailed(ctx, { instanceId: instance.id, step: 'resolve-customer', reason, queue: QUEUES.stripeEvents, jobId: job.id! });
+    throw new PermanentError(reason);
+  }
+  await startProvisioning(ctx.queues, instance);
+  return { instanceId: instance.id, workspaceId: instance.workspace_id, plan: plan.name };
+}

@@ -1,0 +1,37 @@
+/**
+ * A small structured logger: one line per event, `time level scope message key=value…`. Callers pass ids, never
+ * secrets; values that look like credentials are masked as a second line of defence.
+ */
+type Level = 'debug' | 'info' | 'warn' | 'error';
+type Fields = Record<string, unknown>;
+
+const ORDER: Record<Level, number> = { debug: 10, info: 20, warn: 30, error: 40 };
+const threshold = ORDER[(process.env.LOG_LEVEL as Level) ?? 'info'] ?? ORDER.info;
+const SECRET_LIKE = /(claw_[0-9A-Za-z]{8,}|sk_(live|test)_[0-9A-Za-z]+|whsec_[0-9A-Za-z]+|\/\/[^/\s:@]+:[^@\s]+@)/g;
+
+export function maskSecrets(text: string): string {
+  return text.replace(SECRET_LIKE, (m) => (m.startsWith('//') ? '//***:***@' : m.slice(0, 5) + '***'));
+}
+
+function format(value: unknown): string {
+  const text = typeof value === 'string' ? value : JSON.stringify(value);
+  return /[\s"]/.test(text ?? '') ? JSON.stringify(text) : String(text);
+}
+
+export function logger(scope: string) {
+  const write = (level: Level, message: string, fields: Fields = {}) => {
+    if (ORDER[level] < threshold) return;
+    const extras = Object.entries(fields)
+      .filter(([, v]) => v !== undefined)
+      .map(([k, v]) => `${k}=${format(v)}`)
+      .join(' ');
+    const line = `${new Date().toISOString()} ${level.toUpperCase()} ${scope} ${message}${extras ? ' ' + extras : ''}`;
+    (level === 'error' || level === 'warn' ? process.stderr : process.stdout).write(maskSecrets(line) + '\n');
+  };
+  return {
+    debug: (m: string, f?: Fields) => write('debug', m, f),
+    info: (m: string, f?: Fields) => write('info', m, f),
+    warn: (m: string, f?: Fields) => write('warn', m, f),
+    error: (m: string, f?: Fields) => write('error', m, f),
+  };
+}

@@ -1,0 +1,239 @@
+/**
+ * Local compute provider: each service is a runtime process on this machine, on its own loopback port, restarted
+ * if it dies. What should run is kept in Postgres (local_services, variables encrypted in secrets), so a restarted
+ * control plane brings its customers' runtimes back.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createWriteStream, mkdirSync, readFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import path from 'node:path';
+import type { Db } from '../../db/pool.ts';
+import type { SecretStore } from '../../secrets.ts';
+import type { Plan } from '../../plans.ts';
+import type { ComputeProvider, DeploymentState, ServiceRef } from '../types.ts';
+import { logger } from '../../logger.ts';
+
+export interface LocalComputeOptions {
+  command: string;
+  args: string[];
+  logDir: string;
+  /** Restarts within a minute after which a service counts as crash-looping. */
+  maxRestartsPerMinute?: number;
+}
+
+interface ServiceRow {
+  name: string;
+  port: number;
+  desired_state: 'running' | 'stopped';
+  pid: number | null;
+  deployment_id: string | null;
+  limits: Partial<Pick<Plan, 'cpu' | 'memoryMb'>>;
+}
+
+interface Supervised {
+  child: ChildProcess;
+  deploymentId: string;
+  stopping: boolean;
+  restarts: number[];
+  crashLooping: boolean;
+  restartTimer?: NodeJS.Timeout;
+}
+
+const log = logger('compute.local');
+const SCRIPT_MARKER = 'runtime/src/main.ts';
+
+export class LocalComputeProvider implements ComputeProvider {
+  readonly kind = 'local';
+  private readonly processes = new Map<string, Supervised>();
+
+  constructor(
+    private readonly db: Db,
+    private readonly secrets: SecretStore,
+    private readonly options: LocalComputeOptions,
+  ) {
+    mkdirSync(options.logDir, { recursive: true });
+  }
+
+  async findOrCreateService(name: string): Promise<ServiceRef> {
+    let row = await this.row(name);
+    if (!row) {
+      const port = await freePort();
+      await this.db.query(
+        `INSERT INTO local_services (name, port, desired_state) VALUES ($1, $2, 'stopped') ON CONFLICT (name) DO NOTHING`,
+        [name, port],
+      );
+      row = (await this.row(name))!;
+    }
+    return { serviceId: name, accessUrl: `http://127.0.0.1:${row.port}` };
+  }
+
+  async setVariables(serviceId: string, variables: Record<string, string>): Promise<void> {
+    await this.requireRow(serviceId);
+    await this.secrets.put(secretOwner(serviceId), 'variables', JSON.stringify(variables));
+  }
+
+  async setLimits(serviceId: string, limits: Pick<Plan, 'cpu' | 'memoryMb'>): Promise<void> {
+    await this.requireRow(serviceId);
+    await this.db.query('UPDATE local_services SET limits = $2 WHERE name = $1', [
+      serviceId,
+      JSON.stringify({ cpu: limits.cpu, memoryMb: limits.memoryMb }),
+    ]);
+  }
+
+  async deploy(serviceId: string): Promise<{ deploymentId: string }> {
+    const deploymentId = `dep-${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 8)}`;
+    await this.db.query(
+      `UPDATE local_services SET desired_state = 'running', deployment_id = $2, deployed_at = now() WHERE name = $1`,
+      [serviceId, deploymentId],
+    );
+    await this.start(await this.requireRow(serviceId));
+    return { deploymentId };
+  }
+
+  async deploymentState(serviceId: string, deploymentId: string): Promise<{ state: DeploymentState; detail?: string }> {
+    const row = await this.requireRow(serviceId);
+    if (row.deployment_id !== deploymentId) return { state: 'failed', detail: 'deployment was superseded or removed' };
+    const supervised = this.processes.get(serviceId);
+    if (supervised?.crashLooping) return { state: 'failed', detail: 'runtime process keeps exiting (crash loop)' };
+    if (row.pid !== null && isAlive(row.pid)) return { state: 'success' };
+    return { state: 'in_progress' };
+  }
+
+  async stop(serviceId: string): Promise<void> {
+    await this.db.query(`UPDATE local_services SET desired_state = 'stopped', pid = NULL WHERE name = $1`, [serviceId]);
+    await this.kill(serviceId);
+  }
+
+  async deleteService(serviceId: string): Promise<void> {
+    await this.stop(serviceId);
+    await this.db.query('DELETE FROM local_services WHERE name = $1', [serviceId]);
+    await this.secrets.delete(secretOwner(serviceId), 'variables');
+  }
+
+  /** Starts every service that should be running (after a restart of the control plane). */
+  async restore(): Promise<number> {
+    const { rows } = await this.db.query<ServiceRow>(`SELECT * FROM local_services WHERE desired_state = 'running'`);
+    for (const row of rows) await this.start(row);
+    return rows.length;
+  }
+
+  /** Stops the processes this control plane started, leaving their desired state for restore(). */
+  async close(): Promise<void> {
+    await Promise.all([...this.processes.keys()].map((name) => this.kill(name)));
+  }
+
+  private async row(name: string): Promise<ServiceRow | undefined> {
+    const { rows } = await this.db.query<ServiceRow>('SELECT * FROM local_services WHERE name = $1', [name]);
+    return rows[0];
+  }
+
+  private async requireRow(name: string): Promise<ServiceRow> {
+    const row = await this.row(name);
+    if (!row) throw new Error(`local service ${name} does not exist`);
+    return row;
+  }
+
+  private async start(row: ServiceRow): Promise<void> {
+    await this.kill(row.name);
+    if (row.pid !== null && isOurRuntime(row.pid)) process.kill(row.pid, 'SIGTERM'); // left over from a previous run
+    const variables = JSON.parse((await this.secrets.get(secretOwner(row.name), 'variables')) ?? '{}') as Record<string, string>;
+    const supervised: Supervised = {
+      child: undefined as unknown as ChildProcess,
+      deploymentId: row.deployment_id ?? '',
+      stopping: false,
+      restarts: [],
+      crashLooping: false,
+    };
+    this.processes.set(row.name, supervised);
+    await this.spawnInto(supervised, row, variables);
+  }
+
+  private async spawnInto(supervised: Supervised, row: ServiceRow, variables: Record<string, string>): Promise<void> {
+    const env: Record<string, string> = {
+      PATH: process.env.PATH ?? '/usr/bin:/bin',
+      NODE_ENV: process.env.NODE_ENV ?? 'production',
+      ...variables,
+      HOST: '127.0.0.1',
+      PORT: String(row.port),
+    };
+    if (row.limits.memoryMb) env.NODE_OPTIONS = `--max-old-space-size=${Math.floor(row.limits.memoryMb * 0.75)}`;
+    const out = createWriteStream(path.join(this.options.logDir, `${row.name}.log`), { flags: 'a' });
+    const child = spawn(this.options.command, this.options.args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    child.stdout?.pipe(out);
+    child.stderr?.pipe(out);
+    supervised.child = child;
+    child.on('exit', (code, signal) => {
+      out.end();
+      if (supervised.stopping || this.processes.get(row.name) !== supervised) return;
+      log.warn('runtime exited; restarting', { service: row.name, code, signal });
+      this.scheduleRestart(supervised, row, variables);
+    });
+    child.on('error', (err) => log.error('runtime failed to start', { service: row.name, error: err.message }));
+    await this.db.query('UPDATE local_services SET pid = $2 WHERE name = $1', [row.name, child.pid ?? null]);
+  }
+
+  private scheduleRestart(supervised: Supervised, row: ServiceRow, variables: Record<string, string>): void {
+    const now = Date.now();
+    supervised.restarts = supervised.restarts.filter((t) => now - t < 60_000).concat(now);
+    supervised.crashLooping = supervised.restarts.length > (this.options.maxRestartsPerMinute ?? 5);
+    const delay = Math.min(250 * 2 ** (supervised.restarts.length - 1), 30_000);
+    supervised.restartTimer = setTimeout(() => {
+      if (supervised.stopping) return;
+      this.spawnInto(supervised, row, variables).catch((err: Error) =>
+        log.error('runtime restart failed', { service: row.name, error: err.message }),
+      );
+    }, delay);
+  }
+
+  private async kill(name: string): Promise<void> {
+    const supervised = this.processes.get(name);
+    if (!supervised) return;
+    this.processes.delete(name);
+    supervised.stopping = true;
+    clearTimeout(supervised.restartTimer);
+    const { child } = supervised;
+    if (child.exitCode !== null || child.signalCode !== null) return;
+    await new Promise<void>((resolve) => {
+      const force = setTimeout(() => child.kill('SIGKILL'), 5_000);
+      child.once('exit', () => {
+        clearTimeout(force);
+        resolve();
+      });
+      child.kill('SIGTERM');
+    });
+  }
+}
+
+function secretOwner(serviceName: string): string {
+  return `local-service/${serviceName}`;
+}
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Whether pid is still a runtime process (and not an unrelated process that reused the pid). */
+function isOurRuntime(pid: number): boolean {
+  try {
+    return readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes(SCRIPT_MARKER);
+  } catch {
+    return false;
+  }
+}
+
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.unref();
+    server.on('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const address = server.address();
+      server.close(() => (typeof address === 'object' && address ? resolve(address.port) : reject(new Error('no port'))));
+    });
+  });
+}

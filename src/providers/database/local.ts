@@ -1,0 +1,75 @@
+/**
+ * Local database provider: one database and one login role per customer on the control plane's Postgres server.
+ * CONNECT is revoked from PUBLIC, so a customer's role can open its own database and no other.
+ */
+import { randomBytes } from 'node:crypto';
+import type { Db } from '../../db/pool.ts';
+import { quoteIdent } from '../../db/pool.ts';
+import type { SecretStore } from '../../secrets.ts';
+import { toBase62 } from '../../apiKey.ts';
+import type { DatabaseProvider, DatabaseRef } from '../types.ts';
+
+const NAME_PATTERN = /^[a-z][a-z0-9_]{0,62}$/;
+
+export class LocalDatabaseProvider implements DatabaseProvider {
+  readonly kind = 'local';
+
+  constructor(
+    private readonly admin: Db,
+    private readonly adminUrl: string,
+    private readonly secrets: SecretStore,
+  ) {}
+
+  /** Customers' roles must not open the control-plane database either. */
+  async init(): Promise<void> {
+    const { rows } = await this.admin.query<{ db: string }>('SELECT current_database() AS db');
+    await this.admin.query(`REVOKE CONNECT, TEMPORARY ON DATABASE ${quoteIdent(rows[0]!.db)} FROM PUBLIC`);
+  }
+
+  async findOrCreateDatabase(name: string): Promise<DatabaseRef & { connectionUrl: string }> {
+    if (!NAME_PATTERN.test(name)) throw new Error(`invalid database name ${name}`);
+    const password = await this.password(name);
+    const role = quoteIdent(name);
+    const literal = `'${password}'`; // base62 only: nothing to escape
+    const exists = await this.admin.query('SELECT 1 FROM pg_roles WHERE rolname = $1', [name]);
+    if (exists.rowCount) {
+      await this.admin.query(`ALTER ROLE ${role} WITH LOGIN PASSWORD ${literal}`);
+    } else {
+      await this.admin
+        .query(`CREATE ROLE ${role} WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE CONNECTION LIMIT 20 PASSWORD ${literal}`)
+        .catch(ignoreCode('42710')); // created concurrently
+    }
+    const db = await this.admin.query('SELECT 1 FROM pg_database WHERE datname = $1', [name]);
+    if (!db.rowCount) {
+      await this.admin.query(`CREATE DATABASE ${role} OWNER ${role}`).catch(ignoreCode('42P04'));
+    }
+    await this.admin.query(`REVOKE CONNECT, TEMPORARY ON DATABASE ${role} FROM PUBLIC`);
+    await this.admin.query(`GRANT CONNECT ON DATABASE ${role} TO ${role}`);
+
+    const url = new URL(this.adminUrl);
+    url.username = name;
+    url.password = password;
+    url.pathname = `/${name}`;
+    return { branchId: name, databaseName: name, roleName: name, connectionUrl: url.toString() };
+  }
+
+  async deleteDatabase(ref: DatabaseRef): Promise<void> {
+    const db = quoteIdent(ref.databaseName);
+    await this.admin.query(`DROP DATABASE IF EXISTS ${db} WITH (FORCE)`);
+    await this.admin.query(`DROP ROLE IF EXISTS ${quoteIdent(ref.roleName)}`);
+    await this.secrets.delete(`local-database/${ref.databaseName}`, 'password');
+  }
+
+  async close(): Promise<void> {}
+
+  /** The role's password, made once and kept encrypted, so a re-run does not break a deployed instance. */
+  private async password(name: string): Promise<string> {
+    return this.secrets.putIfAbsent(`local-database/${name}`, 'password', toBase62(randomBytes(24), 33));
+  }
+}
+
+function ignoreCode(code: string) {
+  return (err: { code?: string }) => {
+    if (err.code !== code) throw err;
+  };
+}

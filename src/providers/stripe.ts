@@ -1,0 +1,71 @@
+/** Stripe API reads through the stripe package, pointed at STRIPE_API_BASE when it is set (tests, emulators). */
+import Stripe from 'stripe';
+import { parseRetryAfter, PermanentError, TransientError } from '../errors.ts';
+
+export interface SubscriptionSnapshot {
+  id: string;
+  customerId: string;
+  status: string;
+  priceId: string | null;
+  cancelAtPeriodEnd: boolean;
+}
+
+export interface CustomerSnapshot {
+  id: string;
+  email: string | null;
+  name: string | null;
+}
+
+export class StripeGateway {
+  private readonly client: Stripe | null;
+
+  constructor(secretKey: string | null, apiBase: string | null) {
+    if (!secretKey) {
+      this.client = null;
+      return;
+    }
+    const base = apiBase ? new URL(apiBase) : null;
+    this.client = new Stripe(secretKey, {
+      maxNetworkRetries: 2,
+      timeout: 20_000,
+      ...(base && {
+        host: base.hostname,
+        port: Number(base.port || (base.protocol === 'https:' ? 443 : 80)),
+        protocol: base.protocol === 'https:' ? 'https' : 'http',
+      }),
+    });
+  }
+
+  async subscription(id: string): Promise<SubscriptionSnapshot> {
+    const sub = await this.call((s) => s.subscriptions.retrieve(id));
+    return {
+      id: sub.id,
+      customerId: typeof sub.customer === 'string' ? sub.customer : sub.customer.id,
+      status: sub.status,
+      priceId: sub.items.data[0]?.price.id ?? null,
+      cancelAtPeriodEnd: sub.cancel_at_period_end,
+    };
+  }
+
+  async customer(id: string): Promise<CustomerSnapshot> {
+    const customer = await this.call((s) => s.customers.retrieve(id));
+    if ('deleted' in customer && customer.deleted) return { id, email: null, name: null };
+    return { id: customer.id, email: customer.email ?? null, name: customer.name ?? null };
+  }
+
+  private async call<T>(fn: (client: Stripe) => Promise<T>): Promise<T> {
+    if (!this.client) throw new PermanentError('STRIPE_SECRET_KEY is not configured, so Stripe cannot be asked');
+    try {
+      return await fn(this.client);
+    } catch (err) {
+      if (err instanceof Stripe.errors.StripeError) {
+        const status = err.statusCode ?? 0;
+        if (status === 0 || status === 429 || status >= 500 || err.type === 'StripeConnectionError') {
+          throw new TransientError(`Stripe: ${err.message}`, parseRetryAfter(err.headers?.['retry-after']));
+        }
+        throw new PermanentError(`Stripe: ${err.message}`);
+      }
+      throw err;
+    }
+  }
+}

@@ -1,0 +1,53 @@
+/** The interfaces jobs use for side effects. Jobs hold the logic; providers hold the I/O. */
+import type { Plan } from '../plans.ts';
+
+export interface ServiceRef {
+  serviceId: string;
+  /** Where the instance answers HTTP: the public domain (cloud) or a loopback port (local). */
+  accessUrl: string;
+}
+
+/** A deployment's state, reduced from what each provider reports. */
+export type DeploymentState = 'in_progress' | 'success' | 'failed' | 'needs_approval';
+
+export interface ComputeProvider {
+  readonly kind: string;
+  /** Finds the service by its deterministic name, or creates it with a public address. */
+  findOrCreateService(name: string): Promise<ServiceRef>;
+  setVariables(serviceId: string, variables: Record<string, string>): Promise<void>;
+  setLimits(serviceId: string, limits: Pick<Plan, 'cpu' | 'memoryMb'>): Promise<void>;
+  deploy(serviceId: string): Promise<{ deploymentId: string }>;
+  deploymentState(serviceId: string, deploymentId: string): Promise<{ state: DeploymentState; detail?: string }>;
+  stop(serviceId: string): Promise<void>;
+  deleteService(serviceId: string): Promise<void>;
+  close(): Promise<void>;
+}
+
+export interface DatabaseRef {
+  /** The provider's id for the customer's isolated database (a Neon branch id, or the local database name). */
+  branchId: string;
+  databaseName: string;
+  roleName: string;
+}
+
+export interface DatabaseProvider {
+  readonly kind: string;
+  /** Finds or creates the customer's database and login role; returns their names and a connection URL. */
+  findOrCreateDatabase(name: string): Promise<DatabaseRef & { connectionUrl: string }>;
+  deleteDatabase(ref: DatabaseRef): Promise<void>;
+  close(): Promise<void>;
+}
+
+export interface MailMessage {
+  to: string;
+  subject: string;
+  text: string;
+  html?: string;
+  /** A deterministic Message-ID lets a re-sent message be recognised as the same one. */
+  messageId?: string;
+}
+
+export interface Mailer {
+  send(message: MailMessage): Promise<void>;
+  close(): void;
+}

@@ -1,0 +1,76 @@
+/**
+ * Starting a customer's provisioning: the customer, subscription and instance rows (each found or created by a
+ * unique key, so a repeat changes nothing) and the flow. Used by Stripe intake and by the admin API alike.
+ */
+import { createHash } from 'node:crypto';
+import type { Config } from './config.ts';
+import { audit, instanceById, type InstanceWithCustomer } from './db/instances.ts';
+import { inTransaction, type Db } from './db/pool.ts';
+import type { Plan } from './plans.ts';
+import type { Queues } from './queues/connection.ts';
+import { startProvisionFlow } from './queues/provisionFlow.ts';
+
+export interface ProvisionRequest {
+  stripeCustomerId: string | null;
+  /** Stripe's subscription id, or comp_<uuid> for a customer an operator provisions. */
+  subscriptionRef: string;
+  email: string | null;
+  name: string | null;
+  priceId: string | null;
+  plan: Plan | undefined;
+  subscriptionStatus: string;
+  comped: boolean;
+  actor: string;
+}
+
+/** Stable ids and resource names derived from the subscription, so every retry finds what an earlier try made. */
+export function resourceNames(subscriptionRef: string) {
+  const slug = createHash('sha256').update(subscriptionRef).digest('hex').slice(0, 16);
+  return { workspaceId: `ws-${slug}`, serviceName: `claw-${slug}`, databaseName: `claw_${slug}` };
+}
+
+export async function recordInstance(db: Db, config: Config, req: ProvisionRequest): Promise<InstanceWithCustomer> {
+  const { workspaceId } = resourceNames(req.subscriptionRef);
+  const instanceId = await inTransaction(db, async (tx) => {
+    const customer = req.stripeCustomerId
+      ? await tx.query<{ id: string }>(
+          `INSERT INTO customers (stripe_customer_id, email, name) VALUES ($1, $2, $3)
+           ON CONFLICT (stripe_customer_id) DO UPDATE SET email = COALESCE(EXCLUDED.email, customers.email),
+             name = COALESCE(EXCLUDED.name, customers.name), updated_at = now()
+           RETURNING id`,
+          [req.stripeCustomerId, req.email, req.name],
+        )
+      : await tx.query<{ id: string }>('INSERT INTO customers (email, name) VALUES ($1, $2) RETURNING id', [req.email, req.name]);
+    const customerId = customer.rows[0]!.id;
+    const subscription = await tx.query<{ id: string }>(
+      `INSERT INTO subscriptions (customer_id, stripe_subscription_id, price_id, plan, status, comped)
+       VALUES ($1, $2, $3, $4, $5, $6)
+       ON CONFLICT (stripe_subscription_id) DO UPDATE SET updated_at = now()
+       RETURNING id`,
+      [customerId, req.subscriptionRef, req.priceId, req.plan?.name ?? null, req.subscriptionStatus, req.comped],
+    );
+    const inserted = await tx.query<{ id: string }>(
+      `INSERT INTO instances (subscription_id, customer_id, workspace_id, plan, status, compute_provider, database_provider)
+       VALUES ($1, $2, $3, $4, 'provisioning', $5, $6)
+       ON CONFLICT (subscription_id) DO NOTHING RETURNING id`,
+      [subscription.rows[0]!.id, customerId, workspaceId, req.plan?.name ?? null, config.computeProvider, config.databaseProvider],
+    );
+    if (inserted.rows[0]) {
+      await audit(tx, {
+        actor: req.actor,
+        action: 'instance.created',
+        customerId,
+        instanceId: inserted.rows[0].id,
+        detail: { workspaceId, plan: req.plan?.name ?? null, priceId: req.priceId, comped: req.comped },
+      });
+      return inserted.rows[0].id;
+    }
+    const existing = await tx.query<{ id: string }>('SELECT id FROM instances WHERE subscription_id = $1', [subscription.rows[0]!.id]);
+    return existing.rows[0]!.id;
+  });
+  return (await instanceById(db, instanceId))!;
+}
+
+export async function startProvisioning(queues: Queues, instance: InstanceWithCustomer): Promise<void> {
+  await startProvisionFlow(queues, { instanceId: instance.id, workspaceId: instance.workspace_id });
+}

@@ -1,0 +1,63 @@
+/** Secrets at rest: AES-256-GCM under SECRETS_KEY, stored in the control-plane `secrets` table. */
+import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto';
+import type { Db } from './db/pool.ts';
+
+export interface Sealed {
+  ciphertext: Buffer;
+  iv: Buffer;
+  tag: Buffer;
+}
+
+export function seal(key: Buffer, plaintext: string, context: string): Sealed {
+  const iv = randomBytes(12);
+  const cipher = createCipheriv('aes-256-gcm', key, iv);
+  // The owner and name are authenticated, so a sealed value cannot be moved to another row and still open.
+  cipher.setAAD(Buffer.from(context, 'utf8'));
+  const ciphertext = Buffer.concat([cipher.update(plaintext, 'utf8'), cipher.final()]);
+  return { ciphertext, iv, tag: cipher.getAuthTag() };
+}
+
+export function open(key: Buffer, sealed: Sealed, context: string): string {
+  const decipher = createDecipheriv('aes-256-gcm', key, sealed.iv);
+  decipher.setAAD(Buffer.from(context, 'utf8'));
+  decipher.setAuthTag(sealed.tag);
+  return Buffer.concat([decipher.update(sealed.ciphertext), decipher.final()]).toString('utf8');
+}
+
+export class SecretStore {
+  constructor(
+    private readonly db: Db,
+    private readonly key: Buffer,
+  ) {}
+
+  async put(owner: string, name: string, value: string): Promise<void> {
+    const s = seal(this.key, value, `${owner}/${name}`);
+    await this.db.query(
+      `INSERT INTO secrets (owner, name, ciphertext, iv, tag) VALUES ($1, $2, $3, $4, $5)
+       ON CONFLICT (owner, name) DO UPDATE SET ciphertext = $3, iv = $4, tag = $5, created_at = now()`,
+      [owner, name, s.ciphertext, s.iv, s.tag],
+    );
+  }
+
+  /** Stores value unless a secret is already there; returns whichever is stored (safe under concurrent callers). */
+  async putIfAbsent(owner: string, name: string, value: string): Promise<string> {
+    const s = seal(this.key, value, `${owner}/${name}`);
+    await this.db.query(
+      `INSERT INTO secrets (owner, name, ciphertext, iv, tag) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (owner, name) DO NOTHING`,
+      [owner, name, s.ciphertext, s.iv, s.tag],
+    );
+    return (await this.get(owner, name))!;
+  }
+
+  async get(owner: string, name: string): Promise<string | null> {
+    const { rows } = await this.db.query<Sealed>(
+      'SELECT ciphertext, iv, tag FROM secrets WHERE owner = $1 AND name = $2',
+      [owner, name],
+    );
+    return rows[0] ? open(this.key, rows[0], `${owner}/${name}`) : null;
+  }
+
+  async delete(owner: string, name: string): Promise<void> {
+    await this.db.query('DELETE FROM secrets WHERE owner = $1 AND name = $2', [owner, name]);
+  }
+}

@@ -1,0 +1,33 @@
+/** The web process: Stripe intake, the admin API, Bull Board, and a health endpoint for load balancers. */
+import Koa from 'koa';
+import Router from '@koa/router';
+import type { Config } from '../config.ts';
+import type { Db } from '../db/pool.ts';
+import type { Queues } from '../queues/connection.ts';
+import { QUEUES } from '../queues/names.ts';
+import { adminApi } from './adminApi.ts';
+import { bullBoard } from './bullBoard.ts';
+import { jsonErrors } from './httpError.ts';
+import { stripeWebhook } from './stripeWebhook.ts';
+
+export function createWebApp(deps: { config: Config; db: Db; queues: Queues }): Koa {
+  const app = new Koa({ proxy: deps.config.production });
+  app.use(jsonErrors);
+  app.use(bullBoard(deps.queues, deps.config.admin));
+
+  const router = new Router();
+  router.post('/webhooks/stripe', stripeWebhook({ db: deps.db, queues: deps.queues, webhookSecret: deps.config.stripe.webhookSecret }));
+  router.get('/health', async (ctx) => {
+    const checks = await Promise.allSettled([
+      deps.db.query('SELECT 1'),
+      deps.queues.get(QUEUES.stripeEvents).getJobCounts('wait'),
+    ]);
+    const ok = checks.every((c) => c.status === 'fulfilled');
+    ctx.status = ok ? 200 : 503;
+    ctx.body = { status: ok ? 'ok' : 'unavailable', postgres: checks[0]!.status === 'fulfilled', redis: checks[1]!.status === 'fulfilled' };
+  });
+  const admin = adminApi(deps);
+  app.use(router.routes()).use(router.allowedMethods());
+  app.use(admin.routes()).use(admin.allowedMethods());
+  return app;
+}

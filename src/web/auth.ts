@@ -1,0 +1,38 @@
+/** Operator authentication: a bearer token for the admin API, HTTP basic auth for Bull Board. Constant-time throughout. */
+import { createHash, timingSafeEqual } from 'node:crypto';
+import type { Middleware } from 'koa';
+import { HttpError } from './httpError.ts';
+
+/** Compares two secrets in constant time, whatever their lengths (both are hashed to equal-length digests). */
+export function secretEquals(presented: string, expected: string): boolean {
+  const a = createHash('sha256').update(presented).digest();
+  const b = createHash('sha256').update(expected).digest();
+  return timingSafeEqual(a, b);
+}
+
+export function requireAdminToken(token: string): Middleware {
+  return async (ctx, next) => {
+    const match = /^Bearer\s+(\S+)$/i.exec(ctx.get('authorization'));
+    if (!match || !secretEquals(match[1]!, token)) {
+      throw new HttpError(401, 'unauthorized', 'send Authorization: Bearer <ADMIN_TOKEN>');
+    }
+    await next();
+  };
+}
+
+export function requireBasicAuth(user: string, password: string, realm: string): Middleware {
+  return async (ctx, next) => {
+    const match = /^Basic\s+([A-Za-z0-9+/=]+)$/i.exec(ctx.get('authorization'));
+    const decoded = match ? Buffer.from(match[1]!, 'base64').toString('utf8') : '';
+    const separator = decoded.indexOf(':');
+    const ok =
+      separator > 0 &&
+      // Both checks always run, so the answer time does not tell which part was wrong.
+      [secretEquals(decoded.slice(0, separator), user), secretEquals(decoded.slice(separator + 1), password)].every(Boolean);
+    if (!ok) {
+      ctx.set('WWW-Authenticate', `Basic realm="${realm}", charset="UTF-8"`);
+      throw new HttpError(401, 'unauthorized', 'operator credentials required');
+    }
+    await next();
+  };
+}

@@ -1,0 +1,55 @@
+/**
+ * POST /webhooks/stripe: verifies the signature on the raw body, records the event once by its id, enqueues a job
+ * whose id is the event id, and answers at once. Anything unverified is refused and leaves no trace.
+ */
+import type { Middleware } from 'koa';
+import Stripe from 'stripe';
+import type { Db } from '../db/pool.ts';
+import type { Queues } from '../queues/connection.ts';
+import { QUEUES, jobId } from '../queues/names.ts';
+import { HANDLED_EVENTS, type StripeEventData } from '../jobs/stripeEvent.ts';
+import { logger } from '../logger.ts';
+import { HttpError } from './httpError.ts';
+import { readRawBody } from './rawBody.ts';
+
+export const WEBHOOK_BODY_LIMIT = 1024 * 1024;
+const TOLERANCE_SECONDS = 300;
+const log = logger('stripe-webhook');
+
+export function stripeWebhook(deps: { db: Db; queues: Queues; webhookSecret: string }): Middleware {
+  return async (ctx) => {
+    const raw = await readRawBody(ctx.req, WEBHOOK_BODY_LIMIT);
+    const signature = ctx.get('stripe-signature');
+    if (!signature) throw new HttpError(400, 'missing_signature', 'the Stripe-Signature header is required');
+
+    let event: Stripe.Event;
+    try {
+      event = Stripe.webhooks.constructEvent(raw, signature, deps.webhookSecret, TOLERANCE_SECONDS);
+    } catch (err) {
+      if (err instanceof Stripe.errors.StripeSignatureVerificationError) {
+        throw new HttpError(400, 'invalid_signature', 'the signature does not match the body, or its timestamp is too old');
+      }
+      throw new HttpError(400, 'invalid_json', 'the body is not a JSON Stripe event');
+    }
+    if (typeof event?.id !== 'string' || !/^evt_\w+$/.test(event.id) || typeof event.type !== 'string' || !event.data?.object) {
+      throw new HttpError(400, 'invalid_event', 'the body is not a Stripe event');
+    }
+
+    const handled = HANDLED_EVENTS.has(event.type);
+    const inserted = await deps.db.query(
+      `INSERT INTO stripe_events (id, type, stripe_created, livemode, handled, payload)
+       VALUES ($1, $2, to_timestamp($3), $4, $5, $6) ON CONFLICT (id) DO NOTHING`,
+      [event.id, event.type, Number(event.created) || 0, Boolean(event.livemode), handled, raw.toString('utf8')],
+    );
+    const duplicate = inserted.rowCount === 0;
+    if (handled) {
+      // The job id is the event id: a redelivery (say, after Redis was briefly away) adds the job if it is missing
+      // and nothing if it is there.
+      const data: StripeEventData = { eventId: event.id };
+      await deps.queues.get(QUEUES.stripeEvents).add(event.type, data, { jobId: jobId(event.id) });
+    }
+    log.info('event received', { id: event.id, type: event.type, duplicate, handled });
+    ctx.status = 200;
+    ctx.body = { received: true, duplicate, handled };
+  };
+}
