@@ -1,0 +1,193 @@
+/**
+ * A whole control plane for end-to-end tests: its own control-plane database and queue prefix on the real local
+ * Postgres and Redis, the Stripe API emulator, a real SMTP server and a Slack receiver. Everything it makes
+ * (customer databases and roles, runtime processes, Redis keys) is removed by close().
+ */
+import { randomBytes } from 'node:crypto';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { Redis } from 'ioredis';
+import pg from 'pg';
+import { loadConfig, type Config } from '../../src/config.ts';
+import { startControlPlane, type ControlPlane } from '../../src/controlPlane.ts';
+import { quoteIdent } from '../../src/db/pool.ts';
+import { DEFAULT_PRICE_IDS, type PlanName } from '../../src/plans.ts';
+import { startSlackReceiver, type SlackReceiver } from './slackReceiver.ts';
+import { startSmtpCapture, type SmtpCapture } from './smtpCapture.ts';
+import { signedWebhook, startStripeEmulator, type StripeEmulator } from './stripeEmulator.ts';
+
+export const ADMIN = { user: 'operator', password: 'test-board-password', token: 'test-admin-token-0123456789' };
+export const WEBHOOK_SECRET = 'whsec_test_secret_for_e2e';
+const PG_ADMIN = 'postgres://postgres@127.0.0.1:5432';
+
+export interface InstanceView {
+  customerId: string;
+  workspaceId: string;
+  accessUrl: string | null;
+  status: string;
+  plan: string | null;
+  failure: { step: string; reason: string } | null;
+  steps: { name: string; state: string; startedAt: string | null; finishedAt: string | null }[];
+}
+
+export interface Harness {
+  plane: ControlPlane;
+  config: Config;
+  url: string;
+  stripe: StripeEmulator;
+  smtp: SmtpCapture;
+  slack: SlackReceiver;
+  redis: Redis;
+  /** A connection to the control-plane database, for checking effects where they land. */
+  db: pg.Pool;
+  postWebhook(body: string, headers?: Record<string, string>): Promise<Response>;
+  /** A signed delivery of an event, exactly as Stripe signs it. */
+  deliver(event: object): Promise<Response>;
+  /** A paying customer: Stripe state in the emulator, and the checkout.session.completed event for it. */
+  checkout(options: { email: string; name?: string; plan?: PlanName; price?: string }): {
+    customerId: string;
+    subscriptionId: string;
+    event: object;
+  };
+  admin(pathname: string, init?: RequestInit): Promise<Response>;
+  waitForStatus(customerRef: string, statuses: string[], timeoutMs?: number): Promise<InstanceView>;
+  close(): Promise<void>;
+}
+
+export async function startHarness(env: Record<string, string> = {}): Promise<Harness> {
+  const id = randomBytes(5).toString('hex');
+  const databaseName = `cp_test_${id}`;
+  const varDir = await mkdtemp(path.join(tmpdir(), 'clawdbot-e2e-'));
+  const [stripe, smtp, slack] = await Promise.all([startStripeEmulator(), startSmtpCapture(), startSlackReceiver()]);
+  const config = loadConfig(
+    {
+      PORT: '0',
+      DATABASE_URL: `${PG_ADMIN}/${databaseName}`,
+      REDIS_URL: 'redis://127.0.0.1:6379',
+      QUEUE_PREFIX: `{test-${id}}`,
+      VAR_DIR: varDir,
+      SECRETS_KEY: randomBytes(32).toString('base64'),
+      STRIPE_WEBHOOK_SECRET: WEBHOOK_SECRET,
+      STRIPE_SECRET_KEY: stripe.apiKey,
+      STRIPE_API_BASE: stripe.url,
+      SMTP_URL: smtp.url,
+      MAIL_FROM: 'Clawdbot <hello@clawdbot.test>',
+      SLACK_WEBHOOK_URL: slack.url,
+      ALERT_EMAIL: 'ops@clawdbot.test',
+      ADMIN_USER: ADMIN.user,
+      ADMIN_PASSWORD: ADMIN.password,
+      ADMIN_TOKEN: ADMIN.token,
+      PUBLIC_URL: 'http://control.clawdbot.test',
+      JOB_BACKOFF: '50ms',
+      JOB_ATTEMPTS: '3',
+      HEALTH_CHECK_TIMEOUT: '30s',
+      HEALTH_CHECK_INTERVAL: '100ms',
+      HEALTH_CHECK_MAX_INTERVAL: '500ms',
+      ...env,
+    },
+    process.cwd(),
+  );
+  const plane = await startControlPlane(config, { web: true, worker: true });
+  const url = plane.url!;
+  const db = new pg.Pool({ connectionString: config.databaseUrl, max: 3 });
+  const redis = new Redis(config.redisUrl);
+
+  const postWebhook = (body: string, headers: Record<string, string> = {}) =>
+    fetch(`${url}/webhooks/stripe`, { method: 'POST', headers: { 'content-type': 'application/json', ...headers }, body });
+  const admin = (pathname: string, init: RequestInit = {}) =>
+    fetch(`${url}${pathname}`, {
+      ...init,
+      headers: { authorization: `Bearer ${ADMIN.token}`, 'content-type': 'application/json', ...(init.headers as Record<string, string>) },
+    });
+
+  return {
+    plane,
+    config,
+    url,
+    stripe,
+    smtp,
+    slack,
+    redis,
+    db,
+    postWebhook,
+    deliver(event) {
+      const payload = JSON.stringify(event);
+      return postWebhook(payload, { 'stripe-signature': signedWebhook(payload, WEBHOOK_SECRET) });
+    },
+    checkout({ email, name, plan = 'starter', price }) {
+      const customer = stripe.createCustomer({ email, name });
+      const subscription = stripe.createSubscription({ customer: customer.id, price: price ?? DEFAULT_PRICE_IDS[plan] });
+      const session = stripe.createCheckoutSession({ customer: customer.id, subscription: subscription.id, email, name });
+      return { customerId: customer.id, subscriptionId: subscription.id, event: stripe.event('checkout.session.completed', session) };
+    },
+    admin,
+    async waitForStatus(customerRef, statuses, timeoutMs = 30_000) {
+      const deadline = Date.now() + timeoutMs;
+      let last: unknown = 'no answer';
+      while (Date.now() < deadline) {
+        const response = await admin(`/api/customers/${customerRef}/instance`);
+        if (response.status === 200) {
+          const view = (await response.json()) as InstanceView;
+          if (statuses.includes(view.status)) return view;
+          last = view;
+        } else {
+          last = `HTTP ${response.status}`;
+        }
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      throw new Error(`instance of ${customerRef} did not reach ${statuses.join('/')} in ${timeoutMs} ms: ${JSON.stringify(last)}`);
+    },
+    async close() {
+      const { rows } = await db.query<{ database_name: string | null; database_role: string | null }>(
+        'SELECT database_name, database_role FROM instances',
+      );
+      await plane.close();
+      await db.end();
+      const admin = new pg.Client({ connectionString: `${PG_ADMIN}/postgres` });
+      await admin.connect();
+      for (const row of rows) {
+        if (row.database_name) await admin.query(`DROP DATABASE IF EXISTS ${quoteIdent(row.database_name)} WITH (FORCE)`);
+        if (row.database_role) await admin.query(`DROP ROLE IF EXISTS ${quoteIdent(row.database_role)}`);
+      }
+      await admin.query(`DROP DATABASE IF EXISTS ${quoteIdent(databaseName)} WITH (FORCE)`);
+      await admin.end();
+      await deleteKeys(redis, `${config.queuePrefix}:*`);
+      redis.disconnect();
+      await Promise.all([stripe.close(), smtp.close(), slack.close()]);
+      await rm(varDir, { recursive: true, force: true });
+    },
+  };
+}
+
+export async function deleteKeys(redis: Redis, pattern: string): Promise<void> {
+  let cursor = '0';
+  do {
+    const [next, keys] = await redis.scan(cursor, 'MATCH', pattern, 'COUNT', 500);
+    if (keys.length) await redis.del(...keys);
+    cursor = next;
+  } while (cursor !== '0');
+}
+
+/** Every key under a prefix with its whole value as text (strings, hashes, lists, sets, sorted sets, streams). */
+export async function dumpKeys(redis: Redis, pattern: string): Promise<string[]> {
+  const out: string[] = [];
+  let cursor = '0';
+  do {
+    const [next, keys] = await redis.scan(cursor, 'MATCH', pattern, 'COUNT', 500);
+    for (const key of keys) {
+      const type = await redis.type(key);
+      const value =
+        type === 'string' ? await redis.get(key)
+        : type === 'hash' ? await redis.hgetall(key)
+        : type === 'list' ? await redis.lrange(key, 0, -1)
+        : type === 'set' ? await redis.smembers(key)
+        : type === 'zset' ? await redis.zrange(key, 0, -1, 'WITHSCORES')
+        : type === 'stream' ? await redis.xrange(key, '-', '+')
+        : null;
+      out.push(`${key} ${JSON.stringify(value)}`);
+    }
+    cursor = next;
+  } while (cursor !== '0');
+  return out;
+}
