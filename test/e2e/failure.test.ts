@@ -1,0 +1,79 @@
+/**
+ * A step that fails for good: the instance is failed, operators get exactly one Slack post and one email with the
+ * step, the reason and a Bull Board link, what was made is on record, and an operator's retry resumes the flow.
+ */
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { expect } from 'chai';
+import { QUEUES } from '../../src/queues/names.ts';
+import { ADMIN, startHarness, waitUntil, type Harness } from '../support/harness.ts';
+
+describe('a provisioning step that fails for good', function () {
+  this.timeout(90_000);
+  let h: Harness;
+  let dir: string;
+  let marker: string;
+
+  before(async () => {
+    dir = await mkdtemp(path.join(tmpdir(), 'clawdbot-late-'));
+    marker = path.join(dir, 'ready');
+    h = await startHarness({
+      // The runtime does not answer until the marker exists, so the health check runs out of time.
+      RUNTIME_ARGS: `--import tsx ${path.resolve('test/support/lateRuntime.ts')} ${marker}`,
+      HEALTH_CHECK_TIMEOUT: '1500ms',
+    });
+  });
+  after(async () => {
+    await h?.close();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('fails the instance, alerts once by Slack and email, and an operator retry finishes it', async () => {
+    h.slack.failNext(1, 503); // the alert itself is retried, and still posted once
+    const { customerId, event } = h.checkout({ email: 'hank@example.com', name: 'Hank' });
+    await h.deliver(event);
+    const failed = await h.waitForStatus(customerId, ['failed', 'active']);
+    expect(failed.status).to.equal('failed');
+    expect(failed.failure!.step).to.equal('health-check');
+    expect(failed.failure!.reason).to.include('/health');
+    expect(failed.steps.find((s) => s.name === 'health-check')!.state).to.equal('failed');
+    expect(failed.steps.filter((s) => s.state === 'completed').map((s) => s.name)).to.have.members([
+      'create-branch', 'create-service', 'build-workspace', 'deploy',
+    ]);
+
+    const post = await h.slack.waitFor((p) => (p.text ?? '').includes('hank@example.com'));
+    expect(post.text).to.include('health-check').and.include(`${h.config.publicUrl}/admin/queues/queue/provision/${failed.workspaceId}-health-check`);
+    const mail = await h.smtp.waitFor((m) => m.to.includes('ops@clawdbot.test'));
+    expect(mail.text).to.include('health-check').and.include('/health').and.include(failed.workspaceId);
+    await new Promise((r) => setTimeout(r, 1_000)); // room for any duplicate alert
+    expect(h.slack.posts).to.have.length(1);
+    expect(h.slack.attempts).to.equal(2);
+    expect(h.smtp.messages.filter((m) => m.to.includes('ops@clawdbot.test'))).to.have.length(1);
+    expect(h.smtp.messages.filter((m) => m.to.includes('hank@example.com'))).to.have.length(0);
+
+    // Nothing half-made is unaccounted for: what was created is on the instance's record.
+    const { rows } = await h.db.query('SELECT service_id, database_name, access_url, api_key_hash FROM instances');
+    expect(rows[0].service_id).to.be.a('string');
+    expect(rows[0].database_name).to.be.a('string');
+    const audit = await h.db.query("SELECT detail FROM audit WHERE action = 'instance.failed'");
+    expect(audit.rows).to.have.length(1);
+
+    const deployedBefore = (await h.db.query('SELECT deployment_id FROM local_services')).rows[0].deployment_id;
+    // The operator fixes the cause and retries the failed job from Bull Board: the flow resumes at that step.
+    await writeFile(marker, 'ready');
+    const auth = { authorization: `Basic ${btoa(`${ADMIN.user}:${ADMIN.password}`)}` };
+    const retry = await fetch(`${h.url}/admin/queues/api/queues/provision/${failed.workspaceId}-health-check/retry`, {
+      method: 'PUT',
+      headers: auth,
+    });
+    expect(retry.status).to.equal(204);
+    const active = await h.waitForStatus(customerId, ['active']);
+    expect(active.failure).to.equal(null);
+    await h.smtp.waitFor((m) => m.to.includes('hank@example.com') && m.subject === 'Your Clawdbot is ready');
+    const deployedAfter = (await h.db.query('SELECT deployment_id FROM local_services')).rows[0].deployment_id;
+    expect(deployedAfter, 'resumed at the failed step: no second deployment').to.equal(deployedBefore);
+    await waitUntil(async () => (await h.plane.ctx.queues.get(QUEUES.provision).getJob(`${failed.workspaceId}-finalize`))!.isCompleted());
+    expect(h.slack.posts).to.have.length(1);
+  });
+});

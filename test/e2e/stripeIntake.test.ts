@@ -1,0 +1,109 @@
+/** Stripe intake: only verified events are recorded, each once, and a bad one changes nothing. */
+import { expect } from 'chai';
+import { QUEUES } from '../../src/queues/names.ts';
+import { startHarness, waitUntil, WEBHOOK_SECRET, type Harness } from '../support/harness.ts';
+import { signedWebhook } from '../support/stripeEmulator.ts';
+
+describe('Stripe webhook intake', function () {
+  this.timeout(60_000);
+  let h: Harness;
+
+  before(async () => {
+    h = await startHarness();
+  });
+  after(async () => h?.close());
+
+  async function recorded(): Promise<{ events: number; jobs: number }> {
+    const { rows } = await h.db.query('SELECT count(*)::int AS n FROM stripe_events');
+    const counts = await h.plane.ctx.queues.get(QUEUES.stripeEvents).getJobCounts();
+    return { events: rows[0].n, jobs: Object.values(counts).reduce((a, b) => a + b, 0) };
+  }
+
+  it('refuses forged, stale, unsigned, malformed and oversized deliveries, and records nothing', async () => {
+    const before = await recorded();
+    const { event } = h.checkout({ email: 'mallory@example.com' });
+    const payload = JSON.stringify(event);
+    const now = Math.floor(Date.now() / 1000);
+    const huge = JSON.stringify({ ...event, padding: 'x'.repeat(2 * 1024 * 1024) });
+    const cases: [string, string, Record<string, string>][] = [
+      ['forged signature', payload, { 'stripe-signature': signedWebhook(payload, 'whsec_not_the_real_secret') }],
+      ['stale timestamp', payload, { 'stripe-signature': signedWebhook(payload, WEBHOOK_SECRET, { timestamp: now - 600 }) }],
+      ['missing header', payload, {}],
+      ['tampered body', payload.replace('mallory', 'mallorx'), { 'stripe-signature': signedWebhook(payload, WEBHOOK_SECRET) }],
+      ['malformed JSON', '{"id": "evt_1", ', { 'stripe-signature': signedWebhook('{"id": "evt_1", ', WEBHOOK_SECRET) }],
+      ['2 MB body', huge, { 'stripe-signature': signedWebhook(huge, WEBHOOK_SECRET) }],
+    ];
+    for (const [what, body, headers] of cases) {
+      const response = await h.postWebhook(body, headers);
+      expect(response.status, what).to.be.within(400, 499);
+      const answer = (await response.json()) as { error: string; reason: string };
+      expect(answer.error, what).to.be.a('string');
+      expect(answer.reason, what).to.be.a('string');
+    }
+    expect(await recorded()).to.deep.equal(before);
+    const { rows } = await h.db.query('SELECT count(*)::int AS n FROM customers');
+    expect(rows[0].n).to.equal(0);
+  });
+
+  it('processes the same event delivered 5 times at once exactly once: one instance, one database, one email', async () => {
+    const { customerId, event } = h.checkout({ email: 'dave@example.com', name: 'Dave', plan: 'pro' });
+    const responses = await Promise.all(Array.from({ length: 5 }, () => h.deliver(event)));
+    expect(responses.map((r) => r.status)).to.deep.equal([200, 200, 200, 200, 200]);
+    const answers = (await Promise.all(responses.map((r) => r.json()))) as { duplicate: boolean }[];
+    expect(answers.filter((a) => !a.duplicate)).to.have.length(1);
+
+    const view = await h.waitForStatus(customerId, ['active', 'failed']);
+    expect(view.status).to.equal('active');
+    await h.smtp.waitFor((m) => m.to.includes('dave@example.com'));
+    await new Promise((r) => setTimeout(r, 500)); // room for any second email to arrive
+
+    const instances = await h.db.query(
+      'SELECT i.database_name FROM instances i JOIN customers c ON c.id = i.customer_id WHERE c.stripe_customer_id = $1',
+      [customerId],
+    );
+    expect(instances.rows).to.have.length(1);
+    const databases = await h.db.query('SELECT count(*)::int AS n FROM pg_database WHERE datname = $1', [instances.rows[0].database_name]);
+    expect(databases.rows[0].n).to.equal(1);
+    expect(h.smtp.messages.filter((m) => m.to.includes('dave@example.com'))).to.have.length(1);
+    const services = await h.db.query('SELECT count(*)::int AS n FROM local_services');
+    expect(services.rows[0].n).to.equal(1);
+  });
+
+  it('acknowledges events it does not act on without starting anything', async () => {
+    const customer = h.stripe.createCustomer({ email: 'erin@example.com' });
+    const session = h.stripe.createCheckoutSession({ customer: customer.id, mode: 'payment', email: 'erin@example.com' });
+    const payment = await h.deliver(h.stripe.event('checkout.session.completed', session));
+    expect(payment.status).to.equal(200);
+    const other = await h.deliver(h.stripe.event('customer.created', customer));
+    expect(await other.json()).to.include({ handled: false });
+
+    const job = await h.plane.ctx.queues.get(QUEUES.stripeEvents).getJob(
+      ((await h.db.query("SELECT id FROM stripe_events WHERE payload->'data'->'object'->>'mode' = 'payment'")).rows[0] as { id: string }).id,
+    );
+    await waitUntil(async () => (await job!.getState()) === 'completed');
+    const { rows } = await h.db.query('SELECT count(*)::int AS n FROM customers WHERE email = $1', ['erin@example.com']);
+    expect(rows[0].n).to.equal(0);
+  });
+
+  it('fails an unknown price with a clear reason and one alert, without crashing anything', async () => {
+    const { customerId, event } = h.checkout({ email: 'frank@example.com', price: 'price_not_ours' });
+    expect((await h.deliver(event)).status).to.equal(200);
+    const view = await h.waitForStatus(customerId, ['failed']);
+    expect(view.failure!.step).to.equal('resolve-plan');
+    expect(view.failure!.reason).to.include('price_not_ours');
+
+    const post = await h.slack.waitFor((p) => (p.text ?? '').includes('frank@example.com'));
+    expect(post.text).to.include('price_not_ours').and.include('/admin/queues/queue/stripe-events/');
+    await h.smtp.waitFor((m) => m.to.includes('ops@clawdbot.test') && m.subject.includes('frank@example.com'));
+    const { rows } = await h.db.query('SELECT id FROM stripe_events WHERE payload::text LIKE $1', [`%${customerId}%`]);
+    const job = await h.plane.ctx.queues.get(QUEUES.stripeEvents).getJob(rows[0].id);
+    await waitUntil(async () => (await job!.getState()) === 'failed');
+    expect((await h.plane.ctx.queues.get(QUEUES.stripeEvents).getJob(rows[0].id))!.failedReason).to.include('is not one of');
+
+    // Still serving: a good customer after the bad one is provisioned.
+    const next = h.checkout({ email: 'gina@example.com' });
+    await h.deliver(next.event);
+    expect((await h.waitForStatus(next.customerId, ['active', 'failed'])).status).to.equal('active');
+    expect(h.slack.posts.filter((p) => (p.text ?? '').includes('frank@example.com'))).to.have.length(1);
+  });
+});
