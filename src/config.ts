@@ -115,7 +115,8 @@ class Reader {
       return '';
     }
     const file = path.join(this.varDir, 'dev-secrets', name);
-    if (existsSync(file)) return readFileSync(file, 'utf8').trim();
+    const kept = existsSync(file) ? readFileSync(file, 'utf8').trim() : '';
+    if (kept) return kept;
     mkdirSync(path.dirname(file), { recursive: true, mode: 0o700 });
     const made = make();
     writeFileSync(file, made + '\n', { mode: 0o600 });
@@ -140,7 +141,9 @@ export function redactUrl(value: string): string {
     if (url.password) url.password = '***';
     return url.toString();
   } catch {
-    return value.length > 80 ? value.slice(0, 80) + '…' : value;
+    // Unparseable: still never echo what could be credentials (anything before an '@').
+    const masked = value.replace(/^([a-z][a-z0-9+.-]*:\/\/)?[^/\s]*@/i, '$1***@');
+    return masked.length > 80 ? masked.slice(0, 80) + '…' : masked;
   }
 }
 

@@ -7,7 +7,7 @@ type Fields = Record<string, unknown>;
 
 const ORDER: Record<Level, number> = { debug: 10, info: 20, warn: 30, error: 40 };
 const threshold = ORDER[(process.env.LOG_LEVEL as Level) ?? 'info'] ?? ORDER.info;
-const SECRET_LIKE = /(claw_[0-9A-Za-z]{8,}|sk_(live|test)_[0-9A-Za-z]+|whsec_[0-9A-Za-z]+|\/\/[^/\s:@]+:[^@\s]+@)/g;
+const SECRET_LIKE = /(claw_[0-9A-Za-z]{43}|[sr]k_(live|test)_[0-9A-Za-z]+|sk-ant-[\w-]+|whsec_[0-9A-Za-z]+|\/\/[^/\s:@]*:[^\s]+@)/g;
 
 export function maskSecrets(text: string): string {
   return text.replace(SECRET_LIKE, (m) => (m.startsWith('//') ? '//***:***@' : m.slice(0, 5) + '***'));

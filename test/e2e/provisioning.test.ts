@@ -8,7 +8,7 @@ import path from 'node:path';
 import { expect } from 'chai';
 import pg from 'pg';
 import { INSTANCE_SECRETS, instanceOwner } from '../../src/jobs/context.ts';
-import { ADMIN, dumpKeys, startHarness, type Harness, type InstanceView } from '../support/harness.ts';
+import { ADMIN, dumpKeys, startHarness, waitUntil, type Harness, type InstanceView } from '../support/harness.ts';
 import type { CapturedMail } from '../support/smtpCapture.ts';
 
 const KEY_IN_MAIL = /claw_[0-9A-Za-z]{43}/;
@@ -197,6 +197,19 @@ describe('provisioning end to end (local providers)', function () {
     expect(view.status).to.equal('active');
     expect(view.plan).to.equal('team');
     await h.smtp.waitFor((m) => m.to.includes('carol@example.com'));
+  });
+
+  it('restarts a customer’s runtime that dies', async () => {
+    const pidOf = async () =>
+      (await h.db.query<{ pid: number }>('SELECT s.pid FROM local_services s JOIN instances i ON i.service_id = s.name WHERE i.id = $1', [
+        bob.instanceId,
+      ])).rows[0]!.pid;
+    const pid = await pidOf();
+    process.kill(pid, 'SIGKILL');
+    await waitUntil(async () => (await pidOf()) !== pid);
+    await waitUntil(async () => (await fetch(`${bob.view.accessUrl}/health`).catch(() => undefined))?.status === 200);
+    const status = await fetch(`${bob.view.accessUrl}/status`, { headers: { authorization: `Bearer ${bob.apiKey}` } });
+    expect(status.status).to.equal(200);
   });
 
   it('leaves no key, password or connection string anywhere in Redis', async () => {

@@ -30,7 +30,7 @@ describe('logger', () => {
 
     it('masks every occurrence in one line', () => {
       const masked = maskSecrets(
-        'a=sk_live_aaaaaaaa b=whsec_bbbbbbbb c=claw_cccccccccccc d=postgres://u:dddddddd@h/db e=sk_test_eeeeeeee',
+        'a=sk_live_aaaaaaaa b=whsec_bbbbbbbb c=claw_' + 'c'.repeat(43) + ' d=postgres://u:dddddddd@h/db e=sk_test_eeeeeeee',
       );
       for (const secret of ['aaaaaaaa', 'bbbbbbbb', 'cccccccc', 'dddddddd', 'eeeeeeee']) {
         expect(masked, secret).not.to.include(secret);
@@ -51,10 +51,14 @@ describe('logger', () => {
       }
     });
 
-    // BUG (src/logger.ts SECRET_LIKE): the URL-credential pattern needs a non-empty user, so a Redis URL with only a
-    // password (the usual form) passes through unmasked.
-    it.skip('masks a URL password with an empty user name (known bug)', () => {
+    it('masks a URL password with an empty user name (the usual Redis form)', () => {
       expect(maskSecrets('redis://:s3cretpass@redis.example.com:6379')).not.to.include('s3cretpass');
+    });
+
+    it('masks Anthropic and restricted Stripe keys, and leaves database names like claw_<hex> readable', () => {
+      expect(maskSecrets('key sk-ant-api03-abcDEF_123-xyz here')).not.to.include('abcDEF_123');
+      expect(maskSecrets('rk_live_51Habcdef0123')).not.to.include('51Habcdef0123');
+      expect(maskSecrets('dropped claw_3ae249c15239595e')).to.equal('dropped claw_3ae249c15239595e');
     });
   });
 });
