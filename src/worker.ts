@@ -3,7 +3,7 @@
  * so a worker's concurrency bounds the steps doing work, not the provisions in flight.
  */
 import { Worker, type Job, type Processor } from 'bullmq';
-import { backoffDelay } from './errors.ts';
+import { backoffDelay, PermanentError } from './errors.ts';
 import { logger } from './logger.ts';
 import { QUEUES, STEPS, type QueueName, type StepName } from './queues/names.ts';
 import { redisConnection } from './queues/connection.ts';
@@ -18,6 +18,7 @@ import { sendWelcomeEmail } from './jobs/sendWelcomeEmail.ts';
 import { finalize } from './jobs/finalize.ts';
 import { sendAlert } from './jobs/alerts.ts';
 import { handleStripeEvent } from './jobs/stripeEvent.ts';
+import { abandon } from './jobs/abandon.ts';
 
 const log = logger('worker');
 
@@ -31,13 +32,22 @@ const STEP_HANDLERS: Record<StepName, StepHandler<any>> = {
   [STEPS.finalize]: finalize,
 };
 
+/** Jobs that are not provisioning steps, by job name. */
+const OTHER_JOBS: Record<string, (ctx: JobContext, job: Job) => Promise<unknown>> = {
+  'alert-slack': sendAlert,
+  'alert-email': sendAlert,
+  abandon,
+};
+
 function processor(ctx: JobContext, queue: QueueName): Processor {
   return async (job: Job, token?: string) => {
+    // Stripe event jobs are named after the event type.
     if (queue === QUEUES.stripeEvents) return handleStripeEvent(ctx, job);
-    if (queue === QUEUES.alerts) return sendAlert(ctx, job);
-    const handler = STEP_HANDLERS[job.name as StepName];
-    if (!handler) throw new Error(`no handler for job ${job.name} on ${queue}`);
-    return runStep(ctx, job, token, handler);
+    const step = STEP_HANDLERS[job.name as StepName];
+    if (step) return runStep(ctx, job, token, step);
+    const other = OTHER_JOBS[job.name];
+    if (other) return other(ctx, job);
+    throw new PermanentError(`no handler for job ${job.name} on ${queue}`);
   };
 }
 

@@ -2,9 +2,11 @@
 import type pg from 'pg';
 import type { Db } from './pool.ts';
 
+export const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
 type Queryable = Pick<pg.Pool | pg.PoolClient, 'query'>;
 
-export type InstanceStatus = 'provisioning' | 'active' | 'failed';
+export type InstanceStatus = 'provisioning' | 'active' | 'failed' | 'abandoned';
 
 export interface InstanceRow {
   id: string;
@@ -17,11 +19,13 @@ export interface InstanceRow {
   database_provider: string;
   service_id: string | null;
   access_url: string | null;
+  branch_id: string | null;
   database_name: string | null;
   database_role: string | null;
   api_key_hash: string | null;
   api_key_label: string | null;
   failed_step: string | null;
+  failed_job: string | null;
   failure_reason: string | null;
   provision_started_at: Date;
   active_at: Date | null;
@@ -45,7 +49,7 @@ export async function instanceById(db: Queryable, id: string): Promise<InstanceW
 
 /** The newest instance of a customer, by Stripe customer id or by our own customer id. */
 export async function instanceForCustomer(db: Queryable, customerRef: string): Promise<InstanceWithCustomer | undefined> {
-  const byOwnId = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i.test(customerRef);
+  const byOwnId = UUID.test(customerRef);
   const { rows } = await db.query<InstanceWithCustomer>(
     `${WITH_CUSTOMER} WHERE ${byOwnId ? 'c.id = $1::uuid' : 'c.stripe_customer_id = $1'} ORDER BY i.created_at DESC LIMIT 1`,
     [customerRef],

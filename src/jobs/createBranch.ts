@@ -10,7 +10,7 @@ export const createBranch: StepHandler = async (ctx, { instance, log, progress, 
   const { databaseName } = resourceNames(instance.stripe_subscription_id);
   const ref = await ctx.database.findOrCreateDatabase(databaseName);
   await ctx.secrets.put(instanceOwner(instance.id), INSTANCE_SECRETS.databaseUrl, ref.connectionUrl);
-  await updateInstance(ctx.db, instance.id, { database_name: ref.databaseName, database_role: ref.roleName });
+  await updateInstance(ctx.db, instance.id, { branch_id: ref.branchId, database_name: ref.databaseName, database_role: ref.roleName });
   await log(`database ${ref.databaseName} and role ${ref.roleName} ready (${ctx.database.kind})`);
   await progress(60);
   await withCustomerDb(ref.connectionUrl, (client) => applyRuntimeSchema(client));

@@ -21,10 +21,11 @@ export async function markFailed(
 ): Promise<void> {
   const reason = maskSecrets(failure.reason).slice(0, 2000);
   const { rows } = await ctx.db.query<{ customer_id: string; incident: string }>(
-    `UPDATE instances SET status = 'failed', failed_step = $2, failure_reason = $3, failure_alerted_at = now(), updated_at = now()
+    `UPDATE instances SET status = 'failed', failed_step = $2, failure_reason = $3, failed_job = $4, failure_alerted_at = now(),
+       updated_at = now()
      WHERE id = $1 AND failure_alerted_at IS NULL
      RETURNING customer_id, (extract(epoch FROM failure_alerted_at) * 1000)::bigint::text AS incident`,
-    [failure.instanceId, failure.step, reason],
+    [failure.instanceId, failure.step, reason, `${failure.queue}/${failure.jobId}`],
   );
   const row = rows[0];
   if (!row) return; // this incident was already raised
@@ -48,8 +49,8 @@ export async function markFailed(
  */
 export async function clearFailure(ctx: JobContext, instanceId: string, step: string): Promise<void> {
   await ctx.db.query(
-    `UPDATE instances SET status = 'provisioning', failed_step = NULL, failure_reason = NULL, failure_alerted_at = NULL,
-       updated_at = now() WHERE id = $1 AND status = 'failed' AND failed_step = $2`,
+    `UPDATE instances SET status = 'provisioning', failed_step = NULL, failure_reason = NULL, failed_job = NULL,
+       failure_alerted_at = NULL, updated_at = now() WHERE id = $1 AND status = 'failed' AND failed_step = $2`,
     [instanceId, step],
   );
 }

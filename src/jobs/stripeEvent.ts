@@ -8,7 +8,7 @@ import { PermanentError } from '../errors.ts';
 import { planForPrice } from '../plans.ts';
 import { recordInstance, startProvisioning } from '../provisioning.ts';
 import { QUEUES } from '../queues/names.ts';
-import { markFailed } from './failure.ts';
+import { clearFailure, markFailed } from './failure.ts';
 import type { JobContext } from './context.ts';
 
 export interface StripeEventData {
@@ -63,6 +63,12 @@ async function checkoutCompleted(
     const reason = `Stripe customer ${subscription.customerId} has no email address to send the welcome email to`;
     await markFailed(ctx, { instanceId: instance.id, step: 'resolve-customer', reason, queue: QUEUES.stripeEvents, jobId: job.id! });
     throw new PermanentError(reason);
+  }
+  if (instance.status === 'failed' && (instance.failed_step === 'resolve-plan' || instance.failed_step === 'resolve-customer')) {
+    // An operator fixed what stopped this intake (a price mapping, the customer's email) and retried it.
+    await ctx.db.query('UPDATE instances SET plan = $2 WHERE id = $1', [instance.id, plan.name]);
+    await ctx.db.query('UPDATE subscriptions SET plan = $2 WHERE id = $1', [instance.subscription_id, plan.name]);
+    await clearFailure(ctx, instance.id, instance.failed_step);
   }
   await startProvisioning(ctx.queues, instance);
   return { instanceId: instance.id, workspaceId: instance.workspace_id, plan: plan.name };

@@ -8,9 +8,15 @@ export const QUEUES = {
   compute: 'compute',
   database: 'database',
   alerts: 'alerts',
+  /** Operator actions and, later, the rest of a subscription's life. */
+  lifecycle: 'lifecycle',
 } as const;
 
 export type QueueName = (typeof QUEUES)[keyof typeof QUEUES];
+
+export function isQueueName(name: string): name is QueueName {
+  return (Object.values(QUEUES) as string[]).includes(name);
+}
 
 export const STEPS = {
   createBranch: 'create-branch',

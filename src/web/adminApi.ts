@@ -2,11 +2,13 @@
 import { createHash, randomUUID } from 'node:crypto';
 import Router from '@koa/router';
 import type { Config } from '../config.ts';
-import { instanceForCustomer } from '../db/instances.ts';
+import { audit, instanceById, instanceForCustomer, UUID, type InstanceWithCustomer } from '../db/instances.ts';
 import type { Db } from '../db/pool.ts';
 import { isPlanName, PLANS } from '../plans.ts';
 import { recordInstance, startProvisioning } from '../provisioning.ts';
 import type { Queues } from '../queues/connection.ts';
+import { isQueueName, jobId, QUEUES } from '../queues/names.ts';
+import type { ProvisionData } from '../queues/provisionFlow.ts';
 import { requireAdminToken } from './auth.ts';
 import { HttpError } from './httpError.ts';
 import { readJsonBody } from './rawBody.ts';
@@ -25,6 +27,7 @@ export function adminApi(deps: { config: Config; db: Db; queues: Queues }): Rout
       [instance.id],
     );
     ctx.body = {
+      instanceId: instance.id,
       customerId: instance.customer_id,
       workspaceId: instance.workspace_id,
       accessUrl: instance.access_url,
@@ -64,5 +67,33 @@ export function adminApi(deps: { config: Config; db: Db; queues: Queues }): Rout
     ctx.body = { customerId: instance.customer_id, workspaceId: instance.workspace_id, instanceId: instance.id };
   });
 
+  /** Re-runs the job that failed; the flow continues from that step. */
+  router.post('/admin/instances/:instanceId/retry', async (ctx) => {
+    const instance = await failedInstance(deps.db, ctx.params.instanceId!);
+    const [queue, jobId] = (instance.failed_job ?? '').split('/');
+    const job = queue && jobId && isQueueName(queue) ? await deps.queues.get(queue).getJob(jobId) : undefined;
+    if (!job || (await job.getState()) !== 'failed') throw new HttpError(409, 'not_retriable', 'the failed job is no longer there to retry');
+    await job.retry('failed');
+    await audit(deps.db, { actor: 'admin-api', action: 'instance.retried', customerId: instance.customer_id, instanceId: instance.id });
+    ctx.status = 202;
+    ctx.body = { retried: instance.failed_job };
+  });
+
+  /** Gives up on a failed provisioning: removes its flow and undoes what it made, newest first. */
+  router.post('/admin/instances/:instanceId/abandon', async (ctx) => {
+    const instance = await failedInstance(deps.db, ctx.params.instanceId!);
+    const data: ProvisionData = { instanceId: instance.id, workspaceId: instance.workspace_id };
+    await deps.queues.get(QUEUES.lifecycle).add('abandon', data, { jobId: jobId(instance.workspace_id, 'abandon') });
+    ctx.status = 202;
+    ctx.body = { abandoning: instance.id };
+  });
+
   return router;
+}
+
+async function failedInstance(db: Db, instanceId: string): Promise<InstanceWithCustomer> {
+  const instance = UUID.test(instanceId) ? await instanceById(db, instanceId) : undefined;
+  if (!instance) throw new HttpError(404, 'not_found', 'no such instance');
+  if (instance.status !== 'failed') throw new HttpError(409, 'not_failed', `the instance is ${instance.status}, not failed`);
+  return instance;
 }

@@ -29,7 +29,35 @@ describe('a provisioning step that fails for good', function () {
     await rm(dir, { recursive: true, force: true });
   });
 
+  it('abandons a failed provisioning: the flow is removed and what it made is undone', async () => {
+    const { customerId, event } = h.checkout({ email: 'jill@example.com' });
+    await h.deliver(event);
+    const failed = await h.waitForStatus(customerId, ['failed', 'active']);
+    expect(failed.status).to.equal('failed');
+    const { rows } = await h.db.query('SELECT service_id, database_name FROM instances WHERE id = $1', [failed.instanceId]);
+    const [service, database] = [rows[0].service_id as string, rows[0].database_name as string];
+    const exists = async () => ({
+      service: (await h.db.query('SELECT 1 FROM local_services WHERE name = $1', [service])).rowCount,
+      database: (await h.db.query('SELECT 1 FROM pg_database WHERE datname = $1', [database])).rowCount,
+    });
+    expect(await exists()).to.deep.equal({ service: 1, database: 1 });
+
+    const active = await h.admin(`/api/admin/instances/${failed.instanceId}/abandon`, { method: 'POST' });
+    expect(active.status).to.equal(202);
+    const view = await h.waitForStatus(customerId, ['abandoned']);
+    expect(view.status).to.equal('abandoned');
+    expect(await exists()).to.deep.equal({ service: 0, database: 0 });
+    expect(await h.plane.ctx.queues.get(QUEUES.provision).getJob(`${failed.workspaceId}-finalize`)).to.equal(undefined);
+    expect(await h.plane.ctx.queues.get(QUEUES.provision).getJob(`${failed.workspaceId}-health-check`)).to.equal(undefined);
+    const audit = await h.db.query("SELECT detail FROM audit WHERE action = 'instance.abandoned' AND instance_id = $1", [failed.instanceId]);
+    expect(audit.rows[0].detail.undone).to.deep.equal([`service ${service}`, 'workspace', `database ${database}`]);
+
+    const again = await h.admin(`/api/admin/instances/${failed.instanceId}/abandon`, { method: 'POST' });
+    expect(again.status).to.equal(409);
+  });
+
   it('fails the instance, alerts once by Slack and email, and an operator retry finishes it', async () => {
+    const attemptsBefore = h.slack.attempts;
     h.slack.failNext(1, 503); // the alert itself is retried, and still posted once
     const { customerId, event } = h.checkout({ email: 'hank@example.com', name: 'Hank' });
     await h.deliver(event);
@@ -44,22 +72,25 @@ describe('a provisioning step that fails for good', function () {
 
     const post = await h.slack.waitFor((p) => (p.text ?? '').includes('hank@example.com'));
     expect(post.text).to.include('health-check').and.include(`${h.config.publicUrl}/admin/queues/queue/provision/${failed.workspaceId}-health-check`);
-    const mail = await h.smtp.waitFor((m) => m.to.includes('ops@clawdbot.test'));
+    const mail = await h.smtp.waitFor((m) => m.to.includes('ops@clawdbot.test') && m.text.includes('hank@example.com'));
     expect(mail.text).to.include('health-check').and.include('/health').and.include(failed.workspaceId);
     await new Promise((r) => setTimeout(r, 1_000)); // room for any duplicate alert
-    expect(h.slack.posts).to.have.length(1);
-    expect(h.slack.attempts).to.equal(2);
-    expect(h.smtp.messages.filter((m) => m.to.includes('ops@clawdbot.test'))).to.have.length(1);
+    const hanksPosts = () => h.slack.posts.filter((p) => (p.text ?? '').includes('hank@example.com'));
+    expect(hanksPosts()).to.have.length(1);
+    expect(h.slack.attempts - attemptsBefore).to.equal(2);
+    expect(h.smtp.messages.filter((m) => m.to.includes('ops@clawdbot.test') && m.text.includes('hank@example.com'))).to.have.length(1);
     expect(h.smtp.messages.filter((m) => m.to.includes('hank@example.com'))).to.have.length(0);
 
     // Nothing half-made is unaccounted for: what was created is on the instance's record.
-    const { rows } = await h.db.query('SELECT service_id, database_name, access_url, api_key_hash FROM instances');
+    const { rows } = await h.db.query('SELECT service_id, database_name FROM instances WHERE workspace_id = $1', [failed.workspaceId]);
     expect(rows[0].service_id).to.be.a('string');
     expect(rows[0].database_name).to.be.a('string');
-    const audit = await h.db.query("SELECT detail FROM audit WHERE action = 'instance.failed'");
+    const audit = await h.db.query("SELECT detail FROM audit WHERE action = 'instance.failed' AND instance_id = $1", [failed.instanceId]);
     expect(audit.rows).to.have.length(1);
 
-    const deployedBefore = (await h.db.query('SELECT deployment_id FROM local_services')).rows[0].deployment_id;
+    const deployedOf = async () =>
+      (await h.db.query('SELECT deployment_id FROM local_services WHERE name = $1', [rows[0].service_id])).rows[0].deployment_id;
+    const deployedBefore = await deployedOf();
     // The operator fixes the cause and retries the failed job from Bull Board: the flow resumes at that step.
     await writeFile(marker, 'ready');
     const auth = { authorization: `Basic ${btoa(`${ADMIN.user}:${ADMIN.password}`)}` };
@@ -68,12 +99,14 @@ describe('a provisioning step that fails for good', function () {
       headers: auth,
     });
     expect(retry.status).to.equal(204);
+    const retriedTwice = await h.admin(`/api/admin/instances/${failed.instanceId}/retry`, { method: 'POST' });
+    expect(retriedTwice.status).to.equal(409);
     const active = await h.waitForStatus(customerId, ['active']);
     expect(active.failure).to.equal(null);
     await h.smtp.waitFor((m) => m.to.includes('hank@example.com') && m.subject === 'Your Clawdbot is ready');
-    const deployedAfter = (await h.db.query('SELECT deployment_id FROM local_services')).rows[0].deployment_id;
+    const deployedAfter = await deployedOf();
     expect(deployedAfter, 'resumed at the failed step: no second deployment').to.equal(deployedBefore);
     await waitUntil(async () => (await h.plane.ctx.queues.get(QUEUES.provision).getJob(`${failed.workspaceId}-finalize`))!.isCompleted());
-    expect(h.slack.posts).to.have.length(1);
+    expect(hanksPosts()).to.have.length(1);
   });
 });

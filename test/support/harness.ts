@@ -22,6 +22,7 @@ export const WEBHOOK_SECRET = 'whsec_test_secret_for_e2e';
 const PG_ADMIN = 'postgres://postgres@127.0.0.1:5432';
 
 export interface InstanceView {
+  instanceId: string;
   customerId: string;
   workspaceId: string;
   accessUrl: string | null;
