@@ -7,6 +7,7 @@ import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { DEFAULT_PRICE_IDS, type PlanName } from './plans.ts';
+import { LOG_LEVELS, type LogLevel } from './logger.ts';
 
 export interface Config {
   production: boolean;
@@ -24,10 +25,18 @@ export interface Config {
   databaseProvider: 'local';
   secretsKey: Buffer;
   worker: { concurrency: number; attempts: number; backoffMs: number };
+  /** Global per-provider job rates (all workers together), or null for no limit. */
+  rateLimits: { compute: RateLimit | null; database: RateLimit | null };
+  logLevel: LogLevel;
   healthCheck: { timeoutMs: number; initialDelayMs: number; maxDelayMs: number };
   runtime: { command: string; args: string[]; workspacesDir: string; anthropicApiKey: string | null; anthropicBaseUrl: string | null };
   /** Secrets that were generated for development, to mention at start (never their values). */
   generatedSecrets: string[];
+}
+
+export interface RateLimit {
+  max: number;
+  durationMs: number;
 }
 
 export class ConfigError extends Error {
@@ -106,6 +115,18 @@ class Reader {
     return value as T;
   }
 
+  /** A rate such as 10/s, 600/m or 1000/h, or null when unset. */
+  rate(name: string): RateLimit | null {
+    const value = this.raw(name);
+    if (value === undefined) return null;
+    const match = /^(\d+)\s*\/\s*(s|m|h)$/.exec(value);
+    if (!match || Number(match[1]) < 1) {
+      this.problems.push(`${name} must be a rate such as 10/s, 600/m or 1000/h (got "${value}")`);
+      return null;
+    }
+    return { max: Number(match[1]), durationMs: UNITS[match[2]!]! };
+  }
+
   /** A secret: required in production; elsewhere generated once and kept under var/. */
   secret(name: string, make: () => string): string {
     const value = this.raw(name);
@@ -176,7 +197,7 @@ export function loadConfig(env: Env = process.env, cwd = process.cwd()): Config 
   const config: Config = {
     production,
     port,
-    publicUrl: r.url('PUBLIC_URL', `http://localhost:${port}`, ['http:', 'https:']) ?? `http://localhost:${port}`,
+    publicUrl: r.url('PUBLIC_URL', production ? null : `http://localhost:${port}`, ['http:', 'https:']) ?? '',
     redisUrl: r.url('REDIS_URL', 'redis://127.0.0.1:6379', ['redis:', 'rediss:'])!,
     databaseUrl: r.url('DATABASE_URL', 'postgres://postgres@127.0.0.1:5432/clawdbot', ['postgres:', 'postgresql:'])!,
     queuePrefix: r.string('QUEUE_PREFIX', '{clawdbot}'),
@@ -213,8 +234,12 @@ export function loadConfig(env: Env = process.env, cwd = process.cwd()): Config 
       anthropicApiKey: r.optional('ANTHROPIC_API_KEY'),
       anthropicBaseUrl: r.url('ANTHROPIC_BASE_URL', null, ['http:', 'https:']),
     },
+    rateLimits: { compute: r.rate('COMPUTE_RATE_LIMIT'), database: r.rate('DATABASE_RATE_LIMIT') },
+    logLevel: r.oneOf('LOG_LEVEL', 'info', LOG_LEVELS),
     generatedSecrets: r.generated,
   };
+  // Alert links point operators at Bull Board: in production they must name the real host.
+  if (production && !config.publicUrl) r.problems.push('PUBLIC_URL is required in production');
 
   if (config.queuePrefix.includes(':')) r.problems.push('QUEUE_PREFIX must not contain ":"');
   if (r.problems.length > 0) throw new ConfigError(r.problems);

@@ -8,7 +8,7 @@ import type { Config } from './config.ts';
 import { migrate } from './db/migrate.ts';
 import { createPool, ensureDatabase } from './db/pool.ts';
 import type { JobContext } from './jobs/context.ts';
-import { logger } from './logger.ts';
+import { logger, setLogLevel } from './logger.ts';
 import { Alerter } from './providers/alerter.ts';
 import { LocalComputeProvider } from './providers/compute/local.ts';
 import { LocalDatabaseProvider } from './providers/database/local.ts';
@@ -31,6 +31,7 @@ export interface ControlPlane {
 }
 
 export async function startControlPlane(config: Config, roles: { web: boolean; worker: boolean }): Promise<ControlPlane> {
+  setLogLevel(config.logLevel);
   await ensureDatabase(config.databaseUrl);
   const db = createPool(config.databaseUrl);
   const applied = await migrate(db);

@@ -2,11 +2,17 @@
  * A small structured logger: one line per event, `time level scope message key=value…`. Callers pass ids, never
  * secrets; values that look like credentials are masked as a second line of defence.
  */
-type Level = 'debug' | 'info' | 'warn' | 'error';
+export const LOG_LEVELS = ['debug', 'info', 'warn', 'error'] as const;
+export type LogLevel = (typeof LOG_LEVELS)[number];
 type Fields = Record<string, unknown>;
 
-const ORDER: Record<Level, number> = { debug: 10, info: 20, warn: 30, error: 40 };
-const threshold = ORDER[(process.env.LOG_LEVEL as Level) ?? 'info'] ?? ORDER.info;
+const ORDER: Record<LogLevel, number> = { debug: 10, info: 20, warn: 30, error: 40 };
+let threshold = ORDER.info;
+
+/** Set once at start from the validated config (LOG_LEVEL). */
+export function setLogLevel(level: LogLevel): void {
+  threshold = ORDER[level];
+}
 const SECRET_LIKE = /(claw_[0-9A-Za-z]{43}|[sr]k_(live|test)_[0-9A-Za-z]+|sk-ant-[\w-]+|whsec_[0-9A-Za-z]+|\/\/[^/\s:@]*:[^\s]+@)/g;
 
 export function maskSecrets(text: string): string {
@@ -19,7 +25,7 @@ function format(value: unknown): string {
 }
 
 export function logger(scope: string) {
-  const write = (level: Level, message: string, fields: Fields = {}) => {
+  const write = (level: LogLevel, message: string, fields: Fields = {}) => {
     if (ORDER[level] < threshold) return;
     const extras = Object.entries(fields)
       .filter(([, v]) => v !== undefined)

@@ -54,10 +54,12 @@ function processor(ctx: JobContext, queue: QueueName): Processor {
 export function startWorkers(ctx: JobContext): Worker[] {
   const connection = redisConnection(ctx.config.redisUrl);
   return Object.values(QUEUES).map((queue) => {
+    const limiter = limiterFor(ctx, queue);
     const worker = new Worker(queue, processor(ctx, queue), {
       connection,
       prefix: ctx.config.queuePrefix,
       concurrency: ctx.config.worker.concurrency,
+      ...(limiter && { limiter }),
       settings: {
         backoffStrategy: (attemptsMade: number, _type?: string, err?: Error) =>
           backoffDelay(attemptsMade, ctx.config.worker.backoffMs, err),
@@ -69,6 +71,12 @@ export function startWorkers(ctx: JobContext): Worker[] {
     worker.on('error', (err) => log.error('worker error', { queue, error: err.message }));
     return worker;
   });
+}
+
+/** Steps that call a provider share that provider's global rate, whatever the number of workers. */
+function limiterFor(ctx: JobContext, queue: QueueName): { max: number; duration: number } | undefined {
+  const rate = queue === QUEUES.compute ? ctx.config.rateLimits.compute : queue === QUEUES.database ? ctx.config.rateLimits.database : null;
+  return rate ? { max: rate.max, duration: rate.durationMs } : undefined;
 }
 
 export async function closeWorkers(workers: Worker[]): Promise<void> {

@@ -19,6 +19,8 @@ export interface LocalComputeOptions {
   logDir: string;
   /** Restarts within a minute after which a service counts as crash-looping. */
   maxRestartsPerMinute?: number;
+  /** First delay before restarting a runtime that exited; doubles up to 30 s. */
+  restartBaseMs?: number;
 }
 
 interface ServiceRow {
@@ -32,6 +34,7 @@ interface ServiceRow {
 
 interface Supervised {
   child: ChildProcess;
+  startedAt: number;
   deploymentId: string;
   stopping: boolean;
   restarts: number[];
@@ -41,6 +44,8 @@ interface Supervised {
 
 const log = logger('compute.local');
 const SCRIPT_MARKER = 'runtime/src/main.ts';
+/** How long a new runtime must stay up before its deployment counts as a success. */
+const STEADY_MS = 500;
 
 export class LocalComputeProvider implements ComputeProvider {
   readonly kind = 'local';
@@ -94,9 +99,13 @@ export class LocalComputeProvider implements ComputeProvider {
     const row = await this.requireRow(serviceId);
     if (row.deployment_id !== deploymentId) return { state: 'failed', detail: 'deployment was superseded or removed' };
     const supervised = this.processes.get(serviceId);
-    if (supervised?.crashLooping) return { state: 'failed', detail: 'runtime process keeps exiting (crash loop)' };
-    if (row.pid !== null && isAlive(row.pid)) return { state: 'success' };
-    return { state: 'in_progress' };
+    if (supervised) {
+      // Supervised here: up for a moment is success; exiting and restarting is still in progress.
+      if (supervised.crashLooping) return { state: 'failed', detail: 'the runtime keeps exiting (crash loop); see its log' };
+      const up = supervised.child.exitCode === null && supervised.child.signalCode === null;
+      return { state: up && Date.now() - supervised.startedAt >= STEADY_MS ? 'success' : 'in_progress' };
+    }
+    return { state: row.pid !== null && isAlive(row.pid) ? 'success' : 'in_progress' };
   }
 
   async stop(serviceId: string): Promise<void> {
@@ -110,11 +119,15 @@ export class LocalComputeProvider implements ComputeProvider {
     await this.secrets.delete(secretOwner(serviceId), 'variables');
   }
 
-  /** Starts every service that should be running (after a restart of the control plane). */
+  /**
+   * Starts every service that should be running and is not (after a restart of the control plane). A runtime that
+   * is still alive, supervised by another worker process on this machine, is left to it.
+   */
   async restore(): Promise<number> {
     const { rows } = await this.db.query<ServiceRow>(`SELECT * FROM local_services WHERE desired_state = 'running'`);
-    for (const row of rows) await this.start(row);
-    return rows.length;
+    const stopped = rows.filter((row) => row.pid === null || !isOurRuntime(row.pid));
+    for (const row of stopped) await this.start(row);
+    return stopped.length;
   }
 
   /** Stops the processes this control plane started, leaving their desired state for restore(). */
@@ -135,10 +148,11 @@ export class LocalComputeProvider implements ComputeProvider {
 
   private async start(row: ServiceRow): Promise<void> {
     await this.kill(row.name);
-    if (row.pid !== null && isOurRuntime(row.pid)) process.kill(row.pid, 'SIGTERM'); // left over from a previous run
+    if (row.pid !== null && isOurRuntime(row.pid)) process.kill(row.pid, 'SIGTERM'); // a redeploy replaces it
     const variables = JSON.parse((await this.secrets.get(secretOwner(row.name), 'variables')) ?? '{}') as Record<string, string>;
     const supervised: Supervised = {
       child: undefined as unknown as ChildProcess,
+      startedAt: Date.now(),
       deploymentId: row.deployment_id ?? '',
       stopping: false,
       restarts: [],
@@ -162,6 +176,7 @@ export class LocalComputeProvider implements ComputeProvider {
     child.stdout?.pipe(out);
     child.stderr?.pipe(out);
     supervised.child = child;
+    supervised.startedAt = Date.now();
     child.on('exit', (code, signal) => {
       out.end();
       if (supervised.stopping || this.processes.get(row.name) !== supervised) return;
@@ -176,7 +191,7 @@ export class LocalComputeProvider implements ComputeProvider {
     const now = Date.now();
     supervised.restarts = supervised.restarts.filter((t) => now - t < 60_000).concat(now);
     supervised.crashLooping = supervised.restarts.length > (this.options.maxRestartsPerMinute ?? 5);
-    const delay = Math.min(250 * 2 ** (supervised.restarts.length - 1), 30_000);
+    const delay = Math.min((this.options.restartBaseMs ?? 250) * 2 ** (supervised.restarts.length - 1), 30_000);
     supervised.restartTimer = setTimeout(() => {
       if (supervised.stopping) return;
       this.spawnInto(supervised, row, variables).catch((err: Error) =>
