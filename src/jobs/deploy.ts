@@ -40,8 +40,8 @@ export function runtimeVariables(
   return vars;
 }
 
-/** Polling backs off: 1 s, 2 s, 4 s … up to 15 s, so a long deployment costs few status queries. */
-export function pollDelay(polls: number, initialMs = 1_000, maxMs = 15_000): number {
+/** Polling backs off: 0.5 s, 1 s, 2 s … up to 15 s, so a 60 s deployment costs about 8 status queries. */
+export function pollDelay(polls: number, initialMs = 500, maxMs = 15_000): number {
   return Math.min(initialMs * 2 ** polls, maxMs);
 }
 
@@ -62,7 +62,7 @@ export const deploy: StepHandler<DeployData> = async (ctx, { job, instance, log,
     const { deploymentId } = await ctx.compute.deploy(serviceId);
     await log(`deployment ${deploymentId} started`);
     await progress(30);
-    return waitFor(pollDelay(0, 250), { ...data, serviceId, deploymentId, deployStartedAt: Date.now(), polls: 0 });
+    return waitFor(pollDelay(0), { ...data, serviceId, deploymentId, deployStartedAt: Date.now(), polls: 0 });
   }
 
   const { serviceId, deploymentId } = data as Required<DeployData>;

@@ -45,7 +45,7 @@ interface Supervised {
 const log = logger('compute.local');
 const SCRIPT_MARKER = 'runtime/src/main.ts';
 /** How long a new runtime must stay up before its deployment counts as a success. */
-const STEADY_MS = 500;
+const STEADY_MS = 300;
 
 export class LocalComputeProvider implements ComputeProvider {
   readonly kind = 'local';
