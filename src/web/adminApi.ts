@@ -73,7 +73,7 @@ export function adminApi(deps: { config: Config; db: Db; queues: Queues }): Rout
     const [queue, jobId] = (instance.failed_job ?? '').split('/');
     const job = queue && jobId && isQueueName(queue) ? await deps.queues.get(queue).getJob(jobId) : undefined;
     if (!job || (await job.getState()) !== 'failed') throw new HttpError(409, 'not_retriable', 'the failed job is no longer there to retry');
-    await job.retry('failed');
+    await job.retry('failed', { resetAttemptsMade: true });
     await audit(deps.db, { actor: 'admin-api', action: 'instance.retried', customerId: instance.customer_id, instanceId: instance.id });
     ctx.status = 202;
     ctx.body = { retried: instance.failed_job };

@@ -1,5 +1,6 @@
 /** Stripe intake: only verified events are recorded, each once, and a bad one changes nothing. */
 import { expect } from 'chai';
+import { DEFAULT_PRICE_IDS } from '../../src/plans.ts';
 import { QUEUES } from '../../src/queues/names.ts';
 import { startHarness, waitUntil, WEBHOOK_SECRET, type Harness } from '../support/harness.ts';
 import { signedWebhook } from '../support/stripeEmulator.ts';
@@ -86,7 +87,7 @@ describe('Stripe webhook intake', function () {
   });
 
   it('fails an unknown price with a clear reason and one alert, without crashing anything', async () => {
-    const { customerId, event } = h.checkout({ email: 'frank@example.com', price: 'price_not_ours' });
+    const { customerId, subscriptionId, event } = h.checkout({ email: 'frank@example.com', price: 'price_not_ours' });
     expect((await h.deliver(event)).status).to.equal(200);
     const view = await h.waitForStatus(customerId, ['failed']);
     expect(view.failure!.step).to.equal('resolve-plan');
@@ -99,6 +100,14 @@ describe('Stripe webhook intake', function () {
     const job = await h.plane.ctx.queues.get(QUEUES.stripeEvents).getJob(rows[0].id);
     await waitUntil(async () => (await job!.getState()) === 'failed');
     expect((await h.plane.ctx.queues.get(QUEUES.stripeEvents).getJob(rows[0].id))!.failedReason).to.include('is not one of');
+
+    // Stripe now has the subscription on a real price: the operator's retry re-reads it and provisions.
+    h.stripe.updateSubscription(subscriptionId, { price: DEFAULT_PRICE_IDS.pro });
+    const retried = await h.admin(`/api/admin/instances/${view.instanceId}/retry`, { method: 'POST' });
+    expect(retried.status).to.equal(202);
+    const fixed = await h.waitForStatus(customerId, ['active']);
+    expect(fixed.plan).to.equal('pro');
+    await h.smtp.waitFor((m) => m.to.includes('frank@example.com') && m.subject === 'Your Clawdbot is ready');
 
     // Still serving: a good customer after the bad one is provisioned.
     const next = h.checkout({ email: 'gina@example.com' });
