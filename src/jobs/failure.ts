@@ -1,14 +1,19 @@
 /**
  * A provisioning's final failure: the instance is marked failed and one alert incident is raised (a Slack post and
- * an email, each its own job so a retry of one never repeats the other).
+ * an email, each its own job so a retry of one never repeats the other). A Stripe event that fails for good before
+ * any instance exists is recorded on the event and raises its incident the same way.
  */
+import { UnrecoverableError, type Job } from 'bullmq';
+import { PermanentError } from '../errors.ts';
 import { maskSecrets } from '../logger.ts';
 import { audit } from '../db/instances.ts';
 import { QUEUES, jobId, type QueueName } from '../queues/names.ts';
 import type { JobContext } from './context.ts';
 
 export interface AlertData {
-  instanceId: string;
+  /** What failed: an instance, or a Stripe event that never reached one. */
+  instanceId?: string;
+  eventId?: string;
   channel: 'slack' | 'email';
   /** Where in Bull Board the failed job is (no secrets: queue name and job id). */
   queue: QueueName;
@@ -36,10 +41,41 @@ export async function markFailed(
     instanceId: failure.instanceId,
     detail: { step: failure.step, reason },
   });
+  await raiseIncident(ctx, { instanceId: failure.instanceId }, row.incident, failure);
+}
+
+/** Whether this failure ends the job: a permanent error, or the last of its attempts. */
+export function isFinalFailure(job: Job, err: unknown): boolean {
+  return err instanceof UnrecoverableError || job.attemptsMade + 1 >= (job.opts.attempts ?? 1);
+}
+
+/** A failure that has already been recorded and alerted on; the job fails without a second incident. */
+export class ReportedFailure extends PermanentError {}
+
+/** A Stripe event that could not be acted on, and has no instance to carry the failure. */
+export async function markEventFailed(
+  ctx: JobContext,
+  failure: { eventId: string; reason: string; queue: QueueName; jobId: string },
+): Promise<void> {
+  const { rows } = await ctx.db.query<{ incident: string }>(
+    `UPDATE stripe_events SET failure_reason = $2, failure_alerted_at = now() WHERE id = $1 AND failure_alerted_at IS NULL
+     RETURNING (extract(epoch FROM failure_alerted_at) * 1000)::bigint::text AS incident`,
+    [failure.eventId, maskSecrets(failure.reason).slice(0, 2000)],
+  );
+  if (rows[0]) await raiseIncident(ctx, { eventId: failure.eventId }, rows[0].incident, failure);
+}
+
+async function raiseIncident(
+  ctx: JobContext,
+  subject: { instanceId: string } | { eventId: string },
+  incident: string,
+  where: { queue: QueueName; jobId: string },
+): Promise<void> {
   const alerts = ctx.queues.get(QUEUES.alerts);
+  const subjectId = 'instanceId' in subject ? subject.instanceId : subject.eventId;
   for (const channel of ['slack', 'email'] as const) {
-    const data: AlertData = { instanceId: failure.instanceId, channel, queue: failure.queue, jobId: failure.jobId };
-    await alerts.add(`alert-${channel}`, data, { jobId: jobId('alert', failure.instanceId, row.incident, channel) });
+    const data: AlertData = { ...subject, channel, queue: where.queue, jobId: where.jobId };
+    await alerts.add(`alert-${channel}`, data, { jobId: jobId('alert', subjectId, incident, channel) });
   }
 }
 

@@ -2,13 +2,13 @@
  * Runs one provisioning step: keeps the steps ledger, reports progress, turns a wait into a delayed re-run that
  * holds no worker slot, and turns a final failure into a failed instance with one alert.
  */
-import { DelayedError, UnrecoverableError, type Job } from 'bullmq';
+import { DelayedError, type Job } from 'bullmq';
 import { errorMessage } from '../errors.ts';
 import type { QueueName, StepName } from '../queues/names.ts';
 import type { ProvisionData } from '../queues/provisionFlow.ts';
 import { instanceById, type InstanceWithCustomer } from '../db/instances.ts';
 import { PermanentError } from '../errors.ts';
-import { clearFailure, markFailed } from './failure.ts';
+import { clearFailure, isFinalFailure, markFailed } from './failure.ts';
 import type { JobContext } from './context.ts';
 
 export type StepResult = Record<string, string | number | boolean | null>;
@@ -57,7 +57,7 @@ export async function runStep<D extends ProvisionData>(
   try {
     outcome = await handler(ctx, tools);
   } catch (err) {
-    const final = err instanceof UnrecoverableError || job.attemptsMade + 1 >= (job.opts.attempts ?? 1);
+    const final = isFinalFailure(job, err);
     const reason = errorMessage(err);
     await ctx.db.query(`UPDATE steps SET state = $3, error = $4, finished_at = CASE WHEN $3 = 'failed' THEN now() END
        WHERE instance_id = $1 AND name = $2`, [instanceId, step, final ? 'failed' : 'running', reason.slice(0, 2000)]);

@@ -4,11 +4,11 @@
  */
 import type { Job } from 'bullmq';
 import type Stripe from 'stripe';
-import { PermanentError } from '../errors.ts';
+import { errorMessage, PermanentError } from '../errors.ts';
 import { planForPrice } from '../plans.ts';
 import { recordInstance, startProvisioning } from '../provisioning.ts';
 import { QUEUES } from '../queues/names.ts';
-import { clearFailure, markFailed } from './failure.ts';
+import { clearFailure, isFinalFailure, markEventFailed, markFailed, ReportedFailure } from './failure.ts';
 import type { JobContext } from './context.ts';
 
 export interface StripeEventData {
@@ -19,6 +19,18 @@ export interface StripeEventData {
 export const HANDLED_EVENTS = new Set(['checkout.session.completed']);
 
 export async function handleStripeEvent(ctx: JobContext, job: Job<StripeEventData>): Promise<Record<string, string>> {
+  try {
+    return await actOnEvent(ctx, job);
+  } catch (err) {
+    if (isFinalFailure(job, err) && !(err instanceof ReportedFailure)) {
+      const reason = errorMessage(err);
+      await markEventFailed(ctx, { eventId: job.data.eventId, reason, queue: QUEUES.stripeEvents, jobId: job.id! });
+    }
+    throw err;
+  }
+}
+
+async function actOnEvent(ctx: JobContext, job: Job<StripeEventData>): Promise<Record<string, string>> {
   const { rows } = await ctx.db.query<{ payload: Stripe.Event }>('SELECT payload FROM stripe_events WHERE id = $1', [job.data.eventId]);
   const event = rows[0]?.payload;
   if (!event) throw new PermanentError(`event ${job.data.eventId} was not recorded`);
@@ -57,12 +69,12 @@ async function checkoutCompleted(
   if (!plan) {
     const reason = `price ${subscription.priceId ?? '(none)'} of subscription ${subscription.id} is not one of this product's plans`;
     await markFailed(ctx, { instanceId: instance.id, step: 'resolve-plan', reason, queue: QUEUES.stripeEvents, jobId: job.id! });
-    throw new PermanentError(reason);
+    throw new ReportedFailure(reason);
   }
   if (!email) {
     const reason = `Stripe customer ${subscription.customerId} has no email address to send the welcome email to`;
     await markFailed(ctx, { instanceId: instance.id, step: 'resolve-customer', reason, queue: QUEUES.stripeEvents, jobId: job.id! });
-    throw new PermanentError(reason);
+    throw new ReportedFailure(reason);
   }
   if (instance.status === 'failed' && (instance.failed_step === 'resolve-plan' || instance.failed_step === 'resolve-customer')) {
     // An operator fixed what stopped this intake (a price mapping, the customer's email) and retried it.

@@ -115,4 +115,23 @@ describe('Stripe webhook intake', function () {
     expect((await h.waitForStatus(next.customerId, ['active', 'failed'])).status).to.equal('active');
     expect(h.slack.posts.filter((p) => (p.text ?? '').includes('frank@example.com'))).to.have.length(1);
   });
+
+  it('retries while Stripe is down, then alerts once about the event, and a later retry provisions', async () => {
+    const { customerId, event } = h.checkout({ email: 'kim@example.com' });
+    h.stripe.failNext(1_000, 503);
+    await h.deliver(event);
+    const eventId = (event as { id: string }).id;
+    const post = await h.slack.waitFor((p) => (p.text ?? '').includes(eventId));
+    expect(post.text).to.include('Stripe event could not be acted on').and.include(customerId).and.include('stripe-intake');
+    const job = (await h.plane.ctx.queues.get(QUEUES.stripeEvents).getJob(eventId))!;
+    expect(await job.getState()).to.equal('failed');
+    expect(job.attemptsMade).to.equal(3);
+    await h.smtp.waitFor((m) => m.to.includes('ops@clawdbot.test') && m.text.includes(eventId));
+    expect((await h.admin(`/api/customers/${customerId}/instance`)).status).to.equal(404); // nothing half-made
+
+    h.stripe.failNext(0, 503);
+    await job.retry('failed', { resetAttemptsMade: true });
+    expect((await h.waitForStatus(customerId, ['active', 'failed'])).status).to.equal('active');
+    expect(h.slack.posts.filter((p) => (p.text ?? '').includes(eventId))).to.have.length(1);
+  });
 });

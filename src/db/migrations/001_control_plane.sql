@@ -71,7 +71,10 @@ CREATE TABLE stripe_events (
   livemode boolean NOT NULL,
   received_at timestamptz NOT NULL DEFAULT now(),
   handled boolean NOT NULL,
-  payload jsonb NOT NULL
+  payload jsonb NOT NULL,
+  -- set when acting on the event failed for good before any instance existed to record it
+  failure_reason text,
+  failure_alerted_at timestamptz
 );
 
 -- Secrets encrypted with AES-256-GCM under SECRETS_KEY; owner names what they belong to (instance/<id>, ...).

@@ -1,0 +1,428 @@
+/**
+ * LocalComputeProvider against the real local Postgres and real child processes: a throwaway control-plane
+ * database (prov_test_<hex>), a customer database + role for the real runtime (prov_cust_<hex>), a temp log dir.
+ * after() removes all of it and checks that no database, role, process or directory is left.
+ *
+ * The tests of the real runtime ('rt') run in order: deploy → redeploy → SIGKILL → close + restore.
+ */
+import { expect } from 'chai';
+import { randomBytes } from 'node:crypto';
+import { existsSync, readFileSync } from 'node:fs';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import http from 'node:http';
+import net from 'node:net';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import pg from 'pg';
+import { migrate } from '../../src/db/migrate.ts';
+import { createPool, ensureDatabase, quoteIdent, type Db } from '../../src/db/pool.ts';
+import { setLogLevel } from '../../src/logger.ts';
+import { LocalComputeProvider, type LocalComputeOptions } from '../../src/providers/compute/local.ts';
+import type { DeploymentState } from '../../src/providers/types.ts';
+import { SecretStore } from '../../src/secrets.ts';
+import { applyRuntimeSchema } from '../../runtime/src/schema.ts';
+
+const SERVER = 'postgres://postgres@127.0.0.1:5432';
+const RUNTIME_MAIN = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../runtime/src/main.ts');
+/** What a child may see besides the variables it was given. */
+const PROVIDER_ENV = ['PATH', 'NODE_ENV', 'HOST', 'PORT', 'NODE_OPTIONS'];
+/** A stand-in runtime: answers every request with its whole environment as JSON. */
+const ENV_ECHO = [
+  '-e',
+  `require('node:http').createServer((req, res) => {
+     res.setHeader('content-type', 'application/json');
+     res.end(JSON.stringify(process.env));
+   }).listen(Number(process.env.PORT), process.env.HOST);`,
+];
+
+interface Row {
+  name: string;
+  port: number;
+  desired_state: string;
+  pid: number | null;
+  deployment_id: string | null;
+  limits: Record<string, number>;
+}
+
+/** GET over a fresh connection (no keep-alive: a runtime's server.close() must not wait on us). */
+function get(url: string): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    const req = http.get(url, { agent: false, timeout: 2_000 }, (res) => {
+      let body = '';
+      res.setEncoding('utf8');
+      res.on('data', (chunk: string) => (body += chunk));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+      res.on('error', reject);
+    });
+    req.on('timeout', () => req.destroy(new Error('timeout')));
+    req.on('error', reject);
+  });
+}
+
+/** Whether nothing listens on the port (connection refused). */
+function refused(port: number): Promise<boolean> {
+  return new Promise((resolve, reject) => {
+    const socket = net.connect(port, '127.0.0.1');
+    socket.once('connect', () => {
+      socket.destroy();
+      resolve(false);
+    });
+    socket.once('error', (err: NodeJS.ErrnoException) => (err.code === 'ECONNREFUSED' ? resolve(true) : reject(err)));
+  });
+}
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+async function waitFor<T>(what: string, probe: () => Promise<T | undefined>, timeoutMs = 10_000, everyMs = 50): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let last: unknown;
+  for (;;) {
+    try {
+      const value = await probe();
+      if (value !== undefined) return value;
+    } catch (err) {
+      last = err;
+    }
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}${last ? ` (last error: ${(last as Error).message})` : ''}`);
+    await new Promise((r) => setTimeout(r, everyMs));
+  }
+}
+
+describe('LocalComputeProvider (real processes)', function () {
+  this.timeout(30_000);
+
+  const id = randomBytes(4).toString('hex');
+  const controlDbName = `prov_test_${id}`;
+  const customerName = `prov_cust_${id}`;
+  const customerPassword = randomBytes(16).toString('hex');
+  let admin: pg.Client;
+  let pool: Db;
+  let secrets: SecretStore;
+  let logDir: string;
+  const providers: LocalComputeProvider[] = [];
+  /** Every pid a provider ever recorded, to prove in after() that none outlives the tests. */
+  const pids = new Set<number>();
+
+  const provider = (options: Partial<LocalComputeOptions> = {}) => {
+    const p = new LocalComputeProvider(pool, secrets, {
+      command: process.execPath,
+      args: ['--import', 'tsx', RUNTIME_MAIN],
+      logDir,
+      ...options,
+    });
+    providers.push(p);
+    return p;
+  };
+  const row = async (name: string): Promise<Row | undefined> => {
+    const r = (await pool.query<Row>('SELECT * FROM local_services WHERE name = $1', [name])).rows[0];
+    if (r?.pid) pids.add(r.pid);
+    return r;
+  };
+  const portOf = (accessUrl: string) => Number(new URL(accessUrl).port);
+  const stateOf = async (p: LocalComputeProvider, name: string, deploymentId: string, want: DeploymentState) =>
+    waitFor(`deployment ${deploymentId} to be ${want}`, async () => {
+      const s = await p.deploymentState(name, deploymentId);
+      return s.state === want ? s : undefined;
+    });
+  const healthy = (accessUrl: string) =>
+    waitFor(`${accessUrl}/health to answer 200`, async () => {
+      const res = await get(`${accessUrl}/health`);
+      return res.status === 200 ? res : undefined;
+    });
+  const secretRows = async (owner: string) =>
+    Number((await pool.query('SELECT count(*) AS n FROM secrets WHERE owner = $1', [owner])).rows[0].n);
+
+  before(async () => {
+    setLogLevel('error'); // restarts log warnings; keep the test output readable
+    logDir = await mkdtemp(path.join(tmpdir(), 'prov-compute-'));
+    admin = new pg.Client({ connectionString: `${SERVER}/postgres` });
+    await admin.connect();
+
+    await ensureDatabase(`${SERVER}/${controlDbName}`);
+    pool = createPool(`${SERVER}/${controlDbName}`);
+    await migrate(pool);
+    secrets = new SecretStore(pool, randomBytes(32));
+
+    // The real runtime's customer database, made by hand: a login role owning its database, with the schema.
+    await admin.query(`CREATE ROLE ${quoteIdent(customerName)} LOGIN PASSWORD '${customerPassword}'`);
+    await admin.query(`CREATE DATABASE ${quoteIdent(customerName)} OWNER ${quoteIdent(customerName)}`);
+    const customer = new pg.Client({ connectionString: `postgres://${customerName}:${customerPassword}@127.0.0.1:5432/${customerName}` });
+    await customer.connect();
+    try {
+      await applyRuntimeSchema(customer);
+    } finally {
+      await customer.end();
+    }
+  });
+
+  after(async () => {
+    setLogLevel('info');
+    for (const p of providers) await p.close().catch(() => undefined);
+    if (pool) {
+      const { rows } = await pool.query<Row>('SELECT * FROM local_services').catch(() => ({ rows: [] as Row[] }));
+      for (const r of rows) if (r.pid) pids.add(r.pid);
+      await pool.end();
+    }
+    // Anything a provider started and did not stop (a failed test midway) is ours to end.
+    for (const pid of pids) if (isAlive(pid)) process.kill(pid, 'SIGKILL');
+    if (admin) {
+      await admin.query(`DROP DATABASE IF EXISTS ${quoteIdent(controlDbName)} WITH (FORCE)`);
+      await admin.query(`DROP DATABASE IF EXISTS ${quoteIdent(customerName)} WITH (FORCE)`);
+      await admin.query(`DROP ROLE IF EXISTS ${quoteIdent(customerName)}`);
+    }
+    if (logDir) await rm(logDir, { recursive: true, force: true });
+
+    const leftDbs = admin
+      ? (await admin.query('SELECT datname FROM pg_database WHERE datname IN ($1, $2)', [controlDbName, customerName])).rows
+      : [];
+    const leftRoles = admin ? (await admin.query('SELECT rolname FROM pg_roles WHERE rolname = $1', [customerName])).rows : [];
+    await admin?.end();
+    const alive = await waitFor('killed processes to be gone', async () => {
+      const still = [...pids].filter(isAlive);
+      return still.length === 0 ? still : undefined;
+    }, 3_000).catch(() => [...pids].filter(isAlive));
+    expect({ leftDbs, leftRoles, alive, logDir: logDir ? existsSync(logDir) : false }, 'left behind').to.deep.equal({
+      leftDbs: [],
+      leftRoles: [],
+      alive: [],
+      logDir: false,
+    });
+  });
+
+  it('findOrCreateService returns the same service and port for the same name, a new port for another name', async () => {
+    const p = provider();
+    const a1 = await p.findOrCreateService('svc-a');
+    const a2 = await p.findOrCreateService('svc-a');
+    const b = await p.findOrCreateService('svc-b');
+    expect(a1.serviceId).to.equal('svc-a');
+    expect(a1.accessUrl).to.match(/^http:\/\/127\.0\.0\.1:\d+$/);
+    expect(a2).to.deep.equal(a1);
+    expect(b.serviceId).to.equal('svc-b');
+    expect(portOf(b.accessUrl)).to.not.equal(portOf(a1.accessUrl));
+    const r = await row('svc-a');
+    expect(r).to.include({ port: portOf(a1.accessUrl), desired_state: 'stopped', pid: null, deployment_id: null });
+
+    await p.deleteService('svc-a');
+    await p.deleteService('svc-b');
+    expect(await row('svc-a')).to.equal(undefined);
+    expect(await row('svc-b')).to.equal(undefined);
+  });
+
+  it('5 concurrent findOrCreateService calls for a new name make one row and agree on it', async () => {
+    const p = provider();
+    const refs = await Promise.all([1, 2, 3, 4, 5].map(() => p.findOrCreateService('svc-conc')));
+    expect(new Set(refs.map((r) => JSON.stringify(r))).size).to.equal(1);
+    const { rows } = await pool.query<Row>('SELECT * FROM local_services WHERE name = $1', ['svc-conc']);
+    expect(rows).to.have.length(1);
+    expect(refs[0]!.accessUrl).to.equal(`http://127.0.0.1:${rows[0]!.port}`);
+    await p.deleteService('svc-conc');
+  });
+
+  it('setVariables, setLimits and deploy refuse a service that does not exist (and create none)', async () => {
+    const p = provider();
+    for (const call of [
+      () => p.setVariables('svc-ghost', { A: 'b' }),
+      () => p.setLimits('svc-ghost', { cpu: 1, memoryMb: 512 }),
+      () => p.deploy('svc-ghost'),
+    ]) {
+      let error: Error | undefined;
+      await call().catch((err: Error) => (error = err));
+      expect(error?.message).to.match(/svc-ghost does not exist/);
+    }
+    expect(await row('svc-ghost')).to.equal(undefined);
+    expect(await secretRows('local-service/svc-ghost')).to.equal(0);
+  });
+
+  describe('the real runtime', () => {
+    let rt: LocalComputeProvider;
+    let accessUrl: string;
+    let deploymentId: string;
+    const variables = () => ({
+      DATABASE_URL: `postgres://${customerName}:${customerPassword}@127.0.0.1:5432/${customerName}`,
+      WORKSPACE_ID: `ws_${id}`,
+      PLAN: 'starter',
+      MESSAGE_LIMIT: '5000',
+    });
+
+    before(() => {
+      rt = provider();
+    });
+
+    it('setVariables + setLimits + deploy → in_progress, then success, and /health answers 200', async () => {
+      ({ accessUrl } = await rt.findOrCreateService('rt'));
+      await rt.setVariables('rt', variables());
+      await rt.setLimits('rt', { cpu: 0.5, memoryMb: 512 });
+      ({ deploymentId } = await rt.deploy('rt'));
+      expect(deploymentId).to.match(/^dep-/);
+      expect((await rt.deploymentState('rt', deploymentId)).state, 'right after deploy').to.equal('in_progress');
+
+      await stateOf(rt, 'rt', deploymentId, 'success');
+      const health = await healthy(accessUrl);
+      expect(JSON.parse(health.body)).to.deep.equal({ status: 'ok' });
+
+      const r = (await row('rt'))!;
+      expect(r).to.include({ desired_state: 'running', deployment_id: deploymentId, port: portOf(accessUrl) });
+      expect(r.limits).to.deep.equal({ cpu: 0.5, memoryMb: 512 });
+      expect(r.pid).to.be.a('number');
+      expect(isAlive(r.pid!)).to.equal(true);
+
+      // The runtime process's own environment, as the kernel holds it.
+      const environ = readFileSync(`/proc/${r.pid}/environ`, 'utf8').split('\0').filter(Boolean);
+      const env = Object.fromEntries(environ.map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)]));
+      expect(Object.keys(env).sort()).to.deep.equal([...PROVIDER_ENV, ...Object.keys(variables())].sort());
+      expect(env).to.include({ ...variables(), HOST: '127.0.0.1', PORT: String(portOf(accessUrl)) });
+      expect(env.NODE_OPTIONS).to.equal('--max-old-space-size=384');
+
+      // Variables are kept sealed, not in clear.
+      expect(JSON.parse((await secrets.get('local-service/rt', 'variables'))!)).to.deep.equal(variables());
+      const sealed = await pool.query<{ ciphertext: Buffer }>(`SELECT ciphertext FROM secrets WHERE owner = 'local-service/rt'`);
+      expect(sealed.rows).to.have.length(1);
+      expect(sealed.rows[0]!.ciphertext.includes(Buffer.from(customerPassword))).to.equal(false);
+
+      const log = await readFile(path.join(logDir, 'rt.log'), 'utf8');
+      expect(log).to.include(`listening on ${portOf(accessUrl)}`);
+    });
+
+    it('a second deploy gets a new deploymentId; the old one reports failed (superseded), the new one success', async () => {
+      const oldPid = (await row('rt'))!.pid!;
+      const second = await rt.deploy('rt');
+      expect(second.deploymentId).to.not.equal(deploymentId);
+      const old = await rt.deploymentState('rt', deploymentId);
+      expect(old.state).to.equal('failed');
+      expect(old.detail).to.match(/superseded/);
+      expect(isAlive(oldPid), 'the replaced runtime is gone').to.equal(false);
+
+      await stateOf(rt, 'rt', second.deploymentId, 'success');
+      expect((await rt.deploymentState('rt', deploymentId)).state, 'old stays failed').to.equal('failed');
+      const newPid = (await row('rt'))!.pid!;
+      expect(newPid).to.not.equal(oldPid);
+      await healthy(accessUrl);
+      deploymentId = second.deploymentId;
+    });
+
+    it('restarts a runtime killed with SIGKILL: a new pid appears and the service answers again', async () => {
+      const pid = (await row('rt'))!.pid!;
+      expect(isAlive(pid)).to.equal(true);
+      process.kill(pid, 'SIGKILL');
+      const newPid = await waitFor('a new pid', async () => {
+        const r = await row('rt');
+        return r?.pid && r.pid !== pid ? r.pid : undefined;
+      });
+      expect(isAlive(pid)).to.equal(false);
+      expect(isAlive(newPid)).to.equal(true);
+      await healthy(accessUrl);
+      await stateOf(rt, 'rt', deploymentId, 'success');
+      expect((await row('rt'))!.desired_state).to.equal('running');
+    });
+
+    it('close() stops the processes but keeps desired_state; a fresh provider restore()s and the runtime answers again', async () => {
+      const pid = (await row('rt'))!.pid!;
+      await rt.close();
+      expect(isAlive(pid), 'closed runtime').to.equal(false);
+      expect(await refused(portOf(accessUrl)), 'port after close').to.equal(true);
+      expect((await row('rt'))!.desired_state).to.equal('running');
+
+      const restarted = provider(); // a new control plane process
+      expect(await restarted.restore()).to.equal(1);
+      const newPid = (await row('rt'))!.pid!;
+      expect(newPid).to.not.equal(pid);
+      await healthy(accessUrl);
+      await stateOf(restarted, 'rt', deploymentId, 'success');
+      // Already running (and recognised as a runtime): a second restore starts nothing.
+      expect(await restarted.restore()).to.equal(0);
+      expect((await row('rt'))!.pid).to.equal(newPid);
+
+      await restarted.deleteService('rt');
+      expect(isAlive(newPid)).to.equal(false);
+      expect(await refused(portOf(accessUrl))).to.equal(true);
+      expect(await row('rt')).to.equal(undefined);
+      expect(await secretRows('local-service/rt')).to.equal(0);
+    });
+  });
+
+  it("gives the child only the variables it was given: the parent's environment does not leak", async () => {
+    const p = provider({ args: ENV_ECHO });
+    const { accessUrl } = await p.findOrCreateService('svc-env');
+    const marker = `PROV_TEST_LEAK_${id.toUpperCase()}`;
+    process.env[marker] = 'must-not-leak';
+    try {
+      // PORT and HOST are the provider's to set: a variable cannot move the service off its port.
+      await p.setVariables('svc-env', { GIVEN_VAR: 'given-value', PORT: '1', HOST: '0.0.0.0' });
+      await p.setLimits('svc-env', { cpu: 1, memoryMb: 256 });
+      const { deploymentId } = await p.deploy('svc-env');
+      const res = await waitFor('the env echo to answer', async () => {
+        const r = await get(`${accessUrl}/`);
+        return r.status === 200 ? r : undefined;
+      });
+      const env = JSON.parse(res.body) as Record<string, string>;
+      expect(process.env[marker], 'the marker is set in the parent').to.equal('must-not-leak');
+      expect(env).to.not.have.property(marker);
+      expect(env.GIVEN_VAR).to.equal('given-value');
+      expect(env.PORT).to.equal(String(portOf(accessUrl)));
+      expect(env.HOST).to.equal('127.0.0.1');
+      expect(env.NODE_OPTIONS).to.equal('--max-old-space-size=192');
+      expect(env.PATH).to.equal(process.env.PATH);
+      expect(Object.keys(env).sort()).to.deep.equal([...PROVIDER_ENV, 'GIVEN_VAR'].sort());
+      await stateOf(p, 'svc-env', deploymentId, 'success');
+    } finally {
+      delete process.env[marker];
+    }
+    await p.deleteService('svc-env');
+    expect(await refused(portOf(accessUrl))).to.equal(true);
+  });
+
+  it('reports a runtime that keeps exiting as failed (crash loop)', async () => {
+    const p = provider({ args: ['-e', 'process.exit(3)'], restartBaseMs: 10, maxRestartsPerMinute: 3 });
+    await p.findOrCreateService('svc-crash');
+    await p.setVariables('svc-crash', {});
+    const { deploymentId } = await p.deploy('svc-crash');
+    const first = await p.deploymentState('svc-crash', deploymentId);
+    expect(first.state).to.equal('in_progress');
+    const firstPid = (await row('svc-crash'))!.pid;
+
+    const failed = await stateOf(p, 'svc-crash', deploymentId, 'failed');
+    expect(failed.detail).to.match(/crash loop/);
+    const pidNow = (await row('svc-crash'))!.pid;
+    expect(pidNow, 'it was restarted before giving up').to.not.equal(firstPid);
+
+    await p.deleteService('svc-crash');
+    expect(await row('svc-crash')).to.equal(undefined);
+    await new Promise((r) => setTimeout(r, 100)); // a pending restart would have fired by now
+    expect(await row('svc-crash')).to.equal(undefined);
+  });
+
+  it('stop: desired_state stopped, process gone, deployment no longer success; restore() leaves it; deleteService removes row and secret', async () => {
+    const p = provider({ args: ENV_ECHO });
+    const { accessUrl } = await p.findOrCreateService('svc-stop');
+    await p.setVariables('svc-stop', { GIVEN_VAR: 'x' });
+    const { deploymentId } = await p.deploy('svc-stop');
+    await stateOf(p, 'svc-stop', deploymentId, 'success');
+    await waitFor('the service to answer', async () => ((await get(`${accessUrl}/`)).status === 200 ? true : undefined));
+    const pid = (await row('svc-stop'))!.pid!;
+
+    await p.stop('svc-stop');
+    const r = (await row('svc-stop'))!;
+    expect(r.desired_state).to.equal('stopped');
+    expect(r.pid).to.equal(null);
+    expect(isAlive(pid), 'stopped process').to.equal(false);
+    expect(await refused(portOf(accessUrl)), 'port after stop').to.equal(true);
+    expect((await p.deploymentState('svc-stop', deploymentId)).state).to.not.equal('success');
+
+    expect(await p.restore(), 'services restore() started').to.equal(0);
+    expect((await row('svc-stop'))!.pid).to.equal(null);
+    expect(await refused(portOf(accessUrl)), 'port after restore').to.equal(true);
+
+    expect(await secretRows('local-service/svc-stop')).to.equal(1);
+    await p.deleteService('svc-stop');
+    expect(await row('svc-stop')).to.equal(undefined);
+    expect(await secretRows('local-service/svc-stop')).to.equal(0);
+  });
+});
