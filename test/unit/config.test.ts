@@ -17,6 +17,7 @@ function configError(fn: () => unknown): ConfigError {
 }
 
 const PRODUCTION_SECRETS = {
+  PUBLIC_URL: 'https://control.example.com',
   SECRETS_KEY: Buffer.alloc(32, 7).toString('base64'),
   STRIPE_WEBHOOK_SECRET: 'whsec_prod',
   ADMIN_PASSWORD: 'prod-password',
@@ -241,12 +242,12 @@ describe('config', () => {
   });
 
   describe('production', () => {
-    it('refuses to start without its secrets and names them all', () => {
+    it('refuses to start without its secrets and its public URL, and names them all', () => {
       const err = configError(() => loadConfig({ NODE_ENV: 'production' }, cwd));
-      for (const name of ['SECRETS_KEY', 'STRIPE_WEBHOOK_SECRET', 'ADMIN_PASSWORD', 'ADMIN_TOKEN', 'STRIPE_SECRET_KEY']) {
+      for (const name of ['SECRETS_KEY', 'STRIPE_WEBHOOK_SECRET', 'ADMIN_PASSWORD', 'ADMIN_TOKEN', 'STRIPE_SECRET_KEY', 'PUBLIC_URL']) {
         expect(err.problems, name).to.include(`${name} is required in production`);
       }
-      expect(err.problems).to.have.length(5);
+      expect(err.problems).to.have.length(6);
       // Nothing was generated on disk.
       expect(existsSync(path.join(cwd, 'var'))).to.equal(false);
     });
@@ -260,6 +261,7 @@ describe('config', () => {
     it('starts with every secret given, generating nothing', () => {
       const config = loadConfig({ NODE_ENV: 'production', ...PRODUCTION_SECRETS }, cwd);
       expect(config.production).to.equal(true);
+      expect(config.publicUrl).to.equal('https://control.example.com');
       expect(config.stripe.secretKey).to.equal('sk_live_prod');
       expect(config.stripe.webhookSecret).to.equal('whsec_prod');
       expect(config.admin).to.deep.equal({ user: 'admin', password: 'prod-password', token: 'prod-token' });
@@ -270,8 +272,23 @@ describe('config', () => {
 
     it('reports missing secrets together with other invalid variables', () => {
       const err = configError(() => loadConfig({ NODE_ENV: 'production', PORT: 'abc' }, cwd));
-      expect(err.problems).to.have.length(6);
+      expect(err.problems).to.have.length(7);
       expect(err.message).to.include('PORT').and.to.include('ADMIN_PASSWORD');
+    });
+  });
+
+  describe('rate limits and log level', () => {
+    it('reads per-provider rates and the log level', () => {
+      const config = loadConfig({ COMPUTE_RATE_LIMIT: '10/s', DATABASE_RATE_LIMIT: '700/m', LOG_LEVEL: 'warn' }, cwd);
+      expect(config.rateLimits).to.deep.equal({ compute: { max: 10, durationMs: 1_000 }, database: { max: 700, durationMs: 60_000 } });
+      expect(config.logLevel).to.equal('warn');
+      expect(loadConfig({}, cwd).rateLimits).to.deep.equal({ compute: null, database: null });
+    });
+
+    it('names malformed rates and levels', () => {
+      const err = configError(() => loadConfig({ COMPUTE_RATE_LIMIT: 'fast', DATABASE_RATE_LIMIT: '0/s', LOG_LEVEL: 'loud' }, cwd));
+      expect(err.problems).to.have.length(3);
+      expect(err.message).to.include('COMPUTE_RATE_LIMIT').and.include('DATABASE_RATE_LIMIT').and.include('LOG_LEVEL');
     });
   });
 
