@@ -260,9 +260,12 @@ describe('LocalComputeProvider (real processes)', function () {
       ({ accessUrl } = await rt.findOrCreateService('rt'));
       await rt.setVariables('rt', variables());
       await rt.setLimits('rt', { cpu: 0.5, memoryMb: 512 });
+      const deployedAt = Date.now();
       ({ deploymentId } = await rt.deploy('rt'));
       expect(deploymentId).to.match(/^dep-/);
-      expect((await rt.deploymentState('rt', deploymentId)).state, 'right after deploy').to.equal('in_progress');
+      const early = await rt.deploymentState('rt', deploymentId);
+      // A deployment is only a success once the runtime has stayed up a moment (a few hundred ms).
+      if (Date.now() - deployedAt < 100) expect(early.state, 'right after deploy').to.equal('in_progress');
 
       await stateOf(rt, 'rt', deploymentId, 'success');
       const health = await healthy(accessUrl);
@@ -425,4 +428,30 @@ describe('LocalComputeProvider (real processes)', function () {
     expect(await row('svc-stop')).to.equal(undefined);
     expect(await secretRows('local-service/svc-stop')).to.equal(0);
   });
+
+  it('two worker processes on one machine: a redeploy or delete by one is not undone by the other', async () => {
+    const a = provider({ args: ENV_ECHO });
+    const b = provider({ args: ENV_ECHO });
+    const { accessUrl } = await a.findOrCreateService('svc-two');
+    await a.setVariables('svc-two', { GENERATION: 'one' });
+    const first = await a.deploy('svc-two');
+    await stateOf(a, 'svc-two', first.deploymentId, 'success');
+    const firstPid = (await row('svc-two'))!.pid!;
+
+    await b.setVariables('svc-two', { GENERATION: 'two' });
+    const second = await b.deploy('svc-two');
+    await stateOf(b, 'svc-two', second.deploymentId, 'success');
+    await new Promise((r) => setTimeout(r, 600)); // past A's restart delay: A must not bring its old child back
+    expect(isAlive(firstPid), 'the replaced runtime').to.equal(false);
+    expect(JSON.parse((await get(`${accessUrl}/`)).body).GENERATION).to.equal('two');
+    expect((await row('svc-two'))!.deployment_id).to.equal(second.deploymentId);
+
+    const secondPid = (await row('svc-two'))!.pid!;
+    await a.deleteService('svc-two'); // deleted through the worker that does not supervise it
+    await waitFor('the runtime to stop', async () => (isAlive(secondPid) ? undefined : true));
+    await new Promise((r) => setTimeout(r, 600));
+    expect(await refused(portOf(accessUrl)), 'port after delete').to.equal(true);
+    expect(await row('svc-two')).to.equal(undefined);
+  });
 });
+

@@ -257,7 +257,8 @@ describe('LocalDatabaseProvider (real Postgres)', function () {
     /** Stand-ins that record any use: a rejected name must fail before a query or a secret is touched. */
     function recordingProvider() {
       const calls: string[] = [];
-      const db = { query: async (sql: string) => (calls.push(`sql:${sql}`), Promise.reject(new Error('stop: reached SQL'))) };
+      const query = async (sql: string) => (calls.push(`sql:${sql}`), Promise.reject(new Error('stop: reached SQL')));
+      const db = { query, connect: async () => ({ query, release: () => undefined }) };
       const store = {
         putIfAbsent: async (owner: string) => (calls.push(`secret:${owner}`), 'x'.repeat(33)),
         get: async (owner: string) => (calls.push(`secret:${owner}`), null),

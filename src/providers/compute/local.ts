@@ -43,7 +43,6 @@ interface Supervised {
 }
 
 const log = logger('compute.local');
-const SCRIPT_MARKER = 'runtime/src/main.ts';
 /** How long a new runtime must stay up before its deployment counts as a success. */
 const STEADY_MS = 300;
 
@@ -61,14 +60,15 @@ export class LocalComputeProvider implements ComputeProvider {
 
   async findOrCreateService(name: string): Promise<ServiceRef> {
     let row = await this.row(name);
-    if (!row) {
-      const port = await freePort();
+    // A port the OS calls free may already belong to a service that is not running yet: then take another.
+    for (let tries = 0; !row && tries < 5; tries++) {
       await this.db.query(
-        `INSERT INTO local_services (name, port, desired_state) VALUES ($1, $2, 'stopped') ON CONFLICT (name) DO NOTHING`,
-        [name, port],
+        `INSERT INTO local_services (name, port, desired_state) VALUES ($1, $2, 'stopped') ON CONFLICT DO NOTHING`,
+        [name, await freePort()],
       );
-      row = (await this.row(name))!;
+      row = await this.row(name);
     }
+    if (!row) throw new Error(`no free port found for local service ${name}`);
     return { serviceId: name, accessUrl: `http://127.0.0.1:${row.port}` };
   }
 
@@ -98,6 +98,7 @@ export class LocalComputeProvider implements ComputeProvider {
   async deploymentState(serviceId: string, deploymentId: string): Promise<{ state: DeploymentState; detail?: string }> {
     const row = await this.requireRow(serviceId);
     if (row.deployment_id !== deploymentId) return { state: 'failed', detail: 'deployment was superseded or removed' };
+    if (row.desired_state === 'stopped') return { state: 'failed', detail: 'the service was stopped' };
     const supervised = this.processes.get(serviceId);
     if (supervised) {
       // Supervised here: up for a moment is success; exiting and restarting is still in progress.
@@ -105,12 +106,16 @@ export class LocalComputeProvider implements ComputeProvider {
       const up = supervised.child.exitCode === null && supervised.child.signalCode === null;
       return { state: up && Date.now() - supervised.startedAt >= STEADY_MS ? 'success' : 'in_progress' };
     }
-    return { state: row.pid !== null && isAlive(row.pid) ? 'success' : 'in_progress' };
+    return { state: row.pid !== null && this.isOurRuntime(row.pid, row.port) ? 'success' : 'in_progress' };
   }
 
   async stop(serviceId: string): Promise<void> {
+    const row = await this.row(serviceId);
     await this.db.query(`UPDATE local_services SET desired_state = 'stopped', pid = NULL WHERE name = $1`, [serviceId]);
     await this.kill(serviceId);
+    // A runtime supervised by another worker process on this machine: its supervisor sees the stopped state and
+    // does not restart it.
+    if (row?.pid && this.isOurRuntime(row.pid, row.port)) process.kill(row.pid, 'SIGTERM');
   }
 
   async deleteService(serviceId: string): Promise<void> {
@@ -125,7 +130,7 @@ export class LocalComputeProvider implements ComputeProvider {
    */
   async restore(): Promise<number> {
     const { rows } = await this.db.query<ServiceRow>(`SELECT * FROM local_services WHERE desired_state = 'running'`);
-    const stopped = rows.filter((row) => row.pid === null || !isOurRuntime(row.pid));
+    const stopped = rows.filter((row) => row.pid === null || !this.isOurRuntime(row.pid, row.port));
     for (const row of stopped) await this.start(row);
     return stopped.length;
   }
@@ -133,6 +138,10 @@ export class LocalComputeProvider implements ComputeProvider {
   /** Stops the processes this control plane started, leaving their desired state for restore(). */
   async close(): Promise<void> {
     await Promise.all([...this.processes.keys()].map((name) => this.kill(name)));
+  }
+
+  private isOurRuntime(pid: number, port: number): boolean {
+    return runsAs(pid, this.options.args.join('\0'), port);
   }
 
   private async row(name: string): Promise<ServiceRow | undefined> {
@@ -148,7 +157,7 @@ export class LocalComputeProvider implements ComputeProvider {
 
   private async start(row: ServiceRow): Promise<void> {
     await this.kill(row.name);
-    if (row.pid !== null && isOurRuntime(row.pid)) process.kill(row.pid, 'SIGTERM'); // a redeploy replaces it
+    if (row.pid !== null && this.isOurRuntime(row.pid, row.port)) process.kill(row.pid, 'SIGTERM'); // a redeploy replaces it
     const variables = JSON.parse((await this.secrets.get(secretOwner(row.name), 'variables')) ?? '{}') as Record<string, string>;
     const supervised: Supervised = {
       child: undefined as unknown as ChildProcess,
@@ -194,10 +203,21 @@ export class LocalComputeProvider implements ComputeProvider {
     const delay = Math.min((this.options.restartBaseMs ?? 250) * 2 ** (supervised.restarts.length - 1), 30_000);
     supervised.restartTimer = setTimeout(() => {
       if (supervised.stopping) return;
-      this.spawnInto(supervised, row, variables).catch((err: Error) =>
+      this.restart(supervised, row, variables).catch((err: Error) =>
         log.error('runtime restart failed', { service: row.name, error: err.message }),
       );
     }, delay);
+  }
+
+  /** Restarts a runtime only while it is still meant to run this deployment (another process may have moved on). */
+  private async restart(supervised: Supervised, row: ServiceRow, variables: Record<string, string>): Promise<void> {
+    const current = await this.row(row.name);
+    if (!current || current.desired_state !== 'running' || current.deployment_id !== supervised.deploymentId) {
+      if (this.processes.get(row.name) === supervised) this.processes.delete(row.name);
+      supervised.stopping = true;
+      return;
+    }
+    await this.spawnInto(supervised, row, variables);
   }
 
   private async kill(name: string): Promise<void> {
@@ -223,19 +243,14 @@ function secretOwner(serviceName: string): string {
   return `local-service/${serviceName}`;
 }
 
-function isAlive(pid: number): boolean {
+/**
+ * Whether pid is still this service's runtime: the configured command line, serving this port (and not an
+ * unrelated process, or another customer's runtime, that reused the pid).
+ */
+function runsAs(pid: number, commandLine: string, port: number): boolean {
   try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-/** Whether pid is still a runtime process (and not an unrelated process that reused the pid). */
-function isOurRuntime(pid: number): boolean {
-  try {
-    return readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes(SCRIPT_MARKER);
+    if (!readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes(commandLine)) return false;
+    return readFileSync(`/proc/${pid}/environ`, 'utf8').split('\0').includes(`PORT=${port}`);
   } catch {
     return false;
   }

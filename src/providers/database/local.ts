@@ -27,24 +27,29 @@ export class LocalDatabaseProvider implements DatabaseProvider {
   }
 
   async findOrCreateDatabase(name: string): Promise<DatabaseRef & { connectionUrl: string }> {
-    if (!NAME_PATTERN.test(name)) throw new Error(`invalid database name ${name}`);
+    checkName(name);
     const password = await this.password(name);
     const role = quoteIdent(name);
     const literal = `'${password}'`; // base62 only: nothing to escape
-    const exists = await this.admin.query('SELECT 1 FROM pg_roles WHERE rolname = $1', [name]);
-    if (exists.rowCount) {
-      await this.admin.query(`ALTER ROLE ${role} WITH LOGIN PASSWORD ${literal}`);
-    } else {
-      await this.admin
-        .query(`CREATE ROLE ${role} WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE CONNECTION LIMIT 20 PASSWORD ${literal}`)
-        .catch(ignoreCode('42710')); // created concurrently
+    // Catalog changes to one role and database race each other ("tuple concurrently updated"), so callers for the
+    // same name take turns. A session lock, because CREATE DATABASE cannot run inside a transaction.
+    const client = await this.admin.connect();
+    try {
+      await client.query('SELECT pg_advisory_lock(hashtext($1))', [`local-database/${name}`]);
+      const exists = await client.query('SELECT 1 FROM pg_roles WHERE rolname = $1', [name]);
+      if (exists.rowCount) {
+        await client.query(`ALTER ROLE ${role} WITH LOGIN PASSWORD ${literal}`);
+      } else {
+        await client.query(`CREATE ROLE ${role} WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE CONNECTION LIMIT 20 PASSWORD ${literal}`);
+      }
+      const db = await client.query('SELECT 1 FROM pg_database WHERE datname = $1', [name]);
+      if (!db.rowCount) await client.query(`CREATE DATABASE ${role} OWNER ${role}`);
+      await client.query(`REVOKE CONNECT, TEMPORARY ON DATABASE ${role} FROM PUBLIC`);
+      await client.query(`GRANT CONNECT ON DATABASE ${role} TO ${role}`);
+    } finally {
+      await client.query('SELECT pg_advisory_unlock(hashtext($1))', [`local-database/${name}`]).catch(() => undefined);
+      client.release();
     }
-    const db = await this.admin.query('SELECT 1 FROM pg_database WHERE datname = $1', [name]);
-    if (!db.rowCount) {
-      await this.admin.query(`CREATE DATABASE ${role} OWNER ${role}`).catch(ignoreCode('42P04'));
-    }
-    await this.admin.query(`REVOKE CONNECT, TEMPORARY ON DATABASE ${role} FROM PUBLIC`);
-    await this.admin.query(`GRANT CONNECT ON DATABASE ${role} TO ${role}`);
 
     const url = new URL(this.adminUrl);
     url.username = name;
@@ -54,6 +59,8 @@ export class LocalDatabaseProvider implements DatabaseProvider {
   }
 
   async deleteDatabase(ref: DatabaseRef): Promise<void> {
+    checkName(ref.databaseName);
+    checkName(ref.roleName);
     const db = quoteIdent(ref.databaseName);
     await this.admin.query(`DROP DATABASE IF EXISTS ${db} WITH (FORCE)`);
     await this.admin.query(`DROP ROLE IF EXISTS ${quoteIdent(ref.roleName)}`);
@@ -68,8 +75,6 @@ export class LocalDatabaseProvider implements DatabaseProvider {
   }
 }
 
-function ignoreCode(code: string) {
-  return (err: { code?: string }) => {
-    if (err.code !== code) throw err;
-  };
+function checkName(name: string): void {
+  if (!NAME_PATTERN.test(name)) throw new Error(`invalid database name ${JSON.stringify(name)}`);
 }
