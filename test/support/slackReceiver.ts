@@ -2,7 +2,7 @@
 // or Slack's plain-text error codes.
 import { createServer, type IncomingMessage, type OutgoingHttpHeaders, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { EventEmitter } from 'node:events';
+import { Arrivals } from './arrivals.ts';
 
 export interface SlackPost {
   text?: string;
@@ -41,8 +41,8 @@ function parsePost(body: string): SlackPost | string {
 }
 
 export async function startSlackReceiver(): Promise<SlackReceiver> {
-  const posts: SlackPost[] = [];
-  const arrivals = new EventEmitter();
+  const arrivals = new Arrivals<SlackPost>((posts) => JSON.stringify(posts.map((p) => p.text)));
+  const posts = arrivals.items;
   let attempts = 0;
   let faults = { remaining: 0, status: 500, headers: {} as OutgoingHttpHeaders };
 
@@ -61,8 +61,7 @@ export async function startSlackReceiver(): Promise<SlackReceiver> {
     }
     const post = parsePost(Buffer.concat(chunks).toString());
     if (typeof post === 'string') return void reply(400, post);
-    posts.push(post);
-    arrivals.emit('post', post);
+    arrivals.add(post);
     reply(200, 'ok');
   }
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
@@ -74,23 +73,7 @@ export async function startSlackReceiver(): Promise<SlackReceiver> {
     get attempts() {
       return attempts;
     },
-    waitFor(predicate, timeoutMs = 10_000) {
-      const already = posts.find(predicate);
-      if (already) return Promise.resolve(already);
-      return new Promise((resolve, reject) => {
-        const onPost = (post: SlackPost) => {
-          if (!predicate(post)) return;
-          clearTimeout(timer);
-          arrivals.off('post', onPost);
-          resolve(post);
-        };
-        const timer = setTimeout(() => {
-          arrivals.off('post', onPost);
-          reject(new Error(`No matching Slack post arrived within ${timeoutMs}ms (received ${posts.length}: ${JSON.stringify(posts.map((p) => p.text))})`));
-        }, timeoutMs);
-        arrivals.on('post', onPost);
-      });
-    },
+    waitFor: (predicate, timeoutMs = 10_000) => arrivals.waitFor(predicate, timeoutMs),
     failNext(n, status, headers = {}) {
       faults = { remaining: n, status, headers };
     },

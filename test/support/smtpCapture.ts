@@ -1,5 +1,5 @@
 // A real SMTP server (smtp-server) that parses every message it accepts (mailparser), for tests that send mail.
-import { EventEmitter } from 'node:events';
+import { Arrivals } from './arrivals.ts';
 import type { AddressInfo } from 'node:net';
 import { SMTPServer } from 'smtp-server';
 import { simpleParser } from 'mailparser';
@@ -22,8 +22,10 @@ export interface SmtpCapture {
 }
 
 export async function startSmtpCapture(): Promise<SmtpCapture> {
-  const messages: CapturedMail[] = [];
-  const arrivals = new EventEmitter();
+  const arrivals = new Arrivals<CapturedMail>(
+    (mails) => mails.map((mail) => `"${mail.subject}" to ${mail.to.join(', ')}`).join('; ') || 'none',
+  );
+  const messages = arrivals.items;
   const server = new SMTPServer({
     authOptional: true,
     disabledCommands: ['STARTTLS'],
@@ -41,8 +43,7 @@ export async function startSmtpCapture(): Promise<SmtpCapture> {
           headers: Object.fromEntries(mail.headerLines.map(({ key, line }) =>
             [key, line.slice(line.indexOf(':') + 1).replace(/\r?\n[ \t]+/g, ' ').trim()])),
         };
-        messages.push(captured);
-        arrivals.emit('mail', captured);
+        arrivals.add(captured);
         callback();
       }, callback);
     },
@@ -53,24 +54,7 @@ export async function startSmtpCapture(): Promise<SmtpCapture> {
   return {
     url: `smtp://127.0.0.1:${port}`,
     messages,
-    waitFor(predicate, timeoutMs = 10_000) {
-      const already = messages.find(predicate);
-      if (already) return Promise.resolve(already);
-      return new Promise((resolve, reject) => {
-        const onMail = (mail: CapturedMail) => {
-          if (!predicate(mail)) return;
-          clearTimeout(timer);
-          arrivals.off('mail', onMail);
-          resolve(mail);
-        };
-        const timer = setTimeout(() => {
-          arrivals.off('mail', onMail);
-          const seen = messages.map((mail) => `"${mail.subject}" to ${mail.to.join(', ')}`).join('; ') || 'none';
-          reject(new Error(`No matching mail arrived within ${timeoutMs}ms (received: ${seen})`));
-        }, timeoutMs);
-        arrivals.on('mail', onMail);
-      });
-    },
+    waitFor: (predicate, timeoutMs = 10_000) => arrivals.waitFor(predicate, timeoutMs),
     close: () => new Promise<void>((resolve) => server.close(() => resolve())),
   };
 }
