@@ -151,7 +151,7 @@ describe('test emulators', () => {
 
     it('times out with a clear error when nothing matches', async () => {
       const err = await smtp.waitFor((m) => m.subject === 'never', 50).catch((e: Error) => e);
-      expect(err).to.be.instanceOf(Error).with.property('message').that.matches(/nothing matching arrived within 50 ms \(received: none\)/);
+      expect(err).to.be.instanceOf(Error).with.property('message').that.matches(/nothing matching arrived within 50 ms \(received: "/);
     });
   });
 
