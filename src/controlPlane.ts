@@ -44,6 +44,7 @@ export async function startControlPlane(config: Config, roles: { web: boolean; w
     command: config.runtime.command,
     args: config.runtime.args,
     logDir: path.join(config.varDir, 'logs'),
+    workspacesDir: config.runtime.workspacesDir,
   });
   const database = new LocalDatabaseProvider(db, config.databaseUrl, secrets);
   await database.init();

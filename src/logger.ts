@@ -19,6 +19,13 @@ export function maskSecrets(text: string): string {
   return text.replace(SECRET_LIKE, (m) => (m.startsWith('//') ? '//***:***@' : m.slice(0, 5) + '***'));
 }
 
+/** Masks credentials in an error's message and stack in place, before anything stores or shows it. */
+export function maskError(err: unknown): void {
+  if (!(err instanceof Error)) return;
+  err.message = maskSecrets(err.message);
+  if (err.stack) err.stack = maskSecrets(err.stack);
+}
+
 function format(value: unknown): string {
   const text = typeof value === 'string' ? value : JSON.stringify(value);
   return /[\s"]/.test(text ?? '') ? JSON.stringify(text) : String(text);

@@ -32,7 +32,12 @@ export function resourceNames(subscriptionRef: string) {
 export async function recordInstance(db: Db, config: Config, req: ProvisionRequest): Promise<InstanceWithCustomer> {
   const { workspaceId } = resourceNames(req.subscriptionRef);
   const instanceId = await inTransaction(db, async (tx) => {
-    const customer = req.stripeCustomerId
+    const known = await tx.query<{ customer_id: string }>('SELECT customer_id FROM subscriptions WHERE stripe_subscription_id = $1', [
+      req.subscriptionRef,
+    ]);
+    const customer = known.rows[0]
+      ? { rows: [{ id: known.rows[0].customer_id }] }
+      : req.stripeCustomerId
       ? await tx.query<{ id: string }>(
           `INSERT INTO customers (stripe_customer_id, email, name) VALUES ($1, $2, $3)
            ON CONFLICT (stripe_customer_id) DO UPDATE SET email = COALESCE(EXCLUDED.email, customers.email),
@@ -71,6 +76,12 @@ export async function recordInstance(db: Db, config: Config, req: ProvisionReque
   return (await instanceById(db, instanceId))!;
 }
 
-export async function startProvisioning(queues: Queues, instance: InstanceWithCustomer): Promise<void> {
+/**
+ * Adds the instance's flow, unless it is already running or was given up: a repeat that comes after the flow's
+ * jobs were cleaned away (a Stripe resend days later, a reused Idempotency-Key) must not provision again.
+ */
+export async function startProvisioning(queues: Queues, instance: InstanceWithCustomer): Promise<boolean> {
+  if (instance.status === 'active' || instance.status === 'abandoned') return false;
   await startProvisionFlow(queues, { instanceId: instance.id, workspaceId: instance.workspace_id });
+  return true;
 }

@@ -2,7 +2,7 @@
  * The workers: one BullMQ Worker per queue, each dispatching by job name. Waiting steps re-schedule themselves,
  * so a worker's concurrency bounds the steps doing work, not the provisions in flight.
  */
-import { Worker, type Job, type Processor } from 'bullmq';
+import { Job, Worker, type Processor } from 'bullmq';
 import { backoffDelay, PermanentError } from './errors.ts';
 import { logger } from './logger.ts';
 import { QUEUES, STEPS, type QueueName, type StepName } from './queues/names.ts';
@@ -19,6 +19,7 @@ import { finalize } from './jobs/finalize.ts';
 import { sendAlert } from './jobs/alerts.ts';
 import { handleStripeEvent } from './jobs/stripeEvent.ts';
 import { abandon } from './jobs/abandon.ts';
+import { recordFinalFailure, ReportedFailure } from './jobs/failure.ts';
 
 const log = logger('worker');
 
@@ -65,9 +66,16 @@ export function startWorkers(ctx: JobContext): Worker[] {
           backoffDelay(attemptsMade, ctx.config.worker.backoffMs, err),
       },
     });
-    worker.on('failed', (job, err) =>
-      log.warn('job failed', { queue, job: job?.id, name: job?.name, attempt: job?.attemptsMade, reason: err.message }),
-    );
+    worker.on('failed', (job, err) => {
+      log.warn('job failed', { queue, job: job?.id, name: job?.name, attempt: job?.attemptsMade, reason: err.message });
+      if (job && !(err instanceof ReportedFailure)) void onFailed(ctx, job, err.message);
+    });
+    // A job whose worker died mid-step is failed by BullMQ itself once it has stalled too often; no handler saw it.
+    worker.on('stalled', (id) => {
+      Job.fromId(worker, id)
+        .then((job) => job && onFailed(ctx, job, job.failedReason || 'the job stalled too often (its worker died)'))
+        .catch((err: Error) => log.error('could not read a stalled job', { queue, job: id, error: err.message }));
+    });
     worker.on('error', (err) => log.error('worker error', { queue, error: err.message }));
     return worker;
   });
@@ -77,6 +85,15 @@ export function startWorkers(ctx: JobContext): Worker[] {
 function limiterFor(ctx: JobContext, queue: QueueName): { max: number; duration: number } | undefined {
   const rate = queue === QUEUES.compute ? ctx.config.rateLimits.compute : queue === QUEUES.database ? ctx.config.rateLimits.database : null;
   return rate ? { max: rate.max, duration: rate.durationMs } : undefined;
+}
+
+/** A job that ended failed (not one about to be retried) is recorded and alerted once. */
+async function onFailed(ctx: JobContext, job: Job, reason: string): Promise<void> {
+  try {
+    if ((await job.getState()) === 'failed') await recordFinalFailure(ctx, job, reason);
+  } catch (err) {
+    log.error('could not record a final failure', { job: job.id, error: (err as Error).message });
+  }
 }
 
 export async function closeWorkers(workers: Worker[]): Promise<void> {

@@ -3,13 +3,11 @@
  * completed steps made is undone newest-first (service, workspace, database), and the instance is marked abandoned.
  * Each compensation is idempotent, so the job can be retried until it completes.
  */
-import { rm } from 'node:fs/promises';
 import type { Job } from 'bullmq';
 import { audit, instanceById, updateInstance } from '../db/instances.ts';
 import { PermanentError, TransientError } from '../errors.ts';
 import { STEP_QUEUE, STEPS } from '../queues/names.ts';
 import { stepJobId, type ProvisionData } from '../queues/provisionFlow.ts';
-import { workspaceDir } from './buildWorkspace.ts';
 import { INSTANCE_SECRETS, instanceOwner, type JobContext } from './context.ts';
 
 export async function abandon(ctx: JobContext, job: Job<ProvisionData>): Promise<{ undone: string }> {
@@ -37,8 +35,7 @@ export async function abandon(ctx: JobContext, job: Job<ProvisionData>): Promise
     undone.push(`service ${instance.service_id}`);
   }
   if (started.has(STEPS.buildWorkspace)) {
-    await rm(workspaceDir(ctx, instance.workspace_id), { recursive: true, force: true });
-    await ctx.secrets.delete(owner, INSTANCE_SECRETS.pendingApiKey);
+    await ctx.secrets.delete(owner, INSTANCE_SECRETS.pendingApiKey); // the files go with the database
     undone.push('workspace');
   }
   if (started.has(STEPS.createBranch) && instance.database_name && instance.database_role) {

@@ -1,21 +1,16 @@
 /**
- * build-workspace: renders the customer's workspace, seeds it into their database (where a remote runtime loads
- * it) and onto disk for a local runtime, and issues the API key: its hash goes to both databases, the key itself
- * stays sealed until the welcome email carries it.
+ * build-workspace: renders the customer's workspace and seeds it into their database, where the runtime loads it
+ * from, and issues the API key: its hash goes to both databases, the key itself stays sealed until the welcome
+ * email carries it. Seeding adds only what is missing, so a re-run never overwrites what the customer changed.
  */
-import path from 'node:path';
 import { apiKeyLabel, generateApiKey, hashApiKey } from '../apiKey.ts';
 import { withCustomerDb } from '../db/customerDb.ts';
 import { updateInstance } from '../db/instances.ts';
 import { PermanentError } from '../errors.ts';
 import { planByName } from '../plans.ts';
-import { fileSha256, renderWorkspace, workspaceChecksum, writeWorkspaceToDisk } from '../workspace/render.ts';
-import { INSTANCE_SECRETS, instanceOwner, type JobContext } from './context.ts';
+import { fileSha256, renderWorkspace, workspaceChecksum } from '../workspace/render.ts';
+import { INSTANCE_SECRETS, instanceOwner } from './context.ts';
 import type { StepHandler } from './step.ts';
-
-export function workspaceDir(ctx: JobContext, workspaceId: string): string {
-  return path.join(ctx.config.runtime.workspacesDir, workspaceId);
-}
 
 export const buildWorkspace: StepHandler = async (ctx, { instance, log, progress, done }) => {
   const plan = planByName(instance.plan ?? '');
@@ -48,7 +43,7 @@ export const buildWorkspace: StepHandler = async (ctx, { instance, log, progress
     for (const file of files) {
       await client.query(
         `INSERT INTO workspace_files (path, content, sha256) VALUES ($1, $2, $3)
-         ON CONFLICT (path) DO UPDATE SET content = EXCLUDED.content, sha256 = EXCLUDED.sha256, updated_at = now()`,
+         ON CONFLICT (path) DO NOTHING`,
         [file.path, file.content, fileSha256(file.content)],
       );
     }
@@ -57,10 +52,5 @@ export const buildWorkspace: StepHandler = async (ctx, { instance, log, progress
   });
   await log(`${files.length} workspace files and the API key hash seeded into the customer database`);
   await progress(70);
-
-  if (ctx.compute.kind === 'local') {
-    await writeWorkspaceToDisk(workspaceDir(ctx, instance.workspace_id), files);
-    await log('workspace written to disk for the local runtime');
-  }
   return done({ files: files.length, checksum: workspaceChecksum(files) });
 };

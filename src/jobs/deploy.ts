@@ -7,7 +7,6 @@ import { PermanentError } from '../errors.ts';
 import { planByName, type Plan } from '../plans.ts';
 import { STEPS } from '../queues/names.ts';
 import type { ProvisionData } from '../queues/provisionFlow.ts';
-import { workspaceDir } from './buildWorkspace.ts';
 import { INSTANCE_SECRETS, instanceOwner, type JobContext } from './context.ts';
 import type { StepHandler } from './step.ts';
 
@@ -34,7 +33,6 @@ export function runtimeVariables(
     MESSAGE_LIMIT: String(plan.messageLimit),
     FEATURES: plan.features.join(','),
   };
-  if (ctx.compute.kind === 'local') vars.WORKSPACE_DIR = workspaceDir(ctx, instance.workspace_id);
   if (ctx.config.runtime.anthropicApiKey) vars.ANTHROPIC_API_KEY = ctx.config.runtime.anthropicApiKey;
   if (ctx.config.runtime.anthropicBaseUrl) vars.ANTHROPIC_BASE_URL = ctx.config.runtime.anthropicBaseUrl;
   return vars;

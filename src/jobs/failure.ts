@@ -7,7 +7,8 @@ import { UnrecoverableError, type Job } from 'bullmq';
 import { PermanentError } from '../errors.ts';
 import { maskSecrets } from '../logger.ts';
 import { audit } from '../db/instances.ts';
-import { QUEUES, jobId, type QueueName } from '../queues/names.ts';
+import { isStepName, QUEUES, jobId, STEP_QUEUE, type QueueName, type StepName } from '../queues/names.ts';
+import { stepJobId } from '../queues/provisionFlow.ts';
 import type { JobContext } from './context.ts';
 
 export interface AlertData {
@@ -25,10 +26,16 @@ export async function markFailed(
   failure: { instanceId: string; step: string; reason: string; queue: QueueName; jobId: string },
 ): Promise<void> {
   const reason = maskSecrets(failure.reason).slice(0, 2000);
+  // The ledger always shows a step's final failure, even when this instance's incident was raised by a sibling.
+  await ctx.db.query(`UPDATE steps SET state = 'failed', error = $3, finished_at = now() WHERE instance_id = $1 AND name = $2`, [
+    failure.instanceId,
+    failure.step,
+    reason,
+  ]);
   const { rows } = await ctx.db.query<{ customer_id: string; incident: string }>(
     `UPDATE instances SET status = 'failed', failed_step = $2, failure_reason = $3, failed_job = $4, failure_alerted_at = now(),
        updated_at = now()
-     WHERE id = $1 AND failure_alerted_at IS NULL
+     WHERE id = $1 AND failure_alerted_at IS NULL AND status <> 'abandoned'
      RETURNING customer_id, (extract(epoch FROM failure_alerted_at) * 1000)::bigint::text AS incident`,
     [failure.instanceId, failure.step, reason, `${failure.queue}/${failure.jobId}`],
   );
@@ -84,9 +91,39 @@ async function raiseIncident(
  * (A sibling step still running when another failed does not clear that failure.)
  */
 export async function clearFailure(ctx: JobContext, instanceId: string, step: string): Promise<void> {
-  await ctx.db.query(
+  const cleared = await ctx.db.query(
     `UPDATE instances SET status = 'provisioning', failed_step = NULL, failure_reason = NULL, failed_job = NULL,
-       failure_alerted_at = NULL, updated_at = now() WHERE id = $1 AND status = 'failed' AND failed_step = $2`,
+       failure_alerted_at = NULL, updated_at = now() WHERE id = $1 AND status = 'failed' AND failed_step = $2
+     RETURNING workspace_id`,
     [instanceId, step],
   );
+  if (!cleared.rows[0]) return;
+  // Another step that failed for good while this one's incident was open still blocks the flow: it is the next one.
+  const other = await ctx.db.query<{ name: StepName; error: string | null }>(
+    `SELECT name, error FROM steps WHERE instance_id = $1 AND state = 'failed' AND name <> $2 LIMIT 1`,
+    [instanceId, step],
+  );
+  const blocked = other.rows[0];
+  if (blocked) {
+    await markFailed(ctx, {
+      instanceId,
+      step: blocked.name,
+      reason: blocked.error ?? 'failed',
+      queue: STEP_QUEUE[blocked.name],
+      jobId: stepJobId(cleared.rows[0].workspace_id, blocked.name),
+    });
+  }
+}
+
+/**
+ * Called by the workers for every job that ended failed, however it got there (including a job failed by BullMQ
+ * itself after stalling, which no handler saw): the failure is recorded and alerted once.
+ */
+export async function recordFinalFailure(ctx: JobContext, job: Job, reason: string): Promise<void> {
+  const where = { queue: job.queueName as QueueName, jobId: job.id! };
+  if (job.queueName === QUEUES.stripeEvents) {
+    await markEventFailed(ctx, { eventId: (job.data as { eventId: string }).eventId, reason, ...where });
+  } else if (isStepName(job.name) && (job.data as { instanceId?: string }).instanceId) {
+    await markFailed(ctx, { instanceId: (job.data as { instanceId: string }).instanceId, step: job.name, reason, ...where });
+  }
 }

@@ -3,11 +3,11 @@
  * holds no worker slot, and turns a final failure into a failed instance with one alert.
  */
 import { DelayedError, type Job } from 'bullmq';
-import { errorMessage } from '../errors.ts';
 import type { QueueName, StepName } from '../queues/names.ts';
 import type { ProvisionData } from '../queues/provisionFlow.ts';
 import { instanceById, type InstanceWithCustomer } from '../db/instances.ts';
-import { PermanentError } from '../errors.ts';
+import { errorMessage, PermanentError } from '../errors.ts';
+import { maskError } from '../logger.ts';
 import { clearFailure, isFinalFailure, markFailed } from './failure.ts';
 import type { JobContext } from './context.ts';
 
@@ -37,6 +37,8 @@ export async function runStep<D extends ProvisionData>(
   const { instanceId } = job.data;
   const instance = await instanceById(ctx.db, instanceId);
   if (!instance) throw new PermanentError(`instance ${instanceId} does not exist`);
+  // A stray job of an abandoned provisioning (say, retried by hand in Bull Board) must not rebuild anything.
+  if (instance.status === 'abandoned') return { skipped: 'the instance was abandoned' };
   await clearFailure(ctx, instanceId, step);
   await ctx.db.query(
     `INSERT INTO steps (instance_id, name, state, attempts, started_at) VALUES ($1, $2, 'running', $3, now())
@@ -57,15 +59,16 @@ export async function runStep<D extends ProvisionData>(
   try {
     outcome = await handler(ctx, tools);
   } catch (err) {
+    maskError(err); // what BullMQ keeps (failedReason, stacktrace) is shown in Bull Board
     const final = isFinalFailure(job, err);
     const reason = errorMessage(err);
-    await ctx.db.query(`UPDATE steps SET state = $3, error = $4, finished_at = CASE WHEN $3 = 'failed' THEN now() END
-       WHERE instance_id = $1 AND name = $2`, [instanceId, step, final ? 'failed' : 'running', reason.slice(0, 2000)]);
     await job.log(`${new Date().toISOString()} ${final ? 'failed for good' : 'failed, will retry'}: ${reason}`);
     if (final) {
       // A re-run by an operator starts the step afresh (a new deployment, a new deadline), not from stale wait state.
       await job.updateData({ instanceId, workspaceId: job.data.workspaceId } as D);
       await markFailed(ctx, { instanceId, step, reason, queue: job.queueName as QueueName, jobId: job.id! });
+    } else {
+      await ctx.db.query('UPDATE steps SET error = $3 WHERE instance_id = $1 AND name = $2', [instanceId, step, reason.slice(0, 2000)]);
     }
     throw err;
   }

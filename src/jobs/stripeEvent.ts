@@ -82,6 +82,6 @@ async function checkoutCompleted(
     await ctx.db.query('UPDATE subscriptions SET plan = $2 WHERE id = $1', [instance.subscription_id, plan.name]);
     await clearFailure(ctx, instance.id, instance.failed_step);
   }
-  await startProvisioning(ctx.queues, instance);
-  return { instanceId: instance.id, workspaceId: instance.workspace_id, plan: plan.name };
+  const started = await startProvisioning(ctx.queues, instance);
+  return { instanceId: instance.id, workspaceId: instance.workspace_id, plan: plan.name, ...(!started && { already: instance.status }) };
 }

@@ -30,6 +30,10 @@ export const STEPS = {
 
 export type StepName = (typeof STEPS)[keyof typeof STEPS];
 
+export function isStepName(name: string): name is StepName {
+  return (Object.values(STEPS) as string[]).includes(name);
+}
+
 export const STEP_QUEUE: Record<StepName, QueueName> = {
   'create-branch': QUEUES.database,
   'create-service': QUEUES.compute,

@@ -62,8 +62,8 @@ export function adminApi(deps: { config: Config; db: Db; queues: Queues }): Rout
       comped: true,
       actor: 'admin-api',
     });
-    await startProvisioning(deps.queues, instance);
-    ctx.status = 202;
+    const started = await startProvisioning(deps.queues, instance);
+    ctx.status = started ? 202 : 200;
     ctx.body = { customerId: instance.customer_id, workspaceId: instance.workspace_id, instanceId: instance.id };
   });
 

@@ -108,7 +108,8 @@ describe('provisioning end to end (local providers)', function () {
   });
 
   it('writes the workspace with the customer’s details, on disk and in the customer database', async () => {
-    const dir = path.join(h.config.runtime.workspacesDir, ann.view.workspaceId);
+    const { rows } = await h.db.query('SELECT service_id FROM instances WHERE id = $1', [ann.instanceId]);
+    const dir = path.join(h.config.runtime.workspacesDir, rows[0].service_id);
     const user = await readFile(path.join(dir, 'USER.md'), 'utf8');
     expect(user).to.include('Ann Lee').and.include('ann@example.com');
     const state = JSON.parse(await readFile(path.join(dir, 'STATE.json'), 'utf8'));
@@ -127,6 +128,31 @@ describe('provisioning end to end (local providers)', function () {
     } finally {
       await client.end();
     }
+  });
+
+  it('keeps what the customer changed when build-workspace runs again (an operator re-runs a completed job)', async () => {
+    const client = new pg.Client({ connectionString: ann.databaseUrl });
+    await client.connect();
+    try {
+      await client.query(`UPDATE workspace_files SET content = '# Ann prefers short answers' WHERE path = 'MEMORY.md'`);
+      const jobId = `${ann.view.workspaceId}-build-workspace`;
+      const finishedBefore = (await h.plane.ctx.queues.get('provision').getJob(jobId))!.finishedOn!;
+      const auth = { authorization: `Basic ${btoa(`${ADMIN.user}:${ADMIN.password}`)}` };
+      const retry = await fetch(`${h.url}/admin/queues/api/queues/provision/${jobId}/retry`, { method: 'PUT', headers: auth });
+      expect(retry.status).to.equal(204);
+      await waitUntil(async () => {
+        const job = (await h.plane.ctx.queues.get('provision').getJob(jobId))!;
+        return (await job.getState()) === 'completed' && job.finishedOn! > finishedBefore;
+      });
+      const memory = await client.query(`SELECT content FROM workspace_files WHERE path = 'MEMORY.md'`);
+      expect(memory.rows[0].content).to.equal('# Ann prefers short answers');
+      const keys = await client.query('SELECT count(*)::int AS n FROM api_keys');
+      expect(keys.rows[0].n).to.equal(1);
+    } finally {
+      await client.end();
+    }
+    const status = await fetch(`${ann.view.accessUrl}/status`, { headers: { authorization: `Bearer ${ann.apiKey}` } });
+    expect(status.status).to.equal(200);
   });
 
   it('isolates databases: each customer’s credentials open its own database and no other', async () => {
@@ -192,11 +218,15 @@ describe('provisioning end to end (local providers)', function () {
     expect(first.status).to.equal(202);
     const created = (await first.json()) as { customerId: string; workspaceId: string };
     const again = (await (await request()).json()) as { customerId: string; workspaceId: string };
-    expect(again.workspaceId).to.equal(created.workspaceId);
+    expect(again).to.deep.include({ customerId: created.customerId, workspaceId: created.workspaceId });
     const view = await h.waitForStatus(created.customerId, ['active', 'failed']);
     expect(view.status).to.equal('active');
     expect(view.plan).to.equal('team');
     await h.smtp.waitFor((m) => m.to.includes('carol@example.com'));
+    const later = await request(); // after the flow is done (and possibly long gone from Redis): nothing new
+    expect(later.status).to.equal(200);
+    const customers = await h.db.query('SELECT count(*)::int AS n FROM customers WHERE email = $1', ['carol@example.com']);
+    expect(customers.rows[0].n).to.equal(1);
   });
 
   it('restarts a customer’s runtime that dies', async () => {

@@ -26,7 +26,7 @@ import { applyRuntimeSchema } from '../../runtime/src/schema.ts';
 const SERVER = 'postgres://postgres@127.0.0.1:5432';
 const RUNTIME_MAIN = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../runtime/src/main.ts');
 /** What a child may see besides the variables it was given. */
-const PROVIDER_ENV = ['PATH', 'NODE_ENV', 'HOST', 'PORT', 'NODE_OPTIONS'];
+const PROVIDER_ENV = ['PATH', 'NODE_ENV', 'HOST', 'PORT', 'NODE_OPTIONS', 'WORKSPACE_DIR'];
 /** A stand-in runtime: answers every request with its whole environment as JSON. */
 const ENV_ECHO = [
   '-e',
@@ -116,6 +116,7 @@ describe('LocalComputeProvider (real processes)', function () {
       command: process.execPath,
       args: ['--import', 'tsx', RUNTIME_MAIN],
       logDir,
+      workspacesDir: path.join(logDir, 'workspaces'),
       ...options,
     });
     providers.push(p);

@@ -5,6 +5,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createWriteStream, mkdirSync, readFileSync } from 'node:fs';
+import { rm } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import path from 'node:path';
 import type { Db } from '../../db/pool.ts';
@@ -17,6 +18,8 @@ export interface LocalComputeOptions {
   command: string;
   args: string[];
   logDir: string;
+  /** Each runtime keeps its workspace files under <workspacesDir>/<service>, filled from its database at start. */
+  workspacesDir: string;
   /** Restarts within a minute after which a service counts as crash-looping. */
   maxRestartsPerMinute?: number;
   /** First delay before restarting a runtime that exited; doubles up to 30 s. */
@@ -122,6 +125,11 @@ export class LocalComputeProvider implements ComputeProvider {
     await this.stop(serviceId);
     await this.db.query('DELETE FROM local_services WHERE name = $1', [serviceId]);
     await this.secrets.delete(secretOwner(serviceId), 'variables');
+    await rm(this.workspaceDir(serviceId), { recursive: true, force: true });
+  }
+
+  workspaceDir(serviceId: string): string {
+    return path.join(this.options.workspacesDir, serviceId);
   }
 
   /**
@@ -176,11 +184,14 @@ export class LocalComputeProvider implements ComputeProvider {
       PATH: process.env.PATH ?? '/usr/bin:/bin',
       NODE_ENV: process.env.NODE_ENV ?? 'production',
       ...variables,
+      WORKSPACE_DIR: this.workspaceDir(row.name),
       HOST: '127.0.0.1',
       PORT: String(row.port),
     };
     if (row.limits.memoryMb) env.NODE_OPTIONS = `--max-old-space-size=${Math.floor(row.limits.memoryMb * 0.75)}`;
     const out = createWriteStream(path.join(this.options.logDir, `${row.name}.log`), { flags: 'a' });
+    // A log that cannot be written (disk full, directory gone) loses log lines, never the control plane.
+    out.on('error', (err) => log.error('runtime log not writable', { service: row.name, error: err.message }));
     const child = spawn(this.options.command, this.options.args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
     child.stdout?.pipe(out);
     child.stderr?.pipe(out);
