@@ -238,8 +238,18 @@ export function loadConfig(env: Env = process.env, cwd = process.cwd()): Config 
     logLevel: r.oneOf('LOG_LEVEL', 'info', LOG_LEVELS),
     generatedSecrets: r.generated,
   };
-  // Alert links point operators at Bull Board: in production they must name the real host.
-  if (production && !config.publicUrl) r.problems.push('PUBLIC_URL is required in production');
+  if (production) {
+    // Alert links point operators at Bull Board: they must name the real host.
+    if (!config.publicUrl) r.problems.push('PUBLIC_URL is required in production');
+    // Without SMTP the welcome email (and its key) would only be written to a file on this machine.
+    if (!config.mail.smtpUrl) r.problems.push('SMTP_URL is required in production');
+    if (!config.alerts.slackWebhookUrl && !config.alerts.email) {
+      r.problems.push('SLACK_WEBHOOK_URL or ALERT_EMAIL is required in production, so failures reach an operator');
+    }
+    for (const [name, value] of [['ADMIN_PASSWORD', config.admin.password], ['ADMIN_TOKEN', config.admin.token]] as const) {
+      if (value && value.length < 16) r.problems.push(`${name} must be at least 16 characters in production`);
+    }
+  }
 
   if (config.queuePrefix.includes(':')) r.problems.push('QUEUE_PREFIX must not contain ":"');
   if (r.problems.length > 0) throw new ConfigError(r.problems);

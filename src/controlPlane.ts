@@ -47,7 +47,7 @@ export async function startControlPlane(config: Config, roles: { web: boolean; w
     workspacesDir: config.runtime.workspacesDir,
   });
   const database = new LocalDatabaseProvider(db, config.databaseUrl, secrets);
-  await database.init();
+  if (roles.worker) await database.init();
   const ctx: JobContext = {
     config,
     db,
@@ -88,6 +88,7 @@ export async function startControlPlane(config: Config, roles: { web: boolean; w
       if (server) await new Promise<void>((resolve) => server.close(() => resolve()));
       await closeWorkers(workers);
       await compute.close();
+      await database.close();
       await queues.close();
       mailer.close();
       await db.end();

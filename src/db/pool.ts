@@ -23,7 +23,8 @@ export async function ensureDatabase(databaseUrl: string): Promise<void> {
     const { rowCount } = await client.query('SELECT 1 FROM pg_database WHERE datname = $1', [name]);
     if (!rowCount) {
       await client.query(`CREATE DATABASE ${quoteIdent(name)}`).catch((err: { code?: string }) => {
-        if (err.code !== '42P04') throw err; // created concurrently by another process
+        // Created concurrently by another process (web and worker starting together): 42P04, or 23505 on the catalog.
+        if (err.code !== '42P04' && err.code !== '23505') throw err;
       });
     }
   } finally {

@@ -15,8 +15,14 @@ export interface StripeEventData {
   eventId: string;
 }
 
-/** The event types this control plane acts on; others are recorded and acknowledged. */
-export const HANDLED_EVENTS = new Set(['checkout.session.completed']);
+/**
+ * The event types this control plane acts on; others are recorded and acknowledged. A checkout paid by a delayed
+ * method completes unpaid and is provisioned when its async payment succeeds.
+ */
+export const HANDLED_EVENTS = new Set(['checkout.session.completed', 'checkout.session.async_payment_succeeded']);
+
+/** Subscription states in which the customer has paid (or is trialing) and gets an instance. */
+const PROVISIONABLE = new Set(['active', 'trialing']);
 
 export async function handleStripeEvent(ctx: JobContext, job: Job<StripeEventData>): Promise<Record<string, string>> {
   try {
@@ -36,6 +42,7 @@ async function actOnEvent(ctx: JobContext, job: Job<StripeEventData>): Promise<R
   if (!event) throw new PermanentError(`event ${job.data.eventId} was not recorded`);
   switch (event.type) {
     case 'checkout.session.completed':
+    case 'checkout.session.async_payment_succeeded':
       return checkoutCompleted(ctx, job, event.data.object);
     default:
       return { ignored: event.type };
@@ -50,6 +57,10 @@ async function checkoutCompleted(
   if (session.mode !== 'subscription' || !session.subscription) return { ignored: `checkout in ${session.mode} mode` };
   const subscriptionId = typeof session.subscription === 'string' ? session.subscription : session.subscription.id;
   const subscription = await ctx.stripe.subscription(subscriptionId);
+  // Acted on as Stripe has it now, not as the event said: an unpaid checkout waits for its payment event.
+  if (session.payment_status === 'unpaid' || !PROVISIONABLE.has(subscription.status)) {
+    return { deferred: `payment ${session.payment_status}, subscription ${subscription.status}` };
+  }
   let email = session.customer_details?.email ?? session.customer_email ?? null;
   let name = session.customer_details?.name ?? null;
   if (!email) ({ email, name } = await ctx.stripe.customer(subscription.customerId));

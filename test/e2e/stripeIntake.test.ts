@@ -134,4 +134,22 @@ describe('Stripe webhook intake', function () {
     expect((await h.waitForStatus(customerId, ['active', 'failed'])).status).to.equal('active');
     expect(h.slack.posts.filter((p) => (p.text ?? '').includes(eventId))).to.have.length(1);
   });
+
+  it('waits for the payment of a delayed-payment checkout, then provisions', async () => {
+    const customer = h.stripe.createCustomer({ email: 'lea@example.com', name: 'Lea' });
+    const subscription = h.stripe.createSubscription({ customer: customer.id, price: DEFAULT_PRICE_IDS.starter, status: 'incomplete' });
+    const session = h.stripe.createCheckoutSession({ customer: customer.id, subscription: subscription.id, email: 'lea@example.com' });
+    const unpaid = h.stripe.event('checkout.session.completed', { ...session, payment_status: 'unpaid' });
+    await h.deliver(unpaid);
+    const job = (await h.plane.ctx.queues.get(QUEUES.stripeEvents).getJob(unpaid.id))!;
+    await waitUntil(async () => (await job.getState()) === 'completed');
+    expect((await h.plane.ctx.queues.get(QUEUES.stripeEvents).getJob(unpaid.id))!.returnvalue).to.have.property('deferred');
+    expect((await h.admin(`/api/customers/${customer.id}/instance`)).status).to.equal(404);
+
+    h.stripe.updateSubscription(subscription.id, { status: 'active' });
+    await h.deliver(h.stripe.event('checkout.session.async_payment_succeeded', session));
+    expect((await h.waitForStatus(customer.id, ['active', 'failed'])).status).to.equal('active');
+    await h.smtp.waitFor((m) => m.to.includes('lea@example.com'));
+  });
 });
+

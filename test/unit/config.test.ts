@@ -18,10 +18,12 @@ function configError(fn: () => unknown): ConfigError {
 
 const PRODUCTION_SECRETS = {
   PUBLIC_URL: 'https://control.example.com',
+  SMTP_URL: 'smtp://mail.example.com:587',
+  ALERT_EMAIL: 'ops@example.com',
   SECRETS_KEY: Buffer.alloc(32, 7).toString('base64'),
   STRIPE_WEBHOOK_SECRET: 'whsec_prod',
-  ADMIN_PASSWORD: 'prod-password',
-  ADMIN_TOKEN: 'prod-token',
+  ADMIN_PASSWORD: 'prod-password-0123456789',
+  ADMIN_TOKEN: 'prod-token-0123456789abcdef',
   STRIPE_SECRET_KEY: 'sk_live_prod',
 };
 
@@ -242,12 +244,13 @@ describe('config', () => {
   });
 
   describe('production', () => {
-    it('refuses to start without its secrets and its public URL, and names them all', () => {
+    it('refuses to start without its secrets, public URL, mail server and alert channel, and names them all', () => {
       const err = configError(() => loadConfig({ NODE_ENV: 'production' }, cwd));
-      for (const name of ['SECRETS_KEY', 'STRIPE_WEBHOOK_SECRET', 'ADMIN_PASSWORD', 'ADMIN_TOKEN', 'STRIPE_SECRET_KEY', 'PUBLIC_URL']) {
+      for (const name of ['SECRETS_KEY', 'STRIPE_WEBHOOK_SECRET', 'ADMIN_PASSWORD', 'ADMIN_TOKEN', 'STRIPE_SECRET_KEY', 'PUBLIC_URL', 'SMTP_URL']) {
         expect(err.problems, name).to.include(`${name} is required in production`);
       }
-      expect(err.problems).to.have.length(6);
+      expect(err.message).to.include('SLACK_WEBHOOK_URL or ALERT_EMAIL');
+      expect(err.problems).to.have.length(8);
       // Nothing was generated on disk.
       expect(existsSync(path.join(cwd, 'var'))).to.equal(false);
     });
@@ -264,7 +267,7 @@ describe('config', () => {
       expect(config.publicUrl).to.equal('https://control.example.com');
       expect(config.stripe.secretKey).to.equal('sk_live_prod');
       expect(config.stripe.webhookSecret).to.equal('whsec_prod');
-      expect(config.admin).to.deep.equal({ user: 'admin', password: 'prod-password', token: 'prod-token' });
+      expect(config.admin).to.deep.equal({ user: 'admin', password: 'prod-password-0123456789', token: 'prod-token-0123456789abcdef' });
       expect(config.secretsKey.equals(Buffer.alloc(32, 7))).to.equal(true);
       expect(config.generatedSecrets).to.deep.equal([]);
       expect(existsSync(path.join(cwd, 'var'))).to.equal(false);
@@ -272,9 +275,17 @@ describe('config', () => {
 
     it('reports missing secrets together with other invalid variables', () => {
       const err = configError(() => loadConfig({ NODE_ENV: 'production', PORT: 'abc' }, cwd));
-      expect(err.problems).to.have.length(7);
+      expect(err.problems).to.have.length(9);
       expect(err.message).to.include('PORT').and.to.include('ADMIN_PASSWORD');
     });
+  });
+
+  it('refuses short operator secrets in production', () => {
+    const err = configError(() => loadConfig({ NODE_ENV: 'production', ...PRODUCTION_SECRETS, ADMIN_PASSWORD: 'short', ADMIN_TOKEN: 'x' }, cwd));
+    expect(err.problems).to.deep.equal([
+      'ADMIN_PASSWORD must be at least 16 characters in production',
+      'ADMIN_TOKEN must be at least 16 characters in production',
+    ]);
   });
 
   describe('rate limits and log level', () => {

@@ -22,8 +22,20 @@ export class LocalDatabaseProvider implements DatabaseProvider {
 
   /** Customers' roles must not open the control-plane database either. */
   async init(): Promise<void> {
-    const { rows } = await this.admin.query<{ db: string }>('SELECT current_database() AS db');
-    await this.admin.query(`REVOKE CONNECT, TEMPORARY ON DATABASE ${quoteIdent(rows[0]!.db)} FROM PUBLIC`);
+    const client = await this.admin.connect();
+    try {
+      // Several processes may start at once; concurrent changes to one database's ACL fail in the catalog.
+      await client.query('BEGIN');
+      await client.query(`SELECT pg_advisory_xact_lock(hashtext('local-database/init'))`);
+      const { rows } = await client.query<{ db: string }>('SELECT current_database() AS db');
+      await client.query(`REVOKE CONNECT, TEMPORARY ON DATABASE ${quoteIdent(rows[0]!.db)} FROM PUBLIC`);
+      await client.query('COMMIT');
+    } catch (err) {
+      await client.query('ROLLBACK').catch(() => undefined);
+      throw err;
+    } finally {
+      client.release();
+    }
   }
 
   async findOrCreateDatabase(name: string): Promise<DatabaseRef & { connectionUrl: string }> {
@@ -43,7 +55,8 @@ export class LocalDatabaseProvider implements DatabaseProvider {
         await client.query(`CREATE ROLE ${role} WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE CONNECTION LIMIT 20 PASSWORD ${literal}`);
       }
       const db = await client.query('SELECT 1 FROM pg_database WHERE datname = $1', [name]);
-      if (!db.rowCount) await client.query(`CREATE DATABASE ${role} OWNER ${role}`);
+      // From template0: a customer's role may hold a connection to template1, which would block copying it.
+      if (!db.rowCount) await client.query(`CREATE DATABASE ${role} OWNER ${role} TEMPLATE template0`);
       await client.query(`REVOKE CONNECT, TEMPORARY ON DATABASE ${role} FROM PUBLIC`);
       await client.query(`GRANT CONNECT ON DATABASE ${role} TO ${role}`);
     } finally {
