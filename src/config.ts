@@ -229,7 +229,8 @@ export function loadConfig(env: Env = process.env, cwd = process.cwd()): Config 
     },
     runtime: {
       command: r.string('RUNTIME_COMMAND', process.execPath),
-      args: (r.raw('RUNTIME_ARGS') ?? `--import tsx ${path.resolve(cwd, 'runtime/src/main.ts')}`).split(/\s+/),
+      // A path with spaces in it stays one argument; RUNTIME_ARGS, when given, is split on whitespace.
+      args: r.raw('RUNTIME_ARGS')?.split(/\s+/) ?? ['--import', 'tsx', path.resolve(cwd, 'runtime/src/main.ts')],
       workspacesDir: path.join(varDir, 'workspaces'),
       anthropicApiKey: r.optional('ANTHROPIC_API_KEY'),
       anthropicBaseUrl: r.url('ANTHROPIC_BASE_URL', null, ['http:', 'https:']),

@@ -34,7 +34,7 @@ const STEP_HANDLERS: Record<StepName, StepHandler<any>> = {
 };
 
 /** Jobs that are not provisioning steps, by job name. */
-const OTHER_JOBS: Record<string, (ctx: JobContext, job: Job) => Promise<unknown>> = {
+const OTHER_JOBS: Record<string, (ctx: JobContext, job: Job, token?: string) => Promise<unknown>> = {
   'alert-slack': sendAlert,
   'alert-email': sendAlert,
   abandon,
@@ -47,7 +47,7 @@ function processor(ctx: JobContext, queue: QueueName): Processor {
     const step = STEP_HANDLERS[job.name as StepName];
     if (step) return runStep(ctx, job, token, step);
     const other = OTHER_JOBS[job.name];
-    if (other) return other(ctx, job);
+    if (other) return other(ctx, job, token);
     throw new PermanentError(`no handler for job ${job.name} on ${queue}`);
   };
 }

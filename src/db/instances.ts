@@ -67,14 +67,12 @@ export async function updateInstance(db: Queryable, id: string, fields: Partial<
 export async function audit(
   db: Queryable,
   entry: { actor: string; action: string; customerId?: string | null; instanceId?: string | null; detail?: object },
-): Promise<void> {
-  await db.query('INSERT INTO audit (actor, action, customer_id, instance_id, detail) VALUES ($1, $2, $3, $4, $5)', [
-    entry.actor,
-    entry.action,
-    entry.customerId ?? null,
-    entry.instanceId ?? null,
-    JSON.stringify(entry.detail ?? {}),
-  ]);
+): Promise<string> {
+  const { rows } = await db.query<{ id: string }>(
+    'INSERT INTO audit (actor, action, customer_id, instance_id, detail) VALUES ($1, $2, $3, $4, $5) RETURNING id',
+    [entry.actor, entry.action, entry.customerId ?? null, entry.instanceId ?? null, JSON.stringify(entry.detail ?? {})],
+  );
+  return rows[0]!.id;
 }
 
 export type { Db };

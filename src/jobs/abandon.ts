@@ -1,16 +1,20 @@
 /**
  * abandon: an operator gives up on a failed provisioning. The flow's remaining jobs are removed, then what the
- * completed steps made is undone newest-first (service, workspace, database), and the instance is marked abandoned.
+ * steps made is undone newest-first (service, workspace, database), and the instance is marked abandoned.
  * Each compensation is idempotent, so the job can be retried until it completes.
  */
-import type { Job } from 'bullmq';
+import { DelayedError, type Job } from 'bullmq';
 import { audit, instanceById, updateInstance } from '../db/instances.ts';
-import { PermanentError, TransientError } from '../errors.ts';
+import { PermanentError } from '../errors.ts';
+import { resourceNames } from '../provisioning.ts';
 import { STEP_QUEUE, STEPS } from '../queues/names.ts';
 import { stepJobId, type ProvisionData } from '../queues/provisionFlow.ts';
 import { INSTANCE_SECRETS, instanceOwner, type JobContext } from './context.ts';
 
-export async function abandon(ctx: JobContext, job: Job<ProvisionData>): Promise<{ undone: string }> {
+/** How long abandon waits for steps that are still running before it gives up. */
+const WAIT_FOR_RUNNING_MS = 10 * 60_000;
+
+export async function abandon(ctx: JobContext, job: Job<ProvisionData>, token?: string): Promise<{ undone: string }> {
   const instance = await instanceById(ctx.db, job.data.instanceId);
   if (!instance) throw new PermanentError(`instance ${job.data.instanceId} does not exist`);
   if (instance.status !== 'failed' && instance.status !== 'abandoned') {
@@ -21,33 +25,32 @@ export async function abandon(ctx: JobContext, job: Job<ProvisionData>): Promise
   if (root) {
     const flow = await ctx.queues.flow.getFlow({ id: root.id!, queueName: root.queueName, prefix: ctx.config.queuePrefix });
     const running = await activeSteps(flow);
-    if (running.length) throw new TransientError(`steps still running: ${running.join(', ')}`, 2_000);
+    if (running.length) {
+      if (Date.now() - job.timestamp > WAIT_FOR_RUNNING_MS) throw new PermanentError(`steps still running: ${running.join(', ')}`);
+      await job.log(`waiting for ${running.join(', ')} to finish`);
+      await job.moveToDelayed(Date.now() + 2_000, token); // waits without holding a worker slot
+      throw new DelayedError();
+    }
     await root.remove({ removeChildren: true });
   }
 
-  const { rows } = await ctx.db.query<{ name: string }>('SELECT name FROM steps WHERE instance_id = $1', [instance.id]);
-  const started = new Set(rows.map((r) => r.name));
+  // Names are derived, not only read from the instance: a step may have created a resource and died before
+  // recording it. Every compensation is idempotent, so undoing what was never made is harmless.
+  const names = resourceNames(instance.stripe_subscription_id);
+  const serviceId = instance.service_id ?? names.serviceName;
+  const database = {
+    branchId: instance.branch_id ?? names.databaseName,
+    databaseName: instance.database_name ?? names.databaseName,
+    roleName: instance.database_role ?? names.databaseName,
+  };
   const owner = instanceOwner(instance.id);
-  const undone: string[] = [];
   // Newest first, in the flow's order: the running service, then the workspace, then the database under both.
-  if (started.has(STEPS.createService) && instance.service_id) {
-    await ctx.compute.deleteService(instance.service_id);
-    undone.push(`service ${instance.service_id}`);
-  }
-  if (started.has(STEPS.buildWorkspace)) {
-    await ctx.secrets.delete(owner, INSTANCE_SECRETS.pendingApiKey); // the files go with the database
-    undone.push('workspace');
-  }
-  if (started.has(STEPS.createBranch) && instance.database_name && instance.database_role) {
-    await ctx.database.deleteDatabase({
-      branchId: instance.branch_id ?? instance.database_name,
-      databaseName: instance.database_name,
-      roleName: instance.database_role,
-    });
-    await ctx.secrets.delete(owner, INSTANCE_SECRETS.databaseUrl);
-    undone.push(`database ${instance.database_name}`);
-  }
-  await job.log(`undone: ${undone.join(', ') || 'nothing was made'}`);
+  await ctx.compute.deleteService(serviceId);
+  await ctx.secrets.delete(owner, INSTANCE_SECRETS.pendingApiKey); // the workspace files go with the database
+  await ctx.database.deleteDatabase(database);
+  await ctx.secrets.delete(owner, INSTANCE_SECRETS.databaseUrl);
+  const undone = [`service ${serviceId}`, 'workspace', `database ${database.databaseName}`];
+  await job.log(`undone: ${undone.join(', ')}`);
 
   if (instance.status !== 'abandoned') {
     await updateInstance(ctx.db, instance.id, { status: 'abandoned' });

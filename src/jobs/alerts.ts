@@ -1,6 +1,7 @@
 /** The alert jobs: one Slack post or one email per failure incident, each retried on its own. */
 import type { Job } from 'bullmq';
 import { instanceById } from '../db/instances.ts';
+import { PermanentError } from '../errors.ts';
 import type { JobContext } from './context.ts';
 import type { AlertData } from './failure.ts';
 import type { Alert } from '../providers/alerter.ts';
@@ -14,26 +15,30 @@ export async function sendAlert(ctx: JobContext, job: Job<AlertData>): Promise<{
   return { sent: channel };
 }
 
+/** The incident as recorded when it happened: what failed, for whom, at which step, and why. */
 async function describe(ctx: JobContext, data: AlertData): Promise<Omit<Alert, 'link'>> {
-  if (data.eventId) {
-    const { rows } = await ctx.db.query<{ type: string; customer: string | null; failure_reason: string | null }>(
-      `SELECT type, payload->'data'->'object'->>'customer' AS customer, failure_reason FROM stripe_events WHERE id = $1`,
-      [data.eventId],
-    );
+  const { rows } = await ctx.db.query<{ action: string; instance_id: string | null; detail: Record<string, string | null> }>(
+    'SELECT action, instance_id, detail FROM audit WHERE id = $1',
+    [data.auditId],
+  );
+  const incident = rows[0];
+  if (!incident) throw new PermanentError(`incident ${data.auditId} is not in the audit log`);
+  const { detail } = incident;
+  if (incident.action === 'stripe_event.failed') {
     return {
       title: 'Stripe event could not be acted on',
-      customer: `${rows[0]?.customer ?? 'unknown customer'} (event ${data.eventId}, ${rows[0]?.type ?? 'unknown type'})`,
+      customer: `${detail.stripeCustomer ?? 'unknown customer'} (event ${detail.eventId}, ${detail.eventType})`,
       step: 'stripe-intake',
-      reason: rows[0]?.failure_reason ?? 'unknown',
+      reason: detail.reason ?? 'unknown',
     };
   }
-  const instance = await instanceById(ctx.db, data.instanceId!);
+  const instance = incident.instance_id ? await instanceById(ctx.db, incident.instance_id) : undefined;
   return {
     title: 'Provisioning failed',
     customer: instance
       ? `${instance.email ?? 'no email'} (${instance.stripe_customer_id ?? 'comped'}, ${instance.workspace_id})`
-      : data.instanceId!,
-    step: instance?.failed_step ?? 'unknown',
-    reason: instance?.failure_reason ?? 'unknown',
+      : (incident.instance_id ?? 'unknown'),
+    step: detail.step ?? 'unknown',
+    reason: detail.reason ?? 'unknown',
   };
 }

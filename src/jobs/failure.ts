@@ -1,7 +1,8 @@
 /**
- * A provisioning's final failure: the instance is marked failed and one alert incident is raised (a Slack post and
- * an email, each its own job so a retry of one never repeats the other). A Stripe event that fails for good before
- * any instance exists is recorded on the event and raises its incident the same way.
+ * A provisioning's final failure: the instance is marked failed and one alert incident is raised. The incident is
+ * an audit row (what failed, where, why, as it was then); its alerts are a Slack post and an email, each its own job
+ * so a retry of one never repeats the other. A Stripe event that fails for good before any instance exists raises
+ * its incident the same way.
  */
 import { UnrecoverableError, type Job } from 'bullmq';
 import { PermanentError } from '../errors.ts';
@@ -12,9 +13,8 @@ import { stepJobId } from '../queues/provisionFlow.ts';
 import type { JobContext } from './context.ts';
 
 export interface AlertData {
-  /** What failed: an instance, or a Stripe event that never reached one. */
-  instanceId?: string;
-  eventId?: string;
+  /** The audit row of the incident. */
+  auditId: string;
   channel: 'slack' | 'email';
   /** Where in Bull Board the failed job is (no secrets: queue name and job id). */
   queue: QueueName;
@@ -32,23 +32,23 @@ export async function markFailed(
     failure.step,
     reason,
   ]);
-  const { rows } = await ctx.db.query<{ customer_id: string; incident: string }>(
+  const { rows } = await ctx.db.query<{ customer_id: string }>(
     `UPDATE instances SET status = 'failed', failed_step = $2, failure_reason = $3, failed_job = $4, failure_alerted_at = now(),
        updated_at = now()
      WHERE id = $1 AND failure_alerted_at IS NULL AND status <> 'abandoned'
-     RETURNING customer_id, (extract(epoch FROM failure_alerted_at) * 1000)::bigint::text AS incident`,
+     RETURNING customer_id`,
     [failure.instanceId, failure.step, reason, `${failure.queue}/${failure.jobId}`],
   );
   const row = rows[0];
   if (!row) return; // this incident was already raised
-  await audit(ctx.db, {
+  const auditId = await audit(ctx.db, {
     actor: 'worker',
     action: 'instance.failed',
     customerId: row.customer_id,
     instanceId: failure.instanceId,
     detail: { step: failure.step, reason },
   });
-  await raiseIncident(ctx, { instanceId: failure.instanceId }, row.incident, failure);
+  await raiseIncident(ctx, auditId, failure);
 }
 
 /** Whether this failure ends the job: a permanent error, or the last of its attempts. */
@@ -64,25 +64,26 @@ export async function markEventFailed(
   ctx: JobContext,
   failure: { eventId: string; reason: string; queue: QueueName; jobId: string },
 ): Promise<void> {
-  const { rows } = await ctx.db.query<{ incident: string }>(
-    `UPDATE stripe_events SET failure_reason = $2, failure_alerted_at = now() WHERE id = $1 AND failure_alerted_at IS NULL
-     RETURNING (extract(epoch FROM failure_alerted_at) * 1000)::bigint::text AS incident`,
-    [failure.eventId, maskSecrets(failure.reason).slice(0, 2000)],
+  const { rows } = await ctx.db.query<{ type: string; customer: string | null }>(
+    `UPDATE stripe_events SET failure_alerted_at = now() WHERE id = $1 AND failure_alerted_at IS NULL
+     RETURNING type, payload->'data'->'object'->>'customer' AS customer`,
+    [failure.eventId],
   );
-  if (rows[0]) await raiseIncident(ctx, { eventId: failure.eventId }, rows[0].incident, failure);
+  const event = rows[0];
+  if (!event) return;
+  const auditId = await audit(ctx.db, {
+    actor: 'worker',
+    action: 'stripe_event.failed',
+    detail: { eventId: failure.eventId, eventType: event.type, stripeCustomer: event.customer, reason: maskSecrets(failure.reason).slice(0, 2000) },
+  });
+  await raiseIncident(ctx, auditId, failure);
 }
 
-async function raiseIncident(
-  ctx: JobContext,
-  subject: { instanceId: string } | { eventId: string },
-  incident: string,
-  where: { queue: QueueName; jobId: string },
-): Promise<void> {
+async function raiseIncident(ctx: JobContext, auditId: string, where: { queue: QueueName; jobId: string }): Promise<void> {
   const alerts = ctx.queues.get(QUEUES.alerts);
-  const subjectId = 'instanceId' in subject ? subject.instanceId : subject.eventId;
   for (const channel of ['slack', 'email'] as const) {
-    const data: AlertData = { ...subject, channel, queue: where.queue, jobId: where.jobId };
-    await alerts.add(`alert-${channel}`, data, { jobId: jobId('alert', subjectId, incident, channel) });
+    const data: AlertData = { auditId, channel, queue: where.queue, jobId: where.jobId };
+    await alerts.add(`alert-${channel}`, data, { jobId: jobId('alert', auditId, channel) });
   }
 }
 

@@ -2,7 +2,7 @@
 import { mkdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import nodemailer, { type Transporter } from 'nodemailer';
-import { httpError, TransientError } from '../errors.ts';
+import { PermanentError, TransientError } from '../errors.ts';
 import type { Mailer, MailMessage } from './types.ts';
 
 export function createMailer(options: { smtpUrl: string | null; from: string; outboxDir: string }): Mailer {
@@ -23,9 +23,10 @@ class SmtpMailer implements Mailer {
     try {
       await this.transport.sendMail({ from: this.from, ...message });
     } catch (err) {
-      // SMTP 4xx replies and connection failures are worth retrying; 5xx replies are final.
-      const code = (err as { responseCode?: number }).responseCode;
-      if (code !== undefined && code >= 500) throw httpError('SMTP server', 400);
+      // SMTP 5xx replies and malformed addresses are final; 4xx replies and connection failures are worth retrying.
+      const { responseCode, response, code } = err as { responseCode?: number; response?: string; code?: string };
+      if (responseCode !== undefined && responseCode >= 500) throw new PermanentError(`SMTP refused the mail: ${response ?? responseCode}`);
+      if (code === 'EENVELOPE') throw new PermanentError(`mail not sent: ${(err as Error).message}`);
       throw new TransientError(`mail not sent: ${(err as Error).message}`);
     }
   }

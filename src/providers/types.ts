@@ -43,7 +43,7 @@ export interface MailMessage {
   subject: string;
   text: string;
   html?: string;
-  /** A deterministic Message-ID lets a re-sent message be recognised as the same one. */
+  /** A deterministic Message-ID: mail clients thread a repeat (after a crash between send and record) with it. */
   messageId?: string;
 }
 

@@ -83,7 +83,10 @@ export function adminApi(deps: { config: Config; db: Db; queues: Queues }): Rout
   router.post('/admin/instances/:instanceId/abandon', async (ctx) => {
     const instance = await failedInstance(deps.db, ctx.params.instanceId!);
     const data: ProvisionData = { instanceId: instance.id, workspaceId: instance.workspace_id };
-    await deps.queues.get(QUEUES.lifecycle).add('abandon', data, { jobId: jobId(instance.workspace_id, 'abandon') });
+    const id = jobId(instance.workspace_id, 'abandon');
+    const earlier = await deps.queues.get(QUEUES.lifecycle).getJob(id);
+    if (earlier && (await earlier.getState()) === 'failed') await earlier.retry('failed', { resetAttemptsMade: true });
+    else await deps.queues.get(QUEUES.lifecycle).add('abandon', data, { jobId: id });
     ctx.status = 202;
     ctx.body = { abandoning: instance.id };
   });

@@ -72,8 +72,7 @@ CREATE TABLE stripe_events (
   received_at timestamptz NOT NULL DEFAULT now(),
   handled boolean NOT NULL,
   payload jsonb NOT NULL,
-  -- set when acting on the event failed for good before any instance existed to record it
-  failure_reason text,
+  -- set when acting on the event failed for good before any instance existed to record it (the audit row says why)
   failure_alerted_at timestamptz
 );
 

@@ -42,6 +42,7 @@ interface Supervised {
   stopping: boolean;
   restarts: number[];
   crashLooping: boolean;
+  spawnError?: string;
   restartTimer?: NodeJS.Timeout;
 }
 
@@ -105,6 +106,7 @@ export class LocalComputeProvider implements ComputeProvider {
     const supervised = this.processes.get(serviceId);
     if (supervised) {
       // Supervised here: up for a moment is success; exiting and restarting is still in progress.
+      if (supervised.spawnError) return { state: 'failed', detail: `the runtime command could not start: ${supervised.spawnError}` };
       if (supervised.crashLooping) return { state: 'failed', detail: 'the runtime keeps exiting (crash loop); see its log' };
       const up = supervised.child.exitCode === null && supervised.child.signalCode === null;
       return { state: up && Date.now() - supervised.startedAt >= STEADY_MS ? 'success' : 'in_progress' };
@@ -203,7 +205,11 @@ export class LocalComputeProvider implements ComputeProvider {
       log.warn('runtime exited; restarting', { service: row.name, code, signal });
       this.scheduleRestart(supervised, row, variables);
     });
-    child.on('error', (err) => log.error('runtime failed to start', { service: row.name, error: err.message }));
+    child.on('error', (err) => {
+      // The command itself could not run (ENOENT, EACCES): no exit event follows, and retrying will not help.
+      supervised.spawnError = err.message;
+      log.error('runtime failed to start', { service: row.name, error: err.message });
+    });
     await this.db.query('UPDATE local_services SET pid = $2 WHERE name = $1', [row.name, child.pid ?? null]);
   }
 

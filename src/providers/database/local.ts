@@ -7,6 +7,7 @@ import type { Db } from '../../db/pool.ts';
 import { quoteIdent } from '../../db/pool.ts';
 import type { SecretStore } from '../../secrets.ts';
 import { toBase62 } from '../../apiKey.ts';
+import { scramSha256Verifier } from './scram.ts';
 import type { DatabaseProvider, DatabaseRef } from '../types.ts';
 
 const NAME_PATTERN = /^[a-z][a-z0-9_]{0,62}$/;
@@ -42,7 +43,7 @@ export class LocalDatabaseProvider implements DatabaseProvider {
     checkName(name);
     const password = await this.password(name);
     const role = quoteIdent(name);
-    const literal = `'${password}'`; // base62 only: nothing to escape
+    const literal = `'${scramSha256Verifier(password)}'`; // base64 and '$:' only: nothing to escape
     // Catalog changes to one role and database race each other ("tuple concurrently updated"), so callers for the
     // same name take turns. A session lock, because CREATE DATABASE cannot run inside a transaction.
     const client = await this.admin.connect();
