@@ -29,6 +29,7 @@ export interface Config {
   rateLimits: { compute: RateLimit | null; database: RateLimit | null };
   logLevel: LogLevel;
   healthCheck: { timeoutMs: number; initialDelayMs: number; maxDelayMs: number };
+  deployTimeoutMs: number;
   runtime: { command: string; args: string[]; workspacesDir: string; anthropicApiKey: string | null; anthropicBaseUrl: string | null };
   /** Secrets that were generated for development, to mention at start (never their values). */
   generatedSecrets: string[];
@@ -222,6 +223,7 @@ export function loadConfig(env: Env = process.env, cwd = process.cwd()): Config 
       attempts: r.int('JOB_ATTEMPTS', 5, 1, 100),
       backoffMs,
     },
+    deployTimeoutMs: r.duration('DEPLOY_TIMEOUT', 20 * 60_000),
     healthCheck: {
       timeoutMs: healthTimeoutMs,
       initialDelayMs: r.duration('HEALTH_CHECK_INTERVAL', 250),

@@ -21,7 +21,7 @@ export class TransientError extends Error {
   }
 }
 
-const TRANSIENT_STATUS = new Set([408, 423, 425, 429, 500, 502, 503, 504, 529]);
+const TRANSIENT_STATUS = new Set([408, 423, 425, 429]);
 const TRANSIENT_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'EAI_AGAIN', 'UND_ERR_SOCKET']);
 
 export function isTransientStatus(status: number): boolean {

@@ -17,8 +17,6 @@ export interface DeployData extends ProvisionData {
   polls?: number;
 }
 
-const DEPLOY_TIMEOUT_MS = 20 * 60_000;
-
 /** The runtime's whole configuration, as env variables. */
 export function runtimeVariables(
   ctx: JobContext,
@@ -76,7 +74,8 @@ export const deploy: StepHandler<DeployData> = async (ctx, { job, instance, log,
       throw new PermanentError(`deployment ${deploymentId} needs an operator's approval in the provider's dashboard`);
     case 'in_progress': {
       const elapsed = Date.now() - (data.deployStartedAt ?? Date.now());
-      if (elapsed > DEPLOY_TIMEOUT_MS) throw new PermanentError(`deployment ${deploymentId} did not finish in ${DEPLOY_TIMEOUT_MS / 60_000} minutes`);
+      const timeoutMs = ctx.config.deployTimeoutMs;
+      if (elapsed > timeoutMs) throw new PermanentError(`deployment ${deploymentId} did not finish in ${Math.round(timeoutMs / 1000)} s`);
       const polls = (data.polls ?? 0) + 1;
       await progress(Math.min(90, 30 + polls * 5));
       return waitFor(pollDelay(polls), { ...data, polls });

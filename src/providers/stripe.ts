@@ -7,7 +7,6 @@ export interface SubscriptionSnapshot {
   customerId: string;
   status: string;
   priceId: string | null;
-  cancelAtPeriodEnd: boolean;
 }
 
 export interface CustomerSnapshot {
@@ -43,7 +42,6 @@ export class StripeGateway {
       customerId: typeof sub.customer === 'string' ? sub.customer : sub.customer.id,
       status: sub.status,
       priceId: sub.items.data[0]?.price.id ?? null,
-      cancelAtPeriodEnd: sub.cancel_at_period_end,
     };
   }
 

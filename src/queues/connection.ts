@@ -16,7 +16,7 @@ export function redisConnection(url: string): ConnectionOptions {
   };
 }
 
-export function defaultJobOptions(attempts: number): DefaultJobOptions {
+function defaultJobOptions(attempts: number): DefaultJobOptions {
   return {
     attempts,
     backoff: { type: 'jittered' },
