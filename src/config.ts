@@ -30,7 +30,16 @@ export interface Config {
   logLevel: LogLevel;
   healthCheck: { timeoutMs: number; initialDelayMs: number; maxDelayMs: number };
   deployTimeoutMs: number;
-  runtime: { command: string; args: string[]; workspacesDir: string; anthropicApiKey: string | null; anthropicBaseUrl: string | null };
+  runtime: {
+    command: string;
+    args: string[];
+    workspacesDir: string;
+    /** Where runtimes reach the control plane (usage notices); PUBLIC_URL unless set. */
+    callbackUrl: string;
+    anthropicApiKey: string | null;
+    anthropicBaseUrl: string | null;
+    anthropicModel: string | null;
+  };
   /** Secrets that were generated for development, to mention at start (never their values). */
   generatedSecrets: string[];
 }
@@ -120,12 +129,9 @@ class Reader {
   rate(name: string): RateLimit | null {
     const value = this.raw(name);
     if (value === undefined) return null;
-    const match = /^(\d+)\s*\/\s*(s|m|h)$/.exec(value);
-    if (!match || Number(match[1]) < 1) {
-      this.problems.push(`${name} must be a rate such as 10/s, 600/m or 1000/h (got "${value}")`);
-      return null;
-    }
-    return { max: Number(match[1]), durationMs: UNITS[match[2]!]! };
+    const rate = parseRate(value);
+    if (!rate) this.problems.push(`${name} must be a rate such as 10/s, 600/m or 1000/h (got "${value}")`);
+    return rate ?? null;
   }
 
   /** A secret: required in production; elsewhere generated once and kept under var/. */
@@ -154,6 +160,13 @@ export function parseDuration(value: string): number | undefined {
   if (!match) return undefined;
   const ms = Number(match[1]) * UNITS[match[2] ?? 'ms']!;
   return Number.isFinite(ms) ? Math.round(ms) : undefined;
+}
+
+/** A rate such as 10/s, 600/m or 1000/h. */
+export function parseRate(value: string): RateLimit | undefined {
+  const match = /^(\d+)\s*\/\s*(s|m|h)$/.exec(value.trim());
+  if (!match || Number(match[1]) < 1) return undefined;
+  return { max: Number(match[1]), durationMs: UNITS[match[2]!]! };
 }
 
 /** A URL with any password replaced, safe for messages and logs. */
@@ -235,12 +248,15 @@ export function loadConfig(env: Env = process.env, cwd = process.cwd()): Config 
       args: r.raw('RUNTIME_ARGS')?.split(/\s+/) ?? ['--import', 'tsx', path.resolve(cwd, 'runtime/src/main.ts')],
       workspacesDir: path.join(varDir, 'workspaces'),
       anthropicApiKey: r.optional('ANTHROPIC_API_KEY'),
+      callbackUrl: '',
       anthropicBaseUrl: r.url('ANTHROPIC_BASE_URL', null, ['http:', 'https:']),
+      anthropicModel: r.optional('ANTHROPIC_MODEL'),
     },
     rateLimits: { compute: r.rate('COMPUTE_RATE_LIMIT'), database: r.rate('DATABASE_RATE_LIMIT') },
     logLevel: r.oneOf('LOG_LEVEL', 'info', LOG_LEVELS),
     generatedSecrets: r.generated,
   };
+  config.runtime.callbackUrl = r.url('RUNTIME_CALLBACK_URL', null, ['http:', 'https:']) ?? config.publicUrl;
   if (production) {
     // Alert links point operators at Bull Board: they must name the real host.
     if (!config.publicUrl) r.problems.push('PUBLIC_URL is required in production');

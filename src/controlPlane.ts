@@ -70,7 +70,7 @@ export async function startControlPlane(config: Config, roles: { web: boolean; w
   let server: Server | undefined;
   let url: string | undefined;
   if (roles.web) {
-    const app = createWebApp({ config, db, queues });
+    const app = createWebApp({ config, db, queues, secrets });
     server = await new Promise<Server>((resolve, reject) => {
       const s = app.listen(config.port, () => resolve(s)).once('error', reject);
     });

@@ -19,6 +19,7 @@ import { finalize } from './jobs/finalize.ts';
 import { sendAlert } from './jobs/alerts.ts';
 import { handleStripeEvent } from './jobs/stripeEvent.ts';
 import { abandon } from './jobs/abandon.ts';
+import { sendUsageEmail } from './jobs/usageEmail.ts';
 import { recordFinalFailure, ReportedFailure } from './jobs/failure.ts';
 
 const log = logger('worker');
@@ -38,6 +39,7 @@ const OTHER_JOBS: Record<string, (ctx: JobContext, job: Job, token?: string) => 
   'alert-slack': sendAlert,
   'alert-email': sendAlert,
   abandon,
+  'usage-email': sendUsageEmail,
 };
 
 function processor(ctx: JobContext, queue: QueueName): Processor {

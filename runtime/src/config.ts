@@ -3,8 +3,10 @@
  * operator fixes a broken deployment in one round; values of secrets (DATABASE_URL) never appear in the message.
  */
 import { ALL_FEATURES, PLANS, isPlanName, type Feature, type PlanName } from '../../src/plans.ts';
+import { parseDuration, parseRate, type RateLimit } from '../../src/config.ts';
 
 export const DEFAULT_RUNTIME_VERSION = '0.1.0';
+export const DEFAULT_MODEL = 'claude-sonnet-4-5';
 const DEFAULT_PORT = 8080;
 const DEFAULT_HOST = '0.0.0.0';
 
@@ -19,6 +21,24 @@ export interface RuntimeConfig {
   messageLimit: number;
   features: readonly Feature[];
   version: string;
+  model: {
+    /** Unset: chat answers 503 until the platform configures a key. */
+    apiKey: string | undefined;
+    baseUrl: string | undefined;
+    name: string;
+    maxOutputTokens: number;
+    timeoutMs: number;
+    maxRetries: number;
+  };
+  /** Tokens the system prompt (workspace, memories) may take; history comes on top, up to historyMessages. */
+  promptTokenBudget: number;
+  historyMessages: number;
+  /** Requests per API key. */
+  rateLimit: RateLimit;
+  /** 0 turns the heartbeat off. */
+  heartbeatIntervalMs: number;
+  /** Where usage notices go, signed with the secret; both unset means none are sent. */
+  controlPlane: { url: string; secret: string } | undefined;
 }
 
 export class RuntimeConfigError extends Error {
@@ -70,6 +90,48 @@ export function loadRuntimeConfig(env: NodeJS.ProcessEnv): RuntimeConfig {
   const featuresText = read(env, 'FEATURES');
   const features = featuresText === undefined ? PLANS[plan].features : parseFeatures(featuresText, problems);
 
+  const positive = (name: string, fallback: number, min = 1): number => {
+    const text = read(env, name);
+    if (text === undefined) return fallback;
+    const n = Number(text);
+    if (!/^\d+$/.test(text) || n < min) problems.push(`${name} must be an integer of at least ${min} (got "${text}")`);
+    return n;
+  };
+  const duration = (name: string, fallback: number): number => {
+    const text = read(env, name);
+    if (text === undefined) return fallback;
+    const ms = parseDuration(text);
+    if (ms === undefined) problems.push(`${name} must be a duration such as 500ms, 30s or 5m (got "${text}")`);
+    return ms ?? fallback;
+  };
+  const url = (name: string): string | undefined => {
+    const text = read(env, name);
+    if (text !== undefined && !/^https?:\/\/[^\s]+$/.test(text)) problems.push(`${name} must be an http(s) URL`);
+    return text?.replace(/\/+$/, '');
+  };
+
+  const rateText = read(env, 'RATE_LIMIT') ?? '60/m';
+  const rateLimit = parseRate(rateText);
+  if (!rateLimit) problems.push(`RATE_LIMIT must be a rate such as 60/m or 5/s (got "${rateText}")`);
+
+  const controlPlaneUrl = url('CONTROL_PLANE_URL');
+  const controlPlaneSecret = read(env, 'CONTROL_PLANE_SECRET');
+  if (Boolean(controlPlaneUrl) !== Boolean(controlPlaneSecret)) {
+    problems.push('CONTROL_PLANE_URL and CONTROL_PLANE_SECRET go together: set both or neither');
+  }
+
+  const model = {
+    apiKey: read(env, 'ANTHROPIC_API_KEY'),
+    baseUrl: url('ANTHROPIC_BASE_URL'),
+    name: read(env, 'ANTHROPIC_MODEL') ?? DEFAULT_MODEL,
+    maxOutputTokens: positive('MAX_OUTPUT_TOKENS', 1024),
+    timeoutMs: duration('MODEL_TIMEOUT', 60_000),
+    maxRetries: positive('MODEL_MAX_RETRIES', 3, 0),
+  };
+  const promptTokenBudget = positive('PROMPT_TOKEN_BUDGET', 8_000, 500);
+  const historyMessages = positive('HISTORY_MESSAGES', 20, 0);
+  const heartbeatIntervalMs = duration('HEARTBEAT_INTERVAL', 30 * 60_000);
+
   if (problems.length > 0) throw new RuntimeConfigError(problems);
   return {
     port,
@@ -81,6 +143,12 @@ export function loadRuntimeConfig(env: NodeJS.ProcessEnv): RuntimeConfig {
     messageLimit,
     features,
     version: read(env, 'RUNTIME_VERSION') ?? DEFAULT_RUNTIME_VERSION,
+    model,
+    promptTokenBudget,
+    historyMessages,
+    rateLimit: rateLimit!,
+    heartbeatIntervalMs,
+    controlPlane: controlPlaneUrl && controlPlaneSecret ? { url: controlPlaneUrl, secret: controlPlaneSecret } : undefined,
   };
 }
 

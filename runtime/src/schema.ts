@@ -73,6 +73,53 @@ const MIGRATIONS: ReadonlyArray<{ version: number; sql: string }> = [
       );
     `,
   },
+  {
+    version: 2,
+    sql: `
+      -- Where a conversation came from: the API, an inbound webhook (webhook:<source>) or the heartbeat.
+      ALTER TABLE conversations ADD COLUMN source text NOT NULL DEFAULT 'api';
+
+      -- Skills: a row only for a built-in skill the customer switched off or on, and for each custom skill.
+      CREATE TABLE skills (
+        name text PRIMARY KEY,
+        enabled boolean NOT NULL DEFAULT true,
+        custom boolean NOT NULL DEFAULT false,
+        description text,
+        content text,
+        updated_at timestamptz NOT NULL DEFAULT now()
+      );
+
+      -- Inbound webhook sources. hmac: the shared secret itself (needed to compute signatures);
+      -- bearer: the SHA-256 of the token.
+      CREATE TABLE webhook_sources (
+        source text PRIMARY KEY,
+        scheme text NOT NULL CHECK (scheme IN ('hmac', 'bearer')),
+        secret text NOT NULL,
+        created_at timestamptz NOT NULL DEFAULT now()
+      );
+      CREATE TABLE webhook_deliveries (
+        id bigserial PRIMARY KEY,
+        source text NOT NULL,
+        delivery_id text NOT NULL,
+        payload jsonb NOT NULL,
+        status text NOT NULL DEFAULT 'received' CHECK (status IN ('received', 'processing', 'processed', 'failed')),
+        result text,
+        error text,
+        conversation_id uuid,
+        received_at timestamptz NOT NULL DEFAULT now(),
+        processed_at timestamptz,
+        UNIQUE (source, delivery_id)
+      );
+
+      -- Usage notices sent to the control plane: once per month and threshold (80, 100).
+      CREATE TABLE usage_notices (
+        month text NOT NULL,
+        threshold integer NOT NULL,
+        sent_at timestamptz,
+        PRIMARY KEY (month, threshold)
+      );
+    `,
+  },
 ];
 
 export async function applyRuntimeSchema(db: SchemaConnection): Promise<void> {

@@ -1,25 +1,34 @@
 /**
- * The runtime's HTTP server: the Koa app (health, status; chat, memory and skills routes join the same router)
- * and the start-up that wires it to the customer's database.
+ * The runtime's HTTP server: the Koa app (health and status here; chat, memory, skills and webhooks in their own
+ * modules) and the start-up that wires it to the customer's database, the model and the background work.
  */
 import { STATUS_CODES, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import Koa from 'koa';
 import Router from '@koa/router';
 import pg from 'pg';
+import { HttpError } from '../../src/web/httpError.ts';
 import { requireApiKey } from './auth.ts';
+import { chatRoutes, createChat, type Chat } from './chat.ts';
 import type { RuntimeConfig } from './config.ts';
+import type { RuntimeContext } from './context.ts';
+import { startHeartbeat } from './heartbeat.ts';
+import { memoryRoutes } from './memory.ts';
+import { createModel } from './model.ts';
+import { rateLimitPerKey } from './rateLimit.ts';
 import { applyRuntimeSchema } from './schema.ts';
-import { loadWorkspace, type WorkspaceFiles } from './workspace.ts';
+import { skillRoutes } from './skills.ts';
+import { monthUsage } from './usage.ts';
+import { inboundWebhookRoutes, webhookSourceRoutes, webhookStats, WebhookProcessor } from './webhooks.ts';
+import { WorkspaceStore } from './workspace.ts';
 
 const HEALTH_TIMEOUT_MS = 2_000;
 const POOL_MAX = 5;
 
-export interface RuntimeDeps {
-  db: pg.Pool;
-  config: Pick<RuntimeConfig, 'workspaceId' | 'plan' | 'version' | 'messageLimit'>;
-  /** The loaded workspace; chat builds its prompt from it. */
-  workspace: WorkspaceFiles;
+export interface RuntimeDeps extends RuntimeContext {
+  chat: Chat;
+  /** Background processing of inbound webhooks; the inbound route hands each new delivery to it. */
+  webhooks: WebhookProcessor;
   /** Epoch milliseconds the runtime started at; defaults to when the app is created. */
   startedAt?: number;
 }
@@ -34,6 +43,7 @@ export function createRuntimeApp(deps: RuntimeDeps): Koa {
   const app = new Koa();
   const router = new Router();
   const auth = requireApiKey(deps.db);
+  const limited = rateLimitPerKey(deps.config.rateLimit);
 
   router.get('/health', async (ctx) => {
     const healthy = await answersWithin(deps.db.query('SELECT 1'), HEALTH_TIMEOUT_MS);
@@ -42,20 +52,35 @@ export function createRuntimeApp(deps: RuntimeDeps): Koa {
     ctx.body = { status: healthy ? 'ok' : 'unavailable' };
   });
 
-  router.get('/status', auth, async (ctx) => {
-    const { workspaceId, plan, version, messageLimit } = deps.config;
+  router.get('/status', auth, limited, async (ctx) => {
+    const { workspaceId, plan, version, messageLimit, features } = deps.config;
     ctx.body = {
       workspaceId,
       plan,
+      features,
       version,
       uptimeSeconds: Math.floor((Date.now() - startedAt) / 1000),
       usage: { ...(await monthUsage(deps.db, new Date())), messageLimit },
+      webhooks: await webhookStats(deps.db),
     };
   });
+
+  // The customer's API: every route behind the key and its rate limit.
+  const api = new Router();
+  api.use(auth, limited);
+  for (const routes of [chatRoutes(deps), memoryRoutes(deps), skillRoutes(deps), webhookSourceRoutes(deps)]) {
+    api.use(routes.routes(), routes.allowedMethods());
+  }
+  // Inbound webhooks authenticate per source, with the source's own secret.
+  const inbound = inboundWebhookRoutes(deps, deps.webhooks);
 
   app.use(jsonErrors);
   app.use(router.routes());
   app.use(router.allowedMethods());
+  app.use(inbound.routes());
+  app.use(inbound.allowedMethods());
+  app.use(api.routes());
+  app.use(api.allowedMethods());
   return app;
 }
 
@@ -64,6 +89,7 @@ async function jsonErrors(ctx: Koa.Context, next: Koa.Next): Promise<void> {
   try {
     await next();
   } catch (err) {
+    if (err instanceof HttpError) return err.respond(ctx);
     const status = (err as { status?: unknown }).status;
     const exposed = typeof status === 'number' && status >= 400 && status < 500;
     ctx.status = exposed ? status : 500;
@@ -95,28 +121,6 @@ async function answersWithin(query: Promise<unknown>, ms: number): Promise<boole
   }
 }
 
-/** Usage for the UTC calendar month containing `now`, summed from the daily rows. */
-async function monthUsage(db: pg.Pool, now: Date) {
-  const year = now.getUTCFullYear();
-  const month = now.getUTCMonth();
-  const first = new Date(Date.UTC(year, month, 1)).toISOString().slice(0, 10);
-  const next = new Date(Date.UTC(year, month + 1, 1)).toISOString().slice(0, 10);
-  const { rows } = await db.query<{ messages: string; input_tokens: string; output_tokens: string }>(
-    `SELECT coalesce(sum(messages), 0) AS messages,
-            coalesce(sum(input_tokens), 0) AS input_tokens,
-            coalesce(sum(output_tokens), 0) AS output_tokens
-       FROM usage_tracking WHERE day >= $1 AND day < $2`,
-    [first, next],
-  );
-  const row = rows[0];
-  return {
-    month: first.slice(0, 7),
-    messages: Number(row?.messages ?? 0),
-    inputTokens: Number(row?.input_tokens ?? 0),
-    outputTokens: Number(row?.output_tokens ?? 0),
-  };
-}
-
 /** Connects to the customer's database, brings its schema up to date, loads the workspace and listens. */
 export async function startRuntime(config: RuntimeConfig): Promise<RunningRuntime> {
   const db = new pg.Pool({
@@ -133,13 +137,25 @@ export async function startRuntime(config: RuntimeConfig): Promise<RunningRuntim
     } finally {
       client.release();
     }
-    const workspace = await loadWorkspace(db, config.workspaceDir);
-    const server = createRuntimeApp({ db, config, workspace }).listen(config.port, config.host);
+    const workspace = await WorkspaceStore.load(db, config.workspaceDir);
+    const chat = createChat({ db, config, workspace }, createModel(config.model));
+    const context: RuntimeContext = { db, config, workspace, runTurn: chat.runTurn };
+    const webhooks = new WebhookProcessor(context);
+    const server = createRuntimeApp({ ...context, chat, webhooks }).listen(config.port, config.host);
     await new Promise<void>((resolve, reject) => {
       server.once('listening', resolve);
       server.once('error', reject);
     });
-    return { url: urlOf(server), close: () => closeRuntime(server, db) };
+    webhooks.start();
+    const heartbeat = startHeartbeat(context);
+    return {
+      url: urlOf(server),
+      close: async () => {
+        heartbeat.stop();
+        await webhooks.stop();
+        await closeRuntime(server, db);
+      },
+    };
   } catch (err) {
     await db.end();
     throw err;

@@ -2,6 +2,7 @@
  * deploy: hands the service its configuration (the database URL included, straight from the encrypted store to
  * the provider), sets its limits from the plan, deploys, and waits for the deployment without holding a slot.
  */
+import { randomBytes } from 'node:crypto';
 import { updateInstance } from '../db/instances.ts';
 import { PermanentError } from '../errors.ts';
 import { planByName, type Plan } from '../plans.ts';
@@ -17,22 +18,26 @@ export interface DeployData extends ProvisionData {
   polls?: number;
 }
 
-/** The runtime's whole configuration, as env variables. */
+/** The runtime's whole configuration, as env variables (secrets go straight from the sealed store to the provider). */
 export function runtimeVariables(
   ctx: JobContext,
   instance: { workspace_id: string },
   plan: Plan,
-  databaseUrl: string,
+  secrets: { databaseUrl: string; runtimeSecret: string },
 ): Record<string, string> {
+  const { runtime } = ctx.config;
   const vars: Record<string, string> = {
-    DATABASE_URL: databaseUrl,
+    DATABASE_URL: secrets.databaseUrl,
     WORKSPACE_ID: instance.workspace_id,
     PLAN: plan.name,
     MESSAGE_LIMIT: String(plan.messageLimit),
     FEATURES: plan.features.join(','),
+    CONTROL_PLANE_URL: runtime.callbackUrl,
+    CONTROL_PLANE_SECRET: secrets.runtimeSecret,
   };
-  if (ctx.config.runtime.anthropicApiKey) vars.ANTHROPIC_API_KEY = ctx.config.runtime.anthropicApiKey;
-  if (ctx.config.runtime.anthropicBaseUrl) vars.ANTHROPIC_BASE_URL = ctx.config.runtime.anthropicBaseUrl;
+  if (runtime.anthropicApiKey) vars.ANTHROPIC_API_KEY = runtime.anthropicApiKey;
+  if (runtime.anthropicBaseUrl) vars.ANTHROPIC_BASE_URL = runtime.anthropicBaseUrl;
+  if (runtime.anthropicModel) vars.ANTHROPIC_MODEL = runtime.anthropicModel;
   return vars;
 }
 
@@ -52,7 +57,9 @@ export const deploy: StepHandler<DeployData> = async (ctx, { job, instance, log,
     const databaseUrl = await ctx.secrets.get(instanceOwner(instance.id), INSTANCE_SECRETS.databaseUrl);
     if (!databaseUrl) throw new PermanentError(`no database connection: ${STEPS.createBranch} has not completed`);
 
-    await ctx.compute.setVariables(serviceId, runtimeVariables(ctx, instance, plan, databaseUrl));
+    const owner = instanceOwner(instance.id);
+    const runtimeSecret = await ctx.secrets.putIfAbsent(owner, INSTANCE_SECRETS.runtimeSecret, randomBytes(32).toString('base64url'));
+    await ctx.compute.setVariables(serviceId, runtimeVariables(ctx, instance, plan, { databaseUrl, runtimeSecret }));
     await ctx.compute.setLimits(serviceId, plan);
     await log(`variables and limits set (${plan.cpu} CPU, ${plan.memoryMb} MB)`);
     const { deploymentId } = await ctx.compute.deploy(serviceId);

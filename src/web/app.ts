@@ -9,8 +9,10 @@ import { adminApi } from './adminApi.ts';
 import { bullBoard } from './bullBoard.ts';
 import { jsonErrors } from './httpError.ts';
 import { stripeWebhook } from './stripeWebhook.ts';
+import { runtimeApi } from './runtimeApi.ts';
+import type { SecretStore } from '../secrets.ts';
 
-export function createWebApp(deps: { config: Config; db: Db; queues: Queues }): Koa {
+export function createWebApp(deps: { config: Config; db: Db; queues: Queues; secrets: SecretStore }): Koa {
   const app = new Koa({ proxy: deps.config.production });
   app.use(jsonErrors);
   app.use(bullBoard(deps.queues, deps.config.admin));
@@ -27,7 +29,9 @@ export function createWebApp(deps: { config: Config; db: Db; queues: Queues }): 
     ctx.body = { status: ok ? 'ok' : 'unavailable', postgres: checks[0]!.status === 'fulfilled', redis: checks[1]!.status === 'fulfilled' };
   });
   const admin = adminApi(deps);
+  const runtimes = runtimeApi(deps);
   app.use(router.routes()).use(router.allowedMethods());
+  app.use(runtimes.routes()).use(runtimes.allowedMethods());
   app.use(admin.routes()).use(admin.allowedMethods());
   return app;
 }

@@ -10,7 +10,7 @@ import { apiKeyLabel, generateApiKey, hashApiKey } from '../../src/apiKey.ts';
 import { loadRuntimeConfig, RuntimeConfigError, type RuntimeConfig } from '../../runtime/src/config.ts';
 import { applyRuntimeSchema } from '../../runtime/src/schema.ts';
 import { startRuntime, type RunningRuntime } from '../../runtime/src/server.ts';
-import { loadWorkspace } from '../../runtime/src/workspace.ts';
+import { WorkspaceStore } from '../../runtime/src/workspace.ts';
 
 const PG_SERVER = 'postgres://postgres@127.0.0.1:5432';
 const PROJECT_ROOT = fileURLToPath(new URL('../../', import.meta.url));
@@ -118,7 +118,7 @@ describe('runtime schema', () => {
       await Promise.all(clients.map((c) => applyRuntimeSchema(c)));
       await applyRuntimeSchema(clients[0]!);
       const { rows } = await clients[0]!.query('SELECT version FROM runtime_migrations ORDER BY version');
-      expect(rows).to.deep.equal([{ version: 1 }]);
+      expect(rows).to.deep.equal([{ version: 1 }, { version: 2 }]);
     } finally {
       await Promise.all(clients.map((c) => c.end()));
     }
@@ -201,8 +201,8 @@ describe('runtime server', () => {
       await mkdir(path.join(dir, 'skills', 'local'), { recursive: true });
       await writeFile(path.join(dir, 'SOUL.md'), 'soul');
       await writeFile(path.join(dir, 'skills', 'local', 'SKILL.md'), 'local skill');
-      const files = await loadWorkspace(db, dir);
-      expect([...files]).to.deep.equal([
+      const files = await WorkspaceStore.load(db, dir);
+      expect(files.paths().map((p) => [p, files.get(p)])).to.deep.equal([
         ['SOUL.md', 'soul'],
         ['skills/local/SKILL.md', 'local skill'],
       ]);
@@ -232,7 +232,7 @@ describe('runtime server', () => {
     const res = await getStatus(`Bearer ${validKey}`);
     expect(res.status).to.equal(200);
     const body = (await res.json()) as Record<string, unknown>;
-    expect(body).to.have.all.keys('workspaceId', 'plan', 'version', 'uptimeSeconds', 'usage');
+    expect(body).to.have.all.keys('workspaceId', 'plan', 'features', 'version', 'uptimeSeconds', 'usage', 'webhooks');
     expect(body).to.deep.include({ workspaceId: 'ws_test', plan: 'pro' });
     expect(body.uptimeSeconds).to.be.a('number').at.least(0);
     expect(body.usage).to.deep.equal({

@@ -16,6 +16,8 @@ import { DEFAULT_PRICE_IDS, type PlanName } from '../../src/plans.ts';
 import { startSlackReceiver, type SlackReceiver } from './slackReceiver.ts';
 import { startSmtpCapture, type SmtpCapture } from './smtpCapture.ts';
 import { signedWebhook, startStripeEmulator, type StripeEmulator } from './stripeEmulator.ts';
+import { startAnthropicEmulator, type AnthropicEmulator } from './anthropicEmulator.ts';
+import { freePort } from '../../src/providers/compute/local.ts';
 
 export const ADMIN = { user: 'operator', password: 'test-board-password', token: 'test-admin-token-0123456789' };
 export const WEBHOOK_SECRET = 'whsec_test_secret_for_e2e';
@@ -39,6 +41,8 @@ export interface Harness {
   stripe: StripeEmulator;
   smtp: SmtpCapture;
   slack: SlackReceiver;
+  /** The Anthropic API that deployed runtimes talk to. */
+  model: AnthropicEmulator;
   redis: Redis;
   /** A connection to the control-plane database, for checking effects where they land. */
   db: pg.Pool;
@@ -60,10 +64,19 @@ export async function startHarness(env: Record<string, string> = {}): Promise<Ha
   const id = randomBytes(5).toString('hex');
   const databaseName = `cp_test_${id}`;
   const varDir = await mkdtemp(path.join(tmpdir(), 'clawdbot-e2e-'));
-  const [stripe, smtp, slack] = await Promise.all([startStripeEmulator(), startSmtpCapture(), startSlackReceiver()]);
+  const [stripe, smtp, slack, model, port] = await Promise.all([
+    startStripeEmulator(),
+    startSmtpCapture(),
+    startSlackReceiver(),
+    startAnthropicEmulator(),
+    freePort(),
+  ]);
   const config = loadConfig(
     {
-      PORT: '0',
+      PORT: String(port),
+      RUNTIME_CALLBACK_URL: `http://127.0.0.1:${port}`,
+      ANTHROPIC_API_KEY: model.apiKey,
+      ANTHROPIC_BASE_URL: model.url,
       DATABASE_URL: `${PG_ADMIN}/${databaseName}`,
       REDIS_URL: 'redis://127.0.0.1:6379',
       QUEUE_PREFIX: `{test-${id}}`,
@@ -109,6 +122,7 @@ export async function startHarness(env: Record<string, string> = {}): Promise<Ha
     stripe,
     smtp,
     slack,
+    model,
     redis,
     db,
     postWebhook,
@@ -155,7 +169,7 @@ export async function startHarness(env: Record<string, string> = {}): Promise<Ha
       await admin.end();
       await deleteKeys(redis, `${config.queuePrefix}:*`);
       redis.disconnect();
-      await Promise.all([stripe.close(), smtp.close(), slack.close()]);
+      await Promise.all([stripe.close(), smtp.close(), slack.close(), model.close()]);
       await rm(varDir, { recursive: true, force: true });
     },
   };

@@ -1,0 +1,210 @@
+/**
+ * Chat turns: the conversation, the monthly limit, the prompt (workspace, enabled skills, relevant memories,
+ * recent history), the model, and what is stored afterwards. `POST /api/chat` answers as JSON or, with
+ * `stream: true`, as server-sent events while the model writes.
+ */
+import { PassThrough } from 'node:stream';
+import Router from '@koa/router';
+import type pg from 'pg';
+import { HttpError } from '../../src/web/httpError.ts';
+import { readJsonBody } from '../../src/web/rawBody.ts';
+import type { RuntimeContext, TurnInput, TurnResult } from './context.ts';
+import { searchMemories } from './memory.ts';
+import type { Model, ModelMessage } from './model.ts';
+import { Notifier } from './notifier.ts';
+import { buildSystemPrompt } from './prompt.ts';
+import { listSkills } from './skills.ts';
+import { addTokens, claimNotices, dayOf, monthOf, releaseMessage, reserveMessage } from './usage.ts';
+import { dailyLogPath } from './workspace.ts';
+
+const MAX_MESSAGE_CHARS = 20_000;
+const RELEVANT_MEMORIES = 8;
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+/** A turn whose conversation is settled and whose message is counted, before the model is asked. */
+export interface PendingTurn {
+  input: TurnInput;
+  conversationId: string;
+  used: number;
+  at: Date;
+}
+
+export interface Chat {
+  runTurn(input: TurnInput): Promise<TurnResult>;
+  /** The checks that answer with a status (unknown conversation, limit reached), before anything is streamed. */
+  begin(input: TurnInput): Promise<PendingTurn>;
+  /** Asks the model, handing each piece of the reply to onText as it is produced when onText is given. */
+  finish(pending: PendingTurn, onText?: (text: string) => void): Promise<TurnResult>;
+}
+
+type ChatContext = Pick<RuntimeContext, 'db' | 'config' | 'workspace'>;
+
+export function createChat(ctx: ChatContext, model: Model): Chat {
+  const notifier = new Notifier(ctx.db, ctx.config);
+  void notifier.resendPending(ctx.config.messageLimit).catch(() => undefined);
+
+  async function begin(input: TurnInput): Promise<PendingTurn> {
+    const at = new Date();
+    const conversationId = await conversationFor(ctx.db, input);
+    const used = await reserveMessage(ctx.db, ctx.config.messageLimit, at);
+    return { input, conversationId, used, at };
+  }
+
+  async function finish({ input, conversationId, used, at: now }: PendingTurn, onText?: (text: string) => void): Promise<TurnResult> {
+    let reply;
+    let history: ModelMessage[];
+    try {
+      history = await recentMessages(ctx.db, conversationId, ctx.config.historyMessages);
+      const system = await systemPrompt(ctx, input.message, now);
+      const request = { system, messages: [...history, { role: 'user' as const, content: input.message }] };
+      reply = onText ? await model.stream(request, onText) : await model.complete(request);
+    } catch (err) {
+      await releaseMessage(ctx.db, dayOf(now)); // the turn did not happen: it is not counted
+      throw err;
+    }
+    await storeTurn(ctx.db, conversationId, input.message, reply, dayOf(now));
+    void notifyThresholds(used, now);
+    return { reply: reply.text, conversationId, usage: { inputTokens: reply.inputTokens, outputTokens: reply.outputTokens } };
+  }
+
+  async function notifyThresholds(used: number, now: Date): Promise<void> {
+    try {
+      const limit = ctx.config.messageLimit;
+      for (const threshold of await claimNotices(ctx.db, used, limit, now)) {
+        await notifier.send({ month: monthOf(now).month, threshold, used, limit });
+      }
+    } catch (err) {
+      console.error(`runtime ${ctx.config.workspaceId}: usage notice failed: ${(err as Error).message}`);
+    }
+  }
+
+  return { begin, finish, runTurn: async (input) => finish(await begin(input)) };
+}
+
+/** The conversation a turn belongs to: the one named (which must exist) or a new one. */
+async function conversationFor(db: pg.Pool, input: TurnInput): Promise<string> {
+  if (input.conversationId !== undefined) {
+    const { rowCount } = await db.query('SELECT 1 FROM conversations WHERE id = $1', [input.conversationId]);
+    if (!rowCount) throw new HttpError(404, 'not_found', `no conversation ${input.conversationId}`);
+    return input.conversationId;
+  }
+  const { rows } = await db.query<{ id: string }>('INSERT INTO conversations (title, source) VALUES ($1, $2) RETURNING id', [
+    input.message.replace(/\s+/g, ' ').trim().slice(0, 80),
+    input.source,
+  ]);
+  return rows[0]!.id;
+}
+
+/** The last turns of the conversation, oldest first, starting with a user message as the API requires. */
+async function recentMessages(db: pg.Pool, conversationId: string, count: number): Promise<ModelMessage[]> {
+  if (count === 0) return [];
+  const { rows } = await db.query<ModelMessage>(
+    `SELECT role, content FROM (SELECT id, role, content FROM conversation_messages WHERE conversation_id = $1
+       ORDER BY id DESC LIMIT $2) recent ORDER BY id`,
+    [conversationId, count],
+  );
+  while (rows.length && rows[0]!.role !== 'user') rows.shift();
+  return rows;
+}
+
+async function systemPrompt(ctx: ChatContext, message: string, now: Date): Promise<string> {
+  const [memories, skills] = await Promise.all([
+    searchMemories(ctx.db, { q: message, match: 'any', limit: RELEVANT_MEMORIES }),
+    listSkills(ctx),
+  ]);
+  const file = (name: string) => ctx.workspace.get(name);
+  return buildSystemPrompt({
+    workspace: {
+      soul: file('SOUL.md'),
+      user: file('USER.md'),
+      agents: file('AGENTS.md'),
+      tools: file('TOOLS.md'),
+      memory: file('MEMORY.md'),
+      today: file(dailyLogPath(now)),
+      yesterday: file(dailyLogPath(new Date(now.getTime() - 86_400_000))),
+    },
+    skills: skills.filter((s) => s.enabled),
+    memories,
+    now,
+    budgetTokens: ctx.config.promptTokenBudget,
+  });
+}
+
+async function storeTurn(
+  db: pg.Pool,
+  conversationId: string,
+  message: string,
+  reply: { text: string; inputTokens: number; outputTokens: number },
+  day: string,
+): Promise<void> {
+  const client = await db.connect();
+  try {
+    await client.query('BEGIN');
+    await client.query(
+      `INSERT INTO conversation_messages (conversation_id, role, content, input_tokens) VALUES ($1, 'user', $2, $3),
+         ($1, 'assistant', $4, NULL)`,
+      [conversationId, message, reply.inputTokens, reply.text],
+    );
+    await client.query(
+      `UPDATE conversation_messages SET output_tokens = $2
+       WHERE id = (SELECT max(id) FROM conversation_messages WHERE conversation_id = $1)`,
+      [conversationId, reply.outputTokens],
+    );
+    await client.query('UPDATE conversations SET updated_at = now() WHERE id = $1', [conversationId]);
+    await addTokens(client, day, reply.inputTokens, reply.outputTokens);
+    await client.query('COMMIT');
+  } catch (err) {
+    await client.query('ROLLBACK').catch(() => undefined);
+    throw err;
+  } finally {
+    client.release();
+  }
+}
+
+function parseChatBody(body: unknown): TurnInput & { stream: boolean } {
+  const b = (body ?? {}) as { message?: unknown; conversationId?: unknown; stream?: unknown };
+  const problems: string[] = [];
+  if (typeof b.message !== 'string' || !b.message.trim()) problems.push('message must be a non-empty string');
+  else if (b.message.length > MAX_MESSAGE_CHARS) problems.push(`message must be at most ${MAX_MESSAGE_CHARS} characters`);
+  if (b.conversationId !== undefined && (typeof b.conversationId !== 'string' || !UUID.test(b.conversationId))) {
+    problems.push('conversationId, when given, must be a conversation id (a UUID)');
+  }
+  if (b.stream !== undefined && typeof b.stream !== 'boolean') problems.push('stream, when given, must be true or false');
+  if (problems.length) throw new HttpError(400, 'invalid_request', problems.join('; '));
+  return {
+    message: b.message as string,
+    conversationId: b.conversationId as string | undefined,
+    source: 'api',
+    stream: b.stream === true,
+  };
+}
+
+export function chatRoutes(deps: RuntimeContext & { chat: Chat }): Router {
+  const router = new Router();
+  router.post('/api/chat', async (ctx) => {
+    const input = parseChatBody(await readJsonBody(ctx.req, 64 * 1024));
+    const pending = await deps.chat.begin(input);
+    if (!input.stream) {
+      ctx.body = await deps.chat.finish(pending);
+      return;
+    }
+    // Server-sent events: `delta` events as the model writes, then `done` with the whole turn, or `error`.
+    const events = new PassThrough();
+    const send = (event: string, data: unknown) => events.write(`event: ${event}\ndata: ${JSON.stringify(data)}\n\n`);
+    ctx.status = 200;
+    ctx.set({ 'Content-Type': 'text/event-stream; charset=utf-8', 'Cache-Control': 'no-store', Connection: 'keep-alive' });
+    ctx.body = events;
+    ctx.req.socket.setNoDelay(true);
+    send('start', { conversationId: pending.conversationId });
+    deps.chat
+      .finish(pending, (text) => send('delta', { text }))
+      .then((result) => send('done', result))
+      .catch((err: unknown) => {
+        const http = err instanceof HttpError ? err : undefined;
+        if (!http) console.error(`runtime chat stream failed: ${(err as Error).message}`);
+        send('error', { error: http?.code ?? 'internal_error', reason: http?.reason ?? 'internal error', ...(http?.extra ?? {}) });
+      })
+      .finally(() => events.end());
+  });
+  return router;
+}

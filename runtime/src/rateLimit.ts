@@ -1,0 +1,34 @@
+/**
+ * Requests per API key: a token bucket per key (held by the key's hash), refilled steadily, RATE_LIMIT requests
+ * per period. Past it, 429 with Retry-After. In memory: one runtime process serves one customer.
+ */
+import { createHash } from 'node:crypto';
+import type { Context, Next } from 'koa';
+import type { RateLimit } from '../../src/config.ts';
+import { HttpError } from '../../src/web/httpError.ts';
+
+const MAX_BUCKETS = 10_000;
+
+export function rateLimitPerKey(rate: RateLimit, now: () => number = Date.now): (ctx: Context, next: Next) => Promise<void> {
+  const buckets = new Map<string, { tokens: number; at: number }>();
+  const perMs = rate.max / rate.durationMs;
+
+  return async function rateLimited(ctx, next) {
+    const key = createHash('sha256').update(ctx.get('authorization')).digest('hex');
+    const t = now();
+    const bucket = buckets.get(key) ?? { tokens: rate.max, at: t };
+    bucket.tokens = Math.min(rate.max, bucket.tokens + (t - bucket.at) * perMs);
+    bucket.at = t;
+    if (bucket.tokens < 1) {
+      const seconds = Math.max(1, Math.ceil((1 - bucket.tokens) / perMs / 1000));
+      throw new HttpError(429, 'rate_limited', `too many requests for this key; try again in ${seconds} s`, { retryAfter: seconds }, {
+        'Retry-After': String(seconds),
+      });
+    }
+    bucket.tokens -= 1;
+    buckets.delete(key); // re-inserted last: the map's order is least recently used first
+    buckets.set(key, bucket);
+    if (buckets.size > MAX_BUCKETS) buckets.delete(buckets.keys().next().value as string);
+    await next();
+  };
+}

@@ -1,0 +1,102 @@
+/**
+ * Usage of the plan: messages and tokens per UTC day in usage_tracking, the monthly message limit, and the notices
+ * at 80 % and 100 % of it. A turn reserves its message before the model is asked (so concurrent turns cannot pass
+ * the limit together) and gives it back if the turn fails, so nothing is counted twice or for nothing.
+ */
+import type pg from 'pg';
+import { HttpError } from '../../src/web/httpError.ts';
+
+export const NOTICE_THRESHOLDS = [80, 100] as const;
+
+export function monthOf(now: Date): { month: string; first: string; next: string } {
+  const first = new Date(Date.UTC(now.getUTCFullYear(), now.getUTCMonth(), 1));
+  const next = new Date(Date.UTC(now.getUTCFullYear(), now.getUTCMonth() + 1, 1));
+  return { month: first.toISOString().slice(0, 7), first: first.toISOString().slice(0, 10), next: next.toISOString().slice(0, 10) };
+}
+
+export function dayOf(now: Date): string {
+  return now.toISOString().slice(0, 10);
+}
+
+/** Usage for the UTC calendar month containing `now`, summed from the daily rows. */
+export async function monthUsage(db: Pick<pg.Pool, 'query'>, now: Date) {
+  const { month, first, next } = monthOf(now);
+  const { rows } = await db.query<{ messages: string; input_tokens: string; output_tokens: string }>(
+    `SELECT coalesce(sum(messages), 0) AS messages,
+            coalesce(sum(input_tokens), 0) AS input_tokens,
+            coalesce(sum(output_tokens), 0) AS output_tokens
+       FROM usage_tracking WHERE day >= $1 AND day < $2`,
+    [first, next],
+  );
+  const row = rows[0];
+  return {
+    month,
+    messages: Number(row?.messages ?? 0),
+    inputTokens: Number(row?.input_tokens ?? 0),
+    outputTokens: Number(row?.output_tokens ?? 0),
+  };
+}
+
+/**
+ * Counts one message for today if the month has room; otherwise a 429 saying when the month resets.
+ * Returns the month's count including this message.
+ */
+export async function reserveMessage(db: pg.Pool, limit: number, now: Date): Promise<number> {
+  const client = await db.connect();
+  try {
+    await client.query('BEGIN');
+    await client.query(`SELECT pg_advisory_xact_lock(hashtext('usage_tracking'))`);
+    const { messages } = await monthUsage(client, now);
+    if (messages >= limit) {
+      await client.query('ROLLBACK');
+      const resetsAt = `${monthOf(now).next}T00:00:00Z`;
+      throw new HttpError(
+        429,
+        'message_limit_reached',
+        `this plan's ${limit} messages for ${monthOf(now).month} are used up; the count resets at ${resetsAt}`,
+        { limit, used: messages, resetsAt },
+        { 'Retry-After': String(Math.ceil((Date.parse(resetsAt) - now.getTime()) / 1000)) },
+      );
+    }
+    await client.query(
+      `INSERT INTO usage_tracking (day, messages) VALUES ($1, 1)
+       ON CONFLICT (day) DO UPDATE SET messages = usage_tracking.messages + 1`,
+      [dayOf(now)],
+    );
+    await client.query('COMMIT');
+    return messages + 1;
+  } catch (err) {
+    await client.query('ROLLBACK').catch(() => undefined);
+    throw err;
+  } finally {
+    client.release();
+  }
+}
+
+/** Gives back a reserved message whose turn failed. */
+export async function releaseMessage(db: pg.Pool, day: string): Promise<void> {
+  await db.query('UPDATE usage_tracking SET messages = greatest(messages - 1, 0) WHERE day = $1', [day]);
+}
+
+export async function addTokens(db: Pick<pg.Pool, 'query'>, day: string, input: number, output: number): Promise<void> {
+  await db.query(
+    `INSERT INTO usage_tracking (day, input_tokens, output_tokens) VALUES ($1, $2, $3)
+     ON CONFLICT (day) DO UPDATE SET input_tokens = usage_tracking.input_tokens + $2,
+       output_tokens = usage_tracking.output_tokens + $3`,
+    [day, input, output],
+  );
+}
+
+/** The thresholds this count has reached for the first time this month (each is claimed once, across processes). */
+export async function claimNotices(db: pg.Pool, used: number, limit: number, now: Date): Promise<number[]> {
+  const reached = NOTICE_THRESHOLDS.filter((t) => used * 100 >= t * limit);
+  const claimed: number[] = [];
+  for (const threshold of reached) {
+    const { rowCount } = await db.query(
+      'INSERT INTO usage_notices (month, threshold) VALUES ($1, $2) ON CONFLICT DO NOTHING',
+      [monthOf(now).month, threshold],
+    );
+    if (rowCount) claimed.push(threshold);
+  }
+  return claimed;
+}

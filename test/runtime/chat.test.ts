@@ -1,0 +1,270 @@
+/**
+ * The runtime's chat against the Anthropic emulator, driven through the real SDK: what is sent to the model, the
+ * monthly limit and its notices, retries and failures, streaming, keys and rate limits, the heartbeat.
+ */
+import { createHmac } from 'node:crypto';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { expect } from 'chai';
+import { startAnthropicEmulator, systemText, contentText, type AnthropicEmulator } from '../support/anthropicEmulator.ts';
+import { readEvents, startRuntimeFixture, type RuntimeFixture } from '../support/runtimeFixture.ts';
+import { waitUntil } from '../support/harness.ts';
+
+interface Notice {
+  workspaceId: string;
+  month: string;
+  threshold: number;
+  used: number;
+  limit: number;
+}
+
+/** Stands in for the control plane's usage endpoint, checking each notice's signature. */
+async function startNoticeReceiver(secret: string): Promise<{ url: string; notices: Notice[]; rejected: number; close(): Promise<void> }> {
+  const state = { notices: [] as Notice[], rejected: 0 };
+  const server: Server = createServer((req, res) => {
+    let body = '';
+    req.on('data', (c) => (body += c));
+    req.on('end', () => {
+      const header = String(req.headers['x-clawdbot-signature'] ?? '');
+      const [, t, v1] = /^t=(\d+),v1=([0-9a-f]{64})$/.exec(header) ?? [];
+      const expected = t ? createHmac('sha256', secret).update(`${t}.${body}`).digest('hex') : '';
+      if (req.url !== '/api/runtime/usage' || !v1 || v1 !== expected) {
+        state.rejected++;
+        res.writeHead(401).end();
+        return;
+      }
+      state.notices.push(JSON.parse(body) as Notice);
+      res.writeHead(200, { 'content-type': 'application/json' }).end('{"received":true}');
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return {
+    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    get notices() {
+      return state.notices;
+    },
+    get rejected() {
+      return state.rejected;
+    },
+    close: () => new Promise<void>((resolve) => server.close(() => resolve())),
+  };
+}
+
+const post = (f: RuntimeFixture, path: string, body: unknown, key = f.key) =>
+  fetch(`${f.url}${path}`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+    body: JSON.stringify(body),
+  });
+
+const status = async (f: RuntimeFixture) =>
+  (await (await fetch(`${f.url}/status`, { headers: { authorization: `Bearer ${f.key}` } })).json()) as {
+    usage: { messages: number; inputTokens: number; outputTokens: number; messageLimit: number };
+  };
+
+describe('runtime chat', function () {
+  this.timeout(30_000);
+  let model: AnthropicEmulator;
+  let receiver: Awaited<ReturnType<typeof startNoticeReceiver>>;
+  let ann: RuntimeFixture; // starter, limit 3, reports usage
+  let bob: RuntimeFixture; // team
+  const modelEnv = () => ({
+    ANTHROPIC_API_KEY: model.apiKey,
+    ANTHROPIC_BASE_URL: model.url,
+    MODEL_MAX_RETRIES: '2',
+    MODEL_TIMEOUT: '3s',
+  });
+
+  before(async () => {
+    model = await startAnthropicEmulator();
+    receiver = await startNoticeReceiver('notice-secret-for-tests');
+    [ann, bob] = await Promise.all([
+      startRuntimeFixture({
+        plan: 'starter',
+        name: 'Ann Lee',
+        env: { ...modelEnv(), MESSAGE_LIMIT: '3', CONTROL_PLANE_URL: receiver.url, CONTROL_PLANE_SECRET: 'notice-secret-for-tests' },
+      }),
+      startRuntimeFixture({ plan: 'team', name: 'Bob Stone', env: modelEnv() }),
+    ]);
+  });
+  after(async () => {
+    await Promise.all([ann?.close(), bob?.close()]);
+    await Promise.all([model?.close(), receiver?.close()]);
+  });
+  beforeEach(() => model.reset());
+
+  it('sends the workspace identity, a stored memory and the history to the model', async () => {
+    const remembered = await post(ann, '/api/memory', { content: "Ann's dog is called Biscuit", tags: ['pets'] });
+    expect(remembered.status).to.equal(201);
+
+    const first = await post(ann, '/api/chat', { message: 'What is my dog called?' });
+    expect(first.status).to.equal(200);
+    const turn = (await first.json()) as { reply: string; conversationId: string; usage: { inputTokens: number; outputTokens: number } };
+    expect(turn.reply).to.equal('Echo: What is my dog called?');
+    expect(turn.usage.inputTokens).to.be.greaterThan(0);
+    const sent = model.lastRequest()!.body;
+    const system = systemText(sent);
+    expect(system).to.include('a personal assistant running on a server that belongs to one customer alone'); // SOUL.md
+    expect(system).to.include('Ann Lee').and.include('Biscuit'); // USER.md and the stored memory
+    expect(sent.model).to.equal('claude-sonnet-4-5');
+
+    const second = await post(ann, '/api/chat', { message: 'And what breed is he?', conversationId: turn.conversationId });
+    expect(second.status).to.equal(200);
+    const history = model.lastRequest()!.body.messages.map((m) => [m.role, contentText(m.content)]);
+    expect(history).to.deep.equal([
+      ['user', 'What is my dog called?'],
+      ['assistant', 'Echo: What is my dog called?'],
+      ['user', 'And what breed is he?'],
+    ]);
+    const usage = (await status(ann)).usage;
+    expect(usage.messages).to.equal(2);
+    expect(usage.inputTokens).to.be.greaterThan(0);
+    expect(usage.outputTokens).to.be.greaterThan(0);
+  });
+
+  it('enforces the monthly limit: the third message succeeds, the fourth gets 429; each notice fires once', async () => {
+    expect((await post(ann, '/api/chat', { message: 'third' })).status).to.equal(200);
+    const fourth = await post(ann, '/api/chat', { message: 'fourth' });
+    expect(fourth.status).to.equal(429);
+    const refusal = (await fourth.json()) as { error: string; reason: string; resetsAt: string };
+    expect(refusal.error).to.equal('message_limit_reached');
+    expect(Date.parse(refusal.resetsAt)).to.be.greaterThan(Date.now());
+    expect(fourth.headers.get('retry-after')).to.match(/^\d+$/);
+    expect(model.calls).to.equal(1); // the refused turn never reached the model
+    expect((await post(ann, '/api/chat', { message: 'fifth' })).status).to.equal(429);
+
+    await waitUntil(async () => receiver.notices.length >= 2);
+    await new Promise((r) => setTimeout(r, 300)); // room for a duplicate
+    expect(receiver.notices.map((n) => n.threshold).sort()).to.deep.equal([100, 80]);
+    expect(receiver.notices[0]).to.include({ workspaceId: ann.workspaceId, limit: 3 });
+    expect(receiver.rejected).to.equal(0);
+    const stored = await ann.db.query('SELECT threshold FROM usage_notices WHERE sent_at IS NOT NULL ORDER BY threshold');
+    expect(stored.rows.map((r) => r.threshold)).to.deep.equal([80, 100]);
+  });
+
+  it('retries a 429 from the model and counts the turn once', async () => {
+    const before = (await status(bob)).usage.messages;
+    model.failNext(1, 429, { retryAfterSeconds: 0 });
+    const response = await post(bob, '/api/chat', { message: 'hello after a rate limit' });
+    expect(response.status).to.equal(200);
+    expect(model.calls).to.equal(2);
+    expect((await status(bob)).usage.messages).to.equal(before + 1);
+  });
+
+  it('answers 503 with Retry-After when the model stays overloaded, and counts nothing', async () => {
+    const before = (await status(bob)).usage;
+    model.failNext(3, 529);
+    const response = await post(bob, '/api/chat', { message: 'are you there?' });
+    expect(response.status).to.equal(503);
+    expect(response.headers.get('retry-after')).to.match(/^\d+$/);
+    expect(((await response.json()) as { error: string }).error).to.equal('model_unavailable');
+    expect(model.calls).to.equal(3); // one try and two retries
+    expect((await status(bob)).usage).to.deep.equal(before);
+    const stored = await bob.db.query("SELECT count(*)::int AS n FROM conversation_messages WHERE content = 'are you there?'");
+    expect(stored.rows[0].n).to.equal(0);
+  });
+
+  it('streams: deltas arrive before the reply completes, then done with the whole turn', async () => {
+    model.respond(() => 'one two three four five six seven eight');
+    model.chunkDelay(60);
+    const response = await post(bob, '/api/chat', { message: 'count for me', stream: true });
+    expect(response.status).to.equal(200);
+    expect(response.headers.get('content-type')).to.match(/^text\/event-stream/);
+    const events = await readEvents(response);
+    const kinds = events.map((e) => e.event);
+    expect(kinds[0]).to.equal('start');
+    expect(kinds.at(-1)).to.equal('done');
+    const deltas = events.filter((e) => e.event === 'delta');
+    expect(deltas.length).to.be.greaterThan(2);
+    expect(deltas.map((d) => d.data.text).join('')).to.equal('one two three four five six seven eight');
+    expect(events.at(-1)!.at - deltas[0]!.at).to.be.greaterThan(150); // the first words came well before the end
+    expect(events.at(-1)!.data.reply).to.equal('one two three four five six seven eight');
+  });
+
+  it('ends a stream that breaks midway with an error event, and counts nothing', async () => {
+    const before = (await status(bob)).usage.messages;
+    model.breakStreamNext(1, 2);
+    const response = await post(bob, '/api/chat', { message: 'tell me a long story', stream: true });
+    const events = await readEvents(response);
+    expect(events.map((e) => e.event)).to.deep.equal(['start', 'delta', 'delta', 'error']);
+    expect(events.at(-1)!.data.error).to.equal('model_unavailable');
+    expect((await status(bob)).usage.messages).to.equal(before);
+  });
+
+  it('refuses bad input with a 4xx and a reason', async () => {
+    const cases: [unknown, number][] = [
+      [{}, 400],
+      [{ message: '   ' }, 400],
+      [{ message: 'x'.repeat(20_001) }, 400],
+      [{ message: 'hi', conversationId: 'not-a-uuid' }, 400],
+      [{ message: 'hi', conversationId: '00000000-0000-4000-8000-000000000000' }, 404],
+      [{ message: 'hi', stream: 'yes' }, 400],
+    ];
+    for (const [body, expected] of cases) {
+      const response = await post(bob, '/api/chat', body);
+      expect(response.status, JSON.stringify(body).slice(0, 60)).to.equal(expected);
+      expect(((await response.json()) as { reason: string }).reason).to.be.a('string');
+    }
+    const notJson = await fetch(`${bob.url}/api/chat`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${bob.key}`, 'content-type': 'application/json' },
+      body: '{"message": ',
+    });
+    expect(notJson.status).to.equal(400);
+    expect(model.calls).to.equal(0);
+  });
+
+  it('takes only the customer’s own key', async () => {
+    expect((await fetch(`${bob.url}/api/chat`, { method: 'POST' })).status).to.equal(401);
+    expect((await post(bob, '/api/chat', { message: 'hi' }, `claw_${'x'.repeat(43)}`)).status).to.equal(401);
+    expect((await post(bob, '/api/chat', { message: 'hi' }, ann.key)).status).to.equal(401);
+    expect((await post(ann, '/api/memory', { content: 'mine' }, bob.key)).status).to.equal(401);
+    expect(model.calls).to.equal(0);
+  });
+});
+
+describe('runtime rate limit and heartbeat', function () {
+  this.timeout(30_000);
+  let model: AnthropicEmulator;
+  const fixtures: RuntimeFixture[] = [];
+  before(async () => {
+    model = await startAnthropicEmulator();
+  });
+  after(async () => {
+    await Promise.all(fixtures.map((f) => f.close()));
+    await model.close();
+  });
+  const env = () => ({ ANTHROPIC_API_KEY: model.apiKey, ANTHROPIC_BASE_URL: model.url });
+
+  it('limits requests per key, with Retry-After', async () => {
+    const f = await startRuntimeFixture({ env: { ...env(), RATE_LIMIT: '3/m' } });
+    fixtures.push(f);
+    const codes: number[] = [];
+    for (let i = 0; i < 4; i++) codes.push((await fetch(`${f.url}/status`, { headers: { authorization: `Bearer ${f.key}` } })).status);
+    expect(codes).to.deep.equal([200, 200, 200, 429]);
+    const limited = await fetch(`${f.url}/status`, { headers: { authorization: `Bearer ${f.key}` } });
+    expect(Number(limited.headers.get('retry-after'))).to.be.greaterThan(0);
+    expect((await fetch(`${f.url}/health`)).status).to.equal(200); // health is never limited
+  });
+
+  it('runs HEARTBEAT.md tasks as a background turn and logs the outcome; no tasks cost no model call', async () => {
+    const idle = await startRuntimeFixture({ env: { ...env(), HEARTBEAT_INTERVAL: '100ms' } });
+    fixtures.push(idle);
+    const busy = await startRuntimeFixture({
+      env: { ...env(), HEARTBEAT_INTERVAL: '200ms' },
+      files: { 'HEARTBEAT.md': '# HEARTBEAT.md\n\n## Tasks\n\n- [ ] Check the calendar for tomorrow\n' },
+    });
+    fixtures.push(busy);
+    await waitUntil(async () => model.requests.some((r) => JSON.stringify(r.body).includes('Check the calendar')));
+    const day = new Date().toISOString().slice(0, 10);
+    await waitUntil(async () => {
+      const { rows } = await busy.db.query('SELECT content FROM workspace_files WHERE path = $1', [`memory/${day}.md`]);
+      return String(rows[0]?.content ?? '').includes('Heartbeat (1 task)');
+    });
+    await new Promise((r) => setTimeout(r, 300)); // several idle beats
+    const idleStatus = (await (await fetch(`${idle.url}/status`, { headers: { authorization: `Bearer ${idle.key}` } })).json()) as {
+      usage: { messages: number };
+    };
+    expect(idleStatus.usage.messages).to.equal(0);
+  });
+});

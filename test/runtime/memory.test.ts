@@ -1,0 +1,379 @@
+import { randomBytes } from 'node:crypto';
+import type { Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { expect } from 'chai';
+import Router from '@koa/router';
+import Koa from 'koa';
+import pg from 'pg';
+import { PLANS } from '../../src/plans.ts';
+import { HttpError } from '../../src/web/httpError.ts';
+import { renderWorkspace } from '../../src/workspace/render.ts';
+import { loadRuntimeConfig } from '../../runtime/src/config.ts';
+import type { RuntimeContext } from '../../runtime/src/context.ts';
+import {
+  addMemory,
+  deleteMemory,
+  memoryRoutes,
+  memorySearchSql,
+  searchMemories,
+  type MemoryHit,
+} from '../../runtime/src/memory.ts';
+import { applyRuntimeSchema } from '../../runtime/src/schema.ts';
+import { dailyLogPath, WorkspaceStore } from '../../runtime/src/workspace.ts';
+
+const PG_SERVER = 'postgres://postgres@127.0.0.1:5432';
+
+describe('runtime memory', () => {
+  const dbName = `rt_mem_${randomBytes(6).toString('hex')}`;
+  const admin = new pg.Client({ connectionString: `${PG_SERVER}/postgres` });
+  let pool: pg.Pool;
+  let dir: string;
+  let ctx: RuntimeContext;
+  let server: Server;
+  let base: string;
+
+  before(async () => {
+    await admin.connect();
+    await admin.query(`CREATE DATABASE ${dbName}`);
+    const url = `${PG_SERVER}/${dbName}`;
+    const client = new pg.Client({ connectionString: url });
+    await client.connect();
+    try {
+      await applyRuntimeSchema(client);
+    } finally {
+      await client.end();
+    }
+    pool = new pg.Pool({ connectionString: url, max: 4 });
+    // DROP DATABASE ... WITH (FORCE) in after() may reach a connection the pool is still closing.
+    pool.on('error', () => undefined);
+    const files = renderWorkspace({
+      workspaceId: 'ws_mem',
+      customer: { name: 'Ada', email: 'ada@example.com' },
+      plan: PLANS.starter,
+      createdAt: new Date('2025-01-02T03:04:05Z'),
+    });
+    for (const file of files) {
+      await pool.query('INSERT INTO workspace_files (path, content, sha256) VALUES ($1, $2, $3)', [file.path, file.content, 'x']);
+    }
+    dir = await mkdtemp(path.join(tmpdir(), 'rt-mem-'));
+    const workspace = await WorkspaceStore.load(pool, dir);
+    const config = loadRuntimeConfig({ DATABASE_URL: url, WORKSPACE_ID: 'ws_mem', PLAN: 'starter', MESSAGE_LIMIT: '100' });
+    ctx = {
+      db: pool,
+      config,
+      workspace,
+      runTurn: async () => {
+        throw new Error('runTurn is not used by the memory API');
+      },
+    };
+
+    server = await listen(memoryRoutes(ctx));
+    base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  });
+
+  after(async () => {
+    await new Promise((resolve) => server?.close(resolve));
+    await pool?.end();
+    await admin.query(`DROP DATABASE IF EXISTS ${dbName} WITH (FORCE)`);
+    await admin.end();
+    if (dir) await rm(dir, { recursive: true, force: true });
+  });
+
+  async function call(method: string, url: string, body?: unknown, headers: Record<string, string> = {}) {
+    const init: RequestInit = { method, headers: { ...headers } };
+    if (body !== undefined) {
+      init.body = typeof body === 'string' ? body : JSON.stringify(body);
+      (init.headers as Record<string, string>)['content-type'] ??= 'application/json';
+    }
+    const res = await fetch(base + url, init);
+    const text = await res.text();
+    return { status: res.status, body: text ? JSON.parse(text) : undefined };
+  }
+
+  const post = (body: unknown, headers?: Record<string, string>) => call('POST', '/api/memory', body, headers);
+  async function search(query: string): Promise<MemoryHit[]> {
+    const res = await call('GET', `/api/memory${query}`);
+    expect(res.status, JSON.stringify(res.body)).to.equal(200);
+    return res.body.memories;
+  }
+
+  async function expect400(res: { status: number; body: any }, reasonPart: string | RegExp): Promise<void> {
+    expect(res.status, JSON.stringify(res.body)).to.equal(400);
+    expect(res.body.error).to.be.a('string');
+    if (typeof reasonPart === 'string') expect(res.body.reason).to.include(reasonPart);
+    else expect(res.body.reason).to.match(reasonPart);
+  }
+
+  const ids: Record<string, string> = {};
+
+  describe('POST /api/memory', () => {
+    it('stores a memory, answers 201 with its id and time, and appends it to the daily log', async () => {
+      const res = await post({ content: '  Ada prefers espresso over filter coffee  ', tags: ['Food', 'preferences', 'food'] });
+      expect(res.status).to.equal(201);
+      expect(res.body.id).to.match(/^\d+$/);
+      expect(new Date(res.body.createdAt).toISOString()).to.equal(res.body.createdAt);
+      ids.coffee = res.body.id;
+
+      const { rows } = await pool.query('SELECT content, tags, source FROM memories WHERE id = $1', [res.body.id]);
+      expect(rows[0]).to.deep.equal({ content: 'Ada prefers espresso over filter coffee', tags: ['food', 'preferences'], source: 'api' });
+
+      const logPath = dailyLogPath(new Date(res.body.createdAt));
+      const line = 'Remembered: Ada prefers espresso over filter coffee (tags: food, preferences)';
+      expect(ctx.workspace.get(logPath)).to.include(line);
+      expect(ctx.workspace.get(logPath)).to.match(/^# \d{4}-\d{2}-\d{2}\n\n- \d{2}:\d{2} UTC — Remembered: /);
+      const stored = await pool.query('SELECT content FROM workspace_files WHERE path = $1', [logPath]);
+      expect(stored.rows[0].content).to.include(line);
+      expect(await readFile(path.join(dir, logPath), 'utf8')).to.include(line);
+    });
+
+    it('stores more memories (addMemory as a function too), each with its own log line', async () => {
+      const more: Array<[string, string[]]> = [
+        ['Nightly postgres backup runs at 02:00 UTC on the db-1 server', ['infra', 'backups']],
+        ['The postgres server db-1 needs a kernel upgrade', ['infra']],
+        ['Dentist appointment on Friday at 10:00', ['health']],
+        ['Ada is learning the Japanese language: 日本語を勉強しています', ['learning']],
+      ];
+      for (const [content, tags] of more) {
+        const res = await post({ content, tags });
+        expect(res.status).to.equal(201);
+        ids[content.split(' ')[0]!.toLowerCase()] = res.body.id;
+      }
+      const direct = await addMemory(ctx, { content: 'Backup restore drill passed in March', tags: ['backups'], source: 'webhook:github' });
+      ids.drill = direct.id;
+      const { rows } = await pool.query('SELECT source FROM memories WHERE id = $1', [direct.id]);
+      expect(rows[0].source).to.equal('webhook:github');
+      const log = ctx.workspace.get(dailyLogPath(new Date(direct.createdAt)))!;
+      for (const text of ['Nightly postgres backup', 'kernel upgrade', 'Dentist', '日本語', 'restore drill']) expect(log).to.include(text);
+    });
+
+    it('refuses bad bodies with a 4xx JSON reason', async () => {
+      await expect400(await post({}), 'content is required');
+      await expect400(await post({ content: 42 }), 'content is required and must be a string');
+      await expect400(await post({ content: '   \n\t ' }), 'must not be blank');
+      await expect400(await post({ content: 'x'.repeat(10_001) }), 'at most 10000');
+      await expect400(await post({ content: 'nul \u0000 inside' }), 'NUL');
+      await expect400(await post({ content: 'ok', tags: 'infra' }), 'tags must be an array');
+      await expect400(await post({ content: 'ok', tags: [1] }), 'tags[0] must be a string');
+      await expect400(await post({ content: 'ok', tags: ['fine', 'has space'] }), 'tags[1] "has space" is not a valid tag');
+      await expect400(await post({ content: 'ok', tags: ['-dash'] }), 'is not a valid tag');
+      await expect400(await post({ content: 'ok', tags: ['a'.repeat(41)] }), 'is not a valid tag');
+      await expect400(await post({ content: 'ok', tags: Array.from({ length: 21 }, (_, i) => `t${i}`) }), 'at most 20 tags');
+      await expect400(await post([{ content: 'array' }]), 'JSON object');
+      await expect400(await post('null'), 'JSON object');
+      await expect400(await post('{"content": '), 'not valid JSON');
+
+      const wrongType = await post('content=hi', { 'content-type': 'application/x-www-form-urlencoded' });
+      expect(wrongType.status).to.equal(415);
+      expect(wrongType.body).to.include({ error: 'unsupported_media_type' });
+
+      const huge = await post({ content: 'y'.repeat(70 * 1024) });
+      expect(huge.status).to.equal(413);
+      expect(huge.body.reason).to.include('65536');
+
+      // 10,000 characters is the limit in characters, not bytes.
+      expect((await post({ content: 'é'.repeat(10_000) })).status).to.equal(201);
+      const { rows } = await pool.query("SELECT id FROM memories WHERE content LIKE 'éé%'");
+      expect(await deleteMemory(pool, rows[0].id)).to.equal(true);
+      const { rows: bad } = await pool.query("SELECT count(*)::int AS n FROM memories WHERE content IN ('ok', '')");
+      expect(bad[0].n).to.equal(0);
+    });
+  });
+
+  describe('GET /api/memory', () => {
+    it('lists newest first without a query, with rank 0', async () => {
+      const hits = await search('');
+      expect(hits.map((h) => h.id)).to.deep.equal(
+        [ids.coffee, ids.nightly, ids.the, ids.dentist, ids.ada, ids.drill].reverse(),
+      );
+      expect(hits.every((h) => h.rank === 0)).to.equal(true);
+      expect(hits[0]).to.have.all.keys('id', 'content', 'tags', 'source', 'createdAt', 'rank');
+      expect(await search('?limit=2')).to.have.length(2);
+    });
+
+    it('finds by words, stemmed, ignoring case', async () => {
+      const hits = await search('?q=BACKUPS');
+      expect(hits.map((h) => h.id)).to.have.members([ids.nightly, ids.drill]);
+      expect(hits.every((h) => h.rank > 0)).to.equal(true);
+      expect((await search('?q=dentist')).map((h) => h.id)).to.deep.equal([ids.dentist]);
+      expect((await search(`?q=${encodeURIComponent('"kernel upgrade"')}`)).map((h) => h.id)).to.deep.equal([ids.the]);
+      expect(await search('?q=zebra')).to.deep.equal([]);
+      // Every word must match by default.
+      expect((await search('?q=postgres+kernel')).map((h) => h.id)).to.deep.equal([ids.the]);
+    });
+
+    it('finds by tag (case-insensitively) and by words within a tag', async () => {
+      expect((await search('?tag=infra')).map((h) => h.id)).to.deep.equal([ids.the, ids.nightly]);
+      expect((await search('?tag=BACKUPS')).map((h) => h.id)).to.deep.equal([ids.drill, ids.nightly]);
+      expect((await search('?tag=backups&q=nightly')).map((h) => h.id)).to.deep.equal([ids.nightly]);
+      expect(await search('?tag=nope')).to.deep.equal([]);
+      // Tags are part of the searchable text too.
+      expect((await search('?q=preferences')).map((h) => h.id)).to.deep.equal([ids.coffee]);
+    });
+
+    it('ranks a memory matching more of the words first', async () => {
+      const hits = await search(`?q=${encodeURIComponent('postgres or backup or nightly')}`);
+      expect(hits.map((h) => h.id)).to.have.members([ids.nightly, ids.the, ids.drill]);
+      expect(hits[0]!.id).to.equal(ids.nightly);
+      expect(hits[0]!.rank).to.be.greaterThan(hits[1]!.rank);
+      expect(hits[1]!.rank).to.be.at.least(hits[2]!.rank);
+
+      const any = await searchMemories(pool, { q: 'what time does the nightly postgres backup run?', match: 'any' });
+      expect(any[0]!.id).to.equal(ids.nightly);
+      expect(any.map((h) => h.id)).to.include.members([ids.the, ids.drill]);
+      // By default every word must match, and no memory mentions a "time".
+      expect(await searchMemories(pool, { q: 'what time does the nightly postgres backup run?' })).to.deep.equal([]);
+    });
+
+    it('is unharmed by SQL-looking, tsquery-looking and unicode input', async () => {
+      const nasty = [
+        "'; DROP TABLE memories; --",
+        "' OR '1'='1",
+        'a & b | !c',
+        '(((',
+        ')))',
+        "!!!:*<->''",
+        '\\',
+        'postgres:* & !',
+        '$1 $2',
+        '日本語',
+        '🙂🙃 émoji',
+        '-',
+        'the and of',
+      ];
+      for (const q of nasty) {
+        const res = await call('GET', `/api/memory?q=${encodeURIComponent(q)}`);
+        expect(res.status, `${q}: ${JSON.stringify(res.body)}`).to.equal(200);
+        expect(res.body.memories).to.be.an('array');
+        for (const match of ['any', 'all'] as const) await searchMemories(pool, { q, match });
+      }
+      // A stored memory can look like SQL too, and is found as text.
+      const stored = await post({ content: "Robert'); DROP TABLE memories;-- is a funny name", tags: ['jokes'] });
+      expect(stored.status).to.equal(201);
+      expect((await search(`?q=${encodeURIComponent('robert drop table')}`)).map((h) => h.id)).to.deep.equal([stored.body.id]);
+      const { rows } = await pool.query('SELECT count(*)::int AS n FROM memories');
+      expect(rows[0].n).to.equal(7);
+      expect(await searchMemories(pool, { q: 'nul\u0000byte' })).to.deep.equal([]);
+      expect(await searchMemories(pool, { q: 'lone \ud800 surrogate' })).to.deep.equal([]);
+      expect((await post({ content: 'lone \ud800 surrogate', tags: ['x'] })).status).to.equal(201);
+      expect((await search('?q=surrogate')).map((h) => h.content)).to.deep.equal(['lone \ufffd surrogate']);
+      await pool.query("DELETE FROM memories WHERE content LIKE 'lone %'");
+      expect(await deleteMemory(pool, stored.body.id)).to.equal(true);
+    });
+
+    it('refuses bad parameters with 400', async () => {
+      for (const limit of ['0', '101', '-1', '1.5', 'ten', '1e2', '00000000001']) {
+        await expect400(await call('GET', `/api/memory?limit=${limit}`), 'limit must be an integer from 1 to 100');
+      }
+      await expect400(await call('GET', '/api/memory?tag=has%20space'), 'is not a valid tag');
+      await expect400(await call('GET', `/api/memory?tag=${'a'.repeat(41)}`), 'is not a valid tag');
+      await expect400(await call('GET', '/api/memory?tag=a&tag=b'), 'at most once');
+      await expect400(await call('GET', `/api/memory?q=${'w'.repeat(1001)}`), 'longer than 1000');
+      await expect400(await call('GET', '/api/memory?q=a%00b'), 'NUL');
+      expect(await search('?limit=100')).to.have.length(6);
+    });
+
+    it('serves searches from the GIN indexes, not a scan', async () => {
+      await pool.query(
+        `INSERT INTO memories (content, tags)
+         SELECT 'filler note number ' || n || ' about gardening and ' || (ARRAY['tomatoes','roses','herbs'])[n % 3 + 1],
+                ARRAY['filler', 'garden' || (n % 50)]
+         FROM generate_series(1, 3000) AS n`,
+      );
+      // VACUUM moves the GIN pending list into the index proper, as autovacuum does; with the new rows still
+      // pending, the planner prices the index too high for a table this small.
+      await pool.query('VACUUM ANALYZE memories');
+      const client = await pool.connect();
+      try {
+        await client.query('SET enable_seqscan = off');
+        const plan = async (query: Parameters<typeof memorySearchSql>[0]): Promise<string> => {
+          const { text, values } = memorySearchSql(query);
+          const { rows } = await client.query(`EXPLAIN ${text}`, values);
+          return rows.map((row: { 'QUERY PLAN': string }) => row['QUERY PLAN']).join('\n');
+        };
+        const byWords = await plan({ q: 'postgres backup' });
+        expect(byWords).to.include('memories_search_idx');
+        expect(byWords).not.to.match(/Seq Scan/);
+        const anyWords = await plan({ q: 'postgres backup', match: 'any' });
+        expect(anyWords).to.include('memories_search_idx');
+        expect(anyWords).not.to.match(/Seq Scan/);
+        const byTag = await plan({ tag: 'garden7' });
+        expect(byTag).to.include('memories_tags_idx');
+        expect(byTag).not.to.match(/Seq Scan/);
+      } finally {
+        await client.query('RESET enable_seqscan');
+        client.release();
+      }
+      try {
+        // And without any hint, on a table of a few thousand rows, the planner picks the indexes by itself.
+        for (const query of [{ q: 'dentist' }, { q: 'dentist', match: 'any' as const }, { tag: 'health' }]) {
+          const { text, values } = memorySearchSql(query);
+          const { rows } = await pool.query(`EXPLAIN ${text}`, values);
+          const plan = rows.map((row: { 'QUERY PLAN': string }) => row['QUERY PLAN']).join('\n');
+          expect(plan, plan).to.match(query.tag ? /Bitmap Index Scan on memories_tags_idx/ : /Bitmap Index Scan on memories_search_idx/);
+          expect(plan, plan).not.to.match(/Seq Scan/);
+        }
+        expect((await search('?q=dentist')).map((h) => h.id)).to.deep.equal([ids.dentist]);
+        expect((await search('?tag=health')).map((h) => h.id)).to.deep.equal([ids.dentist]);
+      } finally {
+        await pool.query("DELETE FROM memories WHERE 'filler' = ANY (tags)");
+      }
+    });
+  });
+
+  describe('DELETE /api/memory/:id', () => {
+    it('deletes a memory (204), then 404', async () => {
+      const first = await call('DELETE', `/api/memory/${ids.dentist}`);
+      expect(first.status).to.equal(204);
+      expect(first.body).to.equal(undefined);
+      expect(await search('?q=dentist')).to.deep.equal([]);
+      const again = await call('DELETE', `/api/memory/${ids.dentist}`);
+      expect(again.status).to.equal(404);
+      expect(again.body).to.include({ error: 'not_found' });
+      expect(again.body.reason).to.include(ids.dentist);
+      expect((await call('DELETE', '/api/memory/999999999')).status).to.equal(404);
+    });
+
+    it('refuses an id that is not a positive integer with 400', async () => {
+      for (const id of ['0', '-1', 'abc', '1.5', '01', '9223372036854775808', '1%20OR%201%3D1', "1';DROP TABLE memories;--"]) {
+        await expect400(await call('DELETE', `/api/memory/${encodeURIComponent(id)}`), 'must be a positive integer');
+      }
+      expect(await deleteMemory(pool, 'abc')).to.equal(false);
+      const { rows } = await pool.query('SELECT count(*)::int AS n FROM memories');
+      expect(rows[0].n).to.equal(5);
+    });
+  });
+
+  describe('plan', () => {
+    it('answers 403 plan_required when the plan lacks memory', async () => {
+      const other = await listen(memoryRoutes({ ...ctx, config: { ...ctx.config, features: ['chat'] } }));
+      try {
+        const res = await fetch(`http://127.0.0.1:${(other.address() as AddressInfo).port}/api/memory`);
+        expect(res.status).to.equal(403);
+        expect(await res.json()).to.include({ error: 'plan_required', requiredPlan: 'starter' });
+      } finally {
+        await new Promise((resolve) => other.close(resolve));
+      }
+    });
+  });
+});
+
+/** A Koa app with the runtime's error shape (HttpError -> its JSON answer) and one router, on a free port. */
+async function listen(router: Router): Promise<Server> {
+  const app = new Koa();
+  app.use(async (http, next) => {
+    try {
+      await next();
+    } catch (err) {
+      if (err instanceof HttpError) return err.respond(http);
+      throw err;
+    }
+  });
+  app.use(router.routes());
+  app.use(router.allowedMethods());
+  const server = app.listen(0, '127.0.0.1');
+  await new Promise((resolve) => server.once('listening', resolve));
+  return server;
+}

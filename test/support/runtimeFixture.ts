@@ -1,0 +1,123 @@
+/**
+ * One customer's runtime, started in this process against its own throwaway database (schema applied, workspace
+ * rendered and seeded, an API key issued), as the control plane would deploy it. close() removes it all.
+ */
+import { randomBytes } from 'node:crypto';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import pg from 'pg';
+import { generateApiKey, hashApiKey } from '../../src/apiKey.ts';
+import { quoteIdent } from '../../src/db/pool.ts';
+import { PLANS, type PlanName } from '../../src/plans.ts';
+import { fileSha256, renderWorkspace } from '../../src/workspace/render.ts';
+import { loadRuntimeConfig } from '../../runtime/src/config.ts';
+import { applyRuntimeSchema } from '../../runtime/src/schema.ts';
+import { startRuntime } from '../../runtime/src/server.ts';
+
+const SERVER = 'postgres://postgres@127.0.0.1:5432';
+
+export interface RuntimeFixture {
+  url: string;
+  key: string;
+  workspaceId: string;
+  db: pg.Pool;
+  workspaceDir: string;
+  /** Stops the runtime and starts it again on the same database and directory (a restart or a redeploy). */
+  restart(env?: Record<string, string>): Promise<void>;
+  close(): Promise<void>;
+}
+
+export async function startRuntimeFixture(options: {
+  plan?: PlanName;
+  name?: string;
+  env?: Record<string, string>;
+  /** Workspace files to use instead of the rendered ones, by path. */
+  files?: Record<string, string>;
+}): Promise<RuntimeFixture> {
+  const plan = PLANS[options.plan ?? 'starter'];
+  const id = randomBytes(5).toString('hex');
+  const database = `rt_fixture_${id}`;
+  const workspaceId = `ws-${id}`;
+  const admin = new pg.Client({ connectionString: `${SERVER}/postgres` });
+  await admin.connect();
+  await admin.query(`CREATE DATABASE ${quoteIdent(database)}`);
+  await admin.end();
+  const databaseUrl = `${SERVER}/${database}`;
+  const db = new pg.Pool({ connectionString: databaseUrl, max: 3 });
+  const key = generateApiKey();
+  const client = await db.connect();
+  try {
+    await applyRuntimeSchema(client);
+    const files = renderWorkspace({
+      workspaceId,
+      customer: { name: options.name ?? 'Test Customer', email: `${id}@example.com` },
+      plan,
+      createdAt: new Date(),
+    });
+    for (const [p, content] of Object.entries(options.files ?? {})) {
+      const existing = files.find((f) => f.path === p);
+      if (existing) existing.content = content;
+      else files.push({ path: p, content });
+    }
+    for (const file of files) {
+      await client.query('INSERT INTO workspace_files (path, content, sha256) VALUES ($1, $2, $3)', [file.path, file.content, fileSha256(file.content)]);
+    }
+    await client.query('INSERT INTO api_keys (key_hash, label) VALUES ($1, $2)', [hashApiKey(key), 'fixture']);
+  } finally {
+    client.release();
+  }
+  const workspaceDir = await mkdtemp(path.join(tmpdir(), 'rt-fixture-'));
+  const baseEnv = {
+    PORT: '0',
+    HOST: '127.0.0.1',
+    DATABASE_URL: databaseUrl,
+    WORKSPACE_ID: workspaceId,
+    WORKSPACE_DIR: workspaceDir,
+    PLAN: plan.name,
+    MESSAGE_LIMIT: String(plan.messageLimit),
+    HEARTBEAT_INTERVAL: '0',
+    ...options.env,
+  };
+  let running = await startRuntime(loadRuntimeConfig(baseEnv));
+  const fixture: RuntimeFixture = {
+    url: running.url,
+    key,
+    workspaceId,
+    db,
+    workspaceDir,
+    async restart(env = {}) {
+      await running.close();
+      running = await startRuntime(loadRuntimeConfig({ ...baseEnv, PORT: new URL(fixture.url).port, ...env }));
+    },
+    async close() {
+      await running.close();
+      await db.end();
+      const cleanup = new pg.Client({ connectionString: `${SERVER}/postgres` });
+      await cleanup.connect();
+      await cleanup.query(`DROP DATABASE IF EXISTS ${quoteIdent(database)} WITH (FORCE)`);
+      await cleanup.end();
+      await rm(workspaceDir, { recursive: true, force: true });
+    },
+  };
+  return fixture;
+}
+
+/** Reads a server-sent-events response, recording each event and when it arrived. */
+export async function readEvents(response: Response): Promise<{ event: string; data: any; at: number }[]> {
+  const events: { event: string; data: any; at: number }[] = [];
+  const decoder = new TextDecoder();
+  let buffer = '';
+  for await (const chunk of response.body as unknown as AsyncIterable<Uint8Array>) {
+    buffer += decoder.decode(chunk, { stream: true });
+    let end: number;
+    while ((end = buffer.indexOf('\n\n')) >= 0) {
+      const block = buffer.slice(0, end);
+      buffer = buffer.slice(end + 2);
+      const event = /^event: (.*)$/m.exec(block)?.[1] ?? 'message';
+      const data = /^data: (.*)$/m.exec(block)?.[1];
+      events.push({ event, data: data ? JSON.parse(data) : undefined, at: Date.now() });
+    }
+  }
+  return events;
+}
