@@ -214,6 +214,43 @@ describe('runtime chat', function () {
     expect(model.calls).to.equal(0);
   });
 
+  it('guards every customer endpoint: no key, a wrong key and another customer’s key all get 401', async () => {
+    const endpoints: [string, string, unknown?][] = [
+      ['GET', '/status'],
+      ['POST', '/api/chat', { message: 'hi' }],
+      ['POST', '/api/memory', { content: 'a fact' }],
+      ['GET', '/api/memory?q=fact'],
+      ['DELETE', '/api/memory/1'],
+      ['GET', '/api/skills'],
+      ['PUT', '/api/skills/web_search', { enabled: false }],
+      ['POST', '/api/skills', { content: '---\nname: mine\ndescription: Mine.\n---\n' }],
+      ['GET', '/api/webhooks'],
+      ['POST', '/api/webhooks', { source: 'github', scheme: 'hmac' }],
+      ['DELETE', '/api/webhooks/github'],
+    ];
+    const keys: [string, Record<string, string>][] = [
+      ['no key', {}],
+      ['wrong key', { authorization: `Bearer claw_${'A'.repeat(43)}` }],
+      ['another customer’s key', { authorization: `Bearer ${ann.key}` }],
+    ];
+    for (const [method, path, body] of endpoints) {
+      for (const [what, auth] of keys) {
+        const response = await fetch(`${bob.url}${path}`, {
+          method,
+          headers: { 'content-type': 'application/json', ...auth },
+          ...(body !== undefined && { body: JSON.stringify(body) }),
+        });
+        expect(response.status, `${method} ${path} with ${what}`).to.equal(401);
+      }
+    }
+    const { rows } = await bob.db.query(
+      `SELECT (SELECT count(*) FROM memories)::int AS memories, (SELECT count(*) FROM skills)::int AS skills,
+              (SELECT count(*) FROM webhook_sources)::int AS sources`,
+    );
+    expect(rows[0]).to.deep.equal({ memories: 0, skills: 0, sources: 0 });
+    expect(model.calls).to.equal(0);
+  });
+
   it('takes only the customer’s own key', async () => {
     expect((await fetch(`${bob.url}/api/chat`, { method: 'POST' })).status).to.equal(401);
     expect((await post(bob, '/api/chat', { message: 'hi' }, `claw_${'x'.repeat(43)}`)).status).to.equal(401);
