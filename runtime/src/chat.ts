@@ -45,9 +45,15 @@ export function createChat(ctx: ChatContext, model: Model): Chat {
 
   async function begin(input: TurnInput): Promise<PendingTurn> {
     const at = new Date();
-    const conversationId = await conversationFor(ctx.db, input);
+    if (input.conversationId !== undefined) await requireConversation(ctx.db, input.conversationId);
     const used = await reserveMessage(ctx.db, ctx.config.messageLimit, at);
-    return { input, conversationId, used, at };
+    try {
+      const conversationId = input.conversationId ?? (await newConversation(ctx.db, input));
+      return { input, conversationId, used, at };
+    } catch (err) {
+      await releaseMessage(ctx.db, dayOf(at));
+      throw err;
+    }
   }
 
   async function finish({ input, conversationId, used, at: now }: PendingTurn, onText?: (text: string) => void): Promise<TurnResult> {
@@ -81,13 +87,12 @@ export function createChat(ctx: ChatContext, model: Model): Chat {
   return { begin, finish, runTurn: async (input) => finish(await begin(input)) };
 }
 
-/** The conversation a turn belongs to: the one named (which must exist) or a new one. */
-async function conversationFor(db: pg.Pool, input: TurnInput): Promise<string> {
-  if (input.conversationId !== undefined) {
-    const { rowCount } = await db.query('SELECT 1 FROM conversations WHERE id = $1', [input.conversationId]);
-    if (!rowCount) throw new HttpError(404, 'not_found', `no conversation ${input.conversationId}`);
-    return input.conversationId;
-  }
+async function requireConversation(db: pg.Pool, id: string): Promise<void> {
+  const { rowCount } = await db.query('SELECT 1 FROM conversations WHERE id = $1', [id]);
+  if (!rowCount) throw new HttpError(404, 'not_found', `no conversation ${id}`);
+}
+
+async function newConversation(db: pg.Pool, input: TurnInput): Promise<string> {
   const { rows } = await db.query<{ id: string }>('INSERT INTO conversations (title, source) VALUES ($1, $2) RETURNING id', [
     input.message.replace(/\s+/g, ' ').trim().slice(0, 80),
     input.source,
