@@ -3,7 +3,8 @@
  * 256 bits of entropy, so a fast hash is enough and a slow one would only cost every request.
  * Shared by the control plane (which issues keys) and the runtime (which checks them).
  */
-import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
+import { randomBytes, timingSafeEqual } from 'node:crypto';
+import { sha256Hex } from './hash.ts';
 
 export const API_KEY_PREFIX = 'claw_';
 const KEY_BYTES = 32;
@@ -33,7 +34,7 @@ export function isWellFormedApiKey(key: string): boolean {
 
 /** Hex SHA-256 of the key: what the control plane and the customer database hold. */
 export function hashApiKey(key: string): string {
-  return createHash('sha256').update(key, 'utf8').digest('hex');
+  return sha256Hex(key);
 }
 
 /** A short, non-secret label for a key (for operators and emails): prefix plus the first 6 characters. */

@@ -41,7 +41,6 @@ type ChatContext = Pick<RuntimeContext, 'db' | 'config' | 'workspace'>;
 
 export function createChat(ctx: ChatContext, model: Model): Chat {
   const notifier = new Notifier(ctx.db, ctx.config);
-  void notifier.resendPending(ctx.config.messageLimit).catch(() => undefined);
 
   async function begin(input: TurnInput): Promise<PendingTurn> {
     const at = new Date();
@@ -58,27 +57,24 @@ export function createChat(ctx: ChatContext, model: Model): Chat {
 
   async function finish({ input, conversationId, used, at: now }: PendingTurn, onText?: (text: string) => void): Promise<TurnResult> {
     let reply;
-    let history: ModelMessage[];
     try {
-      history = await recentMessages(ctx.db, conversationId, ctx.config.historyMessages);
+      const history = await recentMessages(ctx.db, conversationId, ctx.config.historyMessages);
       const system = await systemPrompt(ctx, input.message, now);
-      const request = { system, messages: [...history, { role: 'user' as const, content: input.message }] };
+      const request = { system, messages: alternating([...history, { role: 'user', content: input.message }]) };
       reply = onText ? await model.stream(request, onText) : await model.complete(request);
+      await storeTurn(ctx.db, conversationId, input.message, reply, dayOf(now));
     } catch (err) {
-      await releaseMessage(ctx.db, dayOf(now)); // the turn did not happen: it is not counted
+      await releaseMessage(ctx.db, dayOf(now)).catch(() => undefined); // the turn did not happen: not counted
       throw err;
     }
-    await storeTurn(ctx.db, conversationId, input.message, reply, dayOf(now));
     void notifyThresholds(used, now);
     return { reply: reply.text, conversationId, usage: { inputTokens: reply.inputTokens, outputTokens: reply.outputTokens } };
   }
 
   async function notifyThresholds(used: number, now: Date): Promise<void> {
     try {
-      const limit = ctx.config.messageLimit;
-      for (const threshold of await claimNotices(ctx.db, used, limit, now)) {
-        await notifier.send({ month: monthOf(now).month, threshold, used, limit });
-      }
+      await claimNotices(ctx.db, used, ctx.config.messageLimit, now);
+      await notifier.sendPending(monthOf(now).month);
     } catch (err) {
       console.error(`runtime ${ctx.config.workspaceId}: usage notice failed: ${(err as Error).message}`);
     }
@@ -100,16 +96,29 @@ async function newConversation(db: pg.Pool, input: TurnInput): Promise<string> {
   return rows[0]!.id;
 }
 
-/** The last turns of the conversation, oldest first, starting with a user message as the API requires. */
+/**
+ * The last turns of the conversation, oldest first, starting with a user message as the API requires. Empty
+ * messages (a model may answer with nothing) are left out: the API refuses them in a history.
+ */
 async function recentMessages(db: pg.Pool, conversationId: string, count: number): Promise<ModelMessage[]> {
   if (count === 0) return [];
   const { rows } = await db.query<ModelMessage>(
-    `SELECT role, content FROM (SELECT id, role, content FROM conversation_messages WHERE conversation_id = $1
-       ORDER BY id DESC LIMIT $2) recent ORDER BY id`,
+    `SELECT role, content FROM (SELECT id, role, content FROM conversation_messages
+       WHERE conversation_id = $1 AND content <> '' ORDER BY id DESC LIMIT $2) recent ORDER BY id`,
     [conversationId, count],
   );
   while (rows.length && rows[0]!.role !== 'user') rows.shift();
   return rows;
+}
+
+/** The API wants user and assistant to alternate: of two messages in a row from one side, the later one stays. */
+export function alternating(messages: ModelMessage[]): ModelMessage[] {
+  const out: ModelMessage[] = [];
+  for (const message of messages) {
+    if (out.at(-1)?.role === message.role) out[out.length - 1] = message;
+    else out.push(message);
+  }
+  return out;
 }
 
 async function systemPrompt(ctx: ChatContext, message: string, now: Date): Promise<string> {
@@ -146,14 +155,9 @@ async function storeTurn(
   try {
     await client.query('BEGIN');
     await client.query(
-      `INSERT INTO conversation_messages (conversation_id, role, content, input_tokens) VALUES ($1, 'user', $2, $3),
-         ($1, 'assistant', $4, NULL)`,
-      [conversationId, message, reply.inputTokens, reply.text],
-    );
-    await client.query(
-      `UPDATE conversation_messages SET output_tokens = $2
-       WHERE id = (SELECT max(id) FROM conversation_messages WHERE conversation_id = $1)`,
-      [conversationId, reply.outputTokens],
+      `INSERT INTO conversation_messages (conversation_id, role, content, input_tokens, output_tokens)
+       VALUES ($1, 'user', $2, $3, NULL), ($1, 'assistant', $4, NULL, $5)`,
+      [conversationId, message, reply.inputTokens, reply.text, reply.outputTokens],
     );
     await client.query('UPDATE conversations SET updated_at = now() WHERE id = $1', [conversationId]);
     await addTokens(client, day, reply.inputTokens, reply.outputTokens);
@@ -193,21 +197,33 @@ export function chatRoutes(deps: RuntimeContext & { chat: Chat }): Router {
       ctx.body = await deps.chat.finish(pending);
       return;
     }
-    // Server-sent events: `delta` events as the model writes, then `done` with the whole turn, or `error`.
+    // Server-sent events: `delta` events as the model writes, then `done` with the whole turn, or `error`. Until
+    // the model has produced its first words, a failure still answers with a status (503 with Retry-After).
+    const early: string[] = [];
+    let send: ((event: string, data: unknown) => void) | undefined;
+    let firstWords!: () => void;
+    const spoke = new Promise<void>((resolve) => (firstWords = resolve));
+    const turn = deps.chat.finish(pending, (text) => {
+      if (send) send('delta', { text });
+      else early.push(text);
+      firstWords();
+    });
+    await Promise.race([spoke, turn]);
+
     const events = new PassThrough();
-    const send = (event: string, data: unknown) => events.write(`event: ${event}\ndata: ${JSON.stringify(data)}\n\n`);
+    send = (event, data) => events.write(`event: ${event}\ndata: ${JSON.stringify(data)}\n\n`);
     ctx.status = 200;
     ctx.set({ 'Content-Type': 'text/event-stream; charset=utf-8', 'Cache-Control': 'no-store', Connection: 'keep-alive' });
     ctx.body = events;
     ctx.req.socket.setNoDelay(true);
     send('start', { conversationId: pending.conversationId });
-    deps.chat
-      .finish(pending, (text) => send('delta', { text }))
-      .then((result) => send('done', result))
+    for (const text of early) send('delta', { text });
+    turn
+      .then((result) => send!('done', result))
       .catch((err: unknown) => {
         const http = err instanceof HttpError ? err : undefined;
         if (!http) console.error(`runtime chat stream failed: ${(err as Error).message}`);
-        send('error', { error: http?.code ?? 'internal_error', reason: http?.reason ?? 'internal error', ...(http?.extra ?? {}) });
+        send!('error', { error: http?.code ?? 'internal_error', reason: http?.reason ?? 'internal error', ...(http?.extra ?? {}) });
       })
       .finally(() => events.end());
   });

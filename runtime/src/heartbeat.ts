@@ -20,19 +20,25 @@ export async function runHeartbeatOnce(ctx: Pick<RuntimeContext, 'workspace' | '
   return { ran: true, tasks: tasks.length, reply };
 }
 
-export function startHeartbeat(ctx: Pick<RuntimeContext, 'workspace' | 'runTurn' | 'config'>): { stop(): void } {
+export function startHeartbeat(ctx: Pick<RuntimeContext, 'workspace' | 'runTurn' | 'config'>): { stop(): Promise<void> } {
   const interval = ctx.config.heartbeatIntervalMs;
-  if (interval <= 0) return { stop() {} };
-  let running = false;
+  if (interval <= 0) return { stop: async () => {} };
+  let running: Promise<void> | undefined;
   const timer = setInterval(() => {
     if (running) return; // a slow turn never overlaps the next beat
-    running = true;
-    runHeartbeatOnce(ctx)
+    running = runHeartbeatOnce(ctx)
+      .then(() => undefined)
       .catch((err: Error) => console.error(`runtime ${ctx.config.workspaceId}: heartbeat failed: ${err.message}`))
       .finally(() => {
-        running = false;
+        running = undefined;
       });
   }, interval);
   timer.unref();
-  return { stop: () => clearInterval(timer) };
+  // Stopping lets a turn in progress finish, so it is stored (or given back) before the database closes.
+  return {
+    stop: async () => {
+      clearInterval(timer);
+      await running;
+    },
+  };
 }

@@ -1,19 +1,11 @@
 /**
- * Usage notices to the control plane, which emails the customer: a POST signed like Stripe signs webhooks
- * (`X-Clawdbot-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>`). A notice not yet
- * delivered stays unsent in usage_notices and is sent again at the next start.
+ * Usage notices to the control plane, which emails the customer. Each notice is claimed once in usage_notices
+ * (see usage.ts) and marked sent when the control plane takes it; one not delivered yet is sent again with the next
+ * turn of the same month.
  */
-import { createHmac } from 'node:crypto';
 import type pg from 'pg';
+import { NOTICE_PATH, NOTICE_SIGNATURE_HEADER, NOTICE_WORKSPACE_HEADER, signNotice } from '../../src/usageNotice.ts';
 import type { RuntimeConfig } from './config.ts';
-
-export const SIGNATURE_HEADER = 'x-clawdbot-signature';
-export const WORKSPACE_HEADER = 'x-clawdbot-workspace';
-
-export function signNotice(secret: string, body: string, timestamp = Math.floor(Date.now() / 1000)): string {
-  const mac = createHmac('sha256', secret).update(`${timestamp}.${body}`).digest('hex');
-  return `t=${timestamp},v1=${mac}`;
-}
 
 export interface UsageNotice {
   month: string;
@@ -25,7 +17,7 @@ export interface UsageNotice {
 export class Notifier {
   constructor(
     private readonly db: pg.Pool,
-    private readonly config: Pick<RuntimeConfig, 'controlPlane' | 'workspaceId'>,
+    private readonly config: Pick<RuntimeConfig, 'controlPlane' | 'workspaceId' | 'messageLimit'>,
   ) {}
 
   /** Sends a notice (retrying a few times); marks it sent once the control plane took it. */
@@ -35,12 +27,12 @@ export class Notifier {
     const body = JSON.stringify({ workspaceId: this.config.workspaceId, ...notice });
     for (let attempt = 0; attempt < 4; attempt++) {
       try {
-        const response = await fetch(`${target.url}/api/runtime/usage`, {
+        const response = await fetch(`${target.url}${NOTICE_PATH}`, {
           method: 'POST',
           headers: {
             'content-type': 'application/json',
-            [SIGNATURE_HEADER]: signNotice(target.secret, body),
-            [WORKSPACE_HEADER]: this.config.workspaceId,
+            [NOTICE_SIGNATURE_HEADER]: signNotice(target.secret, body),
+            [NOTICE_WORKSPACE_HEADER]: this.config.workspaceId,
           },
           body,
           signal: AbortSignal.timeout(10_000),
@@ -52,7 +44,7 @@ export class Notifier {
           ]);
           return true;
         }
-        if (response.status < 500 && response.status !== 429) break; // refused: retrying will not help
+        if (response.status < 500 && response.status !== 429) break; // refused: retrying now will not help
       } catch {
         // unreachable for now: try again
       }
@@ -62,13 +54,12 @@ export class Notifier {
     return false;
   }
 
-  /** Sends the notices an earlier run claimed but could not deliver. */
-  async resendPending(limit: number): Promise<void> {
-    const { rows } = await this.db.query<{ month: string; threshold: number }>(
-      'SELECT month, threshold FROM usage_notices WHERE sent_at IS NULL ORDER BY month, threshold',
+  /** Sends this month's notices that were claimed but not delivered yet. */
+  async sendPending(month: string): Promise<void> {
+    const { rows } = await this.db.query<{ threshold: number; used: number }>(
+      'SELECT threshold, used FROM usage_notices WHERE month = $1 AND sent_at IS NULL ORDER BY threshold',
+      [month],
     );
-    for (const row of rows) {
-      await this.send({ month: row.month, threshold: row.threshold, used: Math.ceil((row.threshold * limit) / 100), limit });
-    }
+    for (const row of rows) await this.send({ month, threshold: row.threshold, used: row.used, limit: this.config.messageLimit });
   }
 }

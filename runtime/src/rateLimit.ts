@@ -1,9 +1,10 @@
 /**
- * Requests per API key: a token bucket per key (held by the key's hash), refilled steadily, RATE_LIMIT requests
- * per period. Past it, 429 with Retry-After. In memory: one runtime process serves one customer.
+ * Requests per API key: a token bucket per key (held by the key's hash, so any spelling of the same header shares
+ * it), refilled steadily, RATE_LIMIT requests per period. Past it, 429 with Retry-After. In memory: one runtime
+ * process serves one customer. Runs after authentication, so every request here carries a valid key.
  */
-import { createHash } from 'node:crypto';
 import type { Context, Next } from 'koa';
+import { bearerKey, hashApiKey } from '../../src/apiKey.ts';
 import type { RateLimit } from '../../src/config.ts';
 import { HttpError } from '../../src/web/httpError.ts';
 
@@ -14,7 +15,7 @@ export function rateLimitPerKey(rate: RateLimit, now: () => number = Date.now): 
   const perMs = rate.max / rate.durationMs;
 
   return async function rateLimited(ctx, next) {
-    const key = createHash('sha256').update(ctx.get('authorization')).digest('hex');
+    const key = hashApiKey(bearerKey(ctx.get('authorization')) ?? '');
     const t = now();
     const bucket = buckets.get(key) ?? { tokens: rate.max, at: t };
     bucket.tokens = Math.min(rate.max, bucket.tokens + (t - bucket.at) * perMs);

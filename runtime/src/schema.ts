@@ -102,7 +102,7 @@ const MIGRATIONS: ReadonlyArray<{ version: number; sql: string }> = [
         source text NOT NULL,
         delivery_id text NOT NULL,
         payload jsonb NOT NULL,
-        status text NOT NULL DEFAULT 'received' CHECK (status IN ('received', 'processing', 'processed', 'failed')),
+        status text NOT NULL DEFAULT 'received' CHECK (status IN ('received', 'processed', 'failed')),
         result text,
         error text,
         conversation_id uuid,
@@ -115,6 +115,7 @@ const MIGRATIONS: ReadonlyArray<{ version: number; sql: string }> = [
       CREATE TABLE usage_notices (
         month text NOT NULL,
         threshold integer NOT NULL,
+        used integer NOT NULL,
         sent_at timestamptz,
         PRIMARY KEY (month, threshold)
       );

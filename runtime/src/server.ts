@@ -2,12 +2,12 @@
  * The runtime's HTTP server: the Koa app (health and status here; chat, memory, skills and webhooks in their own
  * modules) and the start-up that wires it to the customer's database, the model and the background work.
  */
-import { STATUS_CODES, type Server } from 'node:http';
+import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import Koa from 'koa';
 import Router from '@koa/router';
 import pg from 'pg';
-import { HttpError } from '../../src/web/httpError.ts';
+import { jsonErrors } from '../../src/web/httpError.ts';
 import { requireApiKey } from './auth.ts';
 import { chatRoutes, createChat, type Chat } from './chat.ts';
 import type { RuntimeConfig } from './config.ts';
@@ -74,6 +74,12 @@ export function createRuntimeApp(deps: RuntimeDeps): Koa {
   // Inbound webhooks authenticate per source, with the source's own secret.
   const inbound = inboundWebhookRoutes(deps, deps.webhooks);
 
+  // A client that goes away mid-answer (a closed stream) is not an error worth a stack trace.
+  app.on('error', (err: NodeJS.ErrnoException) => {
+    if (err.code !== 'ERR_STREAM_PREMATURE_CLOSE' && err.code !== 'ECONNRESET' && err.code !== 'EPIPE') {
+      console.error(`runtime error: ${err.message}`);
+    }
+  });
   app.use(jsonErrors);
   app.use(router.routes());
   app.use(router.allowedMethods());
@@ -82,31 +88,6 @@ export function createRuntimeApp(deps: RuntimeDeps): Koa {
   app.use(api.routes());
   app.use(api.allowedMethods());
   return app;
-}
-
-/** Every error answers `{ error, reason }`; internal details go to the log, never to the client. */
-async function jsonErrors(ctx: Koa.Context, next: Koa.Next): Promise<void> {
-  try {
-    await next();
-  } catch (err) {
-    if (err instanceof HttpError) return err.respond(ctx);
-    const status = (err as { status?: unknown }).status;
-    const exposed = typeof status === 'number' && status >= 400 && status < 500;
-    ctx.status = exposed ? status : 500;
-    if (!exposed) console.error(`runtime ${ctx.method} ${ctx.path} failed: ${(err as Error).message}`);
-    ctx.body = { error: errorCode(ctx.status), reason: exposed ? (err as Error).message : 'internal error' };
-    return;
-  }
-  if (ctx.status >= 400 && ctx.body == null) {
-    const status = ctx.status;
-    ctx.body = { error: errorCode(status), reason: STATUS_CODES[status] ?? 'error' };
-    ctx.status = status; // assigning a body resets a status nobody set explicitly (Koa's default 404) to 200
-  }
-}
-
-/** 404 -> 'not_found', 405 -> 'method_not_allowed', ... */
-function errorCode(status: number): string {
-  return (STATUS_CODES[status] ?? 'error').toLowerCase().replace(/[^a-z]+/g, '_');
 }
 
 async function answersWithin(query: Promise<unknown>, ms: number): Promise<boolean> {
@@ -151,8 +132,7 @@ export async function startRuntime(config: RuntimeConfig): Promise<RunningRuntim
     return {
       url: urlOf(server),
       close: async () => {
-        heartbeat.stop();
-        await webhooks.stop();
+        await Promise.all([heartbeat.stop(), webhooks.stop()]);
         await closeRuntime(server, db);
       },
     };

@@ -149,8 +149,8 @@ export async function createCustomSkill(ctx: SkillsContext, content: string): Pr
 }
 
 /**
- * Removes a custom skill's row; HttpError 404 when there is none, 409 for a built-in (switch those off instead).
- * Its skills/<name>/SKILL.md stays in the workspace: WorkspaceStore has no delete yet.
+ * Removes a custom skill and its skills/<name>/SKILL.md; HttpError 404 when there is none, 409 for a built-in
+ * (switch those off instead).
  */
 export async function deleteCustomSkill(ctx: SkillsContext, name: string): Promise<void> {
   if (isBuiltin(name)) {

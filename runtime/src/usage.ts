@@ -1,7 +1,7 @@
 /**
  * Usage of the plan: messages and tokens per UTC day in usage_tracking, the monthly message limit, and the notices
  * at 80 % and 100 % of it. A turn reserves its message before the model is asked (so concurrent turns cannot pass
- * the limit together) and gives it back if the turn fails, so nothing is counted twice or for nothing.
+ * the limit together) and gives it back if the turn fails, so a failed or retried turn is not counted.
  */
 import type pg from 'pg';
 import { HttpError } from '../../src/web/httpError.ts';
@@ -87,16 +87,13 @@ export async function addTokens(db: Pick<pg.Pool, 'query'>, day: string, input: 
   );
 }
 
-/** The thresholds this count has reached for the first time this month (each is claimed once, across processes). */
-export async function claimNotices(db: pg.Pool, used: number, limit: number, now: Date): Promise<number[]> {
-  const reached = NOTICE_THRESHOLDS.filter((t) => used * 100 >= t * limit);
-  const claimed: number[] = [];
-  for (const threshold of reached) {
-    const { rowCount } = await db.query(
-      'INSERT INTO usage_notices (month, threshold) VALUES ($1, $2) ON CONFLICT DO NOTHING',
-      [monthOf(now).month, threshold],
-    );
-    if (rowCount) claimed.push(threshold);
+/** Records each threshold this count has reached, once a month (across processes); the notifier sends them. */
+export async function claimNotices(db: pg.Pool, used: number, limit: number, now: Date): Promise<void> {
+  for (const threshold of NOTICE_THRESHOLDS.filter((t) => used * 100 >= t * limit)) {
+    await db.query('INSERT INTO usage_notices (month, threshold, used) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING', [
+      monthOf(now).month,
+      threshold,
+      used,
+    ]);
   }
-  return claimed;
 }

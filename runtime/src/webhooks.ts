@@ -5,18 +5,17 @@
  * answered 202 and handed to the agent as a chat turn in the background, one at a time, oldest first; the outcome
  * lands in the delivery row (shown by /status) and in memory (shown by the memory API).
  *
- * Exactly-once claiming across runtimes that share one database: a delivery is claimed inside a transaction
- * (`FOR UPDATE SKIP LOCKED`) that stays open while its turn runs and commits together with the outcome. Another
- * runtime skips the locked row; if this process dies mid-turn, the connection drops, the claim rolls back and the
- * delivery is 'received' again for whichever runtime polls next. So a row is never left 'processing' by a crash,
- * and a runtime that starts while another is mid-turn cannot steal that turn. (Rows committed as 'processing' by
- * an older build are reset at start, skipping any that are locked.)
+ * Claiming across runtimes that share one database: a delivery is claimed by a row lock (`FOR UPDATE SKIP LOCKED`)
+ * held while its turn runs, and its status is written with the outcome. Another runtime skips the locked row; if
+ * this process dies mid-turn, the lock goes with its connection and the delivery is picked up again. Processing is
+ * therefore at least once: a turn cut off by a crash runs again (and its message may count twice).
  */
-import { createHash, createHmac, randomBytes } from 'node:crypto';
+import { createHmac, randomBytes } from 'node:crypto';
+import { sha256Hex } from '../../src/hash.ts';
 import Router from '@koa/router';
 import type { Context } from 'koa';
 import type pg from 'pg';
-import { toBase62 } from '../../src/apiKey.ts';
+import { bearerKey, toBase62 } from '../../src/apiKey.ts';
 import { logger } from '../../src/logger.ts';
 import { secretEquals } from '../../src/web/auth.ts';
 import { HttpError } from '../../src/web/httpError.ts';
@@ -33,7 +32,7 @@ export const SOURCE_PATTERN = /^[a-z0-9][a-z0-9_-]{0,39}$/;
 /** Largest inbound delivery body. */
 export const MAX_WEBHOOK_BODY_BYTES = 1024 * 1024;
 /** Header carrying `sha256=<hex HMAC-SHA256(secret, raw body)>`; GitHub's X-Hub-Signature-256 is accepted too. */
-export const SIGNATURE_HEADER = 'X-Clawdbot-Signature';
+const WEBHOOK_SIGNATURE_HEADER = 'X-Clawdbot-Signature';
 const GITHUB_SIGNATURE_HEADER = 'X-Hub-Signature-256';
 
 const SECRET_BYTES = 32;
@@ -67,7 +66,7 @@ function sourceView(row: Pick<SourceRow, 'source' | 'scheme'>) {
     source: row.source,
     scheme: row.scheme,
     url: `/webhook/${row.source}`,
-    header: row.scheme === 'hmac' ? SIGNATURE_HEADER : 'Authorization',
+    header: row.scheme === 'hmac' ? WEBHOOK_SIGNATURE_HEADER : 'Authorization',
     format: row.scheme === 'hmac' ? 'sha256=<hex HMAC-SHA256(secret, raw body)>' : 'Bearer <secret>',
   };
 }
@@ -77,9 +76,6 @@ function newSecret(scheme: WebhookScheme): { secret: string; stored: string } {
   return { secret, stored: scheme === 'bearer' ? sha256Hex(secret) : secret };
 }
 
-function sha256Hex(text: string): string {
-  return createHash('sha256').update(text, 'utf8').digest('hex');
-}
 
 function sourceParam(ctx: Context): string {
   const source = String(ctx.params?.source ?? '');
@@ -173,12 +169,12 @@ function authenticated(koa: Context, row: SourceRow | undefined, raw: Buffer): b
     return false;
   }
   if (row.scheme === 'hmac') {
-    const header = koa.get(SIGNATURE_HEADER) || koa.get(GITHUB_SIGNATURE_HEADER);
+    const header = koa.get(WEBHOOK_SIGNATURE_HEADER) || koa.get(GITHUB_SIGNATURE_HEADER);
     return signatureMatches(row.secret, raw, header);
   }
-  const match = /^Bearer\s+(\S+)$/i.exec(koa.get('authorization').trim());
+  const token = bearerKey(koa.get('authorization') || undefined);
   // The stored value is the token's SHA-256; hashing what was presented and comparing in constant time.
-  return match !== null && secretEquals(sha256Hex(match[1]!), row.secret);
+  return token !== undefined && secretEquals(sha256Hex(token), row.secret);
 }
 
 function deliveryIdOf(koa: Context, payload: unknown): string {
@@ -191,8 +187,13 @@ function deliveryIdOf(koa: Context, payload: unknown): string {
   if (!id) {
     throw new HttpError(400, 'missing_delivery_id', 'send a delivery id: X-Delivery-Id or X-GitHub-Delivery header, or a top-level string "id" in the body');
   }
-  if (id.length > MAX_DELIVERY_ID_LENGTH || /[\u0000-\u001f\u007f]/.test(id)) {
-    throw new HttpError(400, 'invalid_delivery_id', `the delivery id must be at most ${MAX_DELIVERY_ID_LENGTH} printable characters`);
+  // The id is not covered by the signature and is quoted to the agent: only id-like characters get through.
+  if (id.length > MAX_DELIVERY_ID_LENGTH || !/^[A-Za-z0-9._:@-]+$/.test(id)) {
+    throw new HttpError(
+      400,
+      'invalid_delivery_id',
+      `the delivery id must be at most ${MAX_DELIVERY_ID_LENGTH} characters of letters, digits and . _ : @ -`,
+    );
   }
   return id;
 }
@@ -208,7 +209,7 @@ export function inboundWebhookRoutes(ctx: Pick<RuntimeContext, 'db'>, processor:
         400,
         'credentials_in_query',
         `credentials are never accepted in the query string (found ?${inQuery[0]}=); ` +
-          `send ${SIGNATURE_HEADER}: sha256=<hex> or Authorization: Bearer <secret> instead, and rotate a secret that was put in a URL`,
+          `send ${WEBHOOK_SIGNATURE_HEADER}: sha256=<hex> or Authorization: Bearer <secret> instead, and rotate a secret that was put in a URL`,
       );
     }
     const raw = await readRawBody(koa.req, MAX_WEBHOOK_BODY_BYTES);
@@ -334,11 +335,6 @@ export class WebhookProcessor {
   }
 
   private async run(): Promise<void> {
-    try {
-      await this.recover();
-    } catch (err) {
-      log.error('could not recover interrupted deliveries', { error: (err as Error).message });
-    }
     while (this.running) {
       let worked = false;
       try {
@@ -350,15 +346,6 @@ export class WebhookProcessor {
       }
       if (!worked) await this.idle(this.pollMs);
     }
-  }
-
-  /** Deliveries a previous build committed as 'processing' go back to 'received' (locked ones are in progress). */
-  private async recover(): Promise<void> {
-    const { rowCount } = await this.ctx.db.query(
-      `UPDATE webhook_deliveries SET status = 'received'
-       WHERE id IN (SELECT id FROM webhook_deliveries WHERE status = 'processing' FOR UPDATE SKIP LOCKED)`,
-    );
-    if (rowCount) log.warn('resuming interrupted webhook deliveries', { count: rowCount });
   }
 
   /** Sleeps until notified, the next retry falls due, or ms pass. */
@@ -400,16 +387,14 @@ export class WebhookProcessor {
     client.on('error', onConnectionError);
     try {
       await client.query('BEGIN');
+      // The claim is the row lock alone: nothing is written until the outcome, so a repeat delivery of the same id
+      // (its INSERT ... ON CONFLICT) never waits on this transaction, and a crash simply releases the row.
       const { rows } = await client.query<DeliveryRow>(
-        `UPDATE webhook_deliveries SET status = 'processing'
-         WHERE id = (
-           SELECT id FROM webhook_deliveries
-           WHERE status = 'received' AND NOT (id = ANY ($1::bigint[]))
-           ORDER BY id
-           FOR UPDATE SKIP LOCKED
-           LIMIT 1
-         )
-         RETURNING id, source, delivery_id, payload, received_at`,
+        `SELECT id, source, delivery_id, payload, received_at FROM webhook_deliveries
+         WHERE status = 'received' AND NOT (id = ANY ($1::bigint[]))
+         ORDER BY id
+         FOR UPDATE SKIP LOCKED
+         LIMIT 1`,
         [waiting],
       );
       const delivery = rows[0];
@@ -530,7 +515,7 @@ export interface WebhookStats {
   received: number;
   processed: number;
   failed: number;
-  /** Waiting for or in processing. */
+  /** Not processed yet. */
   pending: number;
   /** The newest delivery; `at` is when it was processed (or failed), else when it arrived. */
   last: null | { source: string; deliveryId: string; status: string; result: string | null; error: string | null; at: string };
@@ -541,7 +526,7 @@ export async function webhookStats(db: Pick<pg.Pool, 'query'>): Promise<WebhookS
     `SELECT count(*)::int AS received,
             count(*) FILTER (WHERE status = 'processed')::int AS processed,
             count(*) FILTER (WHERE status = 'failed')::int AS failed,
-            count(*) FILTER (WHERE status IN ('received', 'processing'))::int AS pending
+            count(*) FILTER (WHERE status = 'received')::int AS pending
      FROM webhook_deliveries`,
   );
   const last = await db.query<{ source: string; delivery_id: string; status: string; result: string | null; error: string | null; at: Date }>(

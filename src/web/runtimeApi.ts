@@ -3,7 +3,7 @@
  * 80 % or 100 % of the plan; the control plane emails the customer once per month and threshold. Each call is
  * signed with the instance's own secret (HMAC over timestamp and raw body, checked in constant time).
  */
-import { createHmac } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import Router from '@koa/router';
 import type { Config } from '../config.ts';
 import type { Db } from '../db/pool.ts';
@@ -12,47 +12,39 @@ import type { UsageEmailData } from '../jobs/usageEmail.ts';
 import type { Queues } from '../queues/connection.ts';
 import { jobId, QUEUES } from '../queues/names.ts';
 import type { SecretStore } from '../secrets.ts';
-import { secretEquals } from './auth.ts';
+import { NOTICE_PATH, NOTICE_SIGNATURE_HEADER, NOTICE_WORKSPACE_HEADER, noticeSignatureValid } from '../usageNotice.ts';
 import { HttpError } from './httpError.ts';
 import { readRawBody } from './rawBody.ts';
 
-const TOLERANCE_SECONDS = 300;
+const UNKNOWN_WORKSPACE_SECRET = randomBytes(32).toString('hex');
 
 export function runtimeApi(deps: { config: Config; db: Db; queues: Queues; secrets: SecretStore }): Router {
   const router = new Router();
-  router.post('/api/runtime/usage', async (ctx) => {
+  router.post(NOTICE_PATH, async (ctx) => {
     const raw = (await readRawBody(ctx.req, 16 * 1024)).toString('utf8');
-    const workspaceId = ctx.get('x-clawdbot-workspace');
+    const workspaceId = ctx.get(NOTICE_WORKSPACE_HEADER);
     const { rows } = await deps.db.query<{ id: string }>('SELECT id FROM instances WHERE workspace_id = $1', [workspaceId]);
     const instanceId = rows[0]?.id;
     const secret = instanceId ? await deps.secrets.get(instanceOwner(instanceId), INSTANCE_SECRETS.runtimeSecret) : null;
-    // One answer for an unknown workspace and a bad signature: callers learn nothing about which workspaces exist.
-    if (!instanceId || !secret || !signatureValid(ctx.get('x-clawdbot-signature'), raw, secret)) {
-      throw new HttpError(401, 'unauthorized', 'unknown workspace or bad signature');
-    }
+    // One answer for an unknown workspace and a bad signature (the signature is checked either way, against a
+    // throwaway secret when there is none): callers learn nothing about which workspaces exist.
+    const valid = noticeSignatureValid(ctx.get(NOTICE_SIGNATURE_HEADER), raw, secret ?? UNKNOWN_WORKSPACE_SECRET);
+    if (!instanceId || !secret || !valid) throw new HttpError(401, 'unauthorized', 'unknown workspace or bad signature');
     const notice = parseNotice(raw, workspaceId);
     const inserted = await deps.db.query(
       `INSERT INTO usage_notices (instance_id, month, threshold, used, message_limit) VALUES ($1, $2, $3, $4, $5)
        ON CONFLICT DO NOTHING`,
       [instanceId, notice.month, notice.threshold, notice.used, notice.limit],
     );
-    if (inserted.rowCount) {
-      const data: UsageEmailData = { instanceId, month: notice.month, threshold: notice.threshold };
-      await deps.queues.get(QUEUES.lifecycle).add('usage-email', data, {
-        jobId: jobId('usage', instanceId, notice.month, String(notice.threshold)),
-      });
-    }
+    // Enqueued on every accepted notice, not only the first: if Redis failed after the row was recorded, the
+    // runtime's retry still gets the email sent. The job id keeps it to one email.
+    const data: UsageEmailData = { instanceId, month: notice.month, threshold: notice.threshold };
+    await deps.queues.get(QUEUES.lifecycle).add('usage-email', data, {
+      jobId: jobId('usage', instanceId, notice.month, String(notice.threshold)),
+    });
     ctx.body = { received: true, duplicate: !inserted.rowCount };
   });
   return router;
-}
-
-function signatureValid(header: string, body: string, secret: string): boolean {
-  const parts = Object.fromEntries(header.split(',').map((p) => p.trim().split('=', 2) as [string, string]));
-  const timestamp = Number(parts.t);
-  if (!Number.isInteger(timestamp) || Math.abs(Date.now() / 1000 - timestamp) > TOLERANCE_SECONDS || !parts.v1) return false;
-  const expected = createHmac('sha256', secret).update(`${timestamp}.${body}`).digest('hex');
-  return secretEquals(parts.v1, expected);
 }
 
 function parseNotice(raw: string, workspaceId: string): { month: string; threshold: 80 | 100; used: number; limit: number } {

@@ -4,6 +4,7 @@
  * same input always gives byte-identical files; writing them to disk is a separate, idempotent step.
  */
 import { createHash, randomUUID } from 'node:crypto';
+import { sha256Hex } from '../hash.ts';
 import { lstat, mkdir, open, realpath, rename, rm } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import { cheapestPlanWith, ALL_FEATURES, type Feature, type Plan } from '../plans.ts';
@@ -372,7 +373,7 @@ export function parseSkillFrontMatter(content: string): { name: string; descript
 }
 
 export function fileSha256(content: string): string {
-  return createHash('sha256').update(content, 'utf8').digest('hex');
+  return sha256Hex(content);
 }
 
 /** SHA-256 over every file's path and content, in order; each part is length-prefixed so it is unambiguous. */

@@ -181,6 +181,27 @@ describe('runtime chat', function () {
     expect(events.at(-1)!.data.reply).to.equal('one two three four five six seven eight');
   });
 
+  it('answers a stream whose model fails before its first words with 503 and Retry-After', async () => {
+    const before = (await status(bob)).usage.messages;
+    model.failNext(3, 529);
+    const response = await post(bob, '/api/chat', { message: 'stream please', stream: true });
+    expect(response.status).to.equal(503);
+    expect(response.headers.get('retry-after')).to.match(/^\d+$/);
+    expect(((await response.json()) as { error: string }).error).to.equal('model_unavailable');
+    expect((await status(bob)).usage.messages).to.equal(before);
+  });
+
+  it('keeps a conversation usable after the model answered with nothing', async () => {
+    model.respond(() => '');
+    const first = (await (await post(bob, '/api/chat', { message: 'say nothing' })).json()) as { conversationId: string; reply: string };
+    expect(first.reply).to.equal('');
+    model.respond();
+    const second = await post(bob, '/api/chat', { message: 'now say something', conversationId: first.conversationId });
+    expect(second.status).to.equal(200);
+    const sent = model.lastRequest()!.body.messages.map((m) => [m.role, contentText(m.content)]);
+    expect(sent).to.deep.equal([['user', 'now say something']]);
+  });
+
   it('ends a stream that breaks midway with an error event, and counts nothing', async () => {
     const before = (await status(bob)).usage.messages;
     model.breakStreamNext(1, 2);
@@ -279,6 +300,10 @@ describe('runtime rate limit and heartbeat', function () {
     const codes: number[] = [];
     for (let i = 0; i < 4; i++) codes.push((await fetch(`${f.url}/status`, { headers: { authorization: `Bearer ${f.key}` } })).status);
     expect(codes).to.deep.equal([200, 200, 200, 429]);
+    // Another spelling of the same key is the same key.
+    for (const header of [`bearer ${f.key}`, `BEARER  ${f.key}`]) {
+      expect((await fetch(`${f.url}/status`, { headers: { authorization: header } })).status, header).to.equal(429);
+    }
     const limited = await fetch(`${f.url}/status`, { headers: { authorization: `Bearer ${f.key}` } });
     expect(Number(limited.headers.get('retry-after'))).to.be.greaterThan(0);
     expect((await fetch(`${f.url}/health`)).status).to.equal(200); // health is never limited

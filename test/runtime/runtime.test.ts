@@ -260,7 +260,7 @@ describe('runtime server', () => {
   it('answers unknown routes and methods with JSON errors', async () => {
     const missing = await fetch(`${runtime.url}/nope`);
     expect(missing.status).to.equal(404);
-    expect(await missing.json()).to.deep.equal({ error: 'not_found', reason: 'Not Found' });
+    expect(await missing.json()).to.deep.equal({ error: 'not_found', reason: 'no route for GET /nope' });
     const wrongMethod = await fetch(`${runtime.url}/health`, { method: 'DELETE' });
     expect(wrongMethod.status).to.equal(405);
     expect(await wrongMethod.json()).to.have.property('error', 'method_not_allowed');

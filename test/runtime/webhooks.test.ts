@@ -476,11 +476,11 @@ describe('runtime webhooks', function () {
       processor.start();
     });
 
-    it('resumes deliveries a previous run left received or processing', async () => {
+    it('resumes deliveries a previous run left received', async () => {
       await processor.stop();
-      const ids = [`left-r-${randomUUID()}`, `left-p-${randomUUID()}`];
+      const ids = [`left-r-${randomUUID()}`, `left-s-${randomUUID()}`];
       await db.query(
-        `INSERT INTO webhook_deliveries (source, delivery_id, payload, status) VALUES ('github', $1, '{}', 'received'), ('github', $2, '{}', 'processing')`,
+        `INSERT INTO webhook_deliveries (source, delivery_id, payload, status) VALUES ('github', $1, '{}', 'received'), ('github', $2, '{}', 'received')`,
         ids,
       );
       processor.start();

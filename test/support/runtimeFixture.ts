@@ -45,6 +45,7 @@ export async function startRuntimeFixture(options: {
   await admin.end();
   const databaseUrl = `${SERVER}/${database}`;
   const db = new pg.Pool({ connectionString: databaseUrl, max: 3 });
+  db.on('error', () => undefined); // connections ended by the DROP DATABASE in close()
   const key = generateApiKey();
   const client = await db.connect();
   try {
