@@ -21,8 +21,12 @@ export interface Config {
   mail: { smtpUrl: string | null; from: string; outboxDir: string };
   alerts: { slackWebhookUrl: string | null; email: string | null };
   admin: { user: string; password: string; token: string };
-  computeProvider: 'local';
-  databaseProvider: 'local';
+  computeProvider: 'local' | 'railway';
+  databaseProvider: 'local' | 'neon';
+  /** Set when COMPUTE_PROVIDER=railway. */
+  railway: RailwayConfig | null;
+  /** Set when DATABASE_PROVIDER=neon. */
+  neon: NeonConfig | null;
   secretsKey: Buffer;
   worker: { concurrency: number; attempts: number; backoffMs: number };
   /** Global per-provider job rates (all workers together), or null for no limit. */
@@ -42,6 +46,27 @@ export interface Config {
   };
   /** Secrets that were generated for development, to mention at start (never their values). */
   generatedSecrets: string[];
+}
+
+export interface RailwayConfig {
+  apiUrl: string;
+  /** An account or workspace token (Authorization: Bearer) or a project token (Project-Access-Token). */
+  auth: { kind: 'bearer' | 'project'; token: string };
+  projectId: string;
+  environmentId: string;
+  /** The runtime's GitHub repository, owner/name. */
+  repo: string;
+  /** Railway serves public domains over https; tests against the emulator use http. */
+  domainScheme: 'https' | 'http';
+  /** The port the runtime listens on inside the service. */
+  runtimePort: number;
+}
+
+export interface NeonConfig {
+  apiUrl: string;
+  apiKey: string;
+  /** Customers are spread over these projects (a project holds 5,000 branches and 20 active computes). */
+  projectIds: string[];
 }
 
 export interface RateLimit {
@@ -153,6 +178,40 @@ class Reader {
   }
 }
 
+function railwayConfig(r: Reader): RailwayConfig {
+  const token = r.optional('RAILWAY_TOKEN');
+  const projectToken = r.optional('RAILWAY_PROJECT_TOKEN');
+  if (!token && !projectToken) r.problems.push('RAILWAY_TOKEN or RAILWAY_PROJECT_TOKEN is required with COMPUTE_PROVIDER=railway');
+  const required = (name: string) => {
+    const value = r.optional(name);
+    if (!value) r.problems.push(`${name} is required with COMPUTE_PROVIDER=railway`);
+    return value ?? '';
+  };
+  const repo = required('CLAWDBOT_REPO');
+  if (repo && !/^[\w.-]+\/[\w.-]+$/.test(repo)) r.problems.push(`CLAWDBOT_REPO must be owner/name (got "${repo}")`);
+  return {
+    apiUrl: r.url('RAILWAY_API_URL', 'https://backboard.railway.com/graphql/v2', ['http:', 'https:'])!,
+    auth: token ? { kind: 'bearer', token } : { kind: 'project', token: projectToken ?? '' },
+    projectId: required('RAILWAY_PROJECT_ID'),
+    environmentId: required('RAILWAY_ENVIRONMENT_ID'),
+    repo,
+    domainScheme: r.oneOf('RAILWAY_DOMAIN_SCHEME', 'https', ['https', 'http'] as const),
+    runtimePort: r.int('RUNTIME_PORT', 8080, 1, 65535),
+  };
+}
+
+function neonConfig(r: Reader): NeonConfig {
+  const apiKey = r.optional('NEON_API_KEY');
+  if (!apiKey) r.problems.push('NEON_API_KEY is required with DATABASE_PROVIDER=neon');
+  const projectIds = (r.optional('NEON_PROJECT_IDS') ?? '').split(',').map((id) => id.trim()).filter(Boolean);
+  if (projectIds.length === 0) r.problems.push('NEON_PROJECT_IDS (one or more project ids, comma-separated) is required with DATABASE_PROVIDER=neon');
+  return {
+    apiUrl: r.url('NEON_API_URL', 'https://console.neon.tech/api/v2', ['http:', 'https:'])!,
+    apiKey: apiKey ?? '',
+    projectIds,
+  };
+}
+
 const UNITS: Record<string, number> = { ms: 1, s: 1_000, m: 60_000, h: 3_600_000, d: 86_400_000 };
 
 export function parseDuration(value: string): number | undefined {
@@ -206,6 +265,8 @@ export function loadConfig(env: Env = process.env, cwd = process.cwd()): Config 
   if (alertEmail && !/^[^@\s]+@[^@\s]+$/.test(alertEmail)) r.problems.push(`ALERT_EMAIL must be an email address`);
 
   const backoffMs = r.duration('JOB_BACKOFF', 1_000);
+  const computeProvider = r.oneOf('COMPUTE_PROVIDER', 'local', ['local', 'railway'] as const);
+  const databaseProvider = r.oneOf('DATABASE_PROVIDER', 'local', ['local', 'neon'] as const);
   const healthTimeoutMs = r.duration('HEALTH_CHECK_TIMEOUT', 120_000);
 
   const config: Config = {
@@ -228,8 +289,10 @@ export function loadConfig(env: Env = process.env, cwd = process.cwd()): Config 
       password: r.secret('ADMIN_PASSWORD', () => randomBytes(18).toString('base64url')),
       token: r.secret('ADMIN_TOKEN', () => randomBytes(32).toString('base64url')),
     },
-    computeProvider: r.oneOf('COMPUTE_PROVIDER', 'local', ['local'] as const),
-    databaseProvider: r.oneOf('DATABASE_PROVIDER', 'local', ['local'] as const),
+    computeProvider,
+    databaseProvider,
+    railway: computeProvider === 'railway' ? railwayConfig(r) : null,
+    neon: databaseProvider === 'neon' ? neonConfig(r) : null,
     secretsKey,
     worker: {
       concurrency: r.int('WORKER_CONCURRENCY', 10, 1, 1000),

@@ -12,6 +12,9 @@ import { logger, setLogLevel } from './logger.ts';
 import { Alerter } from './providers/alerter.ts';
 import { LocalComputeProvider } from './providers/compute/local.ts';
 import { LocalDatabaseProvider } from './providers/database/local.ts';
+import { NeonDatabaseProvider } from './providers/database/neon.ts';
+import { RailwayComputeProvider } from './providers/compute/railway.ts';
+import type { ComputeProvider, DatabaseProvider } from './providers/types.ts';
 import { createMailer } from './providers/mailer.ts';
 import { StripeGateway } from './providers/stripe.ts';
 import { Queues, redisConnection } from './queues/connection.ts';
@@ -40,14 +43,16 @@ export async function startControlPlane(config: Config, roles: { web: boolean; w
   const secrets = new SecretStore(db, config.secretsKey);
   const queues = new Queues(redisConnection(config.redisUrl), config.queuePrefix, config.worker.attempts);
   const mailer = createMailer(config.mail);
-  const compute = new LocalComputeProvider(db, secrets, {
+  const local = new LocalComputeProvider(db, secrets, {
     command: config.runtime.command,
     args: config.runtime.args,
     logDir: path.join(config.varDir, 'logs'),
     workspacesDir: config.runtime.workspacesDir,
   });
-  const database = new LocalDatabaseProvider(db, config.databaseUrl, secrets);
-  if (roles.worker) await database.init();
+  const compute: ComputeProvider = config.railway ? new RailwayComputeProvider(config.railway) : local;
+  const localDatabase = new LocalDatabaseProvider(db, config.databaseUrl, secrets);
+  const database: DatabaseProvider = config.neon ? new NeonDatabaseProvider(config.neon) : localDatabase;
+  if (roles.worker && database === localDatabase) await localDatabase.init();
   const ctx: JobContext = {
     config,
     db,
@@ -62,7 +67,7 @@ export async function startControlPlane(config: Config, roles: { web: boolean; w
 
   let workers: Worker[] = [];
   if (roles.worker) {
-    const restored = await compute.restore();
+    const restored = compute === local ? await local.restore() : 0;
     if (restored) log.info('local runtimes restored', { count: restored });
     workers = startWorkers(ctx);
   }

@@ -21,6 +21,21 @@ export class TransientError extends Error {
   }
 }
 
+/**
+ * The provider said "too many requests" (429). Not a failure of the step: the step's whole queue pauses until the
+ * provider's window resets (every worker together, as a global limiter), and the job runs again without losing an
+ * attempt.
+ */
+export class RateLimitedError extends TransientError {
+  constructor(
+    message: string,
+    override readonly retryAfterMs: number,
+  ) {
+    super(message, retryAfterMs);
+    this.name = 'RateLimitedError';
+  }
+}
+
 const TRANSIENT_STATUS = new Set([408, 423, 425, 429]);
 const TRANSIENT_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'EAI_AGAIN', 'UND_ERR_SOCKET']);
 

@@ -5,10 +5,24 @@ import { updateInstance } from '../db/instances.ts';
 import { resourceNames } from '../provisioning.ts';
 import { INSTANCE_SECRETS, instanceOwner } from './context.ts';
 import type { StepHandler } from './step.ts';
+import type { ProvisionData } from '../queues/provisionFlow.ts';
+import type { DatabaseProgress } from '../providers/types.ts';
 
-export const createBranch: StepHandler = async (ctx, { instance, log, progress, done }) => {
+export interface CreateBranchData extends ProvisionData {
+  database?: DatabaseProgress;
+  polls?: number;
+}
+
+export const createBranch: StepHandler<CreateBranchData> = async (ctx, { job, instance, log, progress, done, waitFor }) => {
   const { databaseName } = resourceNames(instance.stripe_subscription_id);
-  const ref = await ctx.database.findOrCreateDatabase(databaseName);
+  const result = await ctx.database.ensureDatabase(databaseName, job.data.database);
+  if ('pending' in result) {
+    const polls = (job.data.polls ?? 0) + 1;
+    if (polls === 1 || polls % 10 === 0) await log(`waiting for ${ctx.database.kind}: ${result.detail}`);
+    await progress(Math.min(50, polls * 5));
+    return waitFor(result.retryInMs, { ...job.data, database: result.pending, polls });
+  }
+  const ref = result.ready;
   await ctx.secrets.put(instanceOwner(instance.id), INSTANCE_SECRETS.databaseUrl, ref.connectionUrl);
   await updateInstance(ctx.db, instance.id, { branch_id: ref.branchId, database_name: ref.databaseName, database_role: ref.roleName });
   await log(`database ${ref.databaseName} and role ${ref.roleName} ready (${ctx.database.kind})`);

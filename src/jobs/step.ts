@@ -2,11 +2,11 @@
  * Runs one provisioning step: keeps the steps ledger, reports progress, turns a wait into a delayed re-run that
  * holds no worker slot, and turns a final failure into a failed instance with one alert.
  */
-import { DelayedError, type Job } from 'bullmq';
+import { DelayedError, Worker, type Job } from 'bullmq';
 import type { QueueName, StepName } from '../queues/names.ts';
 import type { ProvisionData } from '../queues/provisionFlow.ts';
 import { instanceById, type InstanceWithCustomer } from '../db/instances.ts';
-import { errorMessage, PermanentError } from '../errors.ts';
+import { errorMessage, PermanentError, RateLimitedError } from '../errors.ts';
 import { maskError } from '../logger.ts';
 import { clearFailure, isFinalFailure, markFailed } from './failure.ts';
 import type { JobContext } from './context.ts';
@@ -59,6 +59,11 @@ export async function runStep<D extends ProvisionData>(
   try {
     outcome = await handler(ctx, tools);
   } catch (err) {
+    if (err instanceof RateLimitedError) {
+      await job.log(`${new Date().toISOString()} ${err.message}: pausing ${job.queueName} for ${err.retryAfterMs} ms`);
+      await ctx.queues.get(job.queueName as QueueName).rateLimit(err.retryAfterMs);
+      throw Worker.RateLimitError();
+    }
     maskError(err); // what BullMQ keeps (failedReason, stacktrace) is shown in Bull Board
     const final = isFinalFailure(job, err);
     const reason = errorMessage(err);

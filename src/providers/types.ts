@@ -30,10 +30,21 @@ export interface DatabaseRef {
   roleName: string;
 }
 
+/** Where a provider is in making a database (ids and counters only: it is kept in the step's job data). */
+export type DatabaseProgress = Record<string, string | number | string[]>;
+
+export type EnsureDatabaseResult =
+  | { ready: DatabaseRef & { connectionUrl: string } }
+  | { pending: DatabaseProgress; retryInMs: number; detail: string };
+
 export interface DatabaseProvider {
   readonly kind: string;
-  /** Finds or creates the customer's database and login role; returns their names and a connection URL. */
-  findOrCreateDatabase(name: string): Promise<DatabaseRef & { connectionUrl: string }>;
+  /**
+   * One idempotent step towards the customer's database and login role: finds what exists, creates what is
+   * missing, and answers `ready` with the connection URL, or `pending` when the provider is still working (the
+   * step comes back after retryInMs with the progress it was given, holding no worker slot meanwhile).
+   */
+  ensureDatabase(name: string, progress?: DatabaseProgress): Promise<EnsureDatabaseResult>;
   deleteDatabase(ref: DatabaseRef): Promise<void>;
   close(): Promise<void>;
 }

@@ -18,6 +18,8 @@ import { startSmtpCapture, type SmtpCapture } from './smtpCapture.ts';
 import { signedWebhook, startStripeEmulator, type StripeEmulator } from './stripeEmulator.ts';
 import { startAnthropicEmulator, type AnthropicEmulator } from './anthropicEmulator.ts';
 import { freePort } from '../../src/providers/compute/local.ts';
+import { startRailwayEmulator, type RailwayEmulator, type RailwayEmulatorOptions } from './railwayEmulator.ts';
+import { startNeonEmulator, type NeonEmulator, type NeonEmulatorOptions } from './neonEmulator.ts';
 
 export const ADMIN = { user: 'operator', password: 'test-board-password', token: 'test-admin-token-0123456789' };
 export const WEBHOOK_SECRET = 'whsec_test_secret_for_e2e';
@@ -41,6 +43,9 @@ export interface Harness {
   stripe: StripeEmulator;
   smtp: SmtpCapture;
   slack: SlackReceiver;
+  /** Set with the cloud option. */
+  railway?: RailwayEmulator;
+  neon?: NeonEmulator;
   /** The Anthropic API that deployed runtimes talk to. */
   model: AnthropicEmulator;
   redis: Redis;
@@ -60,8 +65,40 @@ export interface Harness {
   close(): Promise<void>;
 }
 
-export async function startHarness(env: Record<string, string> = {}): Promise<Harness> {
+export interface HarnessOptions {
+  /** Railway and Neon through their emulators instead of the local providers. */
+  cloud?: { railway?: RailwayEmulatorOptions; neon?: NeonEmulatorOptions; neonProjects?: number };
+}
+
+export async function startHarness(env: Record<string, string> = {}, options: HarnessOptions = {}): Promise<Harness> {
   const id = randomBytes(5).toString('hex');
+  let railway: RailwayEmulator | undefined;
+  let neon: NeonEmulator | undefined;
+  const cloudEnv: Record<string, string> = {};
+  if (options.cloud) {
+    // The emulated Railway starts the real runtime for each deployment, as Railway would build and run the repo.
+    railway = await startRailwayEmulator({
+      deployMs: 300,
+      runtime: { command: process.execPath, args: ['--import', 'tsx', 'runtime/src/main.ts'], env: { PATH: process.env.PATH ?? '' }, cwd: process.cwd() },
+      ...options.cloud.railway,
+    });
+    neon = await startNeonEmulator({ prefix: `neon_${id}`, ...options.cloud.neon });
+    const project = railway.createProject();
+    const neonProjects = await Promise.all(Array.from({ length: options.cloud.neonProjects ?? 1 }, () => neon!.createProject()));
+    Object.assign(cloudEnv, {
+      COMPUTE_PROVIDER: 'railway',
+      RAILWAY_API_URL: railway.url,
+      RAILWAY_PROJECT_TOKEN: project.token,
+      RAILWAY_PROJECT_ID: project.projectId,
+      RAILWAY_ENVIRONMENT_ID: project.environmentId,
+      RAILWAY_DOMAIN_SCHEME: 'http',
+      CLAWDBOT_REPO: 'clawdbot/runtime',
+      DATABASE_PROVIDER: 'neon',
+      NEON_API_URL: neon.url,
+      NEON_API_KEY: neon.apiKey,
+      NEON_PROJECT_IDS: neonProjects.map((p) => p.projectId).join(','),
+    });
+  }
   const databaseName = `cp_test_${id}`;
   const varDir = await mkdtemp(path.join(tmpdir(), 'clawdbot-e2e-'));
   const [stripe, smtp, slack, model, port] = await Promise.all([
@@ -98,6 +135,7 @@ export async function startHarness(env: Record<string, string> = {}): Promise<Ha
       HEALTH_CHECK_TIMEOUT: '30s',
       HEALTH_CHECK_INTERVAL: '100ms',
       HEALTH_CHECK_MAX_INTERVAL: '500ms',
+      ...cloudEnv,
       ...env,
     },
     process.cwd(),
@@ -122,6 +160,8 @@ export async function startHarness(env: Record<string, string> = {}): Promise<Ha
     stripe,
     smtp,
     slack,
+    railway,
+    neon,
     model,
     redis,
     db,
@@ -154,8 +194,9 @@ export async function startHarness(env: Record<string, string> = {}): Promise<Ha
       throw new Error(`instance of ${customerRef} did not reach ${statuses.join('/')} in ${timeoutMs} ms: ${JSON.stringify(last)}`);
     },
     async close() {
+      // Local customer databases are dropped here; Neon branches belong to the Neon emulator, which drops its own.
       const { rows } = await db.query<{ database_name: string | null; database_role: string | null }>(
-        'SELECT database_name, database_role FROM instances',
+        `SELECT database_name, database_role FROM instances WHERE database_provider = 'local'`,
       );
       await plane.close();
       await db.end();
@@ -169,19 +210,13 @@ export async function startHarness(env: Record<string, string> = {}): Promise<Ha
       await admin.end();
       await deleteKeys(redis, `${config.queuePrefix}:*`);
       redis.disconnect();
-      await Promise.all([stripe.close(), smtp.close(), slack.close(), model.close()]);
+      await Promise.all([stripe.close(), smtp.close(), slack.close(), model.close(), railway?.close(), neon?.close()]);
       await rm(varDir, { recursive: true, force: true });
     },
   };
 }
 
-export async function waitUntil(check: () => Promise<boolean>, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`condition not met in ${timeoutMs} ms`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
+export { waitUntil } from './wait.ts';
 
 export async function deleteKeys(redis: Redis, pattern: string): Promise<void> {
   let cursor = '0';

@@ -8,7 +8,7 @@ import { quoteIdent } from '../../db/pool.ts';
 import type { SecretStore } from '../../secrets.ts';
 import { toBase62 } from '../../apiKey.ts';
 import { scramSha256Verifier } from './scram.ts';
-import type { DatabaseProvider, DatabaseRef } from '../types.ts';
+import type { DatabaseProvider, DatabaseRef, EnsureDatabaseResult } from '../types.ts';
 
 const NAME_PATTERN = /^[a-z][a-z0-9_]{0,62}$/;
 
@@ -37,6 +37,11 @@ export class LocalDatabaseProvider implements DatabaseProvider {
     } finally {
       client.release();
     }
+  }
+
+  /** Local databases are ready at once. */
+  async ensureDatabase(name: string): Promise<EnsureDatabaseResult> {
+    return { ready: await this.findOrCreateDatabase(name) };
   }
 
   async findOrCreateDatabase(name: string): Promise<DatabaseRef & { connectionUrl: string }> {

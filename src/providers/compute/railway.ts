@@ -1,0 +1,160 @@
+/**
+ * Railway compute provider (graphql-request against Railway's public GraphQL API). Each customer is a service
+ * created from the runtime's GitHub repository, found again by its deterministic name on a re-run; variables go in
+ * one upsert with deploys skipped; CPU and memory come from the plan; a deployment is polled by id.
+ * 429 pauses the compute queue globally until Railway's window resets; GraphQL errors in a 200 are errors.
+ */
+import { ClientError, GraphQLClient } from 'graphql-request';
+import type { RailwayConfig } from '../../config.ts';
+import { isTransientNetworkError, parseRetryAfter, PermanentError, RateLimitedError, TransientError } from '../../errors.ts';
+import type { Plan } from '../../plans.ts';
+import type { ComputeProvider, DeploymentState, ServiceRef } from '../types.ts';
+import { RAILWAY_DOCUMENTS as DOCS } from './railwayDocuments.ts';
+
+const REQUEST_TIMEOUT_MS = 20_000;
+
+/** Railway caps service names at 32 characters. */
+export const MAX_SERVICE_NAME = 32;
+
+const IN_PROGRESS = new Set(['INITIALIZING', 'QUEUED', 'WAITING', 'BUILDING', 'DEPLOYING']);
+const SUCCEEDED = new Set(['SUCCESS', 'SLEEPING']);
+const ENDED = new Set(['FAILED', 'CRASHED', 'REMOVED', 'REMOVING', 'SKIPPED']);
+
+export function deploymentStateOf(status: string): DeploymentState {
+  if (SUCCEEDED.has(status)) return 'success';
+  if (ENDED.has(status)) return 'failed';
+  if (status === 'NEEDS_APPROVAL') return 'needs_approval';
+  return 'in_progress'; // the known in-progress states, and any state Railway adds later
+}
+
+export class RailwayComputeProvider implements ComputeProvider {
+  readonly kind = 'railway';
+  private readonly client: GraphQLClient;
+  /** Calls made, by operation: the provision's API budget is measured from this. */
+  readonly calls = new Map<string, number>();
+
+  constructor(private readonly config: RailwayConfig) {
+    const auth: Record<string, string> =
+      config.auth.kind === 'bearer' ? { Authorization: `Bearer ${config.auth.token}` } : { 'Project-Access-Token': config.auth.token };
+    this.client = new GraphQLClient(config.apiUrl, { headers: auth });
+  }
+
+  async findOrCreateService(name: string): Promise<ServiceRef> {
+    if (name.length > MAX_SERVICE_NAME) throw new PermanentError(`service name ${name} is longer than ${MAX_SERVICE_NAME} characters`);
+    const serviceId = (await this.findService(name)) ?? (await this.createService(name));
+    return { serviceId, accessUrl: `${this.config.domainScheme}://${await this.ensureDomain(serviceId)}` };
+  }
+
+  async setVariables(serviceId: string, variables: Record<string, string>): Promise<void> {
+    await this.call<{ variableCollectionUpsert: boolean }>('variablesUpsert', {
+      input: { ...this.scope(), serviceId, variables, skipDeploys: true },
+    });
+  }
+
+  async setLimits(serviceId: string, limits: Pick<Plan, 'cpu' | 'memoryMb'>): Promise<void> {
+    await this.call('limitsUpdate', { ...this.envScope(), serviceId, vCPUs: limits.cpu, memoryGB: limits.memoryMb / 1024 });
+  }
+
+  async deploy(serviceId: string): Promise<{ deploymentId: string }> {
+    const data = await this.call<{ serviceInstanceDeployV2: string }>('deploy', { ...this.envScope(), serviceId });
+    return { deploymentId: data.serviceInstanceDeployV2 };
+  }
+
+  async deploymentState(_serviceId: string, deploymentId: string): Promise<{ state: DeploymentState; detail?: string }> {
+    const data = await this.call<{ deployment: { status: string } }>('deploymentStatus', { id: deploymentId });
+    const { status } = data.deployment;
+    return { state: deploymentStateOf(status), detail: `Railway status ${status}` };
+  }
+
+  /** Railway has no service-level stop: the running deployments are removed (a redeploy starts it again). */
+  async stop(serviceId: string): Promise<void> {
+    const data = await this.call<{ serviceInstance: { activeDeployments: { id: string }[]; latestDeployment: { id: string; status: string } | null } }>(
+      'activeDeployments',
+      { ...this.envScope(), serviceId },
+    );
+    const ids = new Set(data.serviceInstance.activeDeployments.map((d) => d.id));
+    const latest = data.serviceInstance.latestDeployment;
+    if (latest && (SUCCEEDED.has(latest.status) || IN_PROGRESS.has(latest.status))) ids.add(latest.id);
+    for (const id of ids) await this.call('deploymentRemove', { id });
+  }
+
+  async deleteService(serviceId: string): Promise<void> {
+    try {
+      await this.call('serviceDelete', { id: serviceId, environmentId: this.config.environmentId });
+    } catch (err) {
+      if (err instanceof PermanentError && /not found/i.test(err.message)) return; // already gone
+      throw err;
+    }
+  }
+
+  async close(): Promise<void> {}
+
+  private async findService(name: string): Promise<string | undefined> {
+    let after: string | null = null;
+    do {
+      const data: { project: { services: { edges: { node: { id: string; name: string } }[]; pageInfo: { hasNextPage: boolean; endCursor: string | null } } } } =
+        await this.call('projectServices', { projectId: this.config.projectId, after });
+      const found = data.project.services.edges.find((e) => e.node.name === name);
+      if (found) return found.node.id;
+      after = data.project.services.pageInfo.hasNextPage ? data.project.services.pageInfo.endCursor : null;
+    } while (after);
+    return undefined;
+  }
+
+  private async createService(name: string): Promise<string> {
+    const data = await this.call<{ serviceCreate: { id: string } }>('serviceCreate', {
+      input: { ...this.scope(), name, source: { repo: this.config.repo } },
+    });
+    return data.serviceCreate.id;
+  }
+
+  /** The service's public domain, created once (looked up first, so a re-run does not add a second). */
+  private async ensureDomain(serviceId: string): Promise<string> {
+    const found = await this.call<{ domains: { serviceDomains: { domain: string }[] } }>('serviceDomains', { ...this.scope(), serviceId });
+    const existing = found.domains.serviceDomains[0]?.domain;
+    if (existing) return existing;
+    const created = await this.call<{ serviceDomainCreate: { domain: string } }>('serviceDomainCreate', {
+      ...this.envScope(),
+      serviceId,
+      targetPort: this.config.runtimePort,
+    });
+    return created.serviceDomainCreate.domain;
+  }
+
+  private scope() {
+    return { projectId: this.config.projectId, environmentId: this.config.environmentId };
+  }
+
+  private envScope() {
+    return { environmentId: this.config.environmentId };
+  }
+
+  private async call<T = unknown>(operation: keyof typeof DOCS, variables: Record<string, unknown>): Promise<T> {
+    this.calls.set(operation, (this.calls.get(operation) ?? 0) + 1);
+    try {
+      return await this.client.request<T>({ document: DOCS[operation], variables, signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS) });
+    } catch (err) {
+      throw classify(operation, err);
+    }
+  }
+}
+
+/** Railway's answers, as the step should see them. */
+function classify(operation: string, err: unknown): Error {
+  if (err instanceof ClientError) {
+    const { status, headers, errors } = err.response;
+    if (status === 429) {
+      const reset = Number(headers.get('x-ratelimit-reset'));
+      const untilReset = Number.isFinite(reset) && reset > 0 ? reset * 1000 - Date.now() : undefined;
+      const wait = parseRetryAfter(headers.get('retry-after')) ?? untilReset ?? 1_000;
+      return new RateLimitedError(`Railway rate limit reached (${operation})`, Math.max(250, wait));
+    }
+    if (status >= 500 || status === 408) return new TransientError(`Railway answered HTTP ${status} (${operation})`);
+    const message = errors?.map((e) => e.message).join('; ') || `HTTP ${status}`;
+    return new PermanentError(`Railway refused ${operation}: ${message}`);
+  }
+  if (isTransientNetworkError(err) || (err instanceof TypeError && /fetch failed/.test(err.message))) {
+    return new TransientError(`Railway unreachable (${operation}): ${(err as Error).message}`);
+  }
+  return err instanceof Error ? err : new Error(String(err));
+}

@@ -1,0 +1,91 @@
+/**
+ * Provisioning on the cloud providers: Railway and Neon through their official clients, against emulators that
+ * speak their wire protocols (Railway's documents validated against its published schema; Neon's branches backed
+ * by real local databases). A signed checkout in, a healthy runtime reached through the emulated domain out.
+ */
+import { expect } from 'chai';
+import { startHarness, type Harness, type InstanceView } from '../support/harness.ts';
+
+/** Calls of one provision, as the emulators counted them. */
+function budget(h: Harness): { railway: number; neon: number } {
+  const railway = Object.values(h.railway!.counts()).reduce((a, b) => a + b, 0);
+  const neon = Object.values(h.neon!.counts()).reduce((a, b) => a + b, 0);
+  return { railway, neon };
+}
+
+/** Railway and Neon calls one provision may make (documented in the README). */
+const RAILWAY_BUDGET = 14;
+const NEON_BUDGET = 16;
+
+describe('provisioning on Railway and Neon (emulated)', function () {
+  this.timeout(90_000);
+  let h: Harness;
+
+  before(async () => {
+    h = await startHarness({}, { cloud: {} });
+  });
+  after(async () => h?.close());
+
+  async function provision(email: string): Promise<{ view: InstanceView; key: string }> {
+    const { customerId, event } = h.checkout({ email, name: 'Cloud Customer', plan: 'pro' });
+    expect((await h.deliver(event)).status).to.equal(200);
+    const view = await h.waitForStatus(customerId, ['active', 'failed'], 60_000);
+    expect(view.failure, JSON.stringify(view.failure)).to.equal(null);
+    const mail = await h.smtp.waitFor((m) => m.to.includes(email));
+    return { view, key: /claw_[0-9A-Za-z]{43}/.exec(mail.text)![0] };
+  }
+
+  it('runs a healthy runtime reached through the Railway domain, on a Neon branch, within the API budget', async () => {
+    h.railway!.resetCalls();
+    const { view, key } = await provision('nina@example.com');
+    const [service] = h.railway!.services();
+    const [domain] = h.railway!.domainsOf(service!.id);
+    expect(view.accessUrl).to.equal(`http://${domain!.domain}`);
+    expect((await fetch(`${view.accessUrl}/health`)).status).to.equal(200);
+    const status = await fetch(`${view.accessUrl}/status`, { headers: { authorization: `Bearer ${key}` } });
+    expect(status.status).to.equal(200);
+    expect(((await status.json()) as { plan: string }).plan).to.equal('pro');
+
+    // What the service was given: limits from the plan, every variable, the database URL of its Neon branch.
+    expect(h.railway!.limitsOf(service!.id)).to.deep.equal({ vCPUs: 1, memoryGB: 1 });
+    const vars = h.railway!.variablesOf(service!.id);
+    expect(vars).to.include({ PLAN: 'pro', MESSAGE_LIMIT: '20000', ANTHROPIC_BASE_URL: h.model.url });
+    expect(vars.DATABASE_URL).to.match(/^postgres(ql)?:\/\//);
+    expect(h.neon!.branches(h.config.neon!.projectIds[0]!).filter((b) => b.branch.name.startsWith('claw_'))).to.have.length(1);
+
+    const used = budget(h);
+    console.log(`      API calls for one provision: Railway ${used.railway}, Neon ${used.neon}`);
+    expect(used.railway).to.be.at.most(RAILWAY_BUDGET);
+    expect(used.neon).to.be.at.most(NEON_BUDGET);
+  });
+
+  it('completes through injected 429s and 5xx on both APIs', async () => {
+    h.railway!.failNext(2, 429, { 'Retry-After': '1' });
+    h.railway!.failNext(1, 503);
+    h.neon!.failNext(1, 429, { 'Retry-After': '1' });
+    h.neon!.failNext(1, 503);
+    const { view } = await provision('omar@example.com');
+    expect(view.status).to.equal('active');
+    const services = h.railway!.services().filter((s) => !s.deletedAt);
+    expect(services).to.have.length(2);
+    for (const s of services) expect(h.railway!.domainsOf(s.id)).to.have.length(1);
+    const rateLimited = h.railway!.calls.filter((c) => c.status === 429).length;
+    console.log(`      with faults: Railway 429s ${rateLimited}, calls ${JSON.stringify(h.railway!.counts())}`);
+  });
+
+  it('fails a deployment that ends FAILED, alerts once, and leaves what it made visible for an operator', async () => {
+    h.railway!.nextDeploymentEnds('FAILED');
+    const { customerId, event } = h.checkout({ email: 'pia@example.com', plan: 'starter' });
+    await h.deliver(event);
+    const view = await h.waitForStatus(customerId, ['failed', 'active'], 60_000);
+    expect(view.status).to.equal('failed');
+    expect(view.failure!.step).to.equal('deploy');
+    expect(view.failure!.reason).to.include('failed');
+    await h.slack.waitFor((p) => (p.text ?? '').includes('pia@example.com'));
+    await new Promise((r) => setTimeout(r, 500));
+    expect(h.slack.posts.filter((p) => (p.text ?? '').includes('pia@example.com'))).to.have.length(1);
+    const { rows } = await h.db.query('SELECT service_id, branch_id FROM instances WHERE id = $1', [view.instanceId]);
+    expect(h.railway!.services().map((s) => s.id)).to.include(rows[0].service_id);
+    expect(rows[0].branch_id).to.match(/\//); // project/branch, as the operator finds it in Neon
+  });
+});
