@@ -3,8 +3,9 @@
  * speak their wire protocols (Railway's documents validated against its published schema; Neon's branches backed
  * by real local databases). A signed checkout in, a healthy runtime reached through the emulated domain out.
  */
+import { spawn, type ChildProcess } from 'node:child_process';
 import { expect } from 'chai';
-import { startHarness, type Harness, type InstanceView } from '../support/harness.ts';
+import { startHarness, waitUntil, type Harness, type InstanceView } from '../support/harness.ts';
 
 /** Calls of one provision, as the emulators counted them. */
 function budget(h: Harness): { railway: number; neon: number } {
@@ -87,5 +88,48 @@ describe('provisioning on Railway and Neon (emulated)', function () {
     const { rows } = await h.db.query('SELECT service_id, branch_id FROM instances WHERE id = $1', [view.instanceId]);
     expect(h.railway!.services().map((s) => s.id)).to.include(rows[0].service_id);
     expect(rows[0].branch_id).to.match(/\//); // project/branch, as the operator finds it in Neon
+  });
+});
+
+describe('a worker killed while a Railway deployment is in progress', function () {
+  this.timeout(150_000);
+  let h: Harness;
+  const workers: ChildProcess[] = [];
+
+  before(async () => {
+    // Web in this process; workers as separate processes, so one can be killed outright.
+    h = await startHarness({}, { webOnly: true, cloud: { railway: { deployMs: 3_000 } } });
+  });
+  after(async () => {
+    for (const w of workers) if (w.exitCode === null && w.signalCode === null) w.kill('SIGKILL');
+    await h?.close();
+  });
+
+  function startWorker(): ChildProcess {
+    const worker = spawn(process.execPath, ['--import', 'tsx', 'src/bin/worker.ts'], {
+      env: { PATH: process.env.PATH ?? '', ...h.env, LOG_LEVEL: 'warn' },
+      stdio: 'ignore',
+    });
+    workers.push(worker);
+    return worker;
+  }
+
+  it('finishes after a restart with exactly one service, one branch and one domain', async () => {
+    const first = startWorker();
+    const { customerId, event } = h.checkout({ email: 'quinn@example.com' });
+    await h.deliver(event);
+    await waitUntil(async () => h.railway!.services().some((s) => h.railway!.deploymentsOf(s.id).length > 0), 60_000);
+    first.kill('SIGKILL');
+    await new Promise((resolve) => first.once('exit', resolve));
+
+    startWorker();
+    const view = await h.waitForStatus(customerId, ['active', 'failed'], 120_000);
+    expect(view.status, JSON.stringify(view.failure)).to.equal('active');
+    const services = h.railway!.services().filter((s) => !s.deletedAt);
+    expect(services).to.have.length(1);
+    expect(h.railway!.domainsOf(services[0]!.id)).to.have.length(1);
+    const branches = h.config.neon!.projectIds.flatMap((p) => h.neon!.branches(p)).filter((b) => b.branch.name.startsWith('claw_'));
+    expect(branches).to.have.length(1);
+    expect((await fetch(`${view.accessUrl}/health`)).status).to.equal(200);
   });
 });

@@ -39,6 +39,8 @@ export interface InstanceView {
 export interface Harness {
   plane: ControlPlane;
   config: Config;
+  /** The environment the configuration was read from (for starting worker processes alike). */
+  env: Record<string, string>;
   url: string;
   stripe: StripeEmulator;
   smtp: SmtpCapture;
@@ -66,6 +68,8 @@ export interface Harness {
 }
 
 export interface HarnessOptions {
+  /** Run no workers in this process (a test starts worker processes itself with `env`). */
+  webOnly?: boolean;
   /** Railway and Neon through their emulators instead of the local providers. */
   cloud?: { railway?: RailwayEmulatorOptions; neon?: NeonEmulatorOptions; neonProjects?: number };
 }
@@ -108,39 +112,37 @@ export async function startHarness(env: Record<string, string> = {}, options: Ha
     startAnthropicEmulator(),
     freePort(),
   ]);
-  const config = loadConfig(
-    {
-      PORT: String(port),
-      RUNTIME_CALLBACK_URL: `http://127.0.0.1:${port}`,
-      ANTHROPIC_API_KEY: model.apiKey,
-      ANTHROPIC_BASE_URL: model.url,
-      DATABASE_URL: `${PG_ADMIN}/${databaseName}`,
-      REDIS_URL: 'redis://127.0.0.1:6379',
-      QUEUE_PREFIX: `{test-${id}}`,
-      VAR_DIR: varDir,
-      SECRETS_KEY: randomBytes(32).toString('base64'),
-      STRIPE_WEBHOOK_SECRET: WEBHOOK_SECRET,
-      STRIPE_SECRET_KEY: stripe.apiKey,
-      STRIPE_API_BASE: stripe.url,
-      SMTP_URL: smtp.url,
-      MAIL_FROM: 'Clawdbot <hello@clawdbot.test>',
-      SLACK_WEBHOOK_URL: slack.url,
-      ALERT_EMAIL: 'ops@clawdbot.test',
-      ADMIN_USER: ADMIN.user,
-      ADMIN_PASSWORD: ADMIN.password,
-      ADMIN_TOKEN: ADMIN.token,
-      PUBLIC_URL: 'http://control.clawdbot.test',
-      JOB_BACKOFF: '50ms',
-      JOB_ATTEMPTS: '3',
-      HEALTH_CHECK_TIMEOUT: '30s',
-      HEALTH_CHECK_INTERVAL: '100ms',
-      HEALTH_CHECK_MAX_INTERVAL: '500ms',
-      ...cloudEnv,
-      ...env,
-    },
-    process.cwd(),
-  );
-  const plane = await startControlPlane(config, { web: true, worker: true });
+  const fullEnv: Record<string, string> = {
+    PORT: String(port),
+    RUNTIME_CALLBACK_URL: `http://127.0.0.1:${port}`,
+    ANTHROPIC_API_KEY: model.apiKey,
+    ANTHROPIC_BASE_URL: model.url,
+    DATABASE_URL: `${PG_ADMIN}/${databaseName}`,
+    REDIS_URL: 'redis://127.0.0.1:6379',
+    QUEUE_PREFIX: `{test-${id}}`,
+    VAR_DIR: varDir,
+    SECRETS_KEY: randomBytes(32).toString('base64'),
+    STRIPE_WEBHOOK_SECRET: WEBHOOK_SECRET,
+    STRIPE_SECRET_KEY: stripe.apiKey,
+    STRIPE_API_BASE: stripe.url,
+    SMTP_URL: smtp.url,
+    MAIL_FROM: 'Clawdbot <hello@clawdbot.test>',
+    SLACK_WEBHOOK_URL: slack.url,
+    ALERT_EMAIL: 'ops@clawdbot.test',
+    ADMIN_USER: ADMIN.user,
+    ADMIN_PASSWORD: ADMIN.password,
+    ADMIN_TOKEN: ADMIN.token,
+    PUBLIC_URL: 'http://control.clawdbot.test',
+    JOB_BACKOFF: '50ms',
+    JOB_ATTEMPTS: '3',
+    HEALTH_CHECK_TIMEOUT: '30s',
+    HEALTH_CHECK_INTERVAL: '100ms',
+    HEALTH_CHECK_MAX_INTERVAL: '500ms',
+    ...cloudEnv,
+    ...env,
+  };
+  const config = loadConfig(fullEnv, process.cwd());
+  const plane = await startControlPlane(config, { web: true, worker: !options.webOnly });
   const url = plane.url!;
   const db = new pg.Pool({ connectionString: config.databaseUrl, max: 3 });
   const redis = new Redis(config.redisUrl);
@@ -156,6 +158,7 @@ export async function startHarness(env: Record<string, string> = {}, options: Ha
   return {
     plane,
     config,
+    env: fullEnv,
     url,
     stripe,
     smtp,

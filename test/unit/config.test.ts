@@ -288,6 +288,43 @@ describe('config', () => {
     ]);
   });
 
+  describe('cloud providers', () => {
+    it('names every missing Railway and Neon variable at once', () => {
+      const err = configError(() => loadConfig({ COMPUTE_PROVIDER: 'railway', DATABASE_PROVIDER: 'neon' }, cwd));
+      for (const name of ['RAILWAY_TOKEN or RAILWAY_PROJECT_TOKEN', 'RAILWAY_PROJECT_ID', 'RAILWAY_ENVIRONMENT_ID', 'CLAWDBOT_REPO', 'NEON_API_KEY', 'NEON_PROJECT_IDS']) {
+        expect(err.message, name).to.include(name);
+      }
+      expect(err.problems).to.have.length(6);
+    });
+
+    it('reads Railway (project token) and Neon (a pool of projects)', () => {
+      const config = loadConfig(
+        {
+          COMPUTE_PROVIDER: 'railway',
+          RAILWAY_PROJECT_TOKEN: 'proj-token',
+          RAILWAY_PROJECT_ID: 'p1',
+          RAILWAY_ENVIRONMENT_ID: 'e1',
+          CLAWDBOT_REPO: 'clawdbot/runtime',
+          DATABASE_PROVIDER: 'neon',
+          NEON_API_KEY: 'neon-key',
+          NEON_PROJECT_IDS: ' proj-a , proj-b ',
+        },
+        cwd,
+      );
+      expect(config.railway).to.deep.include({ apiUrl: 'https://backboard.railway.com/graphql/v2', projectId: 'p1', domainScheme: 'https', runtimePort: 8080 });
+      expect(config.railway!.auth).to.deep.equal({ kind: 'project', token: 'proj-token' });
+      expect(config.neon).to.deep.equal({ apiUrl: 'https://console.neon.tech/api/v2', apiKey: 'neon-key', projectIds: ['proj-a', 'proj-b'] });
+      expect(loadConfig({}, cwd)).to.deep.include({ railway: null, neon: null, computeProvider: 'local', databaseProvider: 'local' });
+    });
+
+    it('refuses a repository that is not owner/name', () => {
+      const err = configError(() =>
+        loadConfig({ COMPUTE_PROVIDER: 'railway', RAILWAY_TOKEN: 't', RAILWAY_PROJECT_ID: 'p', RAILWAY_ENVIRONMENT_ID: 'e', CLAWDBOT_REPO: 'https://github.com/x' }, cwd),
+      );
+      expect(err.problems).to.deep.equal(['CLAWDBOT_REPO must be owner/name (got "https://github.com/x")']);
+    });
+  });
+
   describe('rate limits and log level', () => {
     it('reads per-provider rates and the log level', () => {
       const config = loadConfig({ COMPUTE_RATE_LIMIT: '10/s', DATABASE_RATE_LIMIT: '700/m', LOG_LEVEL: 'warn' }, cwd);
