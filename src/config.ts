@@ -34,6 +34,8 @@ export interface Config {
   logLevel: LogLevel;
   healthCheck: { timeoutMs: number; initialDelayMs: number; maxDelayMs: number };
   deployTimeoutMs: number;
+  /** After cancellation: when the customer's data is archived and its resources deleted, and when all is purged. */
+  lifecycle: { archiveAfterMs: number; purgeAfterMs: number; archiveDir: string };
   runtime: {
     command: string;
     args: string[];
@@ -300,6 +302,11 @@ export function loadConfig(env: Env = process.env, cwd = process.cwd()): Config 
       backoffMs,
     },
     deployTimeoutMs: r.duration('DEPLOY_TIMEOUT', 20 * 60_000),
+    lifecycle: {
+      archiveAfterMs: r.duration('ARCHIVE_AFTER', 7 * 86_400_000),
+      purgeAfterMs: r.duration('PURGE_AFTER', 30 * 86_400_000),
+      archiveDir: path.resolve(cwd, r.string('ARCHIVE_DIR', path.join(varDir, 'archives'))),
+    },
     healthCheck: {
       timeoutMs: healthTimeoutMs,
       initialDelayMs: r.duration('HEALTH_CHECK_INTERVAL', 250),
@@ -320,6 +327,7 @@ export function loadConfig(env: Env = process.env, cwd = process.cwd()): Config 
     generatedSecrets: r.generated,
   };
   config.runtime.callbackUrl = r.url('RUNTIME_CALLBACK_URL', null, ['http:', 'https:']) ?? config.publicUrl;
+  if (config.lifecycle.purgeAfterMs <= config.lifecycle.archiveAfterMs) r.problems.push('PURGE_AFTER must be longer than ARCHIVE_AFTER');
   if (production) {
     // Alert links point operators at Bull Board: they must name the real host.
     if (!config.publicUrl) r.problems.push('PUBLIC_URL is required in production');

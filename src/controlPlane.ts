@@ -17,6 +17,7 @@ import { RailwayComputeProvider } from './providers/compute/railway.ts';
 import type { ComputeProvider, DatabaseProvider } from './providers/types.ts';
 import { createMailer } from './providers/mailer.ts';
 import { StripeGateway } from './providers/stripe.ts';
+import { ArchiveStore } from './providers/archiveStore.ts';
 import { Queues, redisConnection } from './queues/connection.ts';
 import { SecretStore } from './secrets.ts';
 import { createWebApp } from './web/app.ts';
@@ -63,6 +64,7 @@ export async function startControlPlane(config: Config, roles: { web: boolean; w
     mailer,
     alerter: new Alerter(config.alerts.slackWebhookUrl, config.alerts.email, mailer),
     stripe: new StripeGateway(config.stripe.secretKey, config.stripe.apiBase),
+    archives: new ArchiveStore(config.lifecycle.archiveDir),
   };
 
   let workers: Worker[] = [];

@@ -20,6 +20,7 @@ import { sendAlert } from './jobs/alerts.ts';
 import { handleStripeEvent } from './jobs/stripeEvent.ts';
 import { abandon } from './jobs/abandon.ts';
 import { sendUsageEmail } from './jobs/usageEmail.ts';
+import { archive, cancel, purge } from './jobs/lifecycle.ts';
 import { recordFinalFailure, ReportedFailure } from './jobs/failure.ts';
 
 const log = logger('worker');
@@ -40,6 +41,9 @@ const OTHER_JOBS: Record<string, (ctx: JobContext, job: Job, token?: string) => 
   'alert-email': sendAlert,
   abandon,
   'usage-email': sendUsageEmail,
+  cancel,
+  archive,
+  purge,
 };
 
 function processor(ctx: JobContext, queue: QueueName): Processor {

@@ -6,7 +6,7 @@ export const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{1
 
 type Queryable = Pick<pg.Pool | pg.PoolClient, 'query'>;
 
-export type InstanceStatus = 'provisioning' | 'active' | 'failed' | 'abandoned';
+export type InstanceStatus = 'provisioning' | 'active' | 'failed' | 'abandoned' | 'cancelled' | 'archived' | 'purged';
 
 export interface InstanceRow {
   id: string;
@@ -29,6 +29,11 @@ export interface InstanceRow {
   failure_reason: string | null;
   provision_started_at: Date;
   active_at: Date | null;
+  cancelled_at: Date | null;
+  archive_at: Date | null;
+  purge_at: Date | null;
+  archived_at: Date | null;
+  purged_at: Date | null;
 }
 
 export interface InstanceWithCustomer extends InstanceRow {

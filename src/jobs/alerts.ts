@@ -34,7 +34,7 @@ async function describe(ctx: JobContext, data: AlertData): Promise<Omit<Alert, '
   }
   const instance = incident.instance_id ? await instanceById(ctx.db, incident.instance_id) : undefined;
   return {
-    title: 'Provisioning failed',
+    title: incident.action === 'lifecycle.failed' ? `Lifecycle job ${detail.step} failed` : 'Provisioning failed',
     customer: instance
       ? `${instance.email ?? 'no email'} (${instance.stripe_customer_id ?? 'comped'}, ${instance.workspace_id})`
       : (incident.instance_id ?? 'unknown'),

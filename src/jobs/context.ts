@@ -2,6 +2,7 @@
 import type { Config } from '../config.ts';
 import type { Db } from '../db/pool.ts';
 import type { Alerter } from '../providers/alerter.ts';
+import type { ArchiveStore } from '../providers/archiveStore.ts';
 import type { StripeGateway } from '../providers/stripe.ts';
 import type { ComputeProvider, DatabaseProvider, Mailer } from '../providers/types.ts';
 import type { Queues } from '../queues/connection.ts';
@@ -17,6 +18,7 @@ export interface JobContext {
   mailer: Mailer;
   alerter: Alerter;
   stripe: StripeGateway;
+  archives: ArchiveStore;
 }
 
 /** Secrets kept for an instance, by name. */

@@ -116,6 +116,25 @@ export async function clearFailure(ctx: JobContext, instanceId: string, step: st
   }
 }
 
+/** Lifecycle jobs (cancel, archive, purge) whose failure is an incident of its own; the instance keeps its status. */
+const LIFECYCLE_JOBS = new Set(['cancel', 'archive', 'purge', 'abandon']);
+
+/** A lifecycle job failed for good: one incident per job (a repeat of the same failure raises nothing new). */
+export async function markLifecycleFailed(ctx: JobContext, job: Job, reason: string): Promise<void> {
+  const instanceId = (job.data as { instanceId?: string }).instanceId;
+  if (!instanceId) return;
+  const detail = { step: job.name, jobId: job.id, reason: maskSecrets(reason).slice(0, 2000) };
+  const { rows } = await ctx.db.query<{ id: string }>(
+    `INSERT INTO audit (actor, action, customer_id, instance_id, detail)
+     SELECT 'worker', 'lifecycle.failed', customer_id, id, $2 FROM instances
+     WHERE id = $1 AND NOT EXISTS (
+       SELECT 1 FROM audit WHERE instance_id = $1 AND action = 'lifecycle.failed' AND detail->>'jobId' = $3)
+     RETURNING id`,
+    [instanceId, JSON.stringify(detail), job.id],
+  );
+  if (rows[0]) await raiseIncident(ctx, rows[0].id, { queue: job.queueName as QueueName, jobId: job.id! });
+}
+
 /**
  * Called by the workers for every job that ended failed, however it got there (including a job failed by BullMQ
  * itself after stalling, which no handler saw): the failure is recorded and alerted once.
@@ -124,6 +143,8 @@ export async function recordFinalFailure(ctx: JobContext, job: Job, reason: stri
   const where = { queue: job.queueName as QueueName, jobId: job.id! };
   if (job.queueName === QUEUES.stripeEvents) {
     await markEventFailed(ctx, { eventId: (job.data as { eventId: string }).eventId, reason, ...where });
+  } else if (LIFECYCLE_JOBS.has(job.name)) {
+    await markLifecycleFailed(ctx, job, reason);
   } else if (isStepName(job.name) && (job.data as { instanceId?: string }).instanceId) {
     await markFailed(ctx, { instanceId: (job.data as { instanceId: string }).instanceId, step: job.name, reason, ...where });
   }

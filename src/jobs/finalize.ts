@@ -10,7 +10,8 @@ export const finalize: StepHandler = async (ctx, { instance, log, done }) => {
   );
   const updated = await ctx.db.query<{ total_ms: number }>(
     `UPDATE instances SET status = 'active', active_at = COALESCE(active_at, now()), updated_at = now()
-     WHERE id = $1 RETURNING (extract(epoch FROM active_at - provision_started_at) * 1000)::int AS total_ms`,
+     WHERE id = $1 AND status IN ('provisioning', 'active')
+     RETURNING (extract(epoch FROM active_at - provision_started_at) * 1000)::int AS total_ms`,
     [instance.id],
   );
   const totalMs = updated.rows[0]?.total_ms ?? 0;

@@ -11,6 +11,8 @@ import { maskError } from '../logger.ts';
 import { clearFailure, isFinalFailure, markFailed } from './failure.ts';
 import type { JobContext } from './context.ts';
 
+const ENDED = new Set(['abandoned', 'cancelled', 'archived', 'purged']);
+
 export type StepResult = Record<string, string | number | boolean | null>;
 
 export type StepOutcome<D> = { done: StepResult } | { waitMs: number; data: D };
@@ -37,8 +39,8 @@ export async function runStep<D extends ProvisionData>(
   const { instanceId } = job.data;
   const instance = await instanceById(ctx.db, instanceId);
   if (!instance) throw new PermanentError(`instance ${instanceId} does not exist`);
-  // A stray job of an abandoned provisioning (say, retried by hand in Bull Board) must not rebuild anything.
-  if (instance.status === 'abandoned') return { skipped: 'the instance was abandoned' };
+  // A stray job of an abandoned or ended provisioning (say, retried by hand in Bull Board) must not rebuild anything.
+  if (ENDED.has(instance.status)) return { skipped: `the instance is ${instance.status}` };
   await clearFailure(ctx, instanceId, step);
   await ctx.db.query(
     `INSERT INTO steps (instance_id, name, state, attempts, started_at) VALUES ($1, $2, 'running', $3, now())

@@ -10,6 +10,8 @@ import { recordInstance, startProvisioning } from '../provisioning.ts';
 import { QUEUES } from '../queues/names.ts';
 import { clearFailure, isFinalFailure, markEventFailed, markFailed, ReportedFailure } from './failure.ts';
 import type { JobContext } from './context.ts';
+import { requestCancellation } from './lifecycle.ts';
+import { instanceById } from '../db/instances.ts';
 
 export interface StripeEventData {
   eventId: string;
@@ -19,7 +21,11 @@ export interface StripeEventData {
  * The event types this control plane acts on; others are recorded and acknowledged. A checkout paid by a delayed
  * method completes unpaid and is provisioned when its async payment succeeds.
  */
-export const HANDLED_EVENTS = new Set(['checkout.session.completed', 'checkout.session.async_payment_succeeded']);
+export const HANDLED_EVENTS = new Set([
+  'checkout.session.completed',
+  'checkout.session.async_payment_succeeded',
+  'customer.subscription.deleted',
+]);
 
 /** Subscription states in which the customer has paid (or is trialing) and gets an instance. */
 const PROVISIONABLE = new Set(['active', 'trialing']);
@@ -44,9 +50,26 @@ async function actOnEvent(ctx: JobContext, job: Job<StripeEventData>): Promise<R
     case 'checkout.session.completed':
     case 'checkout.session.async_payment_succeeded':
       return checkoutCompleted(ctx, job, event.data.object);
+    case 'customer.subscription.deleted':
+      return subscriptionEnded(ctx, event.data.object.id);
     default:
       return { ignored: event.type };
   }
+}
+
+/** Acted on as Stripe has the subscription now (events may come late, twice or out of order). */
+async function subscriptionEnded(ctx: JobContext, subscriptionId: string): Promise<Record<string, string>> {
+  const subscription = await ctx.stripe.subscription(subscriptionId);
+  if (subscription.status !== 'canceled' || subscription.canceledAt === null) return { ignored: `subscription is ${subscription.status}` };
+  await ctx.db.query(`UPDATE subscriptions SET status = 'canceled', updated_at = now() WHERE stripe_subscription_id = $1`, [subscriptionId]);
+  const { rows } = await ctx.db.query<{ id: string }>(
+    'SELECT i.id FROM instances i JOIN subscriptions s ON s.id = i.subscription_id WHERE s.stripe_subscription_id = $1',
+    [subscriptionId],
+  );
+  const instance = rows[0] ? await instanceById(ctx.db, rows[0].id) : undefined;
+  if (!instance) return { ignored: 'no instance for this subscription' };
+  await requestCancellation(ctx.queues, instance, subscription.canceledAt);
+  return { cancelling: instance.id };
 }
 
 async function checkoutCompleted(

@@ -7,6 +7,8 @@ export interface SubscriptionSnapshot {
   customerId: string;
   status: string;
   priceId: string | null;
+  /** Epoch seconds, once cancelled. */
+  canceledAt: number | null;
 }
 
 export interface CustomerSnapshot {
@@ -42,6 +44,7 @@ export class StripeGateway {
       customerId: typeof sub.customer === 'string' ? sub.customer : sub.customer.id,
       status: sub.status,
       priceId: sub.items.data[0]?.price.id ?? null,
+      canceledAt: sub.canceled_at ?? null,
     };
   }
 

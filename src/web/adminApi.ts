@@ -9,6 +9,7 @@ import { recordInstance, startProvisioning } from '../provisioning.ts';
 import type { Queues } from '../queues/connection.ts';
 import { isQueueName, jobId, QUEUES } from '../queues/names.ts';
 import type { ProvisionData } from '../queues/provisionFlow.ts';
+import { requestCancellation } from '../jobs/lifecycle.ts';
 import { requireAdminToken } from './auth.ts';
 import { HttpError } from './httpError.ts';
 import { readJsonBody } from './rawBody.ts';
@@ -34,6 +35,11 @@ export function adminApi(deps: { config: Config; db: Db; queues: Queues }): Rout
       status: instance.status,
       plan: instance.plan,
       failure: instance.failed_step ? { step: instance.failed_step, reason: instance.failure_reason } : null,
+      cancelledAt: instance.cancelled_at,
+      archiveAt: instance.archived_at ? null : instance.archive_at,
+      archivedAt: instance.archived_at,
+      purgeAt: instance.purged_at ? null : instance.purge_at,
+      purgedAt: instance.purged_at,
       steps: steps.map((s) => ({ name: s.name, state: s.state, startedAt: s.started_at, finishedAt: s.finished_at })),
     };
   });
@@ -65,6 +71,19 @@ export function adminApi(deps: { config: Config; db: Db; queues: Queues }): Rout
     const started = await startProvisioning(deps.queues, instance);
     ctx.status = started ? 202 : 200;
     ctx.body = { customerId: instance.customer_id, workspaceId: instance.workspace_id, instanceId: instance.id };
+  });
+
+  /** Ends a customer's instance now, as a cancelled subscription would: stopped at once, archived and purged later. */
+  router.post('/admin/customers/:customerRef/deprovision', async (ctx) => {
+    const instance = await instanceForCustomer(deps.db, ctx.params.customerRef!);
+    if (!instance) throw new HttpError(404, 'not_found', 'no instance for this customer');
+    if (!['provisioning', 'active', 'failed'].includes(instance.status)) {
+      throw new HttpError(409, 'not_running', `the instance is ${instance.status}`);
+    }
+    await requestCancellation(deps.queues, instance, Math.floor(Date.now() / 1000));
+    await audit(deps.db, { actor: 'admin-api', action: 'instance.deprovision_requested', customerId: instance.customer_id, instanceId: instance.id });
+    ctx.status = 202;
+    ctx.body = { deprovisioning: instance.id };
   });
 
   /** Re-runs the job that failed; the flow continues from that step. */

@@ -1,0 +1,173 @@
+/**
+ * After a subscription ends: cancel at once (service stopped, key revoked), archive after ARCHIVE_AFTER (database
+ * and workspace exported, verified, then deleted with the service), purge after PURGE_AFTER (archive and personal
+ * data deleted; Stripe ids and the audit trail stay). Each job is idempotent, holds the instance's lock while it
+ * works, and records its transition in the audit log. Delayed jobs have ids derived from the subscription and
+ * Stripe's canceled_at, so a repeated cancellation schedules nothing twice.
+ */
+import type { Job } from 'bullmq';
+import { withCustomerDb } from '../db/customerDb.ts';
+import { audit, instanceById, updateInstance, type InstanceWithCustomer } from '../db/instances.ts';
+import { PermanentError } from '../errors.ts';
+import { resourceNames } from '../provisioning.ts';
+import { jobId, QUEUES } from '../queues/names.ts';
+import type { Queues } from '../queues/connection.ts';
+import { INSTANCE_SECRETS, instanceOwner, type JobContext } from './context.ts';
+import { ARCHIVED_TABLES, exportStream, readArchive } from './archiveFormat.ts';
+import { withInstanceLock } from './instanceLock.ts';
+
+type Outcome = Record<string, string | number>;
+
+export interface LifecycleData {
+  instanceId: string;
+  /** Stripe's canceled_at (epoch seconds): part of the job ids, and the start of the archive and purge clocks. */
+  canceledAt: number;
+}
+
+export function lifecycleJobId(instance: Pick<InstanceWithCustomer, 'workspace_id'>, step: 'cancel' | 'archive' | 'purge', canceledAt: number): string {
+  return jobId(instance.workspace_id, step, String(canceledAt));
+}
+
+/** Queues the cancellation of an instance (used by Stripe intake and the admin API). */
+export async function requestCancellation(queues: Queues, instance: InstanceWithCustomer, canceledAt: number): Promise<void> {
+  const data: LifecycleData = { instanceId: instance.id, canceledAt };
+  await queues.get(QUEUES.lifecycle).add('cancel', data, { jobId: lifecycleJobId(instance, 'cancel', canceledAt) });
+}
+
+async function load(ctx: JobContext, id: string): Promise<InstanceWithCustomer> {
+  const instance = await instanceById(ctx.db, id);
+  if (!instance) throw new PermanentError(`instance ${id} does not exist`);
+  return instance;
+}
+
+export async function cancel(ctx: JobContext, job: Job<LifecycleData>, token?: string): Promise<Outcome> {
+  return withInstanceLock(ctx, job, token, job.data.instanceId, async (): Promise<Outcome> => {
+    const instance = await load(ctx, job.data.instanceId);
+    if (!['provisioning', 'active', 'failed'].includes(instance.status)) return { skipped: `instance is ${instance.status}` };
+    const { lifecycle } = ctx.config;
+    const canceledAtMs = job.data.canceledAt * 1000;
+    const archiveAt = new Date(canceledAtMs + lifecycle.archiveAfterMs);
+    const purgeAt = new Date(canceledAtMs + lifecycle.purgeAfterMs);
+
+    // The key is refused from now on, even by a runtime something restarts: its hash is revoked where the runtime
+    // checks it (within its two-second cache).
+    await revokeKeys(ctx, instance);
+    if (instance.service_id) await ctx.compute.stop(instance.service_id);
+    await job.log('service stopped and API key revoked');
+    await updateInstance(ctx.db, instance.id, { status: 'cancelled', cancelled_at: new Date(canceledAtMs), archive_at: archiveAt, purge_at: purgeAt });
+
+    const lifecycleQueue = ctx.queues.get(QUEUES.lifecycle);
+    const data: LifecycleData = job.data;
+    await lifecycleQueue.add('archive', data, { jobId: lifecycleJobId(instance, 'archive', job.data.canceledAt), delay: Math.max(0, archiveAt.getTime() - Date.now()) });
+    await lifecycleQueue.add('purge', data, { jobId: lifecycleJobId(instance, 'purge', job.data.canceledAt), delay: Math.max(0, purgeAt.getTime() - Date.now()) });
+    await audit(ctx.db, {
+      actor: 'worker',
+      action: 'instance.cancelled',
+      customerId: instance.customer_id,
+      instanceId: instance.id,
+      detail: { canceledAt: new Date(canceledAtMs).toISOString(), archiveAt: archiveAt.toISOString(), purgeAt: purgeAt.toISOString() },
+    });
+    return { archiveAt: archiveAt.toISOString(), purgeAt: purgeAt.toISOString() };
+  });
+}
+
+async function revokeKeys(ctx: JobContext, instance: InstanceWithCustomer): Promise<void> {
+  const databaseUrl = await ctx.secrets.get(instanceOwner(instance.id), INSTANCE_SECRETS.databaseUrl);
+  if (databaseUrl) {
+    await withCustomerDb(databaseUrl, (client) => client.query('UPDATE api_keys SET revoked_at = now() WHERE revoked_at IS NULL'));
+  }
+  await ctx.secrets.delete(instanceOwner(instance.id), INSTANCE_SECRETS.pendingApiKey);
+}
+
+export async function archive(ctx: JobContext, job: Job<LifecycleData>, token?: string): Promise<Outcome> {
+  return withInstanceLock(ctx, job, token, job.data.instanceId, async (): Promise<Outcome> => {
+    const instance = await load(ctx, job.data.instanceId);
+    if (instance.status !== 'cancelled') return { skipped: `instance is ${instance.status}` };
+    const owner = instanceOwner(instance.id);
+    const databaseUrl = await ctx.secrets.get(owner, INSTANCE_SECRETS.databaseUrl);
+    const name = `${instance.workspace_id}/${job.data.canceledAt}.jsonl.gz`;
+
+    let stored = await ctx.db.query<{ location: string; size_bytes: string; sha256: string; row_counts: Record<string, number> }>(
+      'SELECT location, size_bytes, sha256, row_counts FROM archives WHERE instance_id = $1 AND deleted_at IS NULL',
+      [instance.id],
+    );
+    if (!stored.rows[0]) {
+      if (!databaseUrl) throw new PermanentError('the customer database connection is gone and no archive exists');
+      const written = await withCustomerDb(databaseUrl, async (client) => {
+        const { stream, counts } = exportStream(client, { workspaceId: instance.workspace_id });
+        const result = await ctx.archives.write(name, stream);
+        return { ...result, counts: await counts };
+      });
+      await ctx.db.query(
+        `INSERT INTO archives (instance_id, location, size_bytes, sha256, row_counts) VALUES ($1, $2, $3, $4, $5)
+         ON CONFLICT (instance_id) DO UPDATE SET location = $2, size_bytes = $3, sha256 = $4, row_counts = $5, created_at = now(),
+           verified_at = NULL, deleted_at = NULL`,
+        [instance.id, written.location, written.sizeBytes, written.sha256, JSON.stringify(written.counts)],
+      );
+      await job.log(`exported ${JSON.stringify(written.counts)} into ${written.location} (${written.sizeBytes} bytes)`);
+      stored = await ctx.db.query('SELECT location, size_bytes, sha256, row_counts FROM archives WHERE instance_id = $1', [instance.id]);
+    }
+    const record = stored.rows[0]!;
+
+    // Nothing is deleted until the archive reads back whole: same bytes, same rows.
+    const check = await ctx.archives.checksum(record.location);
+    if (check.sha256 !== record.sha256 || check.sizeBytes !== Number(record.size_bytes)) {
+      throw new PermanentError(`archive ${record.location} does not match what was written`);
+    }
+    const counts = await readArchive(ctx.archives.read(record.location));
+    if (ARCHIVED_TABLES.some((table) => counts[table] !== record.row_counts[table])) {
+      throw new PermanentError(`archive ${record.location} rows differ from the export`);
+    }
+    await ctx.db.query('UPDATE archives SET verified_at = now() WHERE instance_id = $1', [instance.id]);
+
+    const names = resourceNames(instance.stripe_subscription_id);
+    await ctx.compute.deleteService(instance.service_id ?? names.serviceName);
+    await ctx.database.deleteDatabase({
+      branchId: instance.branch_id ?? names.databaseName,
+      databaseName: instance.database_name ?? names.databaseName,
+      roleName: instance.database_role ?? names.databaseName,
+    });
+    for (const secret of Object.values(INSTANCE_SECRETS)) await ctx.secrets.delete(owner, secret);
+    await updateInstance(ctx.db, instance.id, { status: 'archived', archived_at: new Date(), access_url: null });
+    await audit(ctx.db, {
+      actor: 'worker',
+      action: 'instance.archived',
+      customerId: instance.customer_id,
+      instanceId: instance.id,
+      detail: { location: record.location, sizeBytes: Number(record.size_bytes), sha256: record.sha256, rows: record.row_counts },
+    });
+    return { location: record.location, sizeBytes: Number(record.size_bytes), sha256: record.sha256 };
+  });
+}
+
+export async function purge(ctx: JobContext, job: Job<LifecycleData>, token?: string): Promise<Outcome> {
+  return withInstanceLock(ctx, job, token, job.data.instanceId, async (): Promise<Outcome> => {
+    const instance = await load(ctx, job.data.instanceId);
+    if (instance.status !== 'archived' && instance.status !== 'cancelled') return { skipped: `instance is ${instance.status}` };
+    if (instance.status === 'cancelled') {
+      throw new PermanentError('the instance was never archived; archive it (retry its archive job) before the purge');
+    }
+    const deleted: string[] = [];
+    const { rows } = await ctx.db.query<{ location: string }>('SELECT location FROM archives WHERE instance_id = $1 AND deleted_at IS NULL', [instance.id]);
+    for (const { location } of rows) {
+      await ctx.archives.delete(location);
+      deleted.push(`archive ${location}`);
+    }
+    await ctx.db.query('UPDATE archives SET deleted_at = now() WHERE instance_id = $1', [instance.id]);
+    // Personal data held by the control plane: the customer's email and name, and the Stripe event payloads that
+    // carry them. The Stripe ids stay (for accounting) and so does the audit trail.
+    await ctx.db.query('UPDATE customers SET email = NULL, name = NULL, updated_at = now() WHERE id = $1', [instance.customer_id]);
+    deleted.push('customer email and name');
+    if (instance.stripe_customer_id) {
+      const scrubbed = await ctx.db.query(
+        `UPDATE stripe_events SET payload = jsonb_build_object('id', id, 'type', type, 'purged', true)
+         WHERE payload->'data'->'object'->>'customer' = $1`,
+        [instance.stripe_customer_id],
+      );
+      deleted.push(`${scrubbed.rowCount} Stripe event payloads`);
+    }
+    await updateInstance(ctx.db, instance.id, { status: 'purged', purged_at: new Date() });
+    await audit(ctx.db, { actor: 'worker', action: 'instance.purged', customerId: instance.customer_id, instanceId: instance.id, detail: { deleted } });
+    return { deleted: deleted.join(', ') };
+  });
+}

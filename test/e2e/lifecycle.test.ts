@@ -1,0 +1,103 @@
+/**
+ * The end of a subscription, on a timeline of seconds: cancelled (key refused at once, service stopped), archived
+ * (database exported, verified, then deleted with the service), purged (archive and personal data gone, the audit
+ * trail kept).
+ */
+import { expect } from 'chai';
+import pg from 'pg';
+import { readArchive } from '../../src/jobs/archiveFormat.ts';
+import { INSTANCE_SECRETS, instanceOwner } from '../../src/jobs/context.ts';
+import { QUEUES } from '../../src/queues/names.ts';
+import { startHarness, waitUntil, type Harness, type InstanceView } from '../support/harness.ts';
+
+describe('subscription lifecycle: cancel, archive, purge', function () {
+  this.timeout(90_000);
+  let h: Harness;
+
+  before(async () => {
+    h = await startHarness({ ARCHIVE_AFTER: '3s', PURGE_AFTER: '6s' });
+  });
+  after(async () => h?.close());
+
+  it('cancels at once, archives after ARCHIVE_AFTER and purges after PURGE_AFTER', async () => {
+    const { customerId, subscriptionId, event } = h.checkout({ email: 'rosa@example.com', name: 'Rosa', plan: 'starter' });
+    await h.deliver(event);
+    const active = await h.waitForStatus(customerId, ['active', 'failed']);
+    expect(active.status).to.equal('active');
+    const mail = await h.smtp.waitFor((m) => m.to.includes('rosa@example.com'));
+    const key = /claw_[0-9A-Za-z]{43}/.exec(mail.text)![0];
+    const api = (path: string, body?: unknown) =>
+      fetch(`${active.accessUrl}${path}`, {
+        method: body ? 'POST' : 'GET',
+        headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+        ...(body !== undefined && { body: JSON.stringify(body) }),
+      });
+    expect((await api('/api/memory', { content: 'Rosa keeps bees on the roof', tags: ['hobby'] })).status).to.equal(201);
+    const { rows: before } = await h.db.query('SELECT service_id, database_name FROM instances WHERE id = $1', [active.instanceId]);
+    const databaseUrl = (await h.plane.ctx.secrets.get(instanceOwner(active.instanceId), INSTANCE_SECRETS.databaseUrl))!;
+
+    // Stripe cancels the subscription; the event arrives twice.
+    const canceled = h.stripe.updateSubscription(subscriptionId, { status: 'canceled' });
+    const deleted = h.stripe.event('customer.subscription.deleted', canceled);
+    expect((await h.deliver(deleted)).status).to.equal(200);
+    expect((await h.deliver(h.stripe.event('customer.subscription.deleted', canceled))).status).to.equal(200);
+
+    const cancelled = await h.waitForStatus(customerId, ['cancelled']);
+    const shown = cancelled as InstanceView & { archiveAt: string; purgeAt: string };
+    expect(Date.parse(shown.archiveAt) - canceled.canceled_at! * 1000).to.equal(3_000);
+    expect(Date.parse(shown.purgeAt) - canceled.canceled_at! * 1000).to.equal(6_000);
+    // The key is refused at once: the service is stopped, and the key is revoked where a restarted runtime checks it.
+    expect(await api('/status').then((r) => r.status, () => 'refused')).to.equal('refused');
+    const customerDb = new pg.Client({ connectionString: databaseUrl });
+    await customerDb.connect();
+    const keys = await customerDb.query('SELECT count(*)::int AS live FROM api_keys WHERE revoked_at IS NULL');
+    await customerDb.end();
+    expect(keys.rows[0].live).to.equal(0);
+    const delayed = await h.plane.ctx.queues.get(QUEUES.lifecycle).getDelayed();
+    expect(delayed.map((j) => j.name).sort()).to.deep.equal(['archive', 'purge']); // scheduled once, despite two events
+
+    const archived = await h.waitForStatus(customerId, ['archived'], 20_000);
+    expect(archived.accessUrl).to.equal(null);
+    const database = await h.db.query('SELECT 1 FROM pg_database WHERE datname = $1', [before[0].database_name]);
+    expect(database.rowCount).to.equal(0);
+    const service = await h.db.query('SELECT 1 FROM local_services WHERE name = $1', [before[0].service_id]);
+    expect(service.rowCount).to.equal(0);
+    const { rows: archives } = await h.db.query('SELECT location, size_bytes, sha256, verified_at FROM archives WHERE instance_id = $1', [
+      active.instanceId,
+    ]);
+    expect(archives[0].verified_at).to.not.equal(null);
+    expect(await h.plane.ctx.archives.checksum(archives[0].location)).to.deep.equal({
+      sizeBytes: Number(archives[0].size_bytes),
+      sha256: archives[0].sha256,
+    });
+    const memories: string[] = [];
+    const counts = await readArchive(h.plane.ctx.archives.read(archives[0].location), async (table, row) => {
+      if (table === 'memories') memories.push(String(row.content));
+    });
+    expect(memories).to.deep.equal(['Rosa keeps bees on the roof']);
+    expect(counts.workspace_files).to.be.greaterThan(5);
+    expect(await h.plane.ctx.secrets.get(instanceOwner(active.instanceId), INSTANCE_SECRETS.databaseUrl)).to.equal(null);
+
+    const purged = await h.waitForStatus(customerId, ['purged'], 20_000);
+    expect(purged.status).to.equal('purged');
+    expect(await h.plane.ctx.archives.checksum(archives[0].location).catch(() => 'gone')).to.equal('gone');
+    const { rows: customer } = await h.db.query('SELECT email, name, stripe_customer_id FROM customers WHERE stripe_customer_id = $1', [customerId]);
+    expect(customer[0]).to.deep.equal({ email: null, name: null, stripe_customer_id: customerId });
+    const payloads = await h.db.query(`SELECT count(*)::int AS n FROM stripe_events WHERE payload::text LIKE '%rosa@example.com%'`);
+    expect(payloads.rows[0].n).to.equal(0);
+    const { rows: trail } = await h.db.query('SELECT action FROM audit WHERE instance_id = $1 ORDER BY id', [active.instanceId]);
+    expect(trail.map((r) => r.action)).to.deep.equal(['instance.created', 'instance.active', 'instance.cancelled', 'instance.archived', 'instance.purged']);
+    await waitUntil(async () => (await h.plane.ctx.queues.get(QUEUES.lifecycle).getDelayedCount()) === 0);
+  });
+
+  it('deprovisions through the admin API, and refuses to deprovision twice', async () => {
+    const created = (await (
+      await h.admin('/api/admin/provision', { method: 'POST', body: JSON.stringify({ email: 'sam@example.com', plan: 'starter' }) })
+    ).json()) as { customerId: string };
+    await h.waitForStatus(created.customerId, ['active']);
+    expect((await h.admin(`/api/admin/customers/${created.customerId}/deprovision`, { method: 'POST' })).status).to.equal(202);
+    const view = (await h.waitForStatus(created.customerId, ['cancelled'])) as InstanceView & { archiveAt: string | null };
+    expect(view.archiveAt).to.be.a('string');
+    expect((await h.admin(`/api/admin/customers/${created.customerId}/deprovision`, { method: 'POST' })).status).to.equal(409);
+  });
+});
