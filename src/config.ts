@@ -34,6 +34,8 @@ export interface Config {
   logLevel: LogLevel;
   healthCheck: { timeoutMs: number; initialDelayMs: number; maxDelayMs: number };
   deployTimeoutMs: number;
+  /** How long create-branch waits for the database provider's operations. */
+  databaseReadyTimeoutMs: number;
   /** After cancellation: when the customer's data is archived and its resources deleted, and when all is purged. */
   lifecycle: { archiveAfterMs: number; purgeAfterMs: number; archiveDir: string };
   runtime: {
@@ -302,6 +304,7 @@ export function loadConfig(env: Env = process.env, cwd = process.cwd()): Config 
       backoffMs,
     },
     deployTimeoutMs: r.duration('DEPLOY_TIMEOUT', 20 * 60_000),
+    databaseReadyTimeoutMs: r.duration('DATABASE_READY_TIMEOUT', 15 * 60_000),
     lifecycle: {
       archiveAfterMs: r.duration('ARCHIVE_AFTER', 7 * 86_400_000),
       purgeAfterMs: r.duration('PURGE_AFTER', 30 * 86_400_000),

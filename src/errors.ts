@@ -27,11 +27,13 @@ export class TransientError extends Error {
  * attempt.
  */
 export class RateLimitedError extends TransientError {
-  constructor(
-    message: string,
-    override readonly retryAfterMs: number,
-  ) {
-    super(message, retryAfterMs);
+  override readonly retryAfterMs: number;
+
+  constructor(message: string, retryAfterMs: number) {
+    // At least a quarter second: a Retry-After of 0 (or in the past) must still pause, and Redis refuses 0.
+    const wait = Math.max(250, Number.isFinite(retryAfterMs) ? retryAfterMs : 1_000);
+    super(message, wait);
+    this.retryAfterMs = wait;
     this.name = 'RateLimitedError';
   }
 }

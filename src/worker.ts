@@ -87,10 +87,15 @@ export function startWorkers(ctx: JobContext): Worker[] {
   });
 }
 
-/** Steps that call a provider share that provider's global rate, whatever the number of workers. */
+/**
+ * Steps that call a provider share that provider's global rate, whatever the number of workers. Those queues always
+ * have a limiter (unlimited unless configured): BullMQ honours a queue-wide pause after a 429 (`queue.rateLimit`)
+ * only on queues with one.
+ */
 function limiterFor(ctx: JobContext, queue: QueueName): { max: number; duration: number } | undefined {
-  const rate = queue === QUEUES.compute ? ctx.config.rateLimits.compute : queue === QUEUES.database ? ctx.config.rateLimits.database : null;
-  return rate ? { max: rate.max, duration: rate.durationMs } : undefined;
+  if (queue !== QUEUES.compute && queue !== QUEUES.database) return undefined;
+  const rate = queue === QUEUES.compute ? ctx.config.rateLimits.compute : ctx.config.rateLimits.database;
+  return rate ? { max: rate.max, duration: rate.durationMs } : { max: 1_000_000, duration: 1_000 };
 }
 
 /** A job that ended failed (not one about to be retried) is recorded and alerted once. */

@@ -5,22 +5,28 @@ import { updateInstance } from '../db/instances.ts';
 import { resourceNames } from '../provisioning.ts';
 import { INSTANCE_SECRETS, instanceOwner } from './context.ts';
 import type { StepHandler } from './step.ts';
+import { PermanentError } from '../errors.ts';
 import type { ProvisionData } from '../queues/provisionFlow.ts';
 import type { DatabaseProgress } from '../providers/types.ts';
 
 export interface CreateBranchData extends ProvisionData {
   database?: DatabaseProgress;
   polls?: number;
+  waitingSince?: number;
 }
 
 export const createBranch: StepHandler<CreateBranchData> = async (ctx, { job, instance, log, progress, done, waitFor }) => {
   const { databaseName } = resourceNames(instance.stripe_subscription_id);
   const result = await ctx.database.ensureDatabase(databaseName, job.data.database);
   if ('pending' in result) {
+    const waitingSince = job.data.waitingSince ?? Date.now();
+    if (Date.now() - waitingSince > ctx.config.databaseReadyTimeoutMs) {
+      throw new PermanentError(`the ${ctx.database.kind} database was not ready within ${Math.round(ctx.config.databaseReadyTimeoutMs / 1000)} s: ${result.detail}`);
+    }
     const polls = (job.data.polls ?? 0) + 1;
     if (polls === 1 || polls % 10 === 0) await log(`waiting for ${ctx.database.kind}: ${result.detail}`);
     await progress(Math.min(50, polls * 5));
-    return waitFor(result.retryInMs, { ...job.data, database: result.pending, polls });
+    return waitFor(result.retryInMs, { ...job.data, database: result.pending, polls, waitingSince });
   }
   const ref = result.ready;
   await ctx.secrets.put(instanceOwner(instance.id), INSTANCE_SECRETS.databaseUrl, ref.connectionUrl);

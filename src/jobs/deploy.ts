@@ -13,6 +13,8 @@ import type { StepHandler } from './step.ts';
 
 export interface DeployData extends ProvisionData {
   serviceId?: string;
+  /** Set just before asking for a deployment: a re-run after a crash adopts the deployment made then. */
+  deployRequestedAt?: number;
   deploymentId?: string;
   deployStartedAt?: number;
   polls?: number;
@@ -41,6 +43,9 @@ export function runtimeVariables(
   return vars;
 }
 
+/** How far the provider's clock may be behind ours when a re-run looks for the deployment it asked for. */
+const CLOCK_SKEW_MS = 60_000;
+
 /** Polling backs off: 0.5 s, 1 s, 2 s … up to 15 s, so a 60 s deployment costs about 8 status queries. */
 export function pollDelay(polls: number, initialMs = 500, maxMs = 15_000): number {
   return Math.min(initialMs * 2 ** polls, maxMs);
@@ -62,8 +67,16 @@ export const deploy: StepHandler<DeployData> = async (ctx, { job, instance, log,
     await ctx.compute.setVariables(serviceId, runtimeVariables(ctx, instance, plan, { databaseUrl, runtimeSecret }));
     await ctx.compute.setLimits(serviceId, plan);
     await log(`variables and limits set (${plan.cpu} CPU, ${plan.memoryMb} MB)`);
-    const { deploymentId } = await ctx.compute.deploy(serviceId);
-    await log(`deployment ${deploymentId} started`);
+    const adopted = data.deployRequestedAt ? await ctx.compute.latestDeployment(serviceId) : null;
+    let deploymentId: string;
+    if (adopted && adopted.createdAt.getTime() >= data.deployRequestedAt! - CLOCK_SKEW_MS) {
+      deploymentId = adopted.deploymentId;
+      await log(`adopting deployment ${deploymentId}, requested by an earlier run of this step`);
+    } else {
+      await job.updateData({ ...data, serviceId, deployRequestedAt: Date.now() });
+      ({ deploymentId } = await ctx.compute.deploy(serviceId));
+      await log(`deployment ${deploymentId} started`);
+    }
     await progress(30);
     return waitFor(pollDelay(0), { ...data, serviceId, deploymentId, deployStartedAt: Date.now(), polls: 0 });
   }

@@ -18,6 +18,8 @@ export interface ComputeProvider {
   setLimits(serviceId: string, limits: Pick<Plan, 'cpu' | 'memoryMb'>): Promise<void>;
   deploy(serviceId: string): Promise<{ deploymentId: string }>;
   deploymentState(serviceId: string, deploymentId: string): Promise<{ state: DeploymentState; detail?: string }>;
+  /** The service's newest deployment, so a step that died after deploying adopts it instead of deploying again. */
+  latestDeployment(serviceId: string): Promise<{ deploymentId: string; createdAt: Date } | null>;
   stop(serviceId: string): Promise<void>;
   deleteService(serviceId: string): Promise<void>;
   close(): Promise<void>;

@@ -248,22 +248,21 @@ describe('NeonDatabaseProvider against the Neon emulator', function () {
     expect(emulator.branches(provider.projectFor(name)).filter((s) => s.branch.name === name)).to.have.length(1);
   });
 
-  it('503 and timeouts are TransientErrors; the re-run from saved progress completes', async () => {
+  it('503 waits like a busy project (Neon: always safe to retry); timeouts are TransientErrors', async () => {
     const name = newName();
     emulator.failNext(1, 503);
-    const err = await rejection(provider.ensureDatabase(name));
-    expect(err).to.be.instanceOf(TransientError);
-    expect(err).to.not.be.instanceOf(RateLimitedError);
-    expect(err.message).to.match(/503/).and.not.include(emulator.apiKey);
+    const first = await provider.ensureDatabase(name);
+    if (!('pending' in first)) throw new Error('expected pending');
+    expect(first.detail).to.match(/503/).and.not.include(emulator.apiKey);
 
-    // 503 while polling an operation and on a mutation, mid-way.
-    const r1 = await provider.ensureDatabase(name);
+    // 503 while polling an operation and on a mutation, mid-way: waited out, and the provision completes.
+    const r1 = await provider.ensureDatabase(name, first.pending);
     if (!('pending' in r1)) throw new Error('expected pending');
     emulator.failNext(1, 503, {}, { match: (r) => r.template.includes('/operations/') });
     emulator.failNext(1, 503, {}, { match: (r) => r.method === 'POST' });
     await sleep(r1.retryInMs);
     const run = await provision(provider, name, r1.pending);
-    expect(run.transient.length).to.equal(2);
+    expect(run.transient.length).to.equal(0);
     expect(emulator.branches(provider.projectFor(name)).filter((s) => s.branch.name === name)).to.have.length(1);
 
     // A timeout (the answer held back beyond the client's timeout) and a refused connection.

@@ -71,6 +71,16 @@ describe('RailwayComputeProvider (against the emulator)', function () {
     expect(railway.services().map((s) => s.id)).to.not.include(serviceId);
   });
 
+  it('deletes a service by its name when its id was never recorded, and reports the latest deployment', async () => {
+    const { serviceId } = await provider.findOrCreateService('claw-unrecorded');
+    expect(await provider.latestDeployment(serviceId)).to.equal(null);
+    const { deploymentId } = await provider.deploy(serviceId);
+    expect((await provider.latestDeployment(serviceId))!.deploymentId).to.equal(deploymentId);
+    await provider.deleteService('claw-unrecorded');
+    expect(railway.services().filter((s) => s.name === 'claw-unrecorded' && !s.deletedAt)).to.have.length(0);
+    await provider.deleteService('claw-never-created'); // nothing to delete: no error
+  });
+
   it('reports failed, crashed and approval-waiting deployments', async () => {
     const { serviceId } = await provider.findOrCreateService('claw-failing');
     for (const [end, expected] of [['FAILED', 'failed'], ['CRASHED', 'failed'], ['NEEDS_APPROVAL', 'needs_approval']] as const) {

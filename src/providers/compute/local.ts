@@ -114,6 +114,15 @@ export class LocalComputeProvider implements ComputeProvider {
     return { state: row.pid !== null && this.isOurRuntime(row.pid, row.port) ? 'success' : 'in_progress' };
   }
 
+  async latestDeployment(serviceId: string): Promise<{ deploymentId: string; createdAt: Date } | null> {
+    const { rows } = await this.db.query<{ deployment_id: string | null; deployed_at: Date | null }>(
+      'SELECT deployment_id, deployed_at FROM local_services WHERE name = $1',
+      [serviceId],
+    );
+    const row = rows[0];
+    return row?.deployment_id && row.deployed_at ? { deploymentId: row.deployment_id, createdAt: row.deployed_at } : null;
+  }
+
   async stop(serviceId: string): Promise<void> {
     const row = await this.row(serviceId);
     await this.db.query(`UPDATE local_services SET desired_state = 'stopped', pid = NULL WHERE name = $1`, [serviceId]);

@@ -12,6 +12,7 @@ import type { ComputeProvider, DeploymentState, ServiceRef } from '../types.ts';
 import { RAILWAY_DOCUMENTS as DOCS } from './railwayDocuments.ts';
 
 const REQUEST_TIMEOUT_MS = 20_000;
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 /** Railway caps service names at 32 characters. */
 export const MAX_SERVICE_NAME = 32;
@@ -66,6 +67,15 @@ export class RailwayComputeProvider implements ComputeProvider {
     return { state: deploymentStateOf(status), detail: `Railway status ${status}` };
   }
 
+  async latestDeployment(serviceId: string): Promise<{ deploymentId: string; createdAt: Date } | null> {
+    const data = await this.call<{ serviceInstance: { latestDeployment: { id: string; createdAt: string } | null } }>('activeDeployments', {
+      ...this.envScope(),
+      serviceId,
+    });
+    const latest = data.serviceInstance.latestDeployment;
+    return latest ? { deploymentId: latest.id, createdAt: new Date(latest.createdAt) } : null;
+  }
+
   /** Railway has no service-level stop: the running deployments are removed (a redeploy starts it again). */
   async stop(serviceId: string): Promise<void> {
     const data = await this.call<{ serviceInstance: { activeDeployments: { id: string }[]; latestDeployment: { id: string; status: string } | null } }>(
@@ -78,7 +88,10 @@ export class RailwayComputeProvider implements ComputeProvider {
     for (const id of ids) await this.call('deploymentRemove', { id });
   }
 
-  async deleteService(serviceId: string): Promise<void> {
+  /** Deletes by id; given a service name instead (a step died before recording the id), finds it first. */
+  async deleteService(serviceIdOrName: string): Promise<void> {
+    const serviceId = UUID.test(serviceIdOrName) ? serviceIdOrName : await this.findService(serviceIdOrName);
+    if (!serviceId) return; // never created
     try {
       await this.call('serviceDelete', { id: serviceId, environmentId: this.config.environmentId });
     } catch (err) {

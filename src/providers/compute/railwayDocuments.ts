@@ -46,7 +46,7 @@ export const RAILWAY_DOCUMENTS = {
     query ActiveDeployments($serviceId: String!, $environmentId: String!) {
       serviceInstance(serviceId: $serviceId, environmentId: $environmentId) {
         activeDeployments { id status }
-        latestDeployment { id status }
+        latestDeployment { id status createdAt }
       }
     }`,
   deploymentRemove: /* GraphQL */ `

@@ -115,6 +115,8 @@ export class NeonDatabaseProvider implements DatabaseProvider {
     } catch (err) {
       // 423: the project runs another operation (ours after a lost response, or another customer's). Safe to retry.
       if (statusOf(err) === 423) return this.wait(state.p, `project ${state.p.projectId} is busy with another operation (423)`, (err as NeonCallError).retryAfterMs);
+      // 503 is always safe to retry (Neon's spec): wait like for a busy project, without using up an attempt.
+      if (statusOf(err) === 503) return this.wait(state.p, `Neon is unavailable (503)`, (err as NeonCallError).retryAfterMs);
       throw this.classify(err);
     }
   }
