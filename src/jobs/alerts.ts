@@ -15,6 +15,11 @@ export async function sendAlert(ctx: JobContext, job: Job<AlertData>): Promise<{
   return { sent: channel };
 }
 
+const TITLES: Record<string, (step: string) => string> = {
+  'lifecycle.failed': (step) => `Lifecycle job ${step} failed`,
+  'deployment.needs_approval': () => 'A deployment waits for an operator’s approval',
+};
+
 /** The incident as recorded when it happened: what failed, for whom, at which step, and why. */
 async function describe(ctx: JobContext, data: AlertData): Promise<Omit<Alert, 'link'>> {
   const { rows } = await ctx.db.query<{ action: string; instance_id: string | null; detail: Record<string, string | null> }>(
@@ -34,7 +39,7 @@ async function describe(ctx: JobContext, data: AlertData): Promise<Omit<Alert, '
   }
   const instance = incident.instance_id ? await instanceById(ctx.db, incident.instance_id) : undefined;
   return {
-    title: incident.action === 'lifecycle.failed' ? `Lifecycle job ${detail.step} failed` : 'Provisioning failed',
+    title: TITLES[incident.action]?.(detail.step ?? '') ?? 'Provisioning failed',
     customer: instance
       ? `${instance.email ?? 'no email'} (${instance.stripe_customer_id ?? 'comped'}, ${instance.workspace_id})`
       : (incident.instance_id ?? 'unknown'),

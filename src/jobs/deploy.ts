@@ -9,6 +9,7 @@ import { planByName, type Plan } from '../plans.ts';
 import { STEPS } from '../queues/names.ts';
 import type { ProvisionData } from '../queues/provisionFlow.ts';
 import { INSTANCE_SECRETS, instanceOwner, type JobContext } from './context.ts';
+import { raiseJobIncident } from './failure.ts';
 import type { StepHandler } from './step.ts';
 
 export interface DeployData extends ProvisionData {
@@ -90,8 +91,16 @@ export const deploy: StepHandler<DeployData> = async (ctx, { job, instance, log,
       return done({ serviceId, deploymentId });
     case 'failed':
       throw new PermanentError(`deployment ${deploymentId} failed${detail ? `: ${detail}` : ''}`);
-    case 'needs_approval':
-      throw new PermanentError(`deployment ${deploymentId} needs an operator's approval in the provider's dashboard`);
+    case 'needs_approval': {
+      // An operator approves it in the provider's dashboard; meanwhile the step keeps watching (slowly, holding no
+      // slot) until the approval or the deploy timeout, and operators are told once.
+      await raiseJobIncident(ctx, job, 'deployment.needs_approval', `deployment ${deploymentId} needs an operator's approval in the provider's dashboard`);
+      if (Date.now() - (data.deployStartedAt ?? Date.now()) > ctx.config.deployTimeoutMs) {
+        throw new PermanentError(`deployment ${deploymentId} was not approved within ${Math.round(ctx.config.deployTimeoutMs / 1000)} s`);
+      }
+      const polls = (data.polls ?? 0) + 1;
+      return waitFor(pollDelay(polls), { ...data, polls });
+    }
     case 'in_progress': {
       const elapsed = Date.now() - (data.deployStartedAt ?? Date.now());
       const timeoutMs = ctx.config.deployTimeoutMs;

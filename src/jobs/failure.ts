@@ -119,18 +119,21 @@ export async function clearFailure(ctx: JobContext, instanceId: string, step: st
 /** Lifecycle jobs (cancel, archive, purge) whose failure is an incident of its own; the instance keeps its status. */
 const LIFECYCLE_JOBS = new Set(['cancel', 'archive', 'purge', 'abandon']);
 
-/** A lifecycle job failed for good: one incident per job (a repeat of the same failure raises nothing new). */
-export async function markLifecycleFailed(ctx: JobContext, job: Job, reason: string): Promise<void> {
+/**
+ * An incident about one job that leaves the instance's status as it is (a lifecycle job failed; a deployment waits
+ * for an operator's approval): at most one per job and kind, however often it is reported.
+ */
+export async function raiseJobIncident(ctx: JobContext, job: Job, action: 'lifecycle.failed' | 'deployment.needs_approval', reason: string): Promise<void> {
   const instanceId = (job.data as { instanceId?: string }).instanceId;
   if (!instanceId) return;
   const detail = { step: job.name, jobId: job.id, reason: maskSecrets(reason).slice(0, 2000) };
   const { rows } = await ctx.db.query<{ id: string }>(
     `INSERT INTO audit (actor, action, customer_id, instance_id, detail)
-     SELECT 'worker', 'lifecycle.failed', customer_id, id, $2 FROM instances
+     SELECT 'worker', $4, customer_id, id, $2 FROM instances
      WHERE id = $1 AND NOT EXISTS (
-       SELECT 1 FROM audit WHERE instance_id = $1 AND action = 'lifecycle.failed' AND detail->>'jobId' = $3)
+       SELECT 1 FROM audit WHERE instance_id = $1 AND action = $4 AND detail->>'jobId' = $3)
      RETURNING id`,
-    [instanceId, JSON.stringify(detail), job.id],
+    [instanceId, JSON.stringify(detail), job.id, action],
   );
   if (rows[0]) await raiseIncident(ctx, rows[0].id, { queue: job.queueName as QueueName, jobId: job.id! });
 }
@@ -144,7 +147,7 @@ export async function recordFinalFailure(ctx: JobContext, job: Job, reason: stri
   if (job.queueName === QUEUES.stripeEvents) {
     await markEventFailed(ctx, { eventId: (job.data as { eventId: string }).eventId, reason, ...where });
   } else if (LIFECYCLE_JOBS.has(job.name)) {
-    await markLifecycleFailed(ctx, job, reason);
+    await raiseJobIncident(ctx, job, 'lifecycle.failed', reason);
   } else if (isStepName(job.name) && (job.data as { instanceId?: string }).instanceId) {
     await markFailed(ctx, { instanceId: (job.data as { instanceId: string }).instanceId, step: job.name, reason, ...where });
   }

@@ -71,7 +71,28 @@ describe('provisioning on Railway and Neon (emulated)', function () {
     expect(services).to.have.length(2);
     for (const s of services) expect(h.railway!.domainsOf(s.id)).to.have.length(1);
     const rateLimited = h.railway!.calls.filter((c) => c.status === 429).length;
-    console.log(`      with faults: Railway 429s ${rateLimited}, calls ${JSON.stringify(h.railway!.counts())}`);
+    expect(rateLimited).to.equal(2);
+    const used = budget(h);
+    console.log(`      with faults (two provisions so far): Railway ${used.railway} calls (${rateLimited} answered 429), Neon ${used.neon} calls`);
+  });
+
+  it('waits for an operator to approve a deployment, telling operators once', async () => {
+    h.railway!.nextDeploymentEnds('NEEDS_APPROVAL');
+    const { customerId, event } = h.checkout({ email: 'ravi@example.com', plan: 'starter' });
+    await h.deliver(event);
+    const post = await h.slack.waitFor((p) => (p.text ?? '').includes('ravi@example.com'), 30_000);
+    expect(post.text).to.include('approval');
+    const services = h.railway!.services().filter((s) => !s.deletedAt);
+    const waiting = services.flatMap((s) => h.railway!.deploymentsOf(s.id)).find((d) => d.status === 'NEEDS_APPROVAL')!;
+    const approved = await fetch(h.railway!.url, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${h.railway!.accountToken}` },
+      body: JSON.stringify({ query: 'mutation Approve($id: String!) { deploymentApprove(id: $id) }', variables: { id: waiting.id } }),
+    });
+    expect(((await approved.json()) as { data: unknown }).data).to.deep.equal({ deploymentApprove: true });
+    const view = await h.waitForStatus(customerId, ['active', 'failed'], 60_000);
+    expect(view.status).to.equal('active');
+    expect(h.slack.posts.filter((p) => (p.text ?? '').includes('ravi@example.com'))).to.have.length(1);
   });
 
   it('fails a deployment that ends FAILED, alerts once, and leaves what it made visible for an operator', async () => {
@@ -85,6 +106,8 @@ describe('provisioning on Railway and Neon (emulated)', function () {
     await h.slack.waitFor((p) => (p.text ?? '').includes('pia@example.com'));
     await new Promise((r) => setTimeout(r, 500));
     expect(h.slack.posts.filter((p) => (p.text ?? '').includes('pia@example.com'))).to.have.length(1);
+    await h.smtp.waitFor((m) => m.to.includes('ops@clawdbot.test') && m.text.includes('pia@example.com'));
+    expect(h.smtp.messages.filter((m) => m.to.includes('ops@clawdbot.test') && m.text.includes('pia@example.com'))).to.have.length(1);
     const { rows } = await h.db.query('SELECT service_id, branch_id FROM instances WHERE id = $1', [view.instanceId]);
     expect(h.railway!.services().map((s) => s.id)).to.include(rows[0].service_id);
     expect(rows[0].branch_id).to.match(/\//); // project/branch, as the operator finds it in Neon
