@@ -44,6 +44,16 @@ export function runtimeVariables(
   return vars;
 }
 
+/** Hands the service its whole configuration for a plan: every variable (one upsert) and the plan's limits. */
+export async function configureService(ctx: JobContext, instance: { id: string; workspace_id: string }, serviceId: string, plan: Plan): Promise<void> {
+  const owner = instanceOwner(instance.id);
+  const databaseUrl = await ctx.secrets.get(owner, INSTANCE_SECRETS.databaseUrl);
+  if (!databaseUrl) throw new PermanentError(`no database connection: ${STEPS.createBranch} has not completed`);
+  const runtimeSecret = await ctx.secrets.putIfAbsent(owner, INSTANCE_SECRETS.runtimeSecret, randomBytes(32).toString('base64url'));
+  await ctx.compute.setVariables(serviceId, runtimeVariables(ctx, instance, plan, { databaseUrl, runtimeSecret }));
+  await ctx.compute.setLimits(serviceId, plan);
+}
+
 /** How far the provider's clock may be behind ours when a re-run looks for the deployment it asked for. */
 const CLOCK_SKEW_MS = 60_000;
 
@@ -60,13 +70,7 @@ export const deploy: StepHandler<DeployData> = async (ctx, { job, instance, log,
     if (!serviceId) throw new PermanentError(`no service to deploy: ${STEPS.createService} has not completed`);
     const plan = planByName(instance.plan ?? '');
     if (!plan) throw new PermanentError(`instance has no known plan (${instance.plan ?? 'none'})`);
-    const databaseUrl = await ctx.secrets.get(instanceOwner(instance.id), INSTANCE_SECRETS.databaseUrl);
-    if (!databaseUrl) throw new PermanentError(`no database connection: ${STEPS.createBranch} has not completed`);
-
-    const owner = instanceOwner(instance.id);
-    const runtimeSecret = await ctx.secrets.putIfAbsent(owner, INSTANCE_SECRETS.runtimeSecret, randomBytes(32).toString('base64url'));
-    await ctx.compute.setVariables(serviceId, runtimeVariables(ctx, instance, plan, { databaseUrl, runtimeSecret }));
-    await ctx.compute.setLimits(serviceId, plan);
+    await configureService(ctx, instance, serviceId, plan);
     await log(`variables and limits set (${plan.cpu} CPU, ${plan.memoryMb} MB)`);
     const adopted = data.deployRequestedAt ? await ctx.compute.latestDeployment(serviceId) : null;
     let deploymentId: string;

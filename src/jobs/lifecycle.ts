@@ -14,6 +14,9 @@ import { jobId, QUEUES } from '../queues/names.ts';
 import type { Queues } from '../queues/connection.ts';
 import { INSTANCE_SECRETS, instanceOwner, type JobContext } from './context.ts';
 import { ARCHIVED_TABLES, exportStream, readArchive } from './archiveFormat.ts';
+import { configureService } from './deploy.ts';
+import { PLANS, type PlanName } from '../plans.ts';
+import { fileSha256, renderWorkspace } from '../workspace/render.ts';
 import { withInstanceLock } from './instanceLock.ts';
 
 type Outcome = Record<string, string | number>;
@@ -169,5 +172,56 @@ export async function purge(ctx: JobContext, job: Job<LifecycleData>, token?: st
     await updateInstance(ctx.db, instance.id, { status: 'purged', purged_at: new Date() });
     await audit(ctx.db, { actor: 'worker', action: 'instance.purged', customerId: instance.customer_id, instanceId: instance.id, detail: { deleted } });
     return { deleted: deleted.join(', ') };
+  });
+}
+
+export interface ResizeData {
+  instanceId: string;
+  plan: PlanName;
+}
+
+/**
+ * A plan change, in place: the service gets the new plan's variables (message limit, features) and CPU and memory,
+ * and restarts on them; the new plan's skill files are added to the workspace (nothing the customer changed is
+ * overwritten) and STATE.json records the plan. The database, its memories and the key stay as they are.
+ */
+export async function resize(ctx: JobContext, job: Job<ResizeData>, token?: string): Promise<Outcome> {
+  return withInstanceLock(ctx, job, token, job.data.instanceId, async (): Promise<Outcome> => {
+    const instance = await load(ctx, job.data.instanceId);
+    const plan = PLANS[job.data.plan];
+    if (instance.status !== 'active') return { skipped: `instance is ${instance.status}` };
+    if (instance.plan === plan.name) return { unchanged: plan.name };
+    if (!instance.service_id || !instance.email) throw new PermanentError('instance has no service or customer email');
+    const databaseUrl = await ctx.secrets.get(instanceOwner(instance.id), INSTANCE_SECRETS.databaseUrl);
+    if (!databaseUrl) throw new PermanentError('no database connection for this instance');
+
+    const files = renderWorkspace({
+      workspaceId: instance.workspace_id,
+      customer: { name: instance.customer_name, email: instance.email },
+      plan,
+      createdAt: instance.provision_started_at,
+    });
+    await withCustomerDb(databaseUrl, async (client) => {
+      for (const file of files.filter((f) => f.path.startsWith('skills/') || f.path === 'STATE.json')) {
+        const overwrite = file.path === 'STATE.json';
+        await client.query(
+          `INSERT INTO workspace_files (path, content, sha256) VALUES ($1, $2, $3)
+           ON CONFLICT (path) DO ${overwrite ? 'UPDATE SET content = EXCLUDED.content, sha256 = EXCLUDED.sha256, updated_at = now()' : 'NOTHING'}`,
+          [file.path, file.content, fileSha256(file.content)],
+        );
+      }
+    });
+    await configureService(ctx, instance, instance.service_id, plan);
+    const { deploymentId } = await ctx.compute.deploy(instance.service_id);
+    await ctx.db.query('UPDATE subscriptions SET plan = $2, updated_at = now() WHERE id = $1', [instance.subscription_id, plan.name]);
+    await updateInstance(ctx.db, instance.id, { plan: plan.name });
+    await audit(ctx.db, {
+      actor: 'worker',
+      action: 'instance.resized',
+      customerId: instance.customer_id,
+      instanceId: instance.id,
+      detail: { from: instance.plan, to: plan.name, deploymentId },
+    });
+    return { from: instance.plan ?? '', to: plan.name, deploymentId };
   });
 }

@@ -10,7 +10,8 @@ import { recordInstance, startProvisioning } from '../provisioning.ts';
 import { QUEUES } from '../queues/names.ts';
 import { clearFailure, isFinalFailure, markEventFailed, markFailed, ReportedFailure } from './failure.ts';
 import type { JobContext } from './context.ts';
-import { requestCancellation } from './lifecycle.ts';
+import { requestCancellation, type ResizeData } from './lifecycle.ts';
+import { jobId } from '../queues/names.ts';
 import { instanceById } from '../db/instances.ts';
 
 export interface StripeEventData {
@@ -25,6 +26,7 @@ export const HANDLED_EVENTS = new Set([
   'checkout.session.completed',
   'checkout.session.async_payment_succeeded',
   'customer.subscription.deleted',
+  'customer.subscription.updated',
 ]);
 
 /** Subscription states in which the customer has paid (or is trialing) and gets an instance. */
@@ -51,25 +53,38 @@ async function actOnEvent(ctx: JobContext, job: Job<StripeEventData>): Promise<R
     case 'checkout.session.async_payment_succeeded':
       return checkoutCompleted(ctx, job, event.data.object);
     case 'customer.subscription.deleted':
-      return subscriptionEnded(ctx, event.data.object.id);
+    case 'customer.subscription.updated':
+      return subscriptionChanged(ctx, job, event.data.object.id);
     default:
       return { ignored: event.type };
   }
 }
 
-/** Acted on as Stripe has the subscription now (events may come late, twice or out of order). */
-async function subscriptionEnded(ctx: JobContext, subscriptionId: string): Promise<Record<string, string>> {
+/**
+ * A subscription changed or ended. Stripe may deliver events late, twice or out of order, so the event only says
+ * "look again": the subscription is re-read and the instance brought to what Stripe has now. A cancellation at
+ * period end changes nothing until the subscription is actually deleted.
+ */
+async function subscriptionChanged(ctx: JobContext, job: Job<StripeEventData>, subscriptionId: string): Promise<Record<string, string>> {
   const subscription = await ctx.stripe.subscription(subscriptionId);
-  if (subscription.status !== 'canceled' || subscription.canceledAt === null) return { ignored: `subscription is ${subscription.status}` };
-  await ctx.db.query(`UPDATE subscriptions SET status = 'canceled', updated_at = now() WHERE stripe_subscription_id = $1`, [subscriptionId]);
+  await ctx.db.query('UPDATE subscriptions SET status = $2, updated_at = now() WHERE stripe_subscription_id = $1', [subscriptionId, subscription.status]);
   const { rows } = await ctx.db.query<{ id: string }>(
     'SELECT i.id FROM instances i JOIN subscriptions s ON s.id = i.subscription_id WHERE s.stripe_subscription_id = $1',
     [subscriptionId],
   );
   const instance = rows[0] ? await instanceById(ctx.db, rows[0].id) : undefined;
   if (!instance) return { ignored: 'no instance for this subscription' };
-  await requestCancellation(ctx.queues, instance, subscription.canceledAt);
-  return { cancelling: instance.id };
+  if (subscription.status === 'canceled' && subscription.canceledAt !== null) {
+    await requestCancellation(ctx.queues, instance, subscription.canceledAt);
+    return { cancelling: instance.id };
+  }
+  const plan = subscription.priceId ? planForPrice(subscription.priceId, ctx.config.stripe.priceIds) : undefined;
+  if (plan && plan.name !== instance.plan && instance.status === 'active') {
+    const data: ResizeData = { instanceId: instance.id, plan: plan.name };
+    await ctx.queues.get(QUEUES.lifecycle).add('resize', data, { jobId: jobId(instance.workspace_id, 'resize', job.data.eventId) });
+    return { resizing: `${instance.plan} → ${plan.name}` };
+  }
+  return { unchanged: `subscription ${subscription.status}, plan ${instance.plan}` };
 }
 
 async function checkoutCompleted(

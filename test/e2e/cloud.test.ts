@@ -124,7 +124,12 @@ describe('a worker killed while a Railway deployment is in progress', function (
     h = await startHarness({}, { webOnly: true, cloud: { railway: { deployMs: 3_000 } } });
   });
   after(async () => {
-    for (const w of workers) if (w.exitCode === null && w.signalCode === null) w.kill('SIGKILL');
+    for (const w of workers) {
+      if (w.exitCode !== null || w.signalCode !== null) continue;
+      const exited = new Promise((resolve) => w.once('exit', resolve));
+      w.kill('SIGKILL');
+      await exited; // its connections are gone before the databases are dropped
+    }
     await h?.close();
   });
 

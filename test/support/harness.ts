@@ -145,6 +145,7 @@ export async function startHarness(env: Record<string, string> = {}, options: Ha
   const plane = await startControlPlane(config, { web: true, worker: !options.webOnly });
   const url = plane.url!;
   const db = new pg.Pool({ connectionString: config.databaseUrl, max: 3 });
+  db.on('error', () => undefined); // an idle connection ended by close()'s DROP DATABASE
   const redis = new Redis(config.redisUrl);
 
   const postWebhook = (body: string, headers: Record<string, string> = {}) =>
