@@ -4,7 +4,7 @@
  */
 import { createHash } from 'node:crypto';
 import type { Config } from './config.ts';
-import { audit, instanceById, type InstanceWithCustomer } from './db/instances.ts';
+import { audit, instanceById, type InstanceWithCustomer, type Queryable } from './db/instances.ts';
 import { inTransaction, type Db } from './db/pool.ts';
 import type { Plan } from './plans.ts';
 import type { Queues } from './queues/connection.ts';
@@ -23,42 +23,55 @@ export interface ProvisionRequest {
   actor: string;
 }
 
-/** Stable ids and resource names derived from the subscription, so every retry finds what an earlier try made. */
-export function resourceNames(subscriptionRef: string) {
-  const slug = createHash('sha256').update(subscriptionRef).digest('hex').slice(0, 16);
-  return { workspaceId: `ws-${slug}`, serviceName: `claw-${slug}`, databaseName: `claw_${slug}` };
+/**
+ * The workspace id, derived from the first subscription, and the service and database names derived from it: every
+ * retry finds what an earlier try made, and a reactivated customer on a new subscription keeps them.
+ */
+export function workspaceIdFor(subscriptionRef: string): string {
+  return `ws-${createHash('sha256').update(subscriptionRef).digest('hex').slice(0, 16)}`;
+}
+
+export function instanceResources(workspaceId: string): { serviceName: string; databaseName: string } {
+  const slug = workspaceId.replace(/^ws-/, '');
+  return { serviceName: `claw-${slug}`, databaseName: `claw_${slug}` };
+}
+
+/** The customer and subscription rows of a request, each found or created by its unique key. */
+export async function recordSubscription(tx: Queryable, req: ProvisionRequest): Promise<{ customerId: string; subscriptionId: string }> {
+  const known = await tx.query<{ customer_id: string }>('SELECT customer_id FROM subscriptions WHERE stripe_subscription_id = $1', [
+    req.subscriptionRef,
+  ]);
+  const customer = known.rows[0]
+    ? { rows: [{ id: known.rows[0].customer_id }] }
+    : req.stripeCustomerId
+    ? await tx.query<{ id: string }>(
+        `INSERT INTO customers (stripe_customer_id, email, name) VALUES ($1, $2, $3)
+         ON CONFLICT (stripe_customer_id) DO UPDATE SET email = COALESCE(EXCLUDED.email, customers.email),
+           name = COALESCE(EXCLUDED.name, customers.name), updated_at = now()
+         RETURNING id`,
+        [req.stripeCustomerId, req.email, req.name],
+      )
+    : await tx.query<{ id: string }>('INSERT INTO customers (email, name) VALUES ($1, $2) RETURNING id', [req.email, req.name]);
+  const customerId = customer.rows[0]!.id;
+  const subscription = await tx.query<{ id: string }>(
+    `INSERT INTO subscriptions (customer_id, stripe_subscription_id, price_id, plan, status, comped)
+     VALUES ($1, $2, $3, $4, $5, $6)
+     ON CONFLICT (stripe_subscription_id) DO UPDATE SET updated_at = now()
+     RETURNING id`,
+    [customerId, req.subscriptionRef, req.priceId, req.plan?.name ?? null, req.subscriptionStatus, req.comped],
+  );
+  return { customerId, subscriptionId: subscription.rows[0]!.id };
 }
 
 export async function recordInstance(db: Db, config: Config, req: ProvisionRequest): Promise<InstanceWithCustomer> {
-  const { workspaceId } = resourceNames(req.subscriptionRef);
+  const workspaceId = workspaceIdFor(req.subscriptionRef);
   const instanceId = await inTransaction(db, async (tx) => {
-    const known = await tx.query<{ customer_id: string }>('SELECT customer_id FROM subscriptions WHERE stripe_subscription_id = $1', [
-      req.subscriptionRef,
-    ]);
-    const customer = known.rows[0]
-      ? { rows: [{ id: known.rows[0].customer_id }] }
-      : req.stripeCustomerId
-      ? await tx.query<{ id: string }>(
-          `INSERT INTO customers (stripe_customer_id, email, name) VALUES ($1, $2, $3)
-           ON CONFLICT (stripe_customer_id) DO UPDATE SET email = COALESCE(EXCLUDED.email, customers.email),
-             name = COALESCE(EXCLUDED.name, customers.name), updated_at = now()
-           RETURNING id`,
-          [req.stripeCustomerId, req.email, req.name],
-        )
-      : await tx.query<{ id: string }>('INSERT INTO customers (email, name) VALUES ($1, $2) RETURNING id', [req.email, req.name]);
-    const customerId = customer.rows[0]!.id;
-    const subscription = await tx.query<{ id: string }>(
-      `INSERT INTO subscriptions (customer_id, stripe_subscription_id, price_id, plan, status, comped)
-       VALUES ($1, $2, $3, $4, $5, $6)
-       ON CONFLICT (stripe_subscription_id) DO UPDATE SET updated_at = now()
-       RETURNING id`,
-      [customerId, req.subscriptionRef, req.priceId, req.plan?.name ?? null, req.subscriptionStatus, req.comped],
-    );
+    const { customerId, subscriptionId } = await recordSubscription(tx, req);
     const inserted = await tx.query<{ id: string }>(
       `INSERT INTO instances (subscription_id, customer_id, workspace_id, plan, status, compute_provider, database_provider)
        VALUES ($1, $2, $3, $4, 'provisioning', $5, $6)
        ON CONFLICT (subscription_id) DO NOTHING RETURNING id`,
-      [subscription.rows[0]!.id, customerId, workspaceId, req.plan?.name ?? null, config.computeProvider, config.databaseProvider],
+      [subscriptionId, customerId, workspaceId, req.plan?.name ?? null, config.computeProvider, config.databaseProvider],
     );
     if (inserted.rows[0]) {
       await audit(tx, {
@@ -70,7 +83,7 @@ export async function recordInstance(db: Db, config: Config, req: ProvisionReque
       });
       return inserted.rows[0].id;
     }
-    const existing = await tx.query<{ id: string }>('SELECT id FROM instances WHERE subscription_id = $1', [subscription.rows[0]!.id]);
+    const existing = await tx.query<{ id: string }>('SELECT id FROM instances WHERE subscription_id = $1', [subscriptionId]);
     return existing.rows[0]!.id;
   });
   return (await instanceById(db, instanceId))!;
@@ -82,6 +95,6 @@ export async function recordInstance(db: Db, config: Config, req: ProvisionReque
  */
 export async function startProvisioning(queues: Queues, instance: InstanceWithCustomer): Promise<boolean> {
   if (instance.status === 'active' || instance.status === 'abandoned') return false;
-  await startProvisionFlow(queues, { instanceId: instance.id, workspaceId: instance.workspace_id });
+  await startProvisionFlow(queues, { instanceId: instance.id, workspaceId: instance.workspace_id, generation: instance.generation });
   return true;
 }

@@ -20,7 +20,7 @@ import { sendAlert } from './jobs/alerts.ts';
 import { handleStripeEvent } from './jobs/stripeEvent.ts';
 import { abandon } from './jobs/abandon.ts';
 import { sendUsageEmail } from './jobs/usageEmail.ts';
-import { archive, cancel, purge, resize } from './jobs/lifecycle.ts';
+import { archive, cancel, purge, reactivate, resize } from './jobs/lifecycle.ts';
 import { recordFinalFailure, ReportedFailure } from './jobs/failure.ts';
 
 const log = logger('worker');
@@ -45,6 +45,7 @@ const OTHER_JOBS: Record<string, (ctx: JobContext, job: Job, token?: string) => 
   archive,
   purge,
   resize,
+  reactivate,
 };
 
 function processor(ctx: JobContext, queue: QueueName): Processor {

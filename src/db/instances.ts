@@ -4,7 +4,7 @@ import type { Db } from './pool.ts';
 
 export const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
-type Queryable = Pick<pg.Pool | pg.PoolClient, 'query'>;
+export type Queryable = Pick<pg.Pool | pg.PoolClient, 'query'>;
 
 export type InstanceStatus = 'provisioning' | 'active' | 'failed' | 'abandoned' | 'cancelled' | 'archived' | 'purged';
 
@@ -34,6 +34,7 @@ export interface InstanceRow {
   purge_at: Date | null;
   archived_at: Date | null;
   purged_at: Date | null;
+  generation: number;
 }
 
 export interface InstanceWithCustomer extends InstanceRow {

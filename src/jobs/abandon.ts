@@ -6,7 +6,7 @@
 import { DelayedError, type Job } from 'bullmq';
 import { audit, instanceById, updateInstance } from '../db/instances.ts';
 import { PermanentError } from '../errors.ts';
-import { resourceNames } from '../provisioning.ts';
+import { instanceResources } from '../provisioning.ts';
 import { STEP_QUEUE, STEPS } from '../queues/names.ts';
 import { stepJobId, type ProvisionData } from '../queues/provisionFlow.ts';
 import { INSTANCE_SECRETS, instanceOwner, type JobContext } from './context.ts';
@@ -21,7 +21,7 @@ export async function abandon(ctx: JobContext, job: Job<ProvisionData>, token?: 
     throw new PermanentError(`instance is ${instance.status}; only a failed provisioning can be abandoned`);
   }
 
-  const root = await ctx.queues.get(STEP_QUEUE.finalize).getJob(stepJobId(instance.workspace_id, STEPS.finalize));
+  const root = await ctx.queues.get(STEP_QUEUE.finalize).getJob(stepJobId(instance.workspace_id, STEPS.finalize, instance.generation));
   if (root) {
     const flow = await ctx.queues.flow.getFlow({ id: root.id!, queueName: root.queueName, prefix: ctx.config.queuePrefix });
     const running = await activeSteps(flow);
@@ -36,7 +36,7 @@ export async function abandon(ctx: JobContext, job: Job<ProvisionData>, token?: 
 
   // Names are derived, not only read from the instance: a step may have created a resource and died before
   // recording it. Every compensation is idempotent, so undoing what was never made is harmless.
-  const names = resourceNames(instance.stripe_subscription_id);
+  const names = instanceResources(instance.workspace_id);
   const serviceId = instance.service_id ?? names.serviceName;
   const database = {
     branchId: instance.branch_id ?? names.databaseName,

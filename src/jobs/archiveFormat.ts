@@ -20,9 +20,9 @@ export const ARCHIVED_TABLES = [
   'webhook_deliveries',
 ] as const;
 
-/** Columns computed by the database, not archived. */
-const GENERATED: Record<string, string[]> = { memories: ['search'] };
 const BATCH = 500;
+/** Tables whose bigserial id a restore carries over. */
+const SERIAL_TABLES = ['memories', 'conversation_messages', 'webhook_deliveries'] as const;
 
 export const ARCHIVE_FORMAT = 'clawdbot-archive';
 
@@ -35,9 +35,12 @@ export function exportStream(client: pg.ClientBase, meta: { workspaceId: string 
     for (const table of ARCHIVED_TABLES) {
       rowCounts[table] = 0;
       for (let offset = 0; ; offset += BATCH) {
-        const { rows } = await client.query(`SELECT * FROM ${table} ORDER BY 1 LIMIT ${BATCH} OFFSET ${offset}`);
-        for (const row of rows as Record<string, unknown>[]) {
-          for (const column of GENERATED[table] ?? []) delete row[column];
+        // Postgres's own JSON of each row (dates stay dates, whatever the client's time zone), less what the
+        // database computes itself (the full-text search column).
+        const { rows } = await client.query<{ row: Record<string, unknown> }>(
+          `SELECT to_jsonb(t) - 'search' AS row FROM ${table} t ORDER BY 1 LIMIT ${BATCH} OFFSET ${offset}`,
+        );
+        for (const { row } of rows) {
           rowCounts[table]++;
           yield JSON.stringify({ table, row }) + '\n';
         }
@@ -73,4 +76,38 @@ export async function readArchive(source: Readable, onRow?: (table: string, row:
     if ((counts[table] ?? 0) !== (end[table] ?? 0)) throw new Error(`archive table ${table}: ${counts[table] ?? 0} rows read, ${end[table]} written`);
   }
   return end;
+}
+
+/**
+ * Loads an archive into a fresh customer database (schema applied, no rows yet), in one transaction: each row
+ * through jsonb_populate_record, so every value comes back as the type it was; sequences move past restored ids.
+ */
+export async function restoreArchive(source: Readable, client: pg.ClientBase): Promise<Record<string, number>> {
+  await client.query('BEGIN');
+  try {
+    const columns = new Map<string, string>();
+    for (const table of ARCHIVED_TABLES) {
+      const { rows } = await client.query<{ column_name: string }>(
+        `SELECT column_name FROM information_schema.columns
+         WHERE table_schema = current_schema() AND table_name = $1 AND is_generated = 'NEVER' ORDER BY ordinal_position`,
+        [table],
+      );
+      columns.set(table, rows.map((r) => `"${r.column_name}"`).join(', '));
+    }
+    const counts = await readArchive(source, async (table, row) => {
+      const list = columns.get(table);
+      if (!list) throw new Error(`the archive holds an unknown table ${table}`);
+      await client.query(`INSERT INTO ${table} (${list}) SELECT ${list} FROM jsonb_populate_record(NULL::${table}, $1::jsonb)`, [
+        JSON.stringify(row),
+      ]);
+    });
+    for (const table of SERIAL_TABLES) {
+      await client.query(`SELECT setval(pg_get_serial_sequence($1, 'id'), (SELECT coalesce(max(id), 0) + 1 FROM ${table}), false)`, [table]);
+    }
+    await client.query('COMMIT');
+    return counts;
+  } catch (err) {
+    await client.query('ROLLBACK').catch(() => undefined);
+    throw err;
+  }
 }

@@ -5,11 +5,12 @@
  */
 import { apiKeyLabel, generateApiKey, hashApiKey } from '../apiKey.ts';
 import { withCustomerDb } from '../db/customerDb.ts';
-import { updateInstance } from '../db/instances.ts';
+import { audit, updateInstance, type InstanceWithCustomer } from '../db/instances.ts';
+import { restoreArchive } from './archiveFormat.ts';
 import { PermanentError } from '../errors.ts';
 import { planByName } from '../plans.ts';
 import { fileSha256, renderWorkspace, workspaceChecksum } from '../workspace/render.ts';
-import { INSTANCE_SECRETS, instanceOwner } from './context.ts';
+import { INSTANCE_SECRETS, instanceOwner, type JobContext } from './context.ts';
 import type { StepHandler } from './step.ts';
 
 export const buildWorkspace: StepHandler = async (ctx, { instance, log, progress, done }) => {
@@ -19,6 +20,8 @@ export const buildWorkspace: StepHandler = async (ctx, { instance, log, progress
   const owner = instanceOwner(instance.id);
   const databaseUrl = await ctx.secrets.get(owner, INSTANCE_SECRETS.databaseUrl);
   if (!databaseUrl) throw new PermanentError('no database connection for this instance: create-branch has not completed');
+
+  await restoreFromArchive(ctx, instance, databaseUrl, log);
 
   const files = renderWorkspace({
     workspaceId: instance.workspace_id,
@@ -54,3 +57,24 @@ export const buildWorkspace: StepHandler = async (ctx, { instance, log, progress
   await progress(70);
   return done({ files: files.length, checksum: workspaceChecksum(files) });
 };
+
+/**
+ * A customer reactivated between archive and purge gets their archive back into the new database before anything
+ * is seeded (so their own files win over fresh ones). The archive is deleted once the restore committed.
+ */
+async function restoreFromArchive(ctx: JobContext, instance: InstanceWithCustomer, databaseUrl: string, log: (line: string) => Promise<void>): Promise<void> {
+  const { rows } = await ctx.db.query<{ location: string }>('SELECT location FROM archives WHERE instance_id = $1 AND deleted_at IS NULL', [
+    instance.id,
+  ]);
+  const archive = rows[0];
+  if (!archive) return;
+  const counts = await withCustomerDb(databaseUrl, async (client) => {
+    const { rowCount } = await client.query('SELECT 1 FROM workspace_files LIMIT 1');
+    // A database that already has files was restored by an earlier attempt (the restore is one transaction).
+    return rowCount ? undefined : restoreArchive(ctx.archives.read(archive.location), client);
+  });
+  await ctx.archives.delete(archive.location);
+  await ctx.db.query('UPDATE archives SET deleted_at = now() WHERE instance_id = $1', [instance.id]);
+  await audit(ctx.db, { actor: 'worker', action: 'instance.restored', customerId: instance.customer_id, instanceId: instance.id, detail: { location: archive.location, rows: counts ?? null } });
+  await log(`restored the archive ${archive.location}${counts ? `: ${JSON.stringify(counts)}` : ' (already restored)'}`);
+}

@@ -2,7 +2,7 @@
 import { applyRuntimeSchema } from '../../runtime/src/schema.ts';
 import { withCustomerDb } from '../db/customerDb.ts';
 import { updateInstance } from '../db/instances.ts';
-import { resourceNames } from '../provisioning.ts';
+import { instanceResources } from '../provisioning.ts';
 import { INSTANCE_SECRETS, instanceOwner } from './context.ts';
 import type { StepHandler } from './step.ts';
 import { PermanentError } from '../errors.ts';
@@ -16,7 +16,7 @@ export interface CreateBranchData extends ProvisionData {
 }
 
 export const createBranch: StepHandler<CreateBranchData> = async (ctx, { job, instance, log, progress, done, waitFor }) => {
-  const { databaseName } = resourceNames(instance.stripe_subscription_id);
+  const { databaseName } = instanceResources(instance.workspace_id);
   const result = await ctx.database.ensureDatabase(databaseName, job.data.database);
   if ('pending' in result) {
     const waitingSince = job.data.waitingSince ?? Date.now();

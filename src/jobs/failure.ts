@@ -95,7 +95,7 @@ export async function clearFailure(ctx: JobContext, instanceId: string, step: st
   const cleared = await ctx.db.query(
     `UPDATE instances SET status = 'provisioning', failed_step = NULL, failure_reason = NULL, failed_job = NULL,
        failure_alerted_at = NULL, updated_at = now() WHERE id = $1 AND status = 'failed' AND failed_step = $2
-     RETURNING workspace_id`,
+     RETURNING workspace_id, generation`,
     [instanceId, step],
   );
   if (!cleared.rows[0]) return;
@@ -111,13 +111,13 @@ export async function clearFailure(ctx: JobContext, instanceId: string, step: st
       step: blocked.name,
       reason: blocked.error ?? 'failed',
       queue: STEP_QUEUE[blocked.name],
-      jobId: stepJobId(cleared.rows[0].workspace_id, blocked.name),
+      jobId: stepJobId(cleared.rows[0].workspace_id, blocked.name, cleared.rows[0].generation),
     });
   }
 }
 
 /** Lifecycle jobs (cancel, archive, purge) whose failure is an incident of its own; the instance keeps its status. */
-const LIFECYCLE_JOBS = new Set(['cancel', 'archive', 'purge', 'abandon', 'resize']);
+const LIFECYCLE_JOBS = new Set(['cancel', 'archive', 'purge', 'abandon', 'resize', 'reactivate']);
 
 /**
  * An incident about one job that leaves the instance's status as it is (a lifecycle job failed; a deployment waits

@@ -9,9 +9,10 @@ import type { Job } from 'bullmq';
 import { withCustomerDb } from '../db/customerDb.ts';
 import { audit, instanceById, updateInstance, type InstanceWithCustomer } from '../db/instances.ts';
 import { PermanentError } from '../errors.ts';
-import { resourceNames } from '../provisioning.ts';
+import { instanceResources } from '../provisioning.ts';
 import { jobId, QUEUES } from '../queues/names.ts';
 import type { Queues } from '../queues/connection.ts';
+import { startProvisionFlow } from '../queues/provisionFlow.ts';
 import { INSTANCE_SECRETS, instanceOwner, type JobContext } from './context.ts';
 import { ARCHIVED_TABLES, exportStream, readArchive } from './archiveFormat.ts';
 import { configureService } from './deploy.ts';
@@ -123,7 +124,7 @@ export async function archive(ctx: JobContext, job: Job<LifecycleData>, token?: 
     }
     await ctx.db.query('UPDATE archives SET verified_at = now() WHERE instance_id = $1', [instance.id]);
 
-    const names = resourceNames(instance.stripe_subscription_id);
+    const names = instanceResources(instance.workspace_id);
     await ctx.compute.deleteService(instance.service_id ?? names.serviceName);
     await ctx.database.deleteDatabase({
       branchId: instance.branch_id ?? names.databaseName,
@@ -224,4 +225,58 @@ export async function resize(ctx: JobContext, job: Job<ResizeData>, token?: stri
     });
     return { from: instance.plan ?? '', to: plan.name, deploymentId };
   });
+}
+
+export interface ReactivateData {
+  instanceId: string;
+  /** The subscription row the customer is on now (a new one after a new checkout). */
+  subscriptionId: string;
+  plan: PlanName;
+}
+
+/** Statuses from which a customer can come back. */
+export const ENDED_STATUSES = ['cancelled', 'archived', 'purged'] as const;
+
+/**
+ * A customer comes back (a new subscription, or an operator). The pending archive and purge are called off and the
+ * provisioning flow runs again as a new generation: before the archive it finds the service and database still
+ * there and issues a new key; between archive and purge it makes them afresh and restores the archive into them;
+ * after the purge it starts from nothing. Memories and conversations survive every path that still has them.
+ */
+export async function reactivate(ctx: JobContext, job: Job<ReactivateData>, token?: string): Promise<Outcome> {
+  return withInstanceLock(ctx, job, token, job.data.instanceId, async (): Promise<Outcome> => {
+    const instance = await load(ctx, job.data.instanceId);
+    if (!(ENDED_STATUSES as readonly string[]).includes(instance.status)) return { skipped: `instance is ${instance.status}` };
+    if (instance.cancelled_at) {
+      const canceledAt = Math.floor(instance.cancelled_at.getTime() / 1000);
+      for (const step of ['archive', 'purge'] as const) {
+        const pending = await ctx.queues.get(QUEUES.lifecycle).getJob(lifecycleJobId(instance, step, canceledAt));
+        if (pending && (await pending.getState()) === 'delayed') await pending.remove();
+      }
+    }
+    const generation = instance.generation + 1;
+    await ctx.db.query(
+      `UPDATE instances SET status = 'provisioning', generation = $2, subscription_id = $3, plan = $4, api_key_hash = NULL,
+         api_key_label = NULL, failed_step = NULL, failure_reason = NULL, failed_job = NULL, failure_alerted_at = NULL,
+         cancelled_at = NULL, archive_at = NULL, purge_at = NULL, archived_at = NULL, purged_at = NULL,
+         provision_started_at = now(), active_at = NULL, updated_at = now()
+       WHERE id = $1`,
+      [instance.id, generation, job.data.subscriptionId, job.data.plan],
+    );
+    await audit(ctx.db, {
+      actor: 'worker',
+      action: 'instance.reactivated',
+      customerId: instance.customer_id,
+      instanceId: instance.id,
+      detail: { from: instance.status, plan: job.data.plan, generation },
+    });
+    await startProvisionFlow(ctx.queues, { instanceId: instance.id, workspaceId: instance.workspace_id, generation });
+    return { from: instance.status, generation };
+  });
+}
+
+/** Queues a reactivation (Stripe intake and the admin API). */
+export async function requestReactivation(queues: Queues, instance: InstanceWithCustomer, data: Omit<ReactivateData, 'instanceId'>): Promise<void> {
+  const payload: ReactivateData = { instanceId: instance.id, ...data };
+  await queues.get(QUEUES.lifecycle).add('reactivate', payload, { jobId: jobId(instance.workspace_id, 'reactivate', String(instance.generation + 1)) });
 }

@@ -72,7 +72,7 @@ export async function runStep<D extends ProvisionData>(
     await job.log(`${new Date().toISOString()} ${final ? 'failed for good' : 'failed, will retry'}: ${reason}`);
     if (final) {
       // A re-run by an operator starts the step afresh (a new deployment, a new deadline), not from stale wait state.
-      await job.updateData({ instanceId, workspaceId: job.data.workspaceId } as D);
+      await job.updateData({ instanceId, workspaceId: job.data.workspaceId, generation: job.data.generation } as D);
       await markFailed(ctx, { instanceId, step, reason, queue: job.queueName as QueueName, jobId: job.id! });
     } else {
       await ctx.db.query('UPDATE steps SET error = $3 WHERE instance_id = $1 AND name = $2', [instanceId, step, reason.slice(0, 2000)]);

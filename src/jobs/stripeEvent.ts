@@ -6,13 +6,13 @@ import type { Job } from 'bullmq';
 import type Stripe from 'stripe';
 import { errorMessage, PermanentError } from '../errors.ts';
 import { planForPrice } from '../plans.ts';
-import { recordInstance, startProvisioning } from '../provisioning.ts';
+import { recordInstance, recordSubscription, startProvisioning, type ProvisionRequest } from '../provisioning.ts';
 import { QUEUES } from '../queues/names.ts';
 import { clearFailure, isFinalFailure, markEventFailed, markFailed, ReportedFailure } from './failure.ts';
 import type { JobContext } from './context.ts';
-import { requestCancellation, type ResizeData } from './lifecycle.ts';
+import { ENDED_STATUSES, requestCancellation, requestReactivation, type ResizeData } from './lifecycle.ts';
 import { jobId } from '../queues/names.ts';
-import { instanceById } from '../db/instances.ts';
+import { instanceById, type InstanceWithCustomer } from '../db/instances.ts';
 
 export interface StripeEventData {
   eventId: string;
@@ -60,6 +60,15 @@ async function actOnEvent(ctx: JobContext, job: Job<StripeEventData>): Promise<R
   }
 }
 
+async function endedInstanceOf(ctx: JobContext, stripeCustomerId: string): Promise<InstanceWithCustomer | undefined> {
+  const { rows } = await ctx.db.query<{ id: string }>(
+    `SELECT i.id FROM instances i JOIN customers c ON c.id = i.customer_id
+     WHERE c.stripe_customer_id = $1 AND i.status = ANY ($2::text[]) ORDER BY i.created_at DESC LIMIT 1`,
+    [stripeCustomerId, [...ENDED_STATUSES]],
+  );
+  return rows[0] ? instanceById(ctx.db, rows[0].id) : undefined;
+}
+
 /**
  * A subscription changed or ended. Stripe may deliver events late, twice or out of order, so the event only says
  * "look again": the subscription is re-read and the instance brought to what Stripe has now. A cancellation at
@@ -103,8 +112,7 @@ async function checkoutCompleted(
   let name = session.customer_details?.name ?? null;
   if (!email) ({ email, name } = await ctx.stripe.customer(subscription.customerId));
   const plan = subscription.priceId ? planForPrice(subscription.priceId, ctx.config.stripe.priceIds) : undefined;
-
-  const instance = await recordInstance(ctx.db, ctx.config, {
+  const request: ProvisionRequest = {
     stripeCustomerId: subscription.customerId,
     subscriptionRef: subscription.id,
     email,
@@ -114,7 +122,17 @@ async function checkoutCompleted(
     subscriptionStatus: subscription.status,
     comped: false,
     actor: `stripe:${job.data.eventId}`,
-  });
+  };
+
+  // A customer whose earlier subscription ended comes back to the same workspace, with whatever data is left.
+  const ended = plan && email ? await endedInstanceOf(ctx, subscription.customerId) : undefined;
+  if (ended && plan) {
+    const { subscriptionId } = await recordSubscription(ctx.db, request);
+    await requestReactivation(ctx.queues, ended, { subscriptionId, plan: plan.name });
+    return { reactivating: ended.id, from: ended.status, plan: plan.name };
+  }
+
+  const instance = await recordInstance(ctx.db, ctx.config, request);
   if (!plan) {
     const reason = `price ${subscription.priceId ?? '(none)'} of subscription ${subscription.id} is not one of this product's plans`;
     await markFailed(ctx, { instanceId: instance.id, step: 'resolve-plan', reason, queue: QUEUES.stripeEvents, jobId: job.id! });

@@ -12,10 +12,13 @@ import { jobId, STEP_QUEUE, STEPS, type StepName } from './names.ts';
 export interface ProvisionData {
   instanceId: string;
   workspaceId: string;
+  /** The instance's provisioning run: 1, then one more for each reactivation. */
+  generation?: number;
 }
 
-export function stepJobId(workspaceId: string, step: StepName): string {
-  return jobId(workspaceId, step);
+/** `<workspace>-<step>` for the first run, `<workspace>-g<n>-<step>` for a reactivation's. */
+export function stepJobId(workspaceId: string, step: StepName, generation = 1): string {
+  return generation > 1 ? jobId(workspaceId, `g${generation}`, step) : jobId(workspaceId, step);
 }
 
 export function provisionFlow(data: ProvisionData, queues: Queues): FlowJob {
@@ -23,7 +26,7 @@ export function provisionFlow(data: ProvisionData, queues: Queues): FlowJob {
     name: step,
     queueName: STEP_QUEUE[step],
     data,
-    opts: { ...queues.jobOptions(), jobId: stepJobId(data.workspaceId, step) },
+    opts: { ...queues.jobOptions(), jobId: stepJobId(data.workspaceId, step, data.generation) },
     ...(children && { children }),
   });
   return node(STEPS.finalize, [

@@ -9,7 +9,7 @@ import { recordInstance, startProvisioning } from '../provisioning.ts';
 import type { Queues } from '../queues/connection.ts';
 import { isQueueName, jobId, QUEUES } from '../queues/names.ts';
 import type { ProvisionData } from '../queues/provisionFlow.ts';
-import { requestCancellation } from '../jobs/lifecycle.ts';
+import { ENDED_STATUSES, requestCancellation, requestReactivation } from '../jobs/lifecycle.ts';
 import { requireAdminToken } from './auth.ts';
 import { HttpError } from './httpError.ts';
 import { readJsonBody } from './rawBody.ts';
@@ -84,6 +84,20 @@ export function adminApi(deps: { config: Config; db: Db; queues: Queues }): Rout
     await audit(deps.db, { actor: 'admin-api', action: 'instance.deprovision_requested', customerId: instance.customer_id, instanceId: instance.id });
     ctx.status = 202;
     ctx.body = { deprovisioning: instance.id };
+  });
+
+  /** Brings an ended customer back on their current subscription (before the archive, between, or after the purge). */
+  router.post('/admin/customers/:customerRef/reactivate', async (ctx) => {
+    const instance = await instanceForCustomer(deps.db, ctx.params.customerRef!);
+    if (!instance) throw new HttpError(404, 'not_found', 'no instance for this customer');
+    if (!(ENDED_STATUSES as readonly string[]).includes(instance.status)) {
+      throw new HttpError(409, 'not_ended', `the instance is ${instance.status}`);
+    }
+    const plan = isPlanName(instance.plan) ? instance.plan : 'starter';
+    await requestReactivation(deps.queues, instance, { subscriptionId: instance.subscription_id, plan });
+    await audit(deps.db, { actor: 'admin-api', action: 'instance.reactivation_requested', customerId: instance.customer_id, instanceId: instance.id });
+    ctx.status = 202;
+    ctx.body = { reactivating: instance.id };
   });
 
   /** Re-runs the job that failed; the flow continues from that step. */

@@ -8,6 +8,7 @@ import pg from 'pg';
 import { readArchive } from '../../src/jobs/archiveFormat.ts';
 import { INSTANCE_SECRETS, instanceOwner } from '../../src/jobs/context.ts';
 import { QUEUES } from '../../src/queues/names.ts';
+import { DEFAULT_PRICE_IDS } from '../../src/plans.ts';
 import { startHarness, waitUntil, type Harness, type InstanceView } from '../support/harness.ts';
 
 describe('subscription lifecycle: cancel, archive, purge', function () {
@@ -99,5 +100,91 @@ describe('subscription lifecycle: cancel, archive, purge', function () {
     const view = (await h.waitForStatus(created.customerId, ['cancelled'])) as InstanceView & { archiveAt: string | null };
     expect(view.archiveAt).to.be.a('string');
     expect((await h.admin(`/api/admin/customers/${created.customerId}/deprovision`, { method: 'POST' })).status).to.equal(409);
+  });
+});
+
+describe('reactivation', function () {
+  this.timeout(120_000);
+  let h: Harness;
+
+  before(async () => {
+    h = await startHarness({ ARCHIVE_AFTER: '3s', PURGE_AFTER: '7s' });
+  });
+  after(async () => h?.close());
+
+  /** A customer signs up, stores a memory, and cancels; returns what a comeback needs. */
+  async function signUpAndCancel(email: string) {
+    const { customerId, subscriptionId, event } = h.checkout({ email, plan: 'starter' });
+    await h.deliver(event);
+    const view = await h.waitForStatus(customerId, ['active', 'failed']);
+    expect(view.status).to.equal('active');
+    const key = /claw_[0-9A-Za-z]{43}/.exec((await h.smtp.waitFor((m) => m.to.includes(email))).text)![0];
+    const memory = await fetch(`${view.accessUrl}/api/memory`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ content: `${email} collects stamps` }),
+    });
+    expect(memory.status).to.equal(201);
+    const canceled = h.stripe.updateSubscription(subscriptionId, { status: 'canceled' });
+    await h.deliver(h.stripe.event('customer.subscription.deleted', canceled));
+    await h.waitForStatus(customerId, ['cancelled']);
+    return { customerId, oldKey: key, workspaceId: view.workspaceId };
+  }
+
+  /** The same Stripe customer subscribes again; returns the instance and the new key from the new welcome email. */
+  async function comeBack(customerId: string, email: string) {
+    const mailsBefore = h.smtp.messages.filter((m) => m.to.includes(email)).length;
+    const subscription = h.stripe.createSubscription({ customer: customerId, price: DEFAULT_PRICE_IDS.pro });
+    const session = h.stripe.createCheckoutSession({ customer: customerId, subscription: subscription.id, email });
+    await h.deliver(h.stripe.event('checkout.session.completed', session));
+    const view = await h.waitForStatus(customerId, ['active', 'failed'], 60_000);
+    expect(view.status, JSON.stringify(view.failure)).to.equal('active');
+    await waitUntil(async () => h.smtp.messages.filter((m) => m.to.includes(email) && m.subject === 'Your Clawdbot is ready').length > mailsBefore);
+    const mail = h.smtp.messages.filter((m) => m.to.includes(email) && m.subject === 'Your Clawdbot is ready').at(-1)!;
+    const key = /claw_[0-9A-Za-z]{43}/.exec(mail.text)![0];
+    const memories = async () =>
+      ((await (await fetch(`${view.accessUrl}/api/memory`, { headers: { authorization: `Bearer ${key}` } })).json()) as {
+        memories: { content: string }[];
+      }).memories.map((m) => m.content);
+    return { view, key, memories };
+  }
+
+  it('before the archive: the same service and database come back with a new key; memories kept', async () => {
+    const email = 'uma@example.com';
+    const { customerId, oldKey, workspaceId } = await signUpAndCancel(email);
+    const { view, key, memories } = await comeBack(customerId, email);
+    expect(view.workspaceId).to.equal(workspaceId);
+    expect(view.plan).to.equal('pro');
+    expect(key).to.not.equal(oldKey);
+    expect(await memories()).to.deep.equal([`${email} collects stamps`]);
+    const old = await fetch(`${view.accessUrl}/status`, { headers: { authorization: `Bearer ${oldKey}` } });
+    expect(old.status).to.equal(401);
+    await new Promise((r) => setTimeout(r, 3_500)); // past the archive time that was called off
+    expect((await h.waitForStatus(customerId, ['active'])).status).to.equal('active');
+    const { rows } = await h.db.query(`SELECT action FROM audit WHERE action LIKE 'instance.%' AND instance_id = $1 ORDER BY id`, [view.instanceId]);
+    expect(rows.map((r) => r.action)).to.include.members(['instance.cancelled', 'instance.reactivated']).and.not.include('instance.archived');
+  });
+
+  it('between archive and purge: provisioned afresh with the archive restored', async () => {
+    const email = 'vic@example.com';
+    const { customerId, workspaceId } = await signUpAndCancel(email);
+    await h.waitForStatus(customerId, ['archived'], 20_000);
+    const { view, memories } = await comeBack(customerId, email);
+    expect(view.workspaceId).to.equal(workspaceId);
+    expect(await memories()).to.deep.equal([`${email} collects stamps`]);
+    const { rows } = await h.db.query('SELECT deleted_at FROM archives WHERE instance_id = $1', [view.instanceId]);
+    expect(rows[0].deleted_at).to.not.equal(null); // restored, then deleted
+    await new Promise((r) => setTimeout(r, 4_500)); // past the purge time that was called off
+    expect((await h.waitForStatus(customerId, ['active'])).status).to.equal('active');
+  });
+
+  it('after the purge: provisioned fresh, with the new email', async () => {
+    const email = 'wen@example.com';
+    const { customerId } = await signUpAndCancel(email);
+    await h.waitForStatus(customerId, ['purged'], 30_000);
+    const { memories } = await comeBack(customerId, email);
+    expect(await memories()).to.deep.equal([]);
+    const { rows } = await h.db.query('SELECT email FROM customers WHERE stripe_customer_id = $1', [customerId]);
+    expect(rows[0].email).to.equal(email);
   });
 });

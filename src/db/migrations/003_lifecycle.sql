@@ -8,7 +8,9 @@ ALTER TABLE instances
   ADD COLUMN archive_at timestamptz,
   ADD COLUMN purge_at timestamptz,
   ADD COLUMN archived_at timestamptz,
-  ADD COLUMN purged_at timestamptz;
+  ADD COLUMN purged_at timestamptz,
+  -- how many times the instance was provisioned (a reactivation runs the flow again, under new job ids)
+  ADD COLUMN generation integer NOT NULL DEFAULT 1;
 
 CREATE TABLE archives (
   instance_id uuid PRIMARY KEY REFERENCES instances(id),

@@ -57,7 +57,7 @@ interface Progress {
 const SUCCEEDED = new Set<string>(['finished', 'skipped']);
 const FAILED = new Set<string>(['failed', 'error', 'cancelled']);
 
-/** Role names: what resourceNames() makes (claw_<hex>), within Postgres' 63 bytes and outside pg_/neon_. */
+/** Role names: what instanceResources() makes (claw_<hex>), within Postgres' 63 bytes and outside pg_/neon_. */
 const NAME_PATTERN = /^[a-z][a-z0-9_]{0,62}$/;
 const MAX_BRANCH_PAGES = 50;
 
