@@ -37,7 +37,7 @@ export interface Config {
   /** How long create-branch waits for the database provider's operations. */
   databaseReadyTimeoutMs: number;
   /** After cancellation: when the customer's data is archived and its resources deleted, and when all is purged. */
-  lifecycle: { archiveAfterMs: number; purgeAfterMs: number; archiveDir: string };
+  lifecycle: { archiveAfterMs: number; purgeAfterMs: number; archiveDir: string; paymentGraceMs: number };
   runtime: {
     command: string;
     args: string[];
@@ -309,6 +309,7 @@ export function loadConfig(env: Env = process.env, cwd = process.cwd()): Config 
       archiveAfterMs: r.duration('ARCHIVE_AFTER', 7 * 86_400_000),
       purgeAfterMs: r.duration('PURGE_AFTER', 30 * 86_400_000),
       archiveDir: path.resolve(cwd, r.string('ARCHIVE_DIR', path.join(varDir, 'archives'))),
+      paymentGraceMs: r.duration('PAYMENT_GRACE', 7 * 86_400_000),
     },
     healthCheck: {
       timeoutMs: healthTimeoutMs,

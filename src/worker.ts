@@ -20,7 +20,7 @@ import { sendAlert } from './jobs/alerts.ts';
 import { handleStripeEvent } from './jobs/stripeEvent.ts';
 import { abandon } from './jobs/abandon.ts';
 import { sendUsageEmail } from './jobs/usageEmail.ts';
-import { archive, cancel, purge, reactivate, resize } from './jobs/lifecycle.ts';
+import { archive, cancel, dunningEmail, purge, reactivate, resize, resume, suspend } from './jobs/lifecycle.ts';
 import { recordFinalFailure, ReportedFailure } from './jobs/failure.ts';
 
 const log = logger('worker');
@@ -46,6 +46,9 @@ const OTHER_JOBS: Record<string, (ctx: JobContext, job: Job, token?: string) => 
   purge,
   resize,
   reactivate,
+  suspend,
+  resume,
+  'dunning-email': dunningEmail,
 };
 
 function processor(ctx: JobContext, queue: QueueName): Processor {

@@ -38,12 +38,27 @@ export function requireApiKey(db: pg.Pool): (ctx: Context, next: Next) => Promis
     return stored !== undefined && apiKeyMatches(key, stored) ? undefined : 'unknown or revoked api key';
   }
 
+  let suspension: { reason: string | null; expiresAt: number } = { reason: null, expiresAt: 0 };
+  /** Why the account is suspended (payment overdue), or null; read at most every CACHE_MS. */
+  async function suspendedReason(): Promise<string | null> {
+    if (suspension.expiresAt > Date.now()) return suspension.reason;
+    const { rows } = await db.query<{ suspended_reason: string | null }>('SELECT suspended_reason FROM account_status');
+    suspension = { reason: rows[0]?.suspended_reason ?? null, expiresAt: Date.now() + CACHE_MS };
+    return suspension.reason;
+  }
+
   return async function apiKeyAuth(ctx, next) {
     const refusal = await refusalFor(ctx.get('authorization'));
     if (refusal !== undefined) {
       ctx.status = 401;
       ctx.set('WWW-Authenticate', 'Bearer');
       ctx.body = { error: 'unauthorized', reason: refusal };
+      return;
+    }
+    const suspended = await suspendedReason();
+    if (suspended !== null) {
+      ctx.status = 402;
+      ctx.body = { error: 'payment_required', reason: suspended };
       return;
     }
     await next();

@@ -111,6 +111,13 @@ const MIGRATIONS: ReadonlyArray<{ version: number; sql: string }> = [
         UNIQUE (source, delivery_id)
       );
 
+      -- Set by the control plane while the subscription's payment is overdue: keys are refused with 402.
+      CREATE TABLE account_status (
+        id boolean PRIMARY KEY DEFAULT true CHECK (id),
+        suspended_reason text,
+        updated_at timestamptz NOT NULL DEFAULT now()
+      );
+
       -- Usage notices sent to the control plane: once per month and threshold (80, 100).
       CREATE TABLE usage_notices (
         month text NOT NULL,

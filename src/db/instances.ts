@@ -6,7 +6,7 @@ export const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{1
 
 export type Queryable = Pick<pg.Pool | pg.PoolClient, 'query'>;
 
-export type InstanceStatus = 'provisioning' | 'active' | 'failed' | 'abandoned' | 'cancelled' | 'archived' | 'purged';
+export type InstanceStatus = 'provisioning' | 'active' | 'failed' | 'abandoned' | 'suspended' | 'cancelled' | 'archived' | 'purged';
 
 export interface InstanceRow {
   id: string;
@@ -35,6 +35,7 @@ export interface InstanceRow {
   archived_at: Date | null;
   purged_at: Date | null;
   generation: number;
+  past_due_since: Date | null;
 }
 
 export interface InstanceWithCustomer extends InstanceRow {

@@ -117,7 +117,7 @@ export async function clearFailure(ctx: JobContext, instanceId: string, step: st
 }
 
 /** Lifecycle jobs (cancel, archive, purge) whose failure is an incident of its own; the instance keeps its status. */
-const LIFECYCLE_JOBS = new Set(['cancel', 'archive', 'purge', 'abandon', 'resize', 'reactivate']);
+const LIFECYCLE_JOBS = new Set(['cancel', 'archive', 'purge', 'abandon', 'resize', 'reactivate', 'suspend', 'resume']);
 
 /**
  * An incident about one job that leaves the instance's status as it is (a lifecycle job failed; a deployment waits

@@ -280,3 +280,82 @@ export async function requestReactivation(queues: Queues, instance: InstanceWith
   const payload: ReactivateData = { instanceId: instance.id, ...data };
   await queues.get(QUEUES.lifecycle).add('reactivate', payload, { jobId: jobId(instance.workspace_id, 'reactivate', String(instance.generation + 1)) });
 }
+
+/** Stripe states in which the customer has not paid and the grace runs. */
+export const OVERDUE = new Set(['past_due', 'unpaid']);
+
+export interface PaymentData {
+  instanceId: string;
+}
+
+async function setSuspension(ctx: JobContext, instance: InstanceWithCustomer, reason: string | null): Promise<void> {
+  const databaseUrl = await ctx.secrets.get(instanceOwner(instance.id), INSTANCE_SECRETS.databaseUrl);
+  if (!databaseUrl) throw new PermanentError('no database connection for this instance');
+  await withCustomerDb(databaseUrl, (client) =>
+    client.query(
+      `INSERT INTO account_status (id, suspended_reason) VALUES (true, $1)
+       ON CONFLICT (id) DO UPDATE SET suspended_reason = $1, updated_at = now()`,
+      [reason],
+    ),
+  );
+}
+
+/**
+ * The grace after a failed payment is over: if Stripe still has the subscription past_due or unpaid, the service is
+ * stopped and the key refused with 402 (data kept); otherwise nothing happens.
+ */
+export async function suspend(ctx: JobContext, job: Job<PaymentData>, token?: string): Promise<Outcome> {
+  return withInstanceLock(ctx, job, token, job.data.instanceId, async (): Promise<Outcome> => {
+    const instance = await load(ctx, job.data.instanceId);
+    if (instance.status !== 'active') return { skipped: `instance is ${instance.status}` };
+    const subscription = await ctx.stripe.subscription(instance.stripe_subscription_id);
+    if (!OVERDUE.has(subscription.status)) return { skipped: `subscription is ${subscription.status}` };
+    await setSuspension(ctx, instance, `the subscription's payment is overdue (${subscription.status}); update the payment method to resume`);
+    if (instance.service_id) await ctx.compute.stop(instance.service_id);
+    await updateInstance(ctx.db, instance.id, { status: 'suspended' });
+    await audit(ctx.db, { actor: 'worker', action: 'instance.suspended', customerId: instance.customer_id, instanceId: instance.id, detail: { stripeStatus: subscription.status } });
+    if (instance.email) {
+      await ctx.mailer.send({
+        to: instance.email,
+        subject: 'Your Clawdbot is paused',
+        text: `Hello,\n\nWe could not collect the payment for your Clawdbot subscription, so your assistant is paused. Your data is kept.\nUpdate your payment method and it resumes right away.\n\nThe Clawdbot team\n`,
+        messageId: `<suspended-${instance.workspace_id}-${job.id}@clawdbot>`,
+      });
+    }
+    return { suspended: subscription.status };
+  });
+}
+
+/** Paid again: the key is accepted and the service runs again. */
+export async function resume(ctx: JobContext, job: Job<PaymentData>, token?: string): Promise<Outcome> {
+  return withInstanceLock(ctx, job, token, job.data.instanceId, async (): Promise<Outcome> => {
+    const instance = await load(ctx, job.data.instanceId);
+    if (instance.status !== 'suspended') return { skipped: `instance is ${instance.status}` };
+    const subscription = await ctx.stripe.subscription(instance.stripe_subscription_id);
+    if (subscription.status !== 'active' && subscription.status !== 'trialing') return { skipped: `subscription is ${subscription.status}` };
+    await setSuspension(ctx, instance, null);
+    const deployment = instance.service_id ? await ctx.compute.deploy(instance.service_id) : undefined;
+    await updateInstance(ctx.db, instance.id, { status: 'active', past_due_since: null });
+    await audit(ctx.db, { actor: 'worker', action: 'instance.resumed', customerId: instance.customer_id, instanceId: instance.id, detail: { deploymentId: deployment?.deploymentId ?? null } });
+    return { resumed: subscription.status };
+  });
+}
+
+export interface DunningData {
+  instanceId: string;
+  attempt: number;
+}
+
+/** A payment failed: the customer is told, with the grace before the assistant pauses. */
+export async function dunningEmail(ctx: JobContext, job: Job<DunningData>): Promise<Outcome> {
+  const instance = await load(ctx, job.data.instanceId);
+  if (!instance.email) return { skipped: 'no email address' };
+  const days = Math.max(1, Math.round(ctx.config.lifecycle.paymentGraceMs / 86_400_000));
+  await ctx.mailer.send({
+    to: instance.email,
+    subject: 'Your Clawdbot payment did not go through',
+    text: `Hello,\n\nThe latest payment for your Clawdbot subscription failed (attempt ${job.data.attempt}). Please update your payment method.\nYour assistant keeps running for now; if the payment is still overdue after about ${days} day${days === 1 ? '' : 's'}, it is paused until the payment goes through. Your data is kept either way.\n\nThe Clawdbot team\n`,
+    messageId: `<dunning-${instance.workspace_id}-${job.id}@clawdbot>`,
+  });
+  return { sent: instance.email.replace(/^[^@]*/, '***') };
+}

@@ -10,7 +10,15 @@ import { recordInstance, recordSubscription, startProvisioning, type ProvisionRe
 import { QUEUES } from '../queues/names.ts';
 import { clearFailure, isFinalFailure, markEventFailed, markFailed, ReportedFailure } from './failure.ts';
 import type { JobContext } from './context.ts';
-import { ENDED_STATUSES, requestCancellation, requestReactivation, type ResizeData } from './lifecycle.ts';
+import {
+  ENDED_STATUSES,
+  OVERDUE,
+  requestCancellation,
+  requestReactivation,
+  type DunningData,
+  type PaymentData,
+  type ResizeData,
+} from './lifecycle.ts';
 import { jobId } from '../queues/names.ts';
 import { instanceById, type InstanceWithCustomer } from '../db/instances.ts';
 
@@ -27,6 +35,8 @@ export const HANDLED_EVENTS = new Set([
   'checkout.session.async_payment_succeeded',
   'customer.subscription.deleted',
   'customer.subscription.updated',
+  'invoice.payment_failed',
+  'invoice.paid',
 ]);
 
 /** Subscription states in which the customer has paid (or is trialing) and gets an instance. */
@@ -55,9 +65,35 @@ async function actOnEvent(ctx: JobContext, job: Job<StripeEventData>): Promise<R
     case 'customer.subscription.deleted':
     case 'customer.subscription.updated':
       return subscriptionChanged(ctx, job, event.data.object.id);
+    case 'invoice.payment_failed':
+    case 'invoice.paid':
+      return invoiceSettled(ctx, job, event.type, event.data.object);
     default:
       return { ignored: event.type };
   }
+}
+
+/** An invoice of a subscription was paid or failed: dunning email on failure, then the subscription is looked at again. */
+async function invoiceSettled(
+  ctx: JobContext,
+  job: Job<StripeEventData>,
+  type: string,
+  invoice: Stripe.Invoice & { subscription?: string | { id: string } | null },
+): Promise<Record<string, string>> {
+  const linked = invoice.parent?.subscription_details?.subscription ?? invoice.subscription ?? null;
+  const subscriptionId = typeof linked === 'string' ? linked : linked?.id;
+  if (!subscriptionId) return { ignored: 'invoice of no subscription' };
+  if (type === 'invoice.payment_failed') {
+    const { rows } = await ctx.db.query<{ id: string; workspace_id: string }>(
+      'SELECT i.id, i.workspace_id FROM instances i JOIN subscriptions s ON s.id = i.subscription_id WHERE s.stripe_subscription_id = $1',
+      [subscriptionId],
+    );
+    if (rows[0]) {
+      const data: DunningData = { instanceId: rows[0].id, attempt: invoice.attempt_count ?? 1 };
+      await ctx.queues.get(QUEUES.lifecycle).add('dunning-email', data, { jobId: jobId(rows[0].workspace_id, 'dunning', job.data.eventId) });
+    }
+  }
+  return subscriptionChanged(ctx, job, subscriptionId);
 }
 
 async function endedInstanceOf(ctx: JobContext, stripeCustomerId: string): Promise<InstanceWithCustomer | undefined> {
@@ -86,6 +122,27 @@ async function subscriptionChanged(ctx: JobContext, job: Job<StripeEventData>, s
   if (subscription.status === 'canceled' && subscription.canceledAt !== null) {
     await requestCancellation(ctx.queues, instance, subscription.canceledAt);
     return { cancelling: instance.id };
+  }
+  const lifecycle = ctx.queues.get(QUEUES.lifecycle);
+  if (OVERDUE.has(subscription.status) && instance.status === 'active') {
+    // The grace runs from the first time Stripe reported the payment overdue; the suspend job checks again then.
+    const { rows: since } = await ctx.db.query<{ past_due_since: Date }>(
+      'UPDATE instances SET past_due_since = COALESCE(past_due_since, now()) WHERE id = $1 RETURNING past_due_since',
+      [instance.id],
+    );
+    const from = since[0]!.past_due_since.getTime();
+    const data: PaymentData = { instanceId: instance.id };
+    await lifecycle.add('suspend', data, {
+      jobId: jobId(instance.workspace_id, 'suspend', String(instance.generation), String(from)),
+      delay: Math.max(0, from + ctx.config.lifecycle.paymentGraceMs - Date.now()),
+    });
+    return { overdue: subscription.status };
+  }
+  if (!OVERDUE.has(subscription.status)) await ctx.db.query('UPDATE instances SET past_due_since = NULL WHERE id = $1', [instance.id]);
+  if ((subscription.status === 'active' || subscription.status === 'trialing') && instance.status === 'suspended') {
+    const data: PaymentData = { instanceId: instance.id };
+    await lifecycle.add('resume', data, { jobId: jobId(instance.workspace_id, 'resume', job.data.eventId) });
+    return { resuming: instance.id };
   }
   const plan = subscription.priceId ? planForPrice(subscription.priceId, ctx.config.stripe.priceIds) : undefined;
   if (plan && plan.name !== instance.plan && instance.status === 'active') {

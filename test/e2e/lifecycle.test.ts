@@ -188,3 +188,70 @@ describe('reactivation', function () {
     expect(rows[0].email).to.equal(email);
   });
 });
+
+describe('failed payments', function () {
+  this.timeout(90_000);
+  let h: Harness;
+  before(async () => {
+    h = await startHarness({ PAYMENT_GRACE: '1500ms' });
+  });
+  after(async () => h?.close());
+
+  const invoice = (customer: string, subscription: string, attempt: number) => ({
+    id: `in_test_${attempt}_${subscription.slice(-6)}`,
+    object: 'invoice',
+    customer,
+    attempt_count: attempt,
+    parent: { type: 'subscription_details', subscription_details: { subscription } },
+  });
+
+  it('dunning email, suspension after the grace (402, data kept), and resumption when paid', async () => {
+    const { customerId, subscriptionId, event } = h.checkout({ email: 'xena@example.com', plan: 'starter' });
+    await h.deliver(event);
+    const view = await h.waitForStatus(customerId, ['active', 'failed']);
+    const key = /claw_[0-9A-Za-z]{43}/.exec((await h.smtp.waitFor((m) => m.to.includes('xena@example.com'))).text)![0];
+    const status = () => fetch(`${view.accessUrl}/status`, { headers: { authorization: `Bearer ${key}` } }).then((r) => r.status, () => 'refused');
+    expect(await status()).to.equal(200);
+
+    h.stripe.updateSubscription(subscriptionId, { status: 'past_due' });
+    await h.deliver(h.stripe.event('invoice.payment_failed', invoice(customerId, subscriptionId, 1)));
+    const dunning = await h.smtp.waitFor((m) => m.to.includes('xena@example.com') && m.subject.includes('did not go through'));
+    expect(dunning.text).to.include('update your payment method');
+
+    await h.waitForStatus(customerId, ['suspended'], 20_000);
+    expect(await status()).to.equal('refused'); // the service is stopped
+    const { rows } = await h.db.query('SELECT desired_state FROM local_services s JOIN instances i ON i.service_id = s.name WHERE i.id = $1', [view.instanceId]);
+    expect(rows[0].desired_state).to.equal('stopped');
+    // Something restarting the runtime would still refuse the key with a clear 402.
+    const databaseUrl = (await h.plane.ctx.secrets.get(instanceOwner(view.instanceId), INSTANCE_SECRETS.databaseUrl))!;
+    const customerDb = new pg.Client({ connectionString: databaseUrl });
+    await customerDb.connect();
+    const flag = await customerDb.query('SELECT suspended_reason FROM account_status');
+    const filesKept = await customerDb.query('SELECT count(*)::int AS n FROM workspace_files');
+    await customerDb.end();
+    expect(flag.rows[0].suspended_reason).to.include('overdue');
+    expect(filesKept.rows[0].n).to.be.greaterThan(0);
+
+    h.stripe.updateSubscription(subscriptionId, { status: 'active' });
+    await h.deliver(h.stripe.event('invoice.paid', invoice(customerId, subscriptionId, 2)));
+    await h.waitForStatus(customerId, ['active'], 20_000);
+    await waitUntil(async () => (await status()) === 200, 15_000);
+    const { rows: trail } = await h.db.query(`SELECT action FROM audit WHERE instance_id = $1 ORDER BY id`, [view.instanceId]);
+    expect(trail.map((r) => r.action).filter((a) => a === 'instance.suspended' || a === 'instance.resumed')).to.deep.equal([
+      'instance.suspended',
+      'instance.resumed',
+    ]);
+  });
+
+  it('does not suspend when the payment succeeds within the grace', async () => {
+    const { customerId, subscriptionId, event } = h.checkout({ email: 'yuri@example.com', plan: 'starter' });
+    await h.deliver(event);
+    await h.waitForStatus(customerId, ['active']);
+    h.stripe.updateSubscription(subscriptionId, { status: 'past_due' });
+    await h.deliver(h.stripe.event('invoice.payment_failed', invoice(customerId, subscriptionId, 1)));
+    h.stripe.updateSubscription(subscriptionId, { status: 'active' });
+    await h.deliver(h.stripe.event('invoice.paid', invoice(customerId, subscriptionId, 2)));
+    await new Promise((r) => setTimeout(r, 2_500)); // past the grace
+    expect((await h.waitForStatus(customerId, ['active'])).status).to.equal('active');
+  });
+});

@@ -309,6 +309,18 @@ describe('runtime rate limit and heartbeat', function () {
     expect((await fetch(`${f.url}/health`)).status).to.equal(200); // health is never limited
   });
 
+  it('refuses a valid key with 402 and a reason while the account is suspended, and accepts it again after', async () => {
+    const f = await startRuntimeFixture({ env: env() });
+    fixtures.push(f);
+    const status = () => fetch(`${f.url}/status`, { headers: { authorization: `Bearer ${f.key}` } });
+    expect((await status()).status).to.equal(200);
+    await f.db.query(`INSERT INTO account_status (id, suspended_reason) VALUES (true, 'payment overdue')`);
+    await waitUntil(async () => (await status()).status === 402, 5_000);
+    expect(await (await status()).json()).to.deep.equal({ error: 'payment_required', reason: 'payment overdue' });
+    await f.db.query('UPDATE account_status SET suspended_reason = NULL');
+    await waitUntil(async () => (await status()).status === 200, 5_000);
+  });
+
   it('runs HEARTBEAT.md tasks as a background turn and logs the outcome; no tasks cost no model call', async () => {
     const idle = await startRuntimeFixture({ env: { ...env(), HEARTBEAT_INTERVAL: '100ms' } });
     fixtures.push(idle);
