@@ -255,3 +255,78 @@ describe('failed payments', function () {
     expect((await h.waitForStatus(customerId, ['active'])).status).to.equal('active');
   });
 });
+
+describe('events late, twice and out of order', function () {
+  this.timeout(120_000);
+  let h: Harness;
+  before(async () => {
+    h = await startHarness({ PAYMENT_GRACE: '1h' });
+  });
+  after(async () => h?.close());
+
+  /** A customer's story as Stripe ends it: signed up on Starter, a failed and then a paid invoice, upgraded to Pro. */
+  function story(email: string) {
+    const customer = h.stripe.createCustomer({ email });
+    const subscription = h.stripe.createSubscription({ customer: customer.id, price: DEFAULT_PRICE_IDS.starter });
+    const session = h.stripe.createCheckoutSession({ customer: customer.id, subscription: subscription.id, email });
+    const invoice = (n: number) => ({
+      id: `in_${n}_${subscription.id.slice(-8)}`,
+      object: 'invoice',
+      customer: customer.id,
+      attempt_count: n,
+      parent: { type: 'subscription_details', subscription_details: { subscription: subscription.id } },
+    });
+    const events: object[] = [
+      h.stripe.event('checkout.session.completed', session),
+      h.stripe.event('invoice.payment_failed', invoice(1)),
+      h.stripe.event('invoice.paid', invoice(2)),
+    ];
+    const upgraded = h.stripe.updateSubscription(subscription.id, { price: DEFAULT_PRICE_IDS.pro });
+    events.push(h.stripe.event('customer.subscription.updated', upgraded));
+    return { customerId: customer.id, events };
+  }
+
+  async function finalState(customerId: string) {
+    await waitUntil(async () => {
+      const r = await h.admin(`/api/customers/${customerId}/instance`);
+      if (r.status !== 200) return false;
+      const view = (await r.json()) as { status: string; plan: string };
+      return view.status === 'active' && view.plan === 'pro';
+    }, 60_000);
+    await new Promise((r) => setTimeout(r, 1_000)); // let any late job land
+    const { rows } = await h.db.query(
+      `SELECT i.status, i.plan, l.limits, count(*) OVER ()::int AS instances
+       FROM instances i JOIN customers c ON c.id = i.customer_id LEFT JOIN local_services l ON l.name = i.service_id
+       WHERE c.stripe_customer_id = $1`,
+      [customerId],
+    );
+    const email = (await h.db.query('SELECT email FROM customers WHERE stripe_customer_id = $1', [customerId])).rows[0].email as string;
+    const welcomes = h.smtp.messages.filter((m) => m.to.includes(email) && m.subject === 'Your Clawdbot is ready').length;
+    return { ...rows[0], welcomes };
+  }
+
+  /** A fixed shuffle (so a failure reproduces), every event delivered twice. */
+  function shuffledTwice<T>(items: T[], seed: number): T[] {
+    const doubled = [...items, ...items];
+    let state = seed;
+    for (let i = doubled.length - 1; i > 0; i--) {
+      state = (state * 1103515245 + 12345) % 2 ** 31;
+      const j = state % (i + 1);
+      [doubled[i], doubled[j]] = [doubled[j]!, doubled[i]!];
+    }
+    return doubled;
+  }
+
+  it('ends in the same state as in order, whatever the order and however often', async () => {
+    const inOrder = story('zoe@example.com');
+    for (const event of inOrder.events) expect((await h.deliver(event)).status).to.equal(200);
+    const expected = await finalState(inOrder.customerId);
+    expect(expected).to.deep.equal({ status: 'active', plan: 'pro', limits: { cpu: 1, memoryMb: 1024 }, instances: 1, welcomes: 1 });
+
+    for (const seed of [7, 42]) {
+      const shuffled = story(`zoe-${seed}@example.com`);
+      for (const event of shuffledTwice(shuffled.events, seed)) expect((await h.deliver(event)).status).to.equal(200);
+      expect(await finalState(shuffled.customerId), `seed ${seed}`).to.deep.equal(expected);
+    }
+  });
+});
