@@ -23,7 +23,7 @@ describe('provisioning on Railway and Neon (emulated)', function () {
   let h: Harness;
 
   before(async () => {
-    h = await startHarness({}, { cloud: {} });
+    h = await startHarness({ ARCHIVE_AFTER: '2s', PURGE_AFTER: '4s' }, { cloud: {} });
   });
   after(async () => h?.close());
 
@@ -60,6 +60,20 @@ describe('provisioning on Railway and Neon (emulated)', function () {
     expect(used.neon).to.be.at.most(NEON_BUDGET);
   });
 
+  it('cancels, archives and purges on Railway and Neon alike', async () => {
+    const { view } = await provision('ines@example.com');
+    const { rows } = await h.db.query('SELECT service_id, branch_id FROM instances WHERE id = $1', [view.instanceId]);
+    const [projectId, branchId] = (rows[0].branch_id as string).split('/');
+    expect((await h.admin(`/api/admin/customers/${view.customerId}/deprovision`, { method: 'POST' })).status).to.equal(202);
+    await h.waitForStatus(view.customerId, ['cancelled'], 30_000);
+    const deployments = h.railway!.deploymentsOf(rows[0].service_id);
+    expect(deployments.every((d) => d.status !== 'SUCCESS' || d.deploymentStopped)).to.equal(true); // stopped at once
+    await h.waitForStatus(view.customerId, ['archived'], 30_000);
+    expect(h.railway!.services().find((s) => s.id === rows[0].service_id)?.deletedAt ?? 'gone').to.not.equal(null);
+    expect(h.neon!.branches(projectId!).some((b) => b.branch.id === branchId)).to.equal(false);
+    await h.waitForStatus(view.customerId, ['purged'], 30_000);
+  });
+
   it('completes through injected 429s and 5xx on both APIs', async () => {
     h.railway!.failNext(2, 429, { 'Retry-After': '1' });
     h.railway!.failNext(1, 503);
@@ -73,7 +87,7 @@ describe('provisioning on Railway and Neon (emulated)', function () {
     const rateLimited = h.railway!.calls.filter((c) => c.status === 429).length;
     expect(rateLimited).to.equal(2);
     const used = budget(h);
-    console.log(`      with faults (two provisions so far): Railway ${used.railway} calls (${rateLimited} answered 429), Neon ${used.neon} calls`);
+    console.log(`      with faults (all provisions of this file so far): Railway ${used.railway} calls (${rateLimited} answered 429), Neon ${used.neon} calls`);
   });
 
   it('waits for an operator to approve a deployment, telling operators once', async () => {
