@@ -60,7 +60,8 @@ export const buildWorkspace: StepHandler = async (ctx, { instance, log, progress
 
 /**
  * A customer reactivated between archive and purge gets their archive back into the new database before anything
- * is seeded (so their own files win over fresh ones). The archive is deleted once the restore committed.
+ * is seeded (so their own files win over fresh ones). The archive itself is deleted when the instance is active
+ * again (finalize), not before: a reactivation that fails keeps it.
  */
 async function restoreFromArchive(ctx: JobContext, instance: InstanceWithCustomer, databaseUrl: string, log: (line: string) => Promise<void>): Promise<void> {
   const { rows } = await ctx.db.query<{ location: string }>('SELECT location FROM archives WHERE instance_id = $1 AND deleted_at IS NULL', [
@@ -73,8 +74,6 @@ async function restoreFromArchive(ctx: JobContext, instance: InstanceWithCustome
     // A database that already has files was restored by an earlier attempt (the restore is one transaction).
     return rowCount ? undefined : restoreArchive(ctx.archives.read(archive.location), client);
   });
-  await ctx.archives.delete(archive.location);
-  await ctx.db.query('UPDATE archives SET deleted_at = now() WHERE instance_id = $1', [instance.id]);
   await audit(ctx.db, { actor: 'worker', action: 'instance.restored', customerId: instance.customer_id, instanceId: instance.id, detail: { location: archive.location, rows: counts ?? null } });
   await log(`restored the archive ${archive.location}${counts ? `: ${JSON.stringify(counts)}` : ' (already restored)'}`);
 }

@@ -15,6 +15,15 @@ export const finalize: StepHandler = async (ctx, { instance, log, done }) => {
     [instance.id],
   );
   const totalMs = updated.rows[0]?.total_ms ?? 0;
+  // A reactivation restored the customer's archive into their new database: it has served its purpose.
+  const { rows: restored } = await ctx.db.query<{ location: string }>(
+    'SELECT location FROM archives WHERE instance_id = $1 AND deleted_at IS NULL',
+    [instance.id],
+  );
+  for (const { location } of restored) {
+    await ctx.archives.delete(location);
+    await ctx.db.query('UPDATE archives SET deleted_at = now() WHERE instance_id = $1', [instance.id]);
+  }
   const timings = Object.fromEntries(rows.map((r) => [r.name, r.ms]));
   if (!instance.active_at) {
     await audit(ctx.db, {

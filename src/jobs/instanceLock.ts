@@ -3,6 +3,7 @@
  * instance, held for the job. A job that finds it taken comes back a moment later without holding a worker slot.
  */
 import { DelayedError, type Job } from 'bullmq';
+import pg from 'pg';
 import type { JobContext } from './context.ts';
 
 const RETRY_MS = 1_000;
@@ -14,20 +15,19 @@ export async function withInstanceLock<T>(
   instanceId: string,
   work: () => Promise<T>,
 ): Promise<T> {
-  const client = await ctx.db.connect();
-  const key = `lifecycle/${instanceId}`;
+  // A connection of its own, outside the pool the work uses (held locks never starve it), and closed at the end:
+  // closing releases the lock whatever else went wrong.
+  const client = new pg.Client({ connectionString: ctx.config.databaseUrl });
+  client.on('error', () => undefined);
+  await client.connect();
   try {
-    const { rows } = await client.query<{ locked: boolean }>('SELECT pg_try_advisory_lock(hashtext($1)) AS locked', [key]);
+    const { rows } = await client.query<{ locked: boolean }>('SELECT pg_try_advisory_lock(hashtext($1)) AS locked', [`lifecycle/${instanceId}`]);
     if (!rows[0]!.locked) {
       await job.moveToDelayed(Date.now() + RETRY_MS, token);
       throw new DelayedError();
     }
-    try {
-      return await work();
-    } finally {
-      await client.query('SELECT pg_advisory_unlock(hashtext($1))', [key]);
-    }
+    return await work();
   } finally {
-    client.release();
+    await client.end().catch(() => undefined);
   }
 }

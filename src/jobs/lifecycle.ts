@@ -5,7 +5,7 @@
  * works, and records its transition in the audit log. Delayed jobs have ids derived from the subscription and
  * Stripe's canceled_at, so a repeated cancellation schedules nothing twice.
  */
-import type { Job } from 'bullmq';
+import { DelayedError, type Job } from 'bullmq';
 import { withCustomerDb } from '../db/customerDb.ts';
 import { audit, instanceById, updateInstance, type InstanceWithCustomer } from '../db/instances.ts';
 import { PermanentError } from '../errors.ts';
@@ -22,10 +22,32 @@ import { withInstanceLock } from './instanceLock.ts';
 
 type Outcome = Record<string, string | number>;
 
+/** Statuses a cancellation applies to. */
+export const CANCELLABLE: readonly string[] = ['provisioning', 'active', 'failed', 'suspended'];
+
 export interface LifecycleData {
   instanceId: string;
   /** Stripe's canceled_at (epoch seconds): part of the job ids, and the start of the archive and purge clocks. */
   canceledAt: number;
+}
+
+const PURGE_RETRY_MS = 60_000;
+
+/** The service, the database and the instance's secrets, found by recorded ids or derived names (idempotent). */
+async function deleteResources(ctx: JobContext, instance: InstanceWithCustomer): Promise<void> {
+  const names = instanceResources(instance.workspace_id);
+  await ctx.compute.deleteService(instance.service_id ?? names.serviceName);
+  await ctx.database.deleteDatabase({
+    branchId: instance.branch_id ?? names.databaseName,
+    databaseName: instance.database_name ?? names.databaseName,
+    roleName: instance.database_role ?? names.databaseName,
+  });
+  for (const secret of Object.values(INSTANCE_SECRETS)) await ctx.secrets.delete(instanceOwner(instance.id), secret);
+}
+
+/** Whether a delayed archive or purge belongs to the instance's current cancellation (not one a reactivation undid). */
+function ofThisCancellation(instance: InstanceWithCustomer, data: LifecycleData): boolean {
+  return instance.cancelled_at !== null && Math.floor(instance.cancelled_at.getTime() / 1000) === data.canceledAt;
 }
 
 export function lifecycleJobId(instance: Pick<InstanceWithCustomer, 'workspace_id'>, step: 'cancel' | 'archive' | 'purge', canceledAt: number): string {
@@ -47,7 +69,7 @@ async function load(ctx: JobContext, id: string): Promise<InstanceWithCustomer> 
 export async function cancel(ctx: JobContext, job: Job<LifecycleData>, token?: string): Promise<Outcome> {
   return withInstanceLock(ctx, job, token, job.data.instanceId, async (): Promise<Outcome> => {
     const instance = await load(ctx, job.data.instanceId);
-    if (!['provisioning', 'active', 'failed'].includes(instance.status)) return { skipped: `instance is ${instance.status}` };
+    if (!CANCELLABLE.includes(instance.status)) return { skipped: `instance is ${instance.status}` };
     const { lifecycle } = ctx.config;
     const canceledAtMs = job.data.canceledAt * 1000;
     const archiveAt = new Date(canceledAtMs + lifecycle.archiveAfterMs);
@@ -87,6 +109,7 @@ export async function archive(ctx: JobContext, job: Job<LifecycleData>, token?: 
   return withInstanceLock(ctx, job, token, job.data.instanceId, async (): Promise<Outcome> => {
     const instance = await load(ctx, job.data.instanceId);
     if (instance.status !== 'cancelled') return { skipped: `instance is ${instance.status}` };
+    if (!ofThisCancellation(instance, job.data)) return { skipped: 'scheduled by an earlier cancellation' };
     const owner = instanceOwner(instance.id);
     const databaseUrl = await ctx.secrets.get(owner, INSTANCE_SECRETS.databaseUrl);
     const name = `${instance.workspace_id}/${job.data.canceledAt}.jsonl.gz`;
@@ -95,9 +118,15 @@ export async function archive(ctx: JobContext, job: Job<LifecycleData>, token?: 
       'SELECT location, size_bytes, sha256, row_counts FROM archives WHERE instance_id = $1 AND deleted_at IS NULL',
       [instance.id],
     );
+    if (!stored.rows[0] && !databaseUrl) {
+      // Never had a database (a provisioning that failed before create-branch): nothing to export, only to delete.
+      await deleteResources(ctx, instance);
+      await updateInstance(ctx.db, instance.id, { status: 'archived', archived_at: new Date(), access_url: null });
+      await audit(ctx.db, { actor: 'worker', action: 'instance.archived', customerId: instance.customer_id, instanceId: instance.id, detail: { nothing: 'no database was ever made' } });
+      return { archived: 'nothing to export' };
+    }
     if (!stored.rows[0]) {
-      if (!databaseUrl) throw new PermanentError('the customer database connection is gone and no archive exists');
-      const written = await withCustomerDb(databaseUrl, async (client) => {
+      const written = await withCustomerDb(databaseUrl!, async (client) => {
         const { stream, counts } = exportStream(client, { workspaceId: instance.workspace_id });
         const result = await ctx.archives.write(name, stream);
         return { ...result, counts: await counts };
@@ -124,14 +153,7 @@ export async function archive(ctx: JobContext, job: Job<LifecycleData>, token?: 
     }
     await ctx.db.query('UPDATE archives SET verified_at = now() WHERE instance_id = $1', [instance.id]);
 
-    const names = instanceResources(instance.workspace_id);
-    await ctx.compute.deleteService(instance.service_id ?? names.serviceName);
-    await ctx.database.deleteDatabase({
-      branchId: instance.branch_id ?? names.databaseName,
-      databaseName: instance.database_name ?? names.databaseName,
-      roleName: instance.database_role ?? names.databaseName,
-    });
-    for (const secret of Object.values(INSTANCE_SECRETS)) await ctx.secrets.delete(owner, secret);
+    await deleteResources(ctx, instance);
     await updateInstance(ctx.db, instance.id, { status: 'archived', archived_at: new Date(), access_url: null });
     await audit(ctx.db, {
       actor: 'worker',
@@ -148,8 +170,12 @@ export async function purge(ctx: JobContext, job: Job<LifecycleData>, token?: st
   return withInstanceLock(ctx, job, token, job.data.instanceId, async (): Promise<Outcome> => {
     const instance = await load(ctx, job.data.instanceId);
     if (instance.status !== 'archived' && instance.status !== 'cancelled') return { skipped: `instance is ${instance.status}` };
+    if (!ofThisCancellation(instance, job.data)) return { skipped: 'scheduled by an earlier cancellation' };
     if (instance.status === 'cancelled') {
-      throw new PermanentError('the instance was never archived; archive it (retry its archive job) before the purge');
+      // The archive has not happened yet (it is retrying, or waits for an operator): the purge comes back later.
+      await job.log('not archived yet: the purge waits for the archive');
+      await job.moveToDelayed(Date.now() + PURGE_RETRY_MS, token);
+      throw new DelayedError();
     }
     const deleted: string[] = [];
     const { rows } = await ctx.db.query<{ location: string }>('SELECT location FROM archives WHERE instance_id = $1 AND deleted_at IS NULL', [instance.id]);
@@ -165,7 +191,7 @@ export async function purge(ctx: JobContext, job: Job<LifecycleData>, token?: st
     if (instance.stripe_customer_id) {
       const scrubbed = await ctx.db.query(
         `UPDATE stripe_events SET payload = jsonb_build_object('id', id, 'type', type, 'purged', true)
-         WHERE payload->'data'->'object'->>'customer' = $1`,
+         WHERE payload->'data'->'object'->>'customer' = $1 OR payload->'data'->'object'->>'id' = $1`,
         [instance.stripe_customer_id],
       );
       deleted.push(`${scrubbed.rowCount} Stripe event payloads`);
@@ -251,7 +277,7 @@ export async function reactivate(ctx: JobContext, job: Job<ReactivateData>, toke
       const canceledAt = Math.floor(instance.cancelled_at.getTime() / 1000);
       for (const step of ['archive', 'purge'] as const) {
         const pending = await ctx.queues.get(QUEUES.lifecycle).getJob(lifecycleJobId(instance, step, canceledAt));
-        if (pending && (await pending.getState()) === 'delayed') await pending.remove();
+        if (pending && (await pending.getState()) !== 'active') await pending.remove();
       }
     }
     const generation = instance.generation + 1;
@@ -276,9 +302,15 @@ export async function reactivate(ctx: JobContext, job: Job<ReactivateData>, toke
 }
 
 /** Queues a reactivation (Stripe intake and the admin API). */
-export async function requestReactivation(queues: Queues, instance: InstanceWithCustomer, data: Omit<ReactivateData, 'instanceId'>): Promise<void> {
+export async function requestReactivation(
+  queues: Queues,
+  instance: InstanceWithCustomer,
+  data: Omit<ReactivateData, 'instanceId'>,
+  /** What asked (a Stripe event id, an admin request): a repeat of one request adds nothing, a new request does. */
+  requestId: string,
+): Promise<void> {
   const payload: ReactivateData = { instanceId: instance.id, ...data };
-  await queues.get(QUEUES.lifecycle).add('reactivate', payload, { jobId: jobId(instance.workspace_id, 'reactivate', String(instance.generation + 1)) });
+  await queues.get(QUEUES.lifecycle).add('reactivate', payload, { jobId: jobId(instance.workspace_id, 'reactivate', requestId) });
 }
 
 /** Stripe states in which the customer has not paid and the grace runs. */

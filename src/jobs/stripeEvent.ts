@@ -185,7 +185,7 @@ async function checkoutCompleted(
   const ended = plan && email ? await endedInstanceOf(ctx, subscription.customerId) : undefined;
   if (ended && plan) {
     const { subscriptionId } = await recordSubscription(ctx.db, request);
-    await requestReactivation(ctx.queues, ended, { subscriptionId, plan: plan.name });
+    await requestReactivation(ctx.queues, ended, { subscriptionId, plan: plan.name }, job.data.eventId);
     return { reactivating: ended.id, from: ended.status, plan: plan.name };
   }
 

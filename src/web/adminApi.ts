@@ -9,7 +9,7 @@ import { recordInstance, startProvisioning } from '../provisioning.ts';
 import type { Queues } from '../queues/connection.ts';
 import { isQueueName, jobId, QUEUES } from '../queues/names.ts';
 import type { ProvisionData } from '../queues/provisionFlow.ts';
-import { ENDED_STATUSES, requestCancellation, requestReactivation } from '../jobs/lifecycle.ts';
+import { CANCELLABLE, ENDED_STATUSES, requestCancellation, requestReactivation } from '../jobs/lifecycle.ts';
 import { requireAdminToken } from './auth.ts';
 import { HttpError } from './httpError.ts';
 import { readJsonBody } from './rawBody.ts';
@@ -77,7 +77,7 @@ export function adminApi(deps: { config: Config; db: Db; queues: Queues }): Rout
   router.post('/admin/customers/:customerRef/deprovision', async (ctx) => {
     const instance = await instanceForCustomer(deps.db, ctx.params.customerRef!);
     if (!instance) throw new HttpError(404, 'not_found', 'no instance for this customer');
-    if (!['provisioning', 'active', 'failed'].includes(instance.status)) {
+    if (!CANCELLABLE.includes(instance.status)) {
       throw new HttpError(409, 'not_running', `the instance is ${instance.status}`);
     }
     await requestCancellation(deps.queues, instance, Math.floor(Date.now() / 1000));
@@ -93,8 +93,9 @@ export function adminApi(deps: { config: Config; db: Db; queues: Queues }): Rout
     if (!(ENDED_STATUSES as readonly string[]).includes(instance.status)) {
       throw new HttpError(409, 'not_ended', `the instance is ${instance.status}`);
     }
+    if (!instance.email) throw new HttpError(409, 'no_email', 'the customer was purged and has no email address; they can subscribe again');
     const plan = isPlanName(instance.plan) ? instance.plan : 'starter';
-    await requestReactivation(deps.queues, instance, { subscriptionId: instance.subscription_id, plan });
+    await requestReactivation(deps.queues, instance, { subscriptionId: instance.subscription_id, plan }, `admin-${Date.now()}`);
     await audit(deps.db, { actor: 'admin-api', action: 'instance.reactivation_requested', customerId: instance.customer_id, instanceId: instance.id });
     ctx.status = 202;
     ctx.body = { reactivating: instance.id };
