@@ -16,7 +16,7 @@ import { startProvisionFlow } from '../queues/provisionFlow.ts';
 import { INSTANCE_SECRETS, instanceOwner, type JobContext } from './context.ts';
 import { ARCHIVED_TABLES, exportStream, readArchive } from './archiveFormat.ts';
 import { configureService } from './deploy.ts';
-import { PLANS, type PlanName } from '../plans.ts';
+import { planForPrice, PLANS, type PlanName } from '../plans.ts';
 import { fileSha256, renderWorkspace } from '../workspace/render.ts';
 import { withInstanceLock } from './instanceLock.ts';
 
@@ -369,6 +369,12 @@ export async function resume(ctx: JobContext, job: Job<PaymentData>, token?: str
     const deployment = instance.service_id ? await ctx.compute.deploy(instance.service_id) : undefined;
     await updateInstance(ctx.db, instance.id, { status: 'active', past_due_since: null });
     await audit(ctx.db, { actor: 'worker', action: 'instance.resumed', customerId: instance.customer_id, instanceId: instance.id, detail: { deploymentId: deployment?.deploymentId ?? null } });
+    // A plan change made while suspended was not applied then (resize acts on active instances): apply it now.
+    const plan = subscription.priceId ? planForPrice(subscription.priceId, ctx.config.stripe.priceIds) : undefined;
+    if (plan && plan.name !== instance.plan) {
+      const data: ResizeData = { instanceId: instance.id, plan: plan.name };
+      await ctx.queues.get(QUEUES.lifecycle).add('resize', data, { jobId: jobId(instance.workspace_id, 'resize', `resume-${job.id}`) });
+    }
     return { resumed: subscription.status };
   });
 }
