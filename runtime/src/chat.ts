@@ -6,6 +6,7 @@
 import { PassThrough } from 'node:stream';
 import Router from '@koa/router';
 import type pg from 'pg';
+import { inTransaction } from '../../src/db/pool.ts';
 import { HttpError } from '../../src/web/httpError.ts';
 import { readJsonBody } from '../../src/web/rawBody.ts';
 import type { RuntimeContext, TurnInput, TurnResult } from './context.ts';
@@ -151,9 +152,7 @@ async function storeTurn(
   reply: { text: string; inputTokens: number; outputTokens: number },
   day: string,
 ): Promise<void> {
-  const client = await db.connect();
-  try {
-    await client.query('BEGIN');
+  await inTransaction(db, async (client) => {
     await client.query(
       `INSERT INTO conversation_messages (conversation_id, role, content, input_tokens, output_tokens)
        VALUES ($1, 'user', $2, $3, NULL), ($1, 'assistant', $4, NULL, $5)`,
@@ -161,13 +160,7 @@ async function storeTurn(
     );
     await client.query('UPDATE conversations SET updated_at = now() WHERE id = $1', [conversationId]);
     await addTokens(client, day, reply.inputTokens, reply.outputTokens);
-    await client.query('COMMIT');
-  } catch (err) {
-    await client.query('ROLLBACK').catch(() => undefined);
-    throw err;
-  } finally {
-    client.release();
-  }
+  });
 }
 
 function parseChatBody(body: unknown): TurnInput & { stream: boolean } {

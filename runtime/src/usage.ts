@@ -4,6 +4,7 @@
  * the limit together) and gives it back if the turn fails, so a failed or retried turn is not counted.
  */
 import type pg from 'pg';
+import { inTransaction } from '../../src/db/pool.ts';
 import { HttpError } from '../../src/web/httpError.ts';
 
 export const NOTICE_THRESHOLDS = [80, 100] as const;
@@ -42,13 +43,10 @@ export async function monthUsage(db: Pick<pg.Pool, 'query'>, now: Date) {
  * Returns the month's count including this message.
  */
 export async function reserveMessage(db: pg.Pool, limit: number, now: Date): Promise<number> {
-  const client = await db.connect();
-  try {
-    await client.query('BEGIN');
+  return inTransaction(db, async (client) => {
     await client.query(`SELECT pg_advisory_xact_lock(hashtext('usage_tracking'))`);
     const { messages } = await monthUsage(client, now);
     if (messages >= limit) {
-      await client.query('ROLLBACK');
       const resetsAt = `${monthOf(now).next}T00:00:00Z`;
       throw new HttpError(
         429,
@@ -63,14 +61,8 @@ export async function reserveMessage(db: pg.Pool, limit: number, now: Date): Pro
        ON CONFLICT (day) DO UPDATE SET messages = usage_tracking.messages + 1`,
       [dayOf(now)],
     );
-    await client.query('COMMIT');
     return messages + 1;
-  } catch (err) {
-    await client.query('ROLLBACK').catch(() => undefined);
-    throw err;
-  } finally {
-    client.release();
-  }
+  });
 }
 
 /** Gives back a reserved message whose turn failed. */

@@ -5,11 +5,9 @@ import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { expect } from 'chai';
-import Router from '@koa/router';
-import Koa from 'koa';
+import { listen } from '../support/routerApp.ts';
 import pg from 'pg';
 import { PLANS } from '../../src/plans.ts';
-import { HttpError } from '../../src/web/httpError.ts';
 import { renderWorkspace } from '../../src/workspace/render.ts';
 import { loadRuntimeConfig } from '../../runtime/src/config.ts';
 import type { RuntimeContext } from '../../runtime/src/context.ts';
@@ -360,20 +358,3 @@ describe('runtime memory', () => {
   });
 });
 
-/** A Koa app with the runtime's error shape (HttpError -> its JSON answer) and one router, on a free port. */
-async function listen(router: Router): Promise<Server> {
-  const app = new Koa();
-  app.use(async (http, next) => {
-    try {
-      await next();
-    } catch (err) {
-      if (err instanceof HttpError) return err.respond(http);
-      throw err;
-    }
-  });
-  app.use(router.routes());
-  app.use(router.allowedMethods());
-  const server = app.listen(0, '127.0.0.1');
-  await new Promise((resolve) => server.once('listening', resolve));
-  return server;
-}

@@ -4,12 +4,10 @@ import type { AddressInfo } from 'node:net';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import Router from '@koa/router';
 import { expect } from 'chai';
-import Koa from 'koa';
+import { listen } from '../support/routerApp.ts';
 import pg from 'pg';
 import { ALL_FEATURES, PLANS, type PlanName } from '../../src/plans.ts';
-import { HttpError } from '../../src/web/httpError.ts';
 import { renderWorkspace } from '../../src/workspace/render.ts';
 import { loadRuntimeConfig } from '../../runtime/src/config.ts';
 import type { RuntimeContext } from '../../runtime/src/context.ts';
@@ -377,20 +375,3 @@ function renderedDescription(runtime: Runtime, feature: string): string {
   return /^description: (.*)$/m.exec(renderedFile(runtime, feature))![1]!;
 }
 
-/** A Koa app with the runtime's error shape (HttpError -> its JSON answer) and one router, on a free port. */
-async function listen(router: Router): Promise<Server> {
-  const app = new Koa();
-  app.use(async (http, next) => {
-    try {
-      await next();
-    } catch (err) {
-      if (err instanceof HttpError) return err.respond(http);
-      throw err;
-    }
-  });
-  app.use(router.routes());
-  app.use(router.allowedMethods());
-  const server = app.listen(0, '127.0.0.1');
-  await new Promise((resolve) => server.once('listening', resolve));
-  return server;
-}

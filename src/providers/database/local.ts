@@ -4,7 +4,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import type { Db } from '../../db/pool.ts';
-import { quoteIdent } from '../../db/pool.ts';
+import { inTransaction, quoteIdent } from '../../db/pool.ts';
 import type { SecretStore } from '../../secrets.ts';
 import { toBase62 } from '../../apiKey.ts';
 import { scramSha256Verifier } from './scram.ts';
@@ -23,20 +23,12 @@ export class LocalDatabaseProvider implements DatabaseProvider {
 
   /** Customers' roles must not open the control-plane database either. */
   async init(): Promise<void> {
-    const client = await this.admin.connect();
-    try {
+    await inTransaction(this.admin, async (client) => {
       // Several processes may start at once; concurrent changes to one database's ACL fail in the catalog.
-      await client.query('BEGIN');
       await client.query(`SELECT pg_advisory_xact_lock(hashtext('local-database/init'))`);
       const { rows } = await client.query<{ db: string }>('SELECT current_database() AS db');
       await client.query(`REVOKE CONNECT, TEMPORARY ON DATABASE ${quoteIdent(rows[0]!.db)} FROM PUBLIC`);
-      await client.query('COMMIT');
-    } catch (err) {
-      await client.query('ROLLBACK').catch(() => undefined);
-      throw err;
-    } finally {
-      client.release();
-    }
+    });
   }
 
   /** Local databases are ready at once. */
