@@ -4,7 +4,7 @@
  * Each compensation is idempotent, so the job can be retried until it completes.
  */
 import { DelayedError, type Job } from 'bullmq';
-import { audit, instanceById, updateInstance } from '../db/instances.ts';
+import { audit, instanceById, updateInstance, type InstanceWithCustomer } from '../db/instances.ts';
 import { PermanentError } from '../errors.ts';
 import { instanceResources } from '../provisioning.ts';
 import { STEP_QUEUE, STEPS } from '../queues/names.ts';
@@ -21,18 +21,7 @@ export async function abandon(ctx: JobContext, job: Job<ProvisionData>, token?: 
     throw new PermanentError(`instance is ${instance.status}; only a failed provisioning can be abandoned`);
   }
 
-  const root = await ctx.queues.get(STEP_QUEUE.finalize).getJob(stepJobId(instance.workspace_id, STEPS.finalize, instance.generation));
-  if (root) {
-    const flow = await ctx.queues.flow.getFlow({ id: root.id!, queueName: root.queueName, prefix: ctx.config.queuePrefix });
-    const running = await activeSteps(flow);
-    if (running.length) {
-      if (Date.now() - job.timestamp > WAIT_FOR_RUNNING_MS) throw new PermanentError(`steps still running: ${running.join(', ')}`);
-      await job.log(`waiting for ${running.join(', ')} to finish`);
-      await job.moveToDelayed(Date.now() + 2_000, token); // waits without holding a worker slot
-      throw new DelayedError();
-    }
-    await root.remove({ removeChildren: true });
-  }
+  await removeFlow(ctx, instance, job, token);
 
   // Names are derived, not only read from the instance: a step may have created a resource and died before
   // recording it. Every compensation is idempotent, so undoing what was never made is harmless.
@@ -57,6 +46,24 @@ export async function abandon(ctx: JobContext, job: Job<ProvisionData>, token?: 
     await audit(ctx.db, { actor: 'operator', action: 'instance.abandoned', customerId: instance.customer_id, instanceId: instance.id, detail: { undone } });
   }
   return { undone: undone.join(', ') };
+}
+
+/**
+ * Removes the instance's provisioning flow, so no step of it runs again. While a step is running the calling job
+ * comes back in two seconds (holding no slot), for at most ten minutes.
+ */
+export async function removeFlow(ctx: JobContext, instance: InstanceWithCustomer, job: Job, token?: string): Promise<void> {
+  const root = await ctx.queues.get(STEP_QUEUE.finalize).getJob(stepJobId(instance.workspace_id, STEPS.finalize, instance.generation));
+  if (!root) return;
+  const flow = await ctx.queues.flow.getFlow({ id: root.id!, queueName: root.queueName, prefix: ctx.config.queuePrefix });
+  const running = await activeSteps(flow);
+  if (running.length) {
+    if (Date.now() - job.timestamp > WAIT_FOR_RUNNING_MS) throw new PermanentError(`steps still running: ${running.join(', ')}`);
+    await job.log(`waiting for ${running.join(', ')} to finish`);
+    await job.moveToDelayed(Date.now() + 2_000, token); // waits without holding a worker slot
+    throw new DelayedError();
+  }
+  if (!(await root.isCompleted())) await root.remove({ removeChildren: true });
 }
 
 async function activeSteps(node: { job: Job; children?: unknown[] }): Promise<string[]> {

@@ -19,6 +19,7 @@ import { configureService } from './deploy.ts';
 import { planForPrice, PLANS, type PlanName } from '../plans.ts';
 import { fileSha256, renderWorkspace } from '../workspace/render.ts';
 import { withInstanceLock } from './instanceLock.ts';
+import { removeFlow } from './abandon.ts';
 
 type Outcome = Record<string, string | number>;
 
@@ -75,6 +76,8 @@ export async function cancel(ctx: JobContext, job: Job<LifecycleData>, token?: s
     const archiveAt = new Date(canceledAtMs + lifecycle.archiveAfterMs);
     const purgeAt = new Date(canceledAtMs + lifecycle.purgeAfterMs);
 
+    // A provisioning still under way is stopped first, so no step of it deploys or issues a key after this.
+    if (instance.status === 'provisioning' || instance.status === 'failed') await removeFlow(ctx, instance, job, token);
     // The key is refused from now on, even by a runtime something restarts: its hash is revoked where the runtime
     // checks it (within its two-second cache).
     await revokeKeys(ctx, instance);

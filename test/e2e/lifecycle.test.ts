@@ -330,3 +330,33 @@ describe('events late, twice and out of order', function () {
     }
   });
 });
+
+describe('cancelling a provisioning still under way', function () {
+  this.timeout(60_000);
+  let h: Harness;
+  before(async () => {
+    // The runtime never becomes healthy (its marker file never appears), so the flow waits in health-check.
+    h = await startHarness({
+      RUNTIME_ARGS: `--import tsx ${process.cwd()}/test/support/lateRuntime.ts /nonexistent/marker`,
+      HEALTH_CHECK_TIMEOUT: '60s',
+    });
+  });
+  after(async () => h?.close());
+
+  it('removes the flow before stopping, so nothing of it runs after the cancellation', async () => {
+    const created = (await (
+      await h.admin('/api/admin/provision', { method: 'POST', body: JSON.stringify({ email: 'ada@example.com', plan: 'starter' }) })
+    ).json()) as { customerId: string; workspaceId: string };
+    await waitUntil(async () => {
+      const view = (await (await h.admin(`/api/customers/${created.customerId}/instance`)).json()) as InstanceView;
+      return view.steps.some((s) => s.name === 'health-check');
+    });
+    expect((await h.admin(`/api/admin/customers/${created.customerId}/deprovision`, { method: 'POST' })).status).to.equal(202);
+    await h.waitForStatus(created.customerId, ['cancelled'], 20_000);
+    expect(await h.plane.ctx.queues.get(QUEUES.provision).getJob(`${created.workspaceId}-finalize`)).to.equal(undefined);
+    expect(await h.plane.ctx.queues.get(QUEUES.provision).getJob(`${created.workspaceId}-health-check`)).to.equal(undefined);
+    await new Promise((r) => setTimeout(r, 1_000));
+    expect((await h.waitForStatus(created.customerId, ['cancelled'])).status).to.equal('cancelled');
+    expect(h.smtp.messages.filter((m) => m.to.includes('ada@example.com'))).to.have.length(0); // no welcome email
+  });
+});
