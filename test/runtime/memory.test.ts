@@ -5,6 +5,7 @@ import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { expect } from 'chai';
+import { createRuntimeDatabase, PG_SERVER } from '../support/runtimeDatabase.ts';
 import { listen } from '../support/routerApp.ts';
 import pg from 'pg';
 import { PLANS } from '../../src/plans.ts';
@@ -19,10 +20,8 @@ import {
   searchMemories,
   type MemoryHit,
 } from '../../runtime/src/memory.ts';
-import { applyRuntimeSchema } from '../../runtime/src/schema.ts';
 import { dailyLogPath, WorkspaceStore } from '../../runtime/src/workspace.ts';
 
-const PG_SERVER = 'postgres://postgres@127.0.0.1:5432';
 
 describe('runtime memory', () => {
   const dbName = `rt_mem_${randomBytes(6).toString('hex')}`;
@@ -35,18 +34,9 @@ describe('runtime memory', () => {
 
   before(async () => {
     await admin.connect();
-    await admin.query(`CREATE DATABASE ${dbName}`);
-    const url = `${PG_SERVER}/${dbName}`;
-    const client = new pg.Client({ connectionString: url });
-    await client.connect();
-    try {
-      await applyRuntimeSchema(client);
-    } finally {
-      await client.end();
-    }
-    pool = new pg.Pool({ connectionString: url, max: 4 });
-    // DROP DATABASE ... WITH (FORCE) in after() may reach a connection the pool is still closing.
-    pool.on('error', () => undefined);
+    const created = await createRuntimeDatabase(dbName);
+    pool = created.pool;
+    const url = created.url;
     const files = renderWorkspace({
       workspaceId: 'ws_mem',
       customer: { name: 'Ada', email: 'ada@example.com' },

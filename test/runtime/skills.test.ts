@@ -5,17 +5,16 @@ import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { expect } from 'chai';
+import { createRuntimeDatabase, PG_SERVER } from '../support/runtimeDatabase.ts';
 import { listen } from '../support/routerApp.ts';
 import pg from 'pg';
 import { ALL_FEATURES, PLANS, type PlanName } from '../../src/plans.ts';
 import { renderWorkspace } from '../../src/workspace/render.ts';
 import { loadRuntimeConfig } from '../../runtime/src/config.ts';
 import type { RuntimeContext } from '../../runtime/src/context.ts';
-import { applyRuntimeSchema } from '../../runtime/src/schema.ts';
 import { listSkills, skillRoutes, type SkillView } from '../../runtime/src/skills.ts';
 import { WorkspaceStore } from '../../runtime/src/workspace.ts';
 
-const PG_SERVER = 'postgres://postgres@127.0.0.1:5432';
 
 interface Runtime {
   plan: PlanName;
@@ -48,16 +47,7 @@ describe('runtime skills', () => {
 
   async function start(plan: PlanName): Promise<Runtime> {
     const dbName = `rt_skill_${randomBytes(6).toString('hex')}`;
-    await admin.query(`CREATE DATABASE ${dbName}`);
-    const url = `${PG_SERVER}/${dbName}`;
-    const client = new pg.Client({ connectionString: url });
-    await client.connect();
-    try {
-      await applyRuntimeSchema(client);
-    } finally {
-      await client.end();
-    }
-    const pool = new pg.Pool({ connectionString: url, max: 3 });
+    const { pool, url } = await createRuntimeDatabase(dbName, 3);
     // DROP DATABASE ... WITH (FORCE) in after() may reach a connection the pool is still closing.
     pool.on('error', () => undefined);
     const files = renderWorkspace({

@@ -5,12 +5,12 @@ import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { expect } from 'chai';
+import { createRuntimeDatabase, PG_SERVER } from '../support/runtimeDatabase.ts';
 import Koa from 'koa';
 import pg from 'pg';
 import { HttpError } from '../../src/web/httpError.ts';
 import { loadRuntimeConfig } from '../../runtime/src/config.ts';
 import type { RuntimeContext, TurnInput, TurnResult } from '../../runtime/src/context.ts';
-import { applyRuntimeSchema } from '../../runtime/src/schema.ts';
 import {
   inboundWebhookRoutes,
   webhookSourceRoutes,
@@ -20,7 +20,6 @@ import {
 } from '../../runtime/src/webhooks.ts';
 import { dailyLogPath, WorkspaceStore } from '../../runtime/src/workspace.ts';
 
-const PG_SERVER = 'postgres://postgres@127.0.0.1:5432';
 const FAST: WebhookProcessorOptions = { pollMs: 200, backoffMs: 40, maxBackoffMs: 160 };
 
 /** A stand-in for the model turn: records every call; per delivery, a queue of behaviours (default: a reply). */
@@ -131,17 +130,7 @@ describe('runtime webhooks', function () {
   const settled = (deliveryId: string) => async () => ['processed', 'failed'].includes((await delivery(deliveryId))?.status);
 
   before(async () => {
-    await admin.query(`CREATE DATABASE ${dbName}`);
-    const client = new pg.Client({ connectionString: dbUrl });
-    await client.connect();
-    try {
-      await applyRuntimeSchema(client);
-    } finally {
-      await client.end();
-    }
-    db = new pg.Pool({ connectionString: dbUrl, max: 10 });
-    // As the runtime's server does: a connection the server drops (the crash test, DROP ... FORCE) is not fatal.
-    db.on('error', () => undefined);
+    ({ pool: db } = await createRuntimeDatabase(dbName, 10));
     dir = await mkdtemp(path.join(tmpdir(), 'rt-hook-'));
     workspace = await WorkspaceStore.load(db, dir);
     const config = loadRuntimeConfig({ DATABASE_URL: dbUrl, WORKSPACE_ID: 'ws_hook', PLAN: 'pro', MESSAGE_LIMIT: '1000' });
