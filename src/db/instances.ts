@@ -8,6 +8,9 @@ export type Queryable = Pick<pg.Pool | pg.PoolClient, 'query'>;
 
 export type InstanceStatus = 'provisioning' | 'active' | 'failed' | 'abandoned' | 'suspended' | 'cancelled' | 'archived' | 'purged';
 
+/** Statuses of a subscription that ended, from which a customer can come back. */
+export const ENDED_STATUSES: readonly InstanceStatus[] = ['cancelled', 'archived', 'purged'];
+
 export interface InstanceRow {
   id: string;
   subscription_id: string;
@@ -51,6 +54,12 @@ const WITH_CUSTOMER = `
 
 export async function instanceById(db: Queryable, id: string): Promise<InstanceWithCustomer | undefined> {
   const { rows } = await db.query<InstanceWithCustomer>(`${WITH_CUSTOMER} WHERE i.id = $1`, [id]);
+  return rows[0];
+}
+
+/** The instance a Stripe subscription (or a comped one) pays for. */
+export async function instanceForSubscription(db: Queryable, subscriptionRef: string): Promise<InstanceWithCustomer | undefined> {
+  const { rows } = await db.query<InstanceWithCustomer>(`${WITH_CUSTOMER} WHERE s.stripe_subscription_id = $1`, [subscriptionRef]);
   return rows[0];
 }
 

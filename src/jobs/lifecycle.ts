@@ -7,7 +7,7 @@
  */
 import { DelayedError, type Job } from 'bullmq';
 import { withCustomerDb } from '../db/customerDb.ts';
-import { audit, instanceById, updateInstance, type InstanceWithCustomer } from '../db/instances.ts';
+import { audit, ENDED_STATUSES, instanceById, updateInstance, type InstanceWithCustomer } from '../db/instances.ts';
 import { PermanentError } from '../errors.ts';
 import { instanceResources } from '../provisioning.ts';
 import { jobId, QUEUES } from '../queues/names.ts';
@@ -263,8 +263,6 @@ export interface ReactivateData {
   plan: PlanName;
 }
 
-/** Statuses from which a customer can come back. */
-export const ENDED_STATUSES = ['cancelled', 'archived', 'purged'] as const;
 
 /**
  * A customer comes back (a new subscription, or an operator). The pending archive and purge are called off and the
@@ -275,7 +273,7 @@ export const ENDED_STATUSES = ['cancelled', 'archived', 'purged'] as const;
 export async function reactivate(ctx: JobContext, job: Job<ReactivateData>, token?: string): Promise<Outcome> {
   return withInstanceLock(ctx, job, token, job.data.instanceId, async (): Promise<Outcome> => {
     const instance = await load(ctx, job.data.instanceId);
-    if (!(ENDED_STATUSES as readonly string[]).includes(instance.status)) return { skipped: `instance is ${instance.status}` };
+    if (!ENDED_STATUSES.includes(instance.status)) return { skipped: `instance is ${instance.status}` };
     if (instance.cancelled_at) {
       const canceledAt = Math.floor(instance.cancelled_at.getTime() / 1000);
       for (const step of ['archive', 'purge'] as const) {

@@ -5,13 +5,11 @@
 import { DelayedError, Worker, type Job } from 'bullmq';
 import type { QueueName, StepName } from '../queues/names.ts';
 import type { ProvisionData } from '../queues/provisionFlow.ts';
-import { instanceById, type InstanceWithCustomer } from '../db/instances.ts';
+import { ENDED_STATUSES, instanceById, type InstanceWithCustomer } from '../db/instances.ts';
 import { errorMessage, PermanentError, RateLimitedError } from '../errors.ts';
 import { maskError } from '../logger.ts';
 import { clearFailure, isFinalFailure, markFailed } from './failure.ts';
 import type { JobContext } from './context.ts';
-
-const ENDED = new Set(['abandoned', 'cancelled', 'archived', 'purged']);
 
 export type StepResult = Record<string, string | number | boolean | null>;
 
@@ -40,7 +38,7 @@ export async function runStep<D extends ProvisionData>(
   const instance = await instanceById(ctx.db, instanceId);
   if (!instance) throw new PermanentError(`instance ${instanceId} does not exist`);
   // A stray job of an abandoned or ended provisioning (say, retried by hand in Bull Board) must not rebuild anything.
-  if (ENDED.has(instance.status)) return { skipped: `the instance is ${instance.status}` };
+  if (instance.status === 'abandoned' || ENDED_STATUSES.includes(instance.status)) return { skipped: `the instance is ${instance.status}` };
   await clearFailure(ctx, instanceId, step);
   await ctx.db.query(
     `INSERT INTO steps (instance_id, name, state, attempts, started_at) VALUES ($1, $2, 'running', $3, now())

@@ -11,7 +11,6 @@ import { QUEUES } from '../queues/names.ts';
 import { clearFailure, isFinalFailure, markEventFailed, markFailed, ReportedFailure } from './failure.ts';
 import type { JobContext } from './context.ts';
 import {
-  ENDED_STATUSES,
   OVERDUE,
   requestCancellation,
   requestReactivation,
@@ -20,7 +19,7 @@ import {
   type ResizeData,
 } from './lifecycle.ts';
 import { jobId } from '../queues/names.ts';
-import { instanceById, type InstanceWithCustomer } from '../db/instances.ts';
+import { ENDED_STATUSES, instanceById, instanceForSubscription, type InstanceWithCustomer } from '../db/instances.ts';
 
 export interface StripeEventData {
   eventId: string;
@@ -84,13 +83,10 @@ async function invoiceSettled(
   const subscriptionId = typeof linked === 'string' ? linked : linked?.id;
   if (!subscriptionId) return { ignored: 'invoice of no subscription' };
   if (type === 'invoice.payment_failed') {
-    const { rows } = await ctx.db.query<{ id: string; workspace_id: string }>(
-      'SELECT i.id, i.workspace_id FROM instances i JOIN subscriptions s ON s.id = i.subscription_id WHERE s.stripe_subscription_id = $1',
-      [subscriptionId],
-    );
-    if (rows[0]) {
-      const data: DunningData = { instanceId: rows[0].id, attempt: invoice.attempt_count ?? 1 };
-      await ctx.queues.get(QUEUES.lifecycle).add('dunning-email', data, { jobId: jobId(rows[0].workspace_id, 'dunning', job.data.eventId) });
+    const instance = await instanceForSubscription(ctx.db, subscriptionId);
+    if (instance) {
+      const data: DunningData = { instanceId: instance.id, attempt: invoice.attempt_count ?? 1 };
+      await ctx.queues.get(QUEUES.lifecycle).add('dunning-email', data, { jobId: jobId(instance.workspace_id, 'dunning', job.data.eventId) });
     }
   }
   return subscriptionChanged(ctx, job, subscriptionId);
@@ -113,11 +109,7 @@ async function endedInstanceOf(ctx: JobContext, stripeCustomerId: string): Promi
 async function subscriptionChanged(ctx: JobContext, job: Job<StripeEventData>, subscriptionId: string): Promise<Record<string, string>> {
   const subscription = await ctx.stripe.subscription(subscriptionId);
   await ctx.db.query('UPDATE subscriptions SET status = $2, updated_at = now() WHERE stripe_subscription_id = $1', [subscriptionId, subscription.status]);
-  const { rows } = await ctx.db.query<{ id: string }>(
-    'SELECT i.id FROM instances i JOIN subscriptions s ON s.id = i.subscription_id WHERE s.stripe_subscription_id = $1',
-    [subscriptionId],
-  );
-  const instance = rows[0] ? await instanceById(ctx.db, rows[0].id) : undefined;
+  const instance = await instanceForSubscription(ctx.db, subscriptionId);
   if (!instance) return { ignored: 'no instance for this subscription' };
   if (subscription.status === 'canceled' && subscription.canceledAt !== null) {
     await requestCancellation(ctx.queues, instance, subscription.canceledAt);

@@ -2,14 +2,14 @@
 import { createHash, randomUUID } from 'node:crypto';
 import Router from '@koa/router';
 import type { Config } from '../config.ts';
-import { audit, instanceById, instanceForCustomer, UUID, type InstanceWithCustomer } from '../db/instances.ts';
+import { audit, ENDED_STATUSES, instanceById, instanceForCustomer, UUID, type InstanceWithCustomer } from '../db/instances.ts';
 import type { Db } from '../db/pool.ts';
 import { isPlanName, PLANS } from '../plans.ts';
 import { recordInstance, startProvisioning } from '../provisioning.ts';
 import type { Queues } from '../queues/connection.ts';
 import { isQueueName, jobId, QUEUES } from '../queues/names.ts';
 import type { ProvisionData } from '../queues/provisionFlow.ts';
-import { CANCELLABLE, ENDED_STATUSES, requestCancellation, requestReactivation } from '../jobs/lifecycle.ts';
+import { CANCELLABLE, requestCancellation, requestReactivation } from '../jobs/lifecycle.ts';
 import { requireAdminToken } from './auth.ts';
 import { HttpError } from './httpError.ts';
 import { readJsonBody } from './rawBody.ts';
@@ -90,7 +90,7 @@ export function adminApi(deps: { config: Config; db: Db; queues: Queues }): Rout
   router.post('/admin/customers/:customerRef/reactivate', async (ctx) => {
     const instance = await instanceForCustomer(deps.db, ctx.params.customerRef!);
     if (!instance) throw new HttpError(404, 'not_found', 'no instance for this customer');
-    if (!(ENDED_STATUSES as readonly string[]).includes(instance.status)) {
+    if (!ENDED_STATUSES.includes(instance.status)) {
       throw new HttpError(409, 'not_ended', `the instance is ${instance.status}`);
     }
     if (!instance.email) throw new HttpError(409, 'no_email', 'the customer was purged and has no email address; they can subscribe again');
