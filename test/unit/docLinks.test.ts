@@ -17,14 +17,14 @@ function docPages(root: string): string[] {
   return ['README.md', ...docs.filter((name) => name.endsWith('.md')).sort().map((name) => `docs/${name}`)];
 }
 
-/** The page's lines with fenced code blocks blanked (line numbers kept) and inline code removed. */
-function prose(markdown: string): string[] {
+/** The page's lines with fenced code blocks blanked (line numbers kept). */
+function outsideFences(markdown: string): string[] {
   let fence: string | undefined;
   return markdown.split('\n').map((line) => {
     const marker = /^\s*(`{3,}|~{3,})/.exec(line)?.[1];
     if (fence === undefined && marker) fence = marker;
     else if (fence !== undefined && marker?.startsWith(fence)) fence = undefined;
-    else if (fence === undefined) return line.replace(/(`+)[^`]*?\1/g, '');
+    else if (fence === undefined) return line;
     return '';
   });
 }
@@ -32,7 +32,8 @@ function prose(markdown: string): string[] {
 /** Targets of inline links and images, `[text](target)`, and of reference definitions, `[name]: target`. */
 function linkTargets(markdown: string): { target: string; line: number }[] {
   const found: { target: string; line: number }[] = [];
-  prose(markdown).forEach((text, index) => {
+  outsideFences(markdown).forEach((line, index) => {
+    const text = line.replace(/(`+)[^`]*?\1/g, ''); // inline code is not a link
     for (const match of text.matchAll(/\]\(\s*<?([^)\s>]*)>?(?:\s+"[^"]*")?\s*\)/g)) found.push({ target: match[1]!, line: index + 1 });
     const definition = /^\s{0,3}\[[^\]]+\]:\s*<?(\S+?)>?(?:\s|$)/.exec(text);
     if (definition) found.push({ target: definition[1]!, line: index + 1 });
@@ -55,7 +56,7 @@ function slug(heading: string): string {
 function anchors(markdown: string): Set<string> {
   const seen = new Map<string, number>();
   const out = new Set<string>();
-  for (const line of prose(markdown)) {
+  for (const line of outsideFences(markdown)) {
     const heading = /^\s{0,3}#{1,6}\s+(.*?)(?:\s+#+)?\s*$/.exec(line)?.[1];
     if (heading === undefined) continue;
     const base = slug(heading);
@@ -110,7 +111,8 @@ describe('documentation links', () => {
           '# The page',
           '## Plan changes, failed payments',
           '## Plan changes, failed payments',
-          '[ok](../src.ts) [ok](#the-page) [ok](#plan-changes-failed-payments-1) [ok](page.md#plan-changes-failed-payments)',
+          '## The `lifecycle` queue',
+          '[ok](../src.ts) [ok](#the-page) [ok](#plan-changes-failed-payments-1) [ok](page.md#plan-changes-failed-payments) [ok](#the-lifecycle-queue)',
           '[ok](https://example.com/missing) [ok](mailto:ops@example.com) `[code](missing.md)`',
           '```',
           '[fenced](missing.md)',
@@ -124,11 +126,11 @@ describe('documentation links', () => {
 
     it('reports a missing file, a missing heading, a link out of the repository and a bad definition, and nothing else', () => {
       expect(brokenLinks(root, 'docs/page.md')).to.deep.equal([
-        'docs/page.md:9 ../gone.ts (no such file)',
-        'docs/page.md:9 #nowhere (no such heading)',
-        'docs/page.md:9 ../../../etc/passwd (outside the repository)',
-        'docs/page.md:9 img.png (no such file)',
-        'docs/page.md:10 ./missing.md (no such file)',
+        'docs/page.md:10 ../gone.ts (no such file)',
+        'docs/page.md:10 #nowhere (no such heading)',
+        'docs/page.md:10 ../../../etc/passwd (outside the repository)',
+        'docs/page.md:10 img.png (no such file)',
+        'docs/page.md:11 ./missing.md (no such file)',
       ]);
     });
   });
