@@ -4,7 +4,7 @@
  * `X-Clawdbot-Workspace`. Shared by the runtime (which signs) and the control plane (which verifies).
  */
 import { createHmac } from 'node:crypto';
-import { secretEquals } from './web/auth.ts';
+import { secretEquals } from './secretEquals.ts';
 
 export const NOTICE_SIGNATURE_HEADER = 'x-clawdbot-signature';
 export const NOTICE_WORKSPACE_HEADER = 'x-clawdbot-workspace';

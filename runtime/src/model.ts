@@ -4,7 +4,7 @@
  * A stream that breaks after it began is not retried: the caller has already shown part of the reply.
  */
 import Anthropic from '@anthropic-ai/sdk';
-import { HttpError } from '../../src/web/httpError.ts';
+import { HttpError } from '../../core/http/httpError.ts';
 import type { RuntimeConfig } from './config.ts';
 
 export interface ModelMessage {

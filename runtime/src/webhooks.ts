@@ -11,15 +11,15 @@
  * therefore at least once: a turn cut off by a crash runs again (and its message may count twice).
  */
 import { createHmac, randomBytes } from 'node:crypto';
-import { sha256Hex } from '../../src/hash.ts';
+import { sha256Hex } from '../../core/hash.ts';
 import Router from '@koa/router';
 import type { Context } from 'koa';
 import type pg from 'pg';
-import { bearerKey, toBase62 } from '../../src/apiKey.ts';
-import { logger } from '../../src/logger.ts';
-import { secretEquals } from '../../src/web/auth.ts';
-import { HttpError } from '../../src/web/httpError.ts';
-import { readJsonBody, readRawBody } from '../../src/web/rawBody.ts';
+import { bearerKey, toBase62 } from '../../core/apiKey.ts';
+import { logger } from '../../core/logger.ts';
+import { secretEquals } from '../../core/secretEquals.ts';
+import { HttpError } from '../../core/http/httpError.ts';
+import { readJsonBody, readRawBody } from '../../core/http/rawBody.ts';
 import type { RuntimeContext } from './context.ts';
 import { addMemory } from './memory.ts';
 
