@@ -19,7 +19,10 @@ import { rateLimitPerKey } from './rateLimit.ts';
 import { applyRuntimeSchema } from '../../core/runtimeSchema.ts';
 import { skillRoutes } from './skills.ts';
 import { monthUsage } from './usage.ts';
-import { inboundWebhookRoutes, webhookSourceRoutes, webhookStats, WebhookProcessor } from './webhooks.ts';
+import { inboundWebhookRoutes } from './webhooks/inbound.ts';
+import { WebhookProcessor } from './webhooks/processor.ts';
+import { webhookSourceRoutes } from './webhooks/sources.ts';
+import { webhookStats } from './webhooks/stats.ts';
 import { WorkspaceStore } from './workspace.ts';
 
 const HEALTH_TIMEOUT_MS = 2_000;
