@@ -15,6 +15,7 @@ RUN npm ci --omit=dev --no-audit --no-fund && npm cache clean --force
 
 # Only what runs. (`COPY . .` would also copy a host's node_modules/ and var/, dev secrets included.)
 COPY tsconfig.json ./
+COPY core ./core
 COPY src ./src
 COPY runtime ./runtime
 

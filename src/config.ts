@@ -8,6 +8,9 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { DEFAULT_PRICE_IDS, type PlanName } from './plans.ts';
 import { LOG_LEVELS, type LogLevel } from './logger.ts';
+import { parseDuration, parseRate, type RateLimit } from '../core/durations.ts';
+
+export { parseDuration, parseRate, type RateLimit };
 
 export interface Config {
   production: boolean;
@@ -71,11 +74,6 @@ export interface NeonConfig {
   apiKey: string;
   /** Customers are spread over these projects (a project holds 5,000 branches and 20 active computes). */
   projectIds: string[];
-}
-
-export interface RateLimit {
-  max: number;
-  durationMs: number;
 }
 
 export class ConfigError extends Error {
@@ -214,22 +212,6 @@ function neonConfig(r: Reader): NeonConfig {
     apiKey: apiKey ?? '',
     projectIds,
   };
-}
-
-const UNITS: Record<string, number> = { ms: 1, s: 1_000, m: 60_000, h: 3_600_000, d: 86_400_000 };
-
-export function parseDuration(value: string): number | undefined {
-  const match = /^(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?$/.exec(value.trim());
-  if (!match) return undefined;
-  const ms = Number(match[1]) * UNITS[match[2] ?? 'ms']!;
-  return Number.isFinite(ms) ? Math.round(ms) : undefined;
-}
-
-/** A rate such as 10/s, 600/m or 1000/h. */
-export function parseRate(value: string): RateLimit | undefined {
-  const match = /^(\d+)\s*\/\s*(s|m|h)$/.exec(value.trim());
-  if (!match || Number(match[1]) < 1) return undefined;
-  return { max: Number(match[1]), durationMs: UNITS[match[2]!]! };
 }
 
 /** A URL with any password replaced, safe for messages and logs. */

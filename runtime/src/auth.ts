@@ -5,7 +5,7 @@
  */
 import type { Context, Next } from 'koa';
 import type pg from 'pg';
-import { apiKeyMatches, bearerKey, hashApiKey, isWellFormedApiKey } from '../../src/apiKey.ts';
+import { apiKeyMatches, bearerKey, hashApiKey, isWellFormedApiKey } from '../../core/apiKey.ts';
 
 const CACHE_MS = 2_000;
 /** Bounds the cache against a flood of random keys; past it the oldest answers are dropped first. */

@@ -6,9 +6,9 @@
 import { PassThrough } from 'node:stream';
 import Router from '@koa/router';
 import type pg from 'pg';
-import { inTransaction } from '../../src/db/pool.ts';
-import { HttpError } from '../../src/web/httpError.ts';
-import { readJsonBody } from '../../src/web/rawBody.ts';
+import { inTransaction } from '../../core/postgres.ts';
+import { HttpError } from '../../core/http/httpError.ts';
+import { readJsonBody } from '../../core/http/rawBody.ts';
 import type { RuntimeContext, TurnInput, TurnResult } from './context.ts';
 import { searchMemories } from './memory.ts';
 import type { Model, ModelMessage } from './model.ts';

@@ -2,8 +2,8 @@
  * The runtime's whole configuration, read from env and validated in one place. Every problem is collected so an
  * operator fixes a broken deployment in one round; values of secrets (DATABASE_URL) never appear in the message.
  */
-import { ALL_FEATURES, PLANS, isPlanName, type Feature, type PlanName } from '../../src/plans.ts';
-import { parseDuration, parseRate, type RateLimit } from '../../src/config.ts';
+import { ALL_FEATURES, PLANS, isPlanName, type Feature, type PlanName } from '../../core/plans.ts';
+import { parseDuration, parseRate, type RateLimit } from '../../core/durations.ts';
 
 export const DEFAULT_RUNTIME_VERSION = '0.1.0';
 export const DEFAULT_MODEL = 'claude-sonnet-4-5';

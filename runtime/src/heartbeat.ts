@@ -2,7 +2,7 @@
  * The heartbeat: every HEARTBEAT_INTERVAL, the tasks listed in HEARTBEAT.md run as one background turn and the
  * outcome is appended to the daily log. A HEARTBEAT.md without tasks costs no model call.
  */
-import { heartbeatTasks } from '../../src/workspace/render.ts';
+import { heartbeatTasks } from '../../core/workspace/formats.ts';
 import type { RuntimeContext } from './context.ts';
 import { appendToDailyLog } from './workspace.ts';
 

@@ -6,9 +6,9 @@
  */
 import Router from '@koa/router';
 import type pg from 'pg';
-import { cheapestPlanWith } from '../../src/plans.ts';
-import { HttpError } from '../../src/web/httpError.ts';
-import { readJsonBody } from '../../src/web/rawBody.ts';
+import { cheapestPlanWith } from '../../core/plans.ts';
+import { HttpError } from '../../core/http/httpError.ts';
+import { readJsonBody } from '../../core/http/rawBody.ts';
 import type { RuntimeContext } from './context.ts';
 import { appendToDailyLog } from './workspace.ts';
 

@@ -1,10 +1,11 @@
 /**
  * The model, through the official Anthropic SDK. The SDK retries 408/409/429/5xx/529 and timeouts with backoff,
- * honouring Retry-After (MODEL_MAX_RETRIES times); what still fails becomes a 503 with Retry-After for the caller.
- * A stream that breaks after it began is not retried: the caller has already shown part of the reply.
+ * honouring Retry-After (MODEL_MAX_RETRIES times); what still fails becomes a ModelError: a ModelUnavailableError
+ * (503 with Retry-After) or a ModelRefusedError (502). A stream that breaks after it began is not retried: the
+ * caller has already shown part of the reply.
  */
 import Anthropic from '@anthropic-ai/sdk';
-import { HttpError } from '../../src/web/httpError.ts';
+import { HttpError } from '../../core/http/httpError.ts';
 import type { RuntimeConfig } from './config.ts';
 
 export interface ModelMessage {
@@ -31,6 +32,23 @@ export interface Model {
 
 const DEFAULT_RETRY_AFTER_SECONDS = 30;
 
+/** The model gave no reply. Chat answers with it; the webhook processor tries the turn again later. */
+export abstract class ModelError extends HttpError {}
+
+/** The model is not configured, busy or unreachable, or its stream broke off: 503 with Retry-After. */
+export class ModelUnavailableError extends ModelError {
+  constructor(reason: string, retryAfterSeconds = DEFAULT_RETRY_AFTER_SECONDS) {
+    super(503, 'model_unavailable', reason, { retryAfter: retryAfterSeconds }, { 'Retry-After': String(retryAfterSeconds) });
+  }
+}
+
+/** The model refused the request (an HTTP 4xx other than authentication, timeout or rate limit): 502. */
+export class ModelRefusedError extends ModelError {
+  constructor(upstreamStatus: number) {
+    super(502, 'model_error', `the model refused the request (HTTP ${upstreamStatus})`);
+  }
+}
+
 export function createModel(config: RuntimeConfig['model']): Model {
   const client = config.apiKey
     ? new Anthropic({ apiKey: config.apiKey, baseURL: config.baseUrl, maxRetries: config.maxRetries, timeout: config.timeoutMs })
@@ -42,7 +60,7 @@ export function createModel(config: RuntimeConfig['model']): Model {
     messages: request.messages,
   });
   const ready = (): Anthropic => {
-    if (!client) throw unavailable('the model is not configured for this assistant yet', DEFAULT_RETRY_AFTER_SECONDS);
+    if (!client) throw new ModelUnavailableError('the model is not configured for this assistant yet');
     return client;
   };
 
@@ -51,7 +69,7 @@ export function createModel(config: RuntimeConfig['model']): Model {
       try {
         return replyOf(await ready().messages.create(params(request)));
       } catch (err) {
-        throw asHttpError(err);
+        throw asModelError(err);
       }
     },
     async stream(request, onText) {
@@ -60,7 +78,7 @@ export function createModel(config: RuntimeConfig['model']): Model {
         stream.on('text', (text) => onText(text));
         return replyOf(await stream.finalMessage());
       } catch (err) {
-        throw asHttpError(err);
+        throw asModelError(err);
       }
     },
   };
@@ -71,26 +89,22 @@ function replyOf(message: Anthropic.Message): ModelReply {
   return { text, inputTokens: message.usage.input_tokens, outputTokens: message.usage.output_tokens };
 }
 
-function unavailable(reason: string, retryAfterSeconds: number): HttpError {
-  return new HttpError(503, 'model_unavailable', reason, { retryAfter: retryAfterSeconds }, { 'Retry-After': String(retryAfterSeconds) });
-}
-
 /** What the customer is told when the model fails after the retries. */
-function asHttpError(err: unknown): unknown {
-  if (err instanceof HttpError) return err;
+function asModelError(err: unknown): unknown {
+  if (err instanceof ModelError) return err;
   if (err instanceof Anthropic.APIError) {
     const status = err.status ?? 0;
     const retryAfter = Number(err.headers?.get?.('retry-after'));
     const seconds = Number.isFinite(retryAfter) && retryAfter > 0 ? Math.ceil(retryAfter) : DEFAULT_RETRY_AFTER_SECONDS;
     if (status === 0 || status === 408 || status === 429 || status >= 500) {
-      return unavailable('the model is busy or unreachable; try again shortly', seconds);
+      return new ModelUnavailableError('the model is busy or unreachable; try again shortly', seconds);
     }
-    if (status === 401 || status === 403) return unavailable('the model is not available for this assistant', seconds);
-    return new HttpError(502, 'model_error', `the model refused the request (HTTP ${status})`);
+    if (status === 401 || status === 403) return new ModelUnavailableError('the model is not available for this assistant', seconds);
+    return new ModelRefusedError(status);
   }
   // A stream that ended without its final message, a dropped connection: the model is not there right now.
   if (err instanceof Anthropic.AnthropicError || (err instanceof Error && /terminated|socket|ECONN|aborted/i.test(err.message))) {
-    return unavailable('the model stream broke off; try again', DEFAULT_RETRY_AFTER_SECONDS);
+    return new ModelUnavailableError('the model stream broke off; try again');
   }
   return err;
 }

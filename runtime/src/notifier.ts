@@ -4,7 +4,7 @@
  * turn of the same month.
  */
 import type pg from 'pg';
-import { NOTICE_PATH, NOTICE_SIGNATURE_HEADER, NOTICE_WORKSPACE_HEADER, signNotice } from '../../src/usageNotice.ts';
+import { NOTICE_PATH, NOTICE_SIGNATURE_HEADER, NOTICE_WORKSPACE_HEADER, signNotice } from '../../core/usageNotice.ts';
 import type { RuntimeConfig } from './config.ts';
 
 export interface UsageNotice {

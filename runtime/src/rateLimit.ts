@@ -4,9 +4,9 @@
  * process serves one customer. Runs after authentication, so every request here carries a valid key.
  */
 import type { Context, Next } from 'koa';
-import { bearerKey, hashApiKey } from '../../src/apiKey.ts';
-import type { RateLimit } from '../../src/config.ts';
-import { HttpError } from '../../src/web/httpError.ts';
+import { bearerKey, hashApiKey } from '../../core/apiKey.ts';
+import type { RateLimit } from '../../core/durations.ts';
+import { HttpError } from '../../core/http/httpError.ts';
 
 const MAX_BUCKETS = 10_000;
 

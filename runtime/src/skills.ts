@@ -6,10 +6,10 @@
  */
 import { TextDecoder } from 'node:util';
 import Router from '@koa/router';
-import { ALL_FEATURES, cheapestPlanWith, type Feature, type PlanName } from '../../src/plans.ts';
-import { HttpError } from '../../src/web/httpError.ts';
-import { readJsonBody, readRawBody } from '../../src/web/rawBody.ts';
-import { parseSkillFrontMatter } from '../../src/workspace/render.ts';
+import { ALL_FEATURES, cheapestPlanWith, type Feature, type PlanName } from '../../core/plans.ts';
+import { HttpError } from '../../core/http/httpError.ts';
+import { readJsonBody, readRawBody } from '../../core/http/rawBody.ts';
+import { parseSkillFrontMatter, SKILL_NAME_PATTERN } from '../../core/workspace/formats.ts';
 import type { RuntimeContext } from './context.ts';
 
 export interface SkillView {
@@ -28,7 +28,6 @@ type SkillsContext = Pick<RuntimeContext, 'db' | 'workspace' | 'config'>;
 /** A SKILL.md sent to POST /api/skills, in bytes of UTF-8. */
 export const MAX_SKILL_BYTES = 32 * 1024;
 const JSON_BODY_LIMIT_BYTES = 64 * 1024; // JSON escaping may double a 32 KB file
-const SKILL_NAME_PATTERN = /^[a-z0-9][a-z0-9_-]{0,63}$/;
 
 /** Used when the workspace has no skills/<feature>/SKILL.md (the plan does not include it, or it was removed). */
 const BUILTIN_DESCRIPTIONS: Readonly<Record<Feature, string>> = {

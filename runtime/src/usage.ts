@@ -4,8 +4,8 @@
  * the limit together) and gives it back if the turn fails, so a failed or retried turn is not counted.
  */
 import type pg from 'pg';
-import { inTransaction } from '../../src/db/pool.ts';
-import { HttpError } from '../../src/web/httpError.ts';
+import { inTransaction } from '../../core/postgres.ts';
+import { HttpError } from '../../core/http/httpError.ts';
 
 export const NOTICE_THRESHOLDS = [80, 100] as const;
 

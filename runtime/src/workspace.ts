@@ -7,7 +7,7 @@
 import { readdir, readFile, rm } from 'node:fs/promises';
 import path from 'node:path';
 import type pg from 'pg';
-import { fileSha256, writeWorkspaceToDisk } from '../../src/workspace/render.ts';
+import { fileSha256, writeWorkspaceToDisk } from '../../core/workspace/files.ts';
 
 export class WorkspaceStore {
   private queue: Promise<unknown> = Promise.resolve();

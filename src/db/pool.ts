@@ -1,5 +1,8 @@
 /** The control-plane Postgres pool, and creating its database on first start. */
 import pg from 'pg';
+import { inTransaction, quoteIdent } from '../../core/postgres.ts';
+
+export { inTransaction, quoteIdent };
 
 export type Db = pg.Pool;
 
@@ -29,25 +32,5 @@ export async function ensureDatabase(databaseUrl: string): Promise<void> {
     }
   } finally {
     await client.end();
-  }
-}
-
-export function quoteIdent(name: string): string {
-  return '"' + name.replace(/"/g, '""') + '"';
-}
-
-/** Runs fn in a transaction on one client. */
-export async function inTransaction<T>(db: Db, fn: (client: pg.PoolClient) => Promise<T>): Promise<T> {
-  const client = await db.connect();
-  try {
-    await client.query('BEGIN');
-    const result = await fn(client);
-    await client.query('COMMIT');
-    return result;
-  } catch (err) {
-    await client.query('ROLLBACK').catch(() => undefined);
-    throw err;
-  } finally {
-    client.release();
   }
 }

@@ -1,5 +1,5 @@
 /** create-branch: the customer's own database and login role, with the runtime's schema applied. */
-import { applyRuntimeSchema } from '../../runtime/src/schema.ts';
+import { applyRuntimeSchema } from '../../core/runtimeSchema.ts';
 import { withCustomerDb } from '../db/customerDb.ts';
 import { updateInstance } from '../db/instances.ts';
 import { instanceResources } from '../provisioning.ts';

@@ -1,14 +1,9 @@
 /** Operator authentication: a bearer token for the admin API, HTTP basic auth for Bull Board. Constant-time throughout. */
-import { createHash, timingSafeEqual } from 'node:crypto';
 import type { Middleware } from 'koa';
+import { secretEquals } from '../../core/secretEquals.ts';
 import { HttpError } from './httpError.ts';
 
-/** Compares two secrets in constant time, whatever their lengths (both are hashed to equal-length digests). */
-export function secretEquals(presented: string, expected: string): boolean {
-  const a = createHash('sha256').update(presented).digest();
-  const b = createHash('sha256').update(expected).digest();
-  return timingSafeEqual(a, b);
-}
+export { secretEquals };
 
 export function requireAdminToken(token: string): Middleware {
   return async (ctx, next) => {

@@ -21,7 +21,7 @@ import { setLogLevel } from '../../src/logger.ts';
 import { LocalComputeProvider, type LocalComputeOptions } from '../../src/providers/compute/local.ts';
 import type { DeploymentState } from '../../src/providers/types.ts';
 import { SecretStore } from '../../src/secrets.ts';
-import { applyRuntimeSchema } from '../../runtime/src/schema.ts';
+import { applyRuntimeSchema } from '../../core/runtimeSchema.ts';
 
 const SERVER = 'postgres://postgres@127.0.0.1:5432';
 const RUNTIME_MAIN = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../runtime/src/main.ts');

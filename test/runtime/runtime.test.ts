@@ -8,7 +8,7 @@ import { expect } from 'chai';
 import pg from 'pg';
 import { apiKeyLabel, generateApiKey, hashApiKey } from '../../src/apiKey.ts';
 import { loadRuntimeConfig, RuntimeConfigError, type RuntimeConfig } from '../../runtime/src/config.ts';
-import { applyRuntimeSchema } from '../../runtime/src/schema.ts';
+import { applyRuntimeSchema } from '../../core/runtimeSchema.ts';
 import { startRuntime, type RunningRuntime } from '../../runtime/src/server.ts';
 import { WorkspaceStore } from '../../runtime/src/workspace.ts';
 

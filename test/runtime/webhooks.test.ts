@@ -11,13 +11,11 @@ import pg from 'pg';
 import { HttpError } from '../../src/web/httpError.ts';
 import { loadRuntimeConfig } from '../../runtime/src/config.ts';
 import type { RuntimeContext, TurnInput, TurnResult } from '../../runtime/src/context.ts';
-import {
-  inboundWebhookRoutes,
-  webhookSourceRoutes,
-  webhookStats,
-  WebhookProcessor,
-  type WebhookProcessorOptions,
-} from '../../runtime/src/webhooks.ts';
+import { ModelRefusedError, ModelUnavailableError } from '../../runtime/src/model.ts';
+import { inboundWebhookRoutes } from '../../runtime/src/webhooks/inbound.ts';
+import { WebhookProcessor, type WebhookProcessorOptions } from '../../runtime/src/webhooks/processor.ts';
+import { webhookSourceRoutes } from '../../runtime/src/webhooks/sources.ts';
+import { webhookStats } from '../../runtime/src/webhooks/stats.ts';
 import { dailyLogPath, WorkspaceStore } from '../../runtime/src/workspace.ts';
 
 const FAST: WebhookProcessorOptions = { pollMs: 200, backoffMs: 40, maxBackoffMs: 160 };
@@ -49,9 +47,11 @@ function deliveryIdIn(message: string): string | undefined {
   return /\(delivery (\S+),/.exec(message)?.[1];
 }
 
-const fails = (status: number, reason: string) => async (): Promise<TurnResult> => {
-  throw new HttpError(status, status === 429 ? 'message_limit_reached' : 'model_unavailable', reason);
+const fails = (error: Error) => async (): Promise<TurnResult> => {
+  throw error;
 };
+const unavailable = () => fails(new ModelUnavailableError('model unavailable'));
+const limitReached = (reason: string) => fails(new HttpError(429, 'message_limit_reached', reason));
 
 function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
@@ -361,9 +361,9 @@ describe('runtime webhooks', function () {
   });
 
   describe('processing', () => {
-    it('retries a 503 from the turn with backoff, then processes the delivery', async () => {
+    it('retries a turn the model could not answer, with backoff, then processes the delivery', async () => {
       const id = `retry-${randomUUID()}`;
-      turns.plan(id, fails(503, 'model unavailable'), fails(503, 'model unavailable'));
+      turns.plan(id, unavailable(), unavailable());
       await deliverGithub(id);
       await waitFor(settled(id));
       const row = await delivery(id);
@@ -374,7 +374,7 @@ describe('runtime webhooks', function () {
 
     it('gives up after 5 tries when the model stays unavailable', async () => {
       const id = `down-${randomUUID()}`;
-      turns.plan(id, ...Array.from({ length: 6 }, () => fails(503, 'model unavailable')));
+      turns.plan(id, ...Array.from({ length: 6 }, unavailable));
       await deliverGithub(id);
       await waitFor(settled(id));
       const row = await delivery(id);
@@ -383,9 +383,28 @@ describe('runtime webhooks', function () {
       expect(turns.callsFor(id)).to.have.length(5);
     });
 
+    it('retries a turn the model refused, as any model failure', async () => {
+      const id = `refused-${randomUUID()}`;
+      turns.plan(id, fails(new ModelRefusedError(400)));
+      await deliverGithub(id);
+      await waitFor(settled(id));
+      expect(await delivery(id)).to.include({ status: 'processed', result: `handled ${id}` });
+      expect(turns.callsFor(id)).to.have.length(2);
+    });
+
+    it('fails a delivery at its first try when the turn fails for another reason than the model', async () => {
+      const id = `broken-${randomUUID()}`;
+      turns.plan(id, fails(Object.assign(new Error('terminating connection due to administrator command'), { code: '57P01' })));
+      await deliverGithub(id);
+      await waitFor(settled(id));
+      const row = await delivery(id);
+      expect(row).to.include({ status: 'failed', result: null, error: 'terminating connection due to administrator command' });
+      expect(turns.callsFor(id)).to.have.length(1);
+    });
+
     it('marks a delivery failed with the reason when the monthly limit is reached (no retry)', async () => {
       const id = `limit-${randomUUID()}`;
-      turns.plan(id, fails(429, 'monthly message limit of 1000 reached; resets 2030-01-01'));
+      turns.plan(id, limitReached('monthly message limit of 1000 reached; resets 2030-01-01'));
       await deliverGithub(id);
       await waitFor(settled(id));
       const row = await delivery(id);
@@ -484,7 +503,7 @@ describe('runtime webhooks', function () {
       expect(before.pending).to.equal(0);
       const ok = [`stat-a-${randomUUID()}`, `stat-b-${randomUUID()}`];
       const bad = `stat-c-${randomUUID()}`;
-      turns.plan(bad, fails(429, 'monthly message limit reached'));
+      turns.plan(bad, limitReached('monthly message limit reached'));
       for (const id of [...ok, bad]) await deliverGithub(id);
       for (const id of [...ok, bad]) await waitFor(settled(id));
       const after = await webhookStats(db);

@@ -12,7 +12,7 @@ import { quoteIdent } from '../../src/db/pool.ts';
 import { PLANS, type PlanName } from '../../src/plans.ts';
 import { fileSha256, renderWorkspace } from '../../src/workspace/render.ts';
 import { loadRuntimeConfig } from '../../runtime/src/config.ts';
-import { applyRuntimeSchema } from '../../runtime/src/schema.ts';
+import { applyRuntimeSchema } from '../../core/runtimeSchema.ts';
 import { startRuntime } from '../../runtime/src/server.ts';
 
 const SERVER = 'postgres://postgres@127.0.0.1:5432';

@@ -1,0 +1,101 @@
+/** The product's pricing: what each plan gives a customer, and how a Stripe price maps to it. */
+
+export type PlanName = 'starter' | 'pro' | 'team';
+
+export type Feature =
+  | 'chat'
+  | 'memory'
+  | 'web_search'
+  | 'gmail'
+  | 'calendar'
+  | 'browser'
+  | 'github'
+  | 'custom_skills';
+
+export const ALL_FEATURES: readonly Feature[] = [
+  'chat',
+  'memory',
+  'web_search',
+  'gmail',
+  'calendar',
+  'browser',
+  'github',
+  'custom_skills',
+];
+
+export interface Plan {
+  name: PlanName;
+  title: string;
+  /** Messages a month; the runtime refuses chat past it. */
+  messageLimit: number;
+  /** Agents the customer may define; null means unlimited. */
+  agentLimit: number | null;
+  features: readonly Feature[];
+  /** Compute limits handed to the compute provider. */
+  cpu: number;
+  memoryMb: number;
+  /** Database size budget. */
+  databaseMb: number;
+}
+
+export const PLANS: Readonly<Record<PlanName, Plan>> = {
+  starter: {
+    name: 'starter',
+    title: 'Starter',
+    messageLimit: 5_000,
+    agentLimit: 3,
+    features: ['chat', 'memory', 'web_search'],
+    cpu: 0.5,
+    memoryMb: 512,
+    databaseMb: 100,
+  },
+  pro: {
+    name: 'pro',
+    title: 'Pro',
+    messageLimit: 20_000,
+    agentLimit: 10,
+    features: ['chat', 'memory', 'web_search', 'gmail', 'calendar', 'browser'],
+    cpu: 1,
+    memoryMb: 1024,
+    databaseMb: 500,
+  },
+  team: {
+    name: 'team',
+    title: 'Team',
+    messageLimit: 100_000,
+    agentLimit: null,
+    features: ALL_FEATURES,
+    cpu: 2,
+    memoryMb: 2048,
+    databaseMb: 2048,
+  },
+};
+
+/** The product's live Stripe prices; other Stripe accounts override them through config. */
+export const DEFAULT_PRICE_IDS: Readonly<Record<PlanName, string>> = {
+  starter: 'price_1SwtCbBfSldKMuDjM3p0kyG4',
+  pro: 'price_1SwtCbBfSldKMuDjDmRHqErh',
+  team: 'price_1SwtCcBfSldKMuDjEKBqQ6lH',
+};
+
+export function isPlanName(value: unknown): value is PlanName {
+  return typeof value === 'string' && Object.hasOwn(PLANS, value);
+}
+
+export function planByName(name: string): Plan | undefined {
+  return isPlanName(name) ? PLANS[name] : undefined;
+}
+
+/** The plan a Stripe price buys, or undefined for a price this product does not sell. */
+export function planForPrice(priceId: string, priceIds: Readonly<Record<PlanName, string>>): Plan | undefined {
+  for (const name of Object.keys(priceIds) as PlanName[]) {
+    if (priceIds[name] === priceId) return PLANS[name];
+  }
+  return undefined;
+}
+
+/** The cheapest plan that includes a feature, for telling a customer what to upgrade to. */
+export function cheapestPlanWith(feature: Feature): Plan {
+  const plan = (['starter', 'pro', 'team'] as const).map((n) => PLANS[n]).find((p) => p.features.includes(feature));
+  return plan ?? PLANS.team;
+}
