@@ -238,12 +238,16 @@ describe('workspace rendering', () => {
   });
 
   describe('writeWorkspaceToDisk', () => {
+    /** The workspace directory, alone in a parent of its own, so a write that escaped it would be seen there. */
+    let parent: string;
     let dir: string;
     beforeEach(async () => {
-      dir = await mkdtemp(join(tmpdir(), 'workspace-test-'));
+      parent = await mkdtemp(join(tmpdir(), 'workspace-test-'));
+      dir = join(parent, 'ws');
+      await mkdir(dir);
     });
     afterEach(async () => {
-      await rm(dir, { recursive: true, force: true });
+      await rm(parent, { recursive: true, force: true });
     });
 
     it('writes every file, creating subdirectories, and re-running is idempotent', async () => {
@@ -268,7 +272,7 @@ describe('workspace rendering', () => {
         expect(err.message, JSON.stringify(path)).to.match(/refusing unsafe workspace path/);
       }
       expect(await readdir(dir)).to.deep.equal([]);
-      expect(await readdir(join(dir, '..'))).to.not.include('x');
+      expect(await readdir(parent)).to.deep.equal(['ws']);
     });
 
     it('refuses to write through a symlinked subdirectory', async () => {
