@@ -23,10 +23,11 @@ class SmtpMailer implements Mailer {
     try {
       await this.transport.sendMail({ from: this.from, ...message });
     } catch (err) {
-      // SMTP 5xx replies and malformed addresses are final; 4xx replies and connection failures are worth retrying.
+      // SMTP 5xx replies and malformed addresses (refused before any reply) are final; 4xx replies (greylisting at
+      // RCPT TO included) and connection failures are worth retrying.
       const { responseCode, response, code } = err as { responseCode?: number; response?: string; code?: string };
       if (responseCode !== undefined && responseCode >= 500) throw new PermanentError(`SMTP refused the mail: ${response ?? responseCode}`);
-      if (code === 'EENVELOPE') throw new PermanentError(`mail not sent: ${(err as Error).message}`);
+      if (code === 'EENVELOPE' && responseCode === undefined) throw new PermanentError(`mail not sent: ${(err as Error).message}`);
       throw new TransientError(`mail not sent: ${(err as Error).message}`);
     }
   }

@@ -205,11 +205,7 @@ describe('intake and welcome email edges', function () {
     expect((await fetch(`${failed.accessUrl}/status`, { headers: { authorization: `Bearer ${key}` } })).status).to.equal(200);
   });
 
-  // BUG: a temporary refusal of the recipient (450/451 at RCPT TO, as greylisting answers) fails the welcome email for
-  // good. nodemailer reports every RCPT TO refusal with code EENVELOPE, which src/providers/mailer.ts:29 turns into a
-  // PermanentError whatever the reply code. Un-skip once only an EENVELOPE without a reply code (a malformed address)
-  // is final.
-  it.skip('retries a welcome email whose recipient is greylisted (450 at RCPT TO), and sends it once', async () => {
+  it('retries a welcome email whose recipient is greylisted (450 at RCPT TO), and sends it once', async () => {
     smtp.refuse('gil@example.com', 'rcpt', 450, 2);
     const { customerId, event } = h.checkout({ email: 'gil@example.com' });
     await h.deliver(event);
