@@ -9,7 +9,7 @@ import { expect } from 'chai';
 import pg from 'pg';
 import { INSTANCE_SECRETS, instanceOwner } from '../../src/jobs/context.ts';
 import { ADMIN, dumpKeys, startHarness, waitUntil, type Harness, type InstanceView } from '../support/harness.ts';
-import type { CapturedMail } from '../support/smtpCapture.ts';
+import type { CapturedMail } from '../emulators/smtpCapture.ts';
 
 const KEY_IN_MAIL = /claw_[0-9A-Za-z]{43}/;
 

@@ -3,7 +3,7 @@ import { expect } from 'chai';
 import { DEFAULT_PRICE_IDS } from '../../src/plans.ts';
 import { QUEUES } from '../../src/queues/names.ts';
 import { startHarness, waitUntil, WEBHOOK_SECRET, type Harness } from '../support/harness.ts';
-import { signedWebhook } from '../support/stripeEmulator.ts';
+import { signedWebhook } from '../emulators/stripeEmulator.ts';
 
 describe('Stripe webhook intake', function () {
   this.timeout(60_000);

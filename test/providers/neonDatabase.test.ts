@@ -13,7 +13,7 @@ import pg from 'pg';
 import { PermanentError, RateLimitedError, TransientError } from '../../src/errors.ts';
 import { NEON_DATABASE_NAME, NeonDatabaseProvider, type NeonProviderOptions } from '../../src/providers/database/neon.ts';
 import type { DatabaseProgress, DatabaseRef } from '../../src/providers/types.ts';
-import { startNeonEmulator, type NeonEmulator, type NeonEmulatorCall } from '../support/neonEmulator.ts';
+import { startNeonEmulator, type NeonEmulator, type NeonEmulatorCall } from '../emulators/neonEmulator.ts';
 
 const PG_ADMIN = 'postgres://postgres@127.0.0.1:5432/postgres';
 const PREFIX = `nprov${Date.now().toString(36)}`;

@@ -6,7 +6,7 @@ import { createHmac } from 'node:crypto';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { expect } from 'chai';
-import { startAnthropicEmulator, systemText, contentText, type AnthropicEmulator } from '../support/anthropicEmulator.ts';
+import { startAnthropicEmulator, systemText, contentText, type AnthropicEmulator } from '../emulators/anthropicEmulator.ts';
 import { readEvents, startRuntimeFixture, type RuntimeFixture } from '../support/runtimeFixture.ts';
 import { waitUntil } from '../support/harness.ts';
 
