@@ -1,7 +1,8 @@
 // A Neon management API (v2) emulator speaking the real wire protocol, so the official
 // `@neondatabase/api-client` can be pointed at it with `createApiClient({ apiKey, baseURL: emulator.url })` and
-// exercised for real. Paths, bodies and status codes follow ../shared/reference/neon/neon-api-v2.openapi.yaml for the
-// calls a provisioner makes (branches, endpoints, roles, databases, connection URIs, operations).
+// exercised for real. Paths, bodies and status codes follow the OpenAPI spec that client ships
+// (node_modules/@neondatabase/api-client/public-v2-for-users.gen.yaml) for the calls a provisioner makes (branches,
+// endpoints, roles, databases, connection URIs, operations).
 //
 // Backed by REAL objects on the local PostgreSQL (default postgres://postgres@127.0.0.1:5432/postgres, trust auth):
 // - every (branch, database) pair is a real database, every (branch, role) pair a real LOGIN role. Neon scopes role

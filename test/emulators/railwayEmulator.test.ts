@@ -1,11 +1,10 @@
 // Proves the Railway GraphQL emulator against the real `graphql-request` client, with the ready documents of
-// ../shared/reference/railway/README.md (read from the README itself, so a change there is tested here).
+// test/fixtures/railway/readyDocuments.graphql (the operations the provisioner needs, see test/fixtures/README.md).
 import { expect } from 'chai';
 import { readFileSync } from 'node:fs';
 import { ClientError, GraphQLClient } from 'graphql-request';
 import { Kind, parse, print } from 'graphql';
 import {
-  RAILWAY_SCHEMA_PATH,
   startRailwayEmulator,
   validateRailwayDocument,
   type DeploymentStatus,
@@ -13,19 +12,16 @@ import {
   type RailwayEmulator,
 } from './railwayEmulator.ts';
 
-const README = readFileSync(RAILWAY_SCHEMA_PATH.replace(/schema\.graphql$/, 'README.md'), 'utf8');
-const BLOCKS = [...README.matchAll(/```graphql\n([\s\S]*?)```/g)].map((m) => m[1] as string);
+const READY_DOCUMENTS = readFileSync(new URL('../fixtures/railway/readyDocuments.graphql', import.meta.url), 'utf8');
 
-/** Every operation of the README's ready documents, by name, printed alone (one operation per request). */
+/** Every ready operation, by name, printed alone (one operation per request). */
 const OPS: Record<string, string> = {};
-for (const block of BLOCKS) {
-  for (const def of parse(block).definitions) {
-    if (def.kind === Kind.OPERATION_DEFINITION && def.name) OPS[def.name.value] = print(def);
-  }
+for (const def of parse(READY_DOCUMENTS).definitions) {
+  if (def.kind === Kind.OPERATION_DEFINITION && def.name) OPS[def.name.value] = print(def);
 }
 const op = (name: string): string => {
   const doc = OPS[name];
-  if (!doc) throw new Error(`README has no operation ${name}`);
+  if (!doc) throw new Error(`readyDocuments.graphql has no operation ${name}`);
   return doc;
 };
 
@@ -84,10 +80,9 @@ describe('Railway GraphQL emulator with graphql-request', () => {
     await emulator?.close();
   });
 
-  it('validates every README ready document and rejects the docs mismatches', () => {
-    expect(BLOCKS).to.have.length(10);
+  it('validates every ready document and rejects the docs mismatches', () => {
     expect(Object.keys(OPS)).to.have.length(12);
-    for (const block of BLOCKS) expect(validateRailwayDocument(block).map((e) => e.message), block).to.deep.equal([]);
+    for (const doc of Object.values(OPS)) expect(validateRailwayDocument(doc).map((e) => e.message), doc).to.deep.equal([]);
     expect(validateRailwayDocument('query { projectToken { projectId environmentId } }')).to.deep.equal([]);
     const rollback = validateRailwayDocument('mutation($id: String!) { deploymentRollback(id: $id) { id status } }');
     expect(rollback.map((e) => e.message).join()).to.match(/must not have a selection since type "Boolean!" has no subfields/);

@@ -2,7 +2,7 @@
 // `graphql-request` client (or any GraphQL client) can be pointed at `emulator.url` and exercised for real.
 //
 // Every document is parsed and validated with graphql-js against the published schema
-// (`../shared/reference/railway/schema.graphql`, built once per process), then EXECUTED with graphql-js `execute`
+// (`test/fixtures/railway/schema.graphql`, built once per process), then EXECUTED with graphql-js `execute`
 // against that same schema with the emulator's own resolvers, so a response has exactly the selected shape and
 // variables are coerced exactly as the schema says. A document that does not parse or validate, or whose variables
 // do not coerce, is answered HTTP 400 `{ errors }` (as Railway's GraphQL server does); everything else is HTTP 200
@@ -78,9 +78,9 @@ import {
 // ---------------------------------------------------------------------------------------------------------------
 // Schema
 
-/** The published schema (SDL printed from Railway's public introspection), see reference/railway/README.md. */
+/** The published schema (SDL printed from Railway's public introspection), see test/fixtures/README.md. */
 export const RAILWAY_SCHEMA_PATH = process.env['RAILWAY_SCHEMA_PATH']
-  ?? fileURLToPath(new URL('../../../shared/reference/railway/schema.graphql', import.meta.url));
+  ?? fileURLToPath(new URL('../fixtures/railway/schema.graphql', import.meta.url));
 
 export const DEPLOYMENT_STATUSES = [
   'BUILDING', 'CRASHED', 'DEPLOYING', 'FAILED', 'INITIALIZING', 'NEEDS_APPROVAL', 'QUEUED',
