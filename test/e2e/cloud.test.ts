@@ -69,7 +69,10 @@ describe('provisioning on Railway and Neon (emulated)', function () {
     const deployments = h.railway!.deploymentsOf(rows[0].service_id);
     expect(deployments.every((d) => d.status !== 'SUCCESS' || d.deploymentStopped)).to.equal(true); // stopped at once
     await h.waitForStatus(view.customerId, ['archived'], 30_000);
-    expect(h.railway!.services().find((s) => s.id === rows[0].service_id)?.deletedAt ?? 'gone').to.not.equal(null);
+    // services() hides deleted services: look among them, so a service that was never made cannot pass for deleted.
+    const service = h.railway!.services({ includeDeleted: true }).find((s) => s.id === rows[0].service_id);
+    expect(service, 'the Railway service of the instance').to.not.equal(undefined);
+    expect(service!.deletedAt, 'the Railway service is deleted').to.be.a('string');
     expect(h.neon!.branches(projectId!).some((b) => b.branch.id === branchId)).to.equal(false);
     await h.waitForStatus(view.customerId, ['purged'], 30_000);
   });

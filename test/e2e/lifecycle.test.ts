@@ -81,7 +81,8 @@ describe('subscription lifecycle: cancel, archive, purge', function () {
 
     const purged = await h.waitForStatus(customerId, ['purged'], 20_000);
     expect(purged.status).to.equal('purged');
-    expect(await h.plane.ctx.archives.checksum(archives[0].location).catch(() => 'gone')).to.equal('gone');
+    const archiveGone = await h.plane.ctx.archives.checksum(archives[0].location).then(() => 'still there', (e: NodeJS.ErrnoException) => e.code);
+    expect(archiveGone, 'the archive file no longer exists').to.equal('ENOENT');
     const { rows: customer } = await h.db.query('SELECT email, name, stripe_customer_id FROM customers WHERE stripe_customer_id = $1', [customerId]);
     expect(customer[0]).to.deep.equal({ email: null, name: null, stripe_customer_id: customerId });
     const payloads = await h.db.query(`SELECT count(*)::int AS n FROM stripe_events WHERE payload::text LIKE '%rosa@example.com%'`);
