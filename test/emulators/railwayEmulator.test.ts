@@ -4,6 +4,7 @@ import { expect } from 'chai';
 import { readFileSync } from 'node:fs';
 import { ClientError, GraphQLClient } from 'graphql-request';
 import { Kind, parse, print } from 'graphql';
+import { waitUntil } from '../support/wait.ts';
 import {
   startRailwayEmulator,
   validateRailwayDocument,
@@ -443,6 +444,34 @@ describe('Railway GraphQL emulator with graphql-request', () => {
     expect((await pollDeployment(client, waiting, ['NEEDS_APPROVAL'])).last.status).to.equal('NEEDS_APPROVAL');
     await client.request('mutation($id: String!) { deploymentApprove(id: $id) }', { id: waiting });
     expect((await pollDeployment(client, waiting)).last.status).to.equal('SUCCESS');
+  });
+
+  it('parks a held call until released, lets others pass, and runs it even when its client has gone', async () => {
+    emulator = await startRailwayEmulator({ deployMs: 30 });
+    project = emulator.createProject();
+    const client = account();
+    const serviceId = await createService(client, 'held');
+
+    const held = emulator.holdNext('serviceInstanceDeployV2');
+    const answer = deploy(client, serviceId);
+    const call = await held.arrived;
+    expect(call.fieldNames).to.deep.equal(['serviceInstanceDeployV2']);
+    await client.request(op('ProjectServicesByName'), { projectId: project.projectId }); // not held
+    expect(emulator.deploymentsOf(serviceId)).to.deep.equal([]);
+    held.release();
+    const deploymentId = await answer;
+    expect(emulator.deploymentsOf(serviceId).map((d) => d.id)).to.deep.equal([deploymentId]);
+
+    // The caller gives up while its call is parked; released, the call still runs, as a request Railway received would.
+    const gone = emulator.holdNext('serviceInstanceDeployV2');
+    const abort = new AbortController();
+    const abandoned = client.request({ document: op('ServiceDeploy'), variables: { serviceId, environmentId: project.environmentId }, signal: abort.signal });
+    await gone.arrived;
+    abort.abort();
+    await abandoned.then(() => expect.fail('the request was aborted'), (e: Error) => expect(e.name).to.equal('AbortError'));
+    gone.release();
+    await waitUntil(async () => emulator.deploymentsOf(serviceId).length === 2);
+    expect(emulator.counts()).to.include({ serviceInstanceDeployV2: 2 });
   });
 
   it('deploys on serviceCreate only with deployOnCreate', async () => {

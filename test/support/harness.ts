@@ -7,12 +7,14 @@ import { randomBytes } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import type { Job } from 'bullmq';
 import { Redis } from 'ioredis';
 import pg from 'pg';
 import { loadConfig, type Config } from '../../src/config.ts';
 import { startControlPlane, type ControlPlane } from '../../src/controlPlane.ts';
 import { quoteIdent } from '../../src/db/pool.ts';
 import { DEFAULT_PRICE_IDS, type PlanName } from '../../src/plans.ts';
+import { QUEUES, type QueueName } from '../../src/queues/names.ts';
 import { startSlackReceiver, type SlackReceiver } from '../emulators/slackReceiver.ts';
 import { startSmtpCapture, type SmtpCapture } from '../emulators/smtpCapture.ts';
 import { signedWebhook, startStripeEmulator, type StripeEmulator } from '../emulators/stripeEmulator.ts';
@@ -64,6 +66,13 @@ export interface Harness {
   };
   admin(pathname: string, init?: RequestInit): Promise<Response>;
   waitForStatus(customerRef: string, statuses: string[], timeoutMs?: number): Promise<InstanceView>;
+  /** The job once it has completed or failed (its state polled, never a fixed sleep): what it did is then final. */
+  settledJob(queue: QueueName, jobId: string, timeoutMs?: number): Promise<Job>;
+  /**
+   * Every job of the instance (any queue) named one of `names`, once each has completed or failed. Wait first for
+   * whatever adds them (say, the Stripe event's job), so that none is still to come.
+   */
+  settledJobsOf(instanceId: string, names: string[], timeoutMs?: number): Promise<Job[]>;
   close(): Promise<void>;
 }
 
@@ -196,6 +205,30 @@ export async function startHarness(env: Record<string, string> = {}, options: Ha
         await new Promise((r) => setTimeout(r, 100));
       }
       throw new Error(`instance of ${customerRef} did not reach ${statuses.join('/')} in ${timeoutMs} ms: ${JSON.stringify(last)}`);
+    },
+    async settledJob(queue, id, timeoutMs = 30_000) {
+      let state = 'missing';
+      const deadline = Date.now() + timeoutMs;
+      for (;;) {
+        const job = await plane.ctx.queues.get(queue).getJob(id);
+        state = job ? await job.getState() : 'missing';
+        if (job && (state === 'completed' || state === 'failed')) return job;
+        if (Date.now() > deadline) throw new Error(`job ${queue}/${id} still ${state} after ${timeoutMs} ms`);
+        await new Promise((r) => setTimeout(r, 50));
+      }
+    },
+    async settledJobsOf(instanceId, names, timeoutMs = 30_000) {
+      const deadline = Date.now() + timeoutMs;
+      for (;;) {
+        const jobs = (await Promise.all(Object.values(QUEUES).map((q) => plane.ctx.queues.get(q).getJobs())))
+          .flat()
+          .filter((j) => j && names.includes(j.name) && (j.data as { instanceId?: string }).instanceId === instanceId);
+        const states = await Promise.all(jobs.map((j) => j.getState()));
+        const unsettled = jobs.filter((_, i) => states[i] !== 'completed' && states[i] !== 'failed');
+        if (unsettled.length === 0) return jobs;
+        if (Date.now() > deadline) throw new Error(`jobs not settled after ${timeoutMs} ms: ${unsettled.map((j) => j.id).join(', ')}`);
+        await new Promise((r) => setTimeout(r, 50));
+      }
     },
     async close() {
       // Local customer databases are dropped here; Neon branches belong to the Neon emulator, which drops its own.
