@@ -5,6 +5,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { expect } from 'chai';
+import { QUEUES } from '../../src/queues/names.ts';
 import { startHarness, waitUntil, type Harness, type InstanceView } from '../support/harness.ts';
 
 /** Calls of one provision, as the emulators counted them. */
@@ -124,7 +125,7 @@ describe('provisioning on Railway and Neon (emulated)', function () {
     const { rows: incidents } = await h.db.query(`SELECT id FROM audit WHERE instance_id = $1 AND action = 'instance.failed'`, [view.instanceId]);
     expect(incidents).to.have.length(1);
     for (const channel of ['slack', 'email']) {
-      expect(await (await h.settledJob('alerts', `alert-${incidents[0].id}-${channel}`)).getState()).to.equal('completed');
+      expect(await (await h.settledJob(QUEUES.alerts, `alert-${incidents[0].id}-${channel}`)).getState()).to.equal('completed');
     }
     expect(h.slack.posts.filter((p) => (p.text ?? '').includes('pia@example.com'))).to.have.length(1);
     expect(h.smtp.messages.filter((m) => m.to.includes('ops@clawdbot.test') && m.text.includes('pia@example.com'))).to.have.length(1);
@@ -186,7 +187,7 @@ describe('a worker killed inside the Railway deploy call', function () {
     expect(h.railway!.domainsOf(service!.id)).to.have.length(1);
     expect(h.railway!.deploymentsOf(service!.id).map((d) => d.id), 'no second deployment').to.deep.equal([asked!.id]);
     expect(h.railway!.counts().serviceInstanceDeployV2).to.equal(1);
-    const { logs } = await h.plane.ctx.queues.get('compute').getJobLogs(`${view.workspaceId}-deploy`);
+    const { logs } = await h.plane.ctx.queues.get(QUEUES.compute).getJobLogs(`${view.workspaceId}-deploy`);
     expect(logs.join('\n')).to.include(`adopting deployment ${asked!.id}`);
     const branches = h.config.neon!.projectIds.flatMap((p) => h.neon!.branches(p)).filter((b) => b.branch.name.startsWith('claw_'));
     expect(branches).to.have.length(1);

@@ -74,7 +74,12 @@ describe('a provisioning step that fails for good', function () {
     expect(post.text).to.include('health-check').and.include(`${h.config.publicUrl}/admin/queues/queue/provision/${failed.workspaceId}-health-check`);
     const mail = await h.smtp.waitFor((m) => m.to.includes('ops@clawdbot.test') && m.text.includes('hank@example.com'));
     expect(mail.text).to.include('health-check').and.include('/health').and.include(failed.workspaceId);
-    await new Promise((r) => setTimeout(r, 1_000)); // room for any duplicate alert
+    // One incident, and both its alerts sent (their jobs settled, the Slack one after a retry): nothing more of it comes.
+    const { rows: incidents } = await h.db.query(`SELECT id FROM audit WHERE instance_id = $1 AND action = 'instance.failed'`, [failed.instanceId]);
+    expect(incidents).to.have.length(1);
+    for (const channel of ['slack', 'email']) {
+      expect(await (await h.settledJob(QUEUES.alerts, `alert-${incidents[0].id}-${channel}`)).getState()).to.equal('completed');
+    }
     const hanksPosts = () => h.slack.posts.filter((p) => (p.text ?? '').includes('hank@example.com'));
     expect(hanksPosts()).to.have.length(1);
     expect(h.slack.attempts - attemptsBefore).to.equal(2);

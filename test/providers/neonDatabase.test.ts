@@ -212,11 +212,13 @@ describe('NeonDatabaseProvider against the Neon emulator', function () {
 
   it('absorbs 423 (natural, while operations run, and injected) as pending, never an error', async () => {
     const name = newName();
+    emulator.holdOperations(); // the branch's operations still run when the re-run comes, however slow the machine
     const r1 = await provider.ensureDatabase(name);
     if (!('pending' in r1)) throw new Error('expected pending after creating the branch');
     // A re-run that lost its progress (worker died before saving it) while the branch's operations still run.
     const before = emulator.calls.length;
     const r2 = await provider.ensureDatabase(name);
+    emulator.releaseOperations();
     const naturally = emulator.calls.slice(before).filter((c) => c.status === 423 && !c.injected);
     expect('pending' in r2, 'a 423 is a pending').to.equal(true);
     expect(naturally.length, 'the emulator answered 423 while operations ran').to.be.at.least(1);
