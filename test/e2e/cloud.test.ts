@@ -121,11 +121,12 @@ describe('provisioning on Railway and Neon (emulated)', function () {
     expect(view.status).to.equal('failed');
     expect(view.failure!.step).to.equal('deploy');
     expect(view.failure!.reason).to.include('failed');
-    // One incident, and both its alerts sent (their jobs settled), so every post and email of it has arrived.
+    await h.slack.waitFor((p) => (p.text ?? '').includes('pia@example.com'));
+    // One incident, and both its alerts sent (their jobs completed), so every post and email of it has arrived.
     const { rows: incidents } = await h.db.query(`SELECT id FROM audit WHERE instance_id = $1 AND action = 'instance.failed'`, [view.instanceId]);
     expect(incidents).to.have.length(1);
     for (const channel of ['slack', 'email']) {
-      expect(await (await h.settledJob(QUEUES.alerts, `alert-${incidents[0].id}-${channel}`)).getState()).to.equal('completed');
+      await h.completedJob(QUEUES.alerts, `alert-${incidents[0].id}-${channel}`);
     }
     expect(h.slack.posts.filter((p) => (p.text ?? '').includes('pia@example.com'))).to.have.length(1);
     expect(h.smtp.messages.filter((m) => m.to.includes('ops@clawdbot.test') && m.text.includes('pia@example.com'))).to.have.length(1);

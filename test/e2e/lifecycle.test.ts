@@ -116,10 +116,10 @@ describe('reactivation', function () {
 
   /**
    * The cancellation's archive or purge jobs were called off by the reactivation: none is left to run (removed, or
-   * settled as skipped), so waiting past their time could show nothing more.
+   * completed as skipped), so waiting past their time could show nothing more.
    */
   async function expectCalledOff(instanceId: string, names: string[]) {
-    const jobs = await h.settledJobsOf(instanceId, names);
+    const jobs = await h.completedJobsOf(instanceId, names);
     for (const job of jobs) expect(job.returnvalue, `${job.name} ${job.id}`).to.have.property('skipped');
   }
 
@@ -261,13 +261,13 @@ describe('failed payments', function () {
     h.stripe.updateSubscription(subscriptionId, { status: 'past_due' });
     const failed = h.stripe.event('invoice.payment_failed', invoice(customerId, subscriptionId, 1));
     await h.deliver(failed);
-    expect((await h.settledJob(QUEUES.stripeEvents, failed.id)).returnvalue).to.deep.equal({ overdue: 'past_due' }); // the grace runs
+    expect((await h.completedJob(QUEUES.stripeEvents, failed.id)).returnvalue).to.deep.equal({ overdue: 'past_due' }); // the grace runs
     h.stripe.updateSubscription(subscriptionId, { status: 'active' });
     const paid = h.stripe.event('invoice.paid', invoice(customerId, subscriptionId, 2));
     await h.deliver(paid);
-    await h.settledJob(QUEUES.stripeEvents, paid.id);
+    await h.completedJob(QUEUES.stripeEvents, paid.id);
     // The suspension checks Stripe again at the end of the grace, and finds the subscription paid.
-    const suspensions = await h.settledJobsOf(view.instanceId, ['suspend']);
+    const suspensions = await h.completedJobsOf(view.instanceId, ['suspend']);
     expect(suspensions.map((j) => j.returnvalue)).to.deep.equal([{ skipped: 'subscription is active' }]);
     expect((await h.waitForStatus(customerId, ['active'])).status).to.equal('active');
   });
@@ -313,8 +313,8 @@ describe('events late, twice and out of order', function () {
       return view.status === 'active' && view.plan === 'pro';
     }, 60_000);
     // Every event acted on, then every job they started (provisioning steps, plan changes) done: nothing late can land.
-    for (const event of events) await h.settledJob(QUEUES.stripeEvents, event.id);
-    await h.settledJobsOf(instanceId, [...Object.values(STEPS), 'resize', 'resume', 'reactivate']);
+    for (const event of events) await h.completedJob(QUEUES.stripeEvents, event.id);
+    await h.completedJobsOf(instanceId, [...Object.values(STEPS), 'resize', 'resume', 'reactivate']);
     const { rows } = await h.db.query(
       `SELECT i.status, i.plan, l.limits, count(*) OVER ()::int AS instances
        FROM instances i JOIN customers c ON c.id = i.customer_id LEFT JOIN local_services l ON l.name = i.service_id
@@ -379,8 +379,7 @@ describe('cancelling a provisioning still under way', function () {
     expect((await h.plane.ctx.queues.get(QUEUES.lifecycle).getJobLogs(cancel!.id!)).logs.join('\n')).to.include('waiting for deploy');
     held.release();
 
-    const done = await h.settledJob(QUEUES.lifecycle, cancel!.id!);
-    expect(await done.getState()).to.equal('completed');
+    await h.completedJob(QUEUES.lifecycle, cancel!.id!);
     expect((await h.waitForStatus(created.customerId, ['cancelled'])).status).to.equal('cancelled');
     // No step of the flow is left to run.
     for (const step of Object.values(STEPS)) {

@@ -62,7 +62,7 @@ describe('a provisioned assistant in use', function () {
     expect((await api('/api/chat', { message: 'and another' })).status).to.equal(200);
     // The notice's email job (one id per instance, month and threshold, however often notified) is done.
     const { rows: [notice] } = await h.db.query('SELECT month FROM usage_notices WHERE instance_id = $1 AND threshold = 80', [instanceId]);
-    expect(await (await h.settledJob(QUEUES.lifecycle, `usage-${instanceId}-${notice.month}-80`)).getState()).to.equal('completed');
+    await h.completedJob(QUEUES.lifecycle, `usage-${instanceId}-${notice.month}-80`);
     expect(h.smtp.messages.filter((m) => m.to.includes('mia@example.com') && m.subject.includes('80 %'))).to.have.length(1);
   });
 
@@ -85,7 +85,7 @@ describe('a provisioned assistant in use', function () {
     expect(await first.json()).to.deep.equal({ received: true, duplicate: false });
     expect(await (await send(signNotice(secret, body))).json()).to.deep.equal({ received: true, duplicate: true });
     // Both notices were taken (the job added twice under one id) before their answers: that one job is all there is.
-    expect(await (await h.settledJob(QUEUES.lifecycle, `usage-${instanceId}-2026-01-100`)).getState()).to.equal('completed');
+    await h.completedJob(QUEUES.lifecycle, `usage-${instanceId}-2026-01-100`);
     expect(h.smtp.messages.filter((m) => m.subject.includes('monthly limit'))).to.have.length(1);
   });
 

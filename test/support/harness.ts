@@ -66,13 +66,13 @@ export interface Harness {
   };
   admin(pathname: string, init?: RequestInit): Promise<Response>;
   waitForStatus(customerRef: string, statuses: string[], timeoutMs?: number): Promise<InstanceView>;
-  /** The job once it has completed or failed (its state polled, never a fixed sleep): what it did is then final. */
-  settledJob(queue: QueueName, jobId: string, timeoutMs?: number): Promise<Job>;
+  /** The job once it has completed (its state polled, never a fixed sleep): what it did is then final. Fails if it failed. */
+  completedJob(queue: QueueName, jobId: string, timeoutMs?: number): Promise<Job>;
   /**
-   * Every job of the instance (any queue) named one of `names`, once each has completed or failed. Wait first for
-   * whatever adds them (say, the Stripe event's job), so that none is still to come.
+   * Every job of the instance (any queue) named one of `names`, once all have completed (fails if one failed). Wait
+   * first for whatever adds them (say, the Stripe event's job), so that none is still to come.
    */
-  settledJobsOf(instanceId: string, names: string[], timeoutMs?: number): Promise<Job[]>;
+  completedJobsOf(instanceId: string, names: string[], timeoutMs?: number): Promise<Job[]>;
   close(): Promise<void>;
 }
 
@@ -206,29 +206,19 @@ export async function startHarness(env: Record<string, string> = {}, options: Ha
       }
       throw new Error(`instance of ${customerRef} did not reach ${statuses.join('/')} in ${timeoutMs} ms: ${JSON.stringify(last)}`);
     },
-    async settledJob(queue, id, timeoutMs = 30_000) {
-      let state = 'missing';
-      const deadline = Date.now() + timeoutMs;
-      for (;;) {
+    async completedJob(queue, id, timeoutMs = 30_000) {
+      const find = async () => {
         const job = await plane.ctx.queues.get(queue).getJob(id);
-        state = job ? await job.getState() : 'missing';
-        if (job && (state === 'completed' || state === 'failed')) return job;
-        if (Date.now() > deadline) throw new Error(`job ${queue}/${id} still ${state} after ${timeoutMs} ms`);
-        await new Promise((r) => setTimeout(r, 50));
-      }
+        return job ? [job] : [];
+      };
+      return (await completed(find, `job ${queue}/${id}`, timeoutMs, true))[0]!;
     },
-    async settledJobsOf(instanceId, names, timeoutMs = 30_000) {
-      const deadline = Date.now() + timeoutMs;
-      for (;;) {
-        const jobs = (await Promise.all(Object.values(QUEUES).map((q) => plane.ctx.queues.get(q).getJobs())))
+    completedJobsOf(instanceId, names, timeoutMs = 30_000) {
+      const jobsOf = async () =>
+        (await Promise.all(Object.values(QUEUES).map((q) => plane.ctx.queues.get(q).getJobs())))
           .flat()
           .filter((j) => j && names.includes(j.name) && (j.data as { instanceId?: string }).instanceId === instanceId);
-        const states = await Promise.all(jobs.map((j) => j.getState()));
-        const unsettled = jobs.filter((_, i) => states[i] !== 'completed' && states[i] !== 'failed');
-        if (unsettled.length === 0) return jobs;
-        if (Date.now() > deadline) throw new Error(`jobs not settled after ${timeoutMs} ms: ${unsettled.map((j) => j.id).join(', ')}`);
-        await new Promise((r) => setTimeout(r, 50));
-      }
+      return completed(jobsOf, `jobs ${names.join(', ')} of instance ${instanceId}`, timeoutMs, false);
     },
     async close() {
       // Local customer databases are dropped here; Neon branches belong to the Neon emulator, which drops its own.
@@ -254,6 +244,20 @@ export async function startHarness(env: Record<string, string> = {}, options: Ha
 }
 
 export { waitUntil } from './wait.ts';
+
+/** Polls the jobs `find` returns until all have completed (and, if `mustExist`, there is one); fails if one failed. */
+async function completed(find: () => Promise<Job[]>, what: string, timeoutMs: number, mustExist: boolean): Promise<Job[]> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const jobs = await find();
+    const states = await Promise.all(jobs.map((j) => j.getState()));
+    const failed = jobs.find((_, i) => states[i] === 'failed');
+    if (failed) throw new Error(`${what}: ${failed.id} failed: ${failed.failedReason}`);
+    if ((jobs.length > 0 || !mustExist) && states.every((s) => s === 'completed')) return jobs;
+    if (Date.now() > deadline) throw new Error(`${what} not completed after ${timeoutMs} ms: ${states.join(', ') || 'none yet'}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
 
 export async function deleteKeys(redis: Redis, pattern: string): Promise<void> {
   let cursor = '0';
