@@ -515,7 +515,9 @@ describe('Railway GraphQL emulator with graphql-request', () => {
       const second = emulator.deploymentsOf(serviceId)[1]!.id;
       expect((await pollDeployment(client, second)).last.status).to.equal('SUCCESS');
       expect(await (await fetch(base)).json()).to.include({ env: 'second' });
-      expect(emulator.deployment(first)).to.include({ status: 'REMOVED', running: false });
+      expect(emulator.deployment(first)?.status).to.equal('REMOVED');
+      // The swap stops the old process after the new one is live: it exits when the machine gets round to it.
+      await waitUntil(async () => emulator.deployment(first)?.running === false);
       expect(emulator.deployment(second)?.pid).to.not.equal(firstPid);
 
       // Stop: the process ends, the deployment keeps its status but is no longer active.
