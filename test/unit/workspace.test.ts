@@ -263,12 +263,15 @@ describe('workspace rendering', () => {
     });
 
     it("refuses '..', absolute and otherwise unsafe paths before writing anything", async () => {
+      // The workspace sits in a directory of its own, so whatever escaped it would show beside it (not in a shared /tmp).
+      const workspace = join(dir, 'workspace');
+      await mkdir(workspace);
       for (const path of ['../x', 'a/../../x', '..', '/abs', '/etc/passwd', 'a//b', './a', 'a/', '', 'a\\..\\b', 'a\0b']) {
-        const err = await rejects(writeWorkspaceToDisk(dir, [{ path: 'ok.md', content: 'ok' }, { path, content: 'x' }]));
+        const err = await rejects(writeWorkspaceToDisk(workspace, [{ path: 'ok.md', content: 'ok' }, { path, content: 'x' }]));
         expect(err.message, JSON.stringify(path)).to.match(/refusing unsafe workspace path/);
       }
-      expect(await readdir(dir)).to.deep.equal([]);
-      expect(await readdir(join(dir, '..'))).to.not.include('x');
+      expect(await readdir(workspace)).to.deep.equal([]);
+      expect(await readdir(dir)).to.deep.equal(['workspace']);
     });
 
     it('refuses to write through a symlinked subdirectory', async () => {
