@@ -5,6 +5,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { expect } from 'chai';
+import { QUEUES } from '../../src/queues/names.ts';
 import { startHarness, waitUntil, type Harness, type InstanceView } from '../support/harness.ts';
 
 /** Calls of one provision, as the emulators counted them. */
@@ -69,7 +70,10 @@ describe('provisioning on Railway and Neon (emulated)', function () {
     const deployments = h.railway!.deploymentsOf(rows[0].service_id);
     expect(deployments.every((d) => d.status !== 'SUCCESS' || d.deploymentStopped)).to.equal(true); // stopped at once
     await h.waitForStatus(view.customerId, ['archived'], 30_000);
-    expect(h.railway!.services().find((s) => s.id === rows[0].service_id)?.deletedAt ?? 'gone').to.not.equal(null);
+    // services() hides deleted services: look among them, so a service that was never made cannot pass for deleted.
+    const service = h.railway!.services({ includeDeleted: true }).find((s) => s.id === rows[0].service_id);
+    expect(service, 'the Railway service of the instance').to.not.equal(undefined);
+    expect(service!.deletedAt, 'the Railway service is deleted').to.be.a('string');
     expect(h.neon!.branches(projectId!).some((b) => b.branch.id === branchId)).to.equal(false);
     await h.waitForStatus(view.customerId, ['purged'], 30_000);
   });
@@ -118,9 +122,13 @@ describe('provisioning on Railway and Neon (emulated)', function () {
     expect(view.failure!.step).to.equal('deploy');
     expect(view.failure!.reason).to.include('failed');
     await h.slack.waitFor((p) => (p.text ?? '').includes('pia@example.com'));
-    await new Promise((r) => setTimeout(r, 500));
+    // One incident, and both its alerts sent (their jobs completed), so every post and email of it has arrived.
+    const { rows: incidents } = await h.db.query(`SELECT id FROM audit WHERE instance_id = $1 AND action = 'instance.failed'`, [view.instanceId]);
+    expect(incidents).to.have.length(1);
+    for (const channel of ['slack', 'email']) {
+      await h.completedJob(QUEUES.alerts, `alert-${incidents[0].id}-${channel}`);
+    }
     expect(h.slack.posts.filter((p) => (p.text ?? '').includes('pia@example.com'))).to.have.length(1);
-    await h.smtp.waitFor((m) => m.to.includes('ops@clawdbot.test') && m.text.includes('pia@example.com'));
     expect(h.smtp.messages.filter((m) => m.to.includes('ops@clawdbot.test') && m.text.includes('pia@example.com'))).to.have.length(1);
     const { rows } = await h.db.query('SELECT service_id, branch_id FROM instances WHERE id = $1', [view.instanceId]);
     expect(h.railway!.services().map((s) => s.id)).to.include(rows[0].service_id);
@@ -128,14 +136,14 @@ describe('provisioning on Railway and Neon (emulated)', function () {
   });
 });
 
-describe('a worker killed while a Railway deployment is in progress', function () {
+describe('a worker killed inside the Railway deploy call', function () {
   this.timeout(150_000);
   let h: Harness;
   const workers: ChildProcess[] = [];
 
   before(async () => {
     // Web in this process; workers as separate processes, so one can be killed outright.
-    h = await startHarness({}, { webOnly: true, cloud: { railway: { deployMs: 3_000 } } });
+    h = await startHarness({}, { webOnly: true, cloud: {} });
   });
   after(async () => {
     for (const w of workers) {
@@ -156,20 +164,32 @@ describe('a worker killed while a Railway deployment is in progress', function (
     return worker;
   }
 
-  it('finishes after a restart with exactly one service, one branch and one domain', async () => {
+  it('finishes after a restart with one service, one branch, one domain, adopting the one deployment asked for', async () => {
+    // Railway parks the deploy call until the worker that made it is dead: Railway got the request, the worker
+    // never learnt the deployment's id.
+    const held = h.railway!.holdNext('serviceInstanceDeployV2');
     const first = startWorker();
     const { customerId, event } = h.checkout({ email: 'quinn@example.com' });
     await h.deliver(event);
-    await waitUntil(async () => h.railway!.services().some((s) => h.railway!.deploymentsOf(s.id).length > 0), 60_000);
+    await held.arrived;
+    const exited = new Promise((resolve) => first.once('exit', resolve));
     first.kill('SIGKILL');
-    await new Promise((resolve) => first.once('exit', resolve));
+    await exited;
+    held.release();
+    const [service] = h.railway!.services();
+    await waitUntil(async () => h.railway!.deploymentsOf(service!.id).length === 1);
+    const [asked] = h.railway!.deploymentsOf(service!.id);
 
+    // The deploy job stalled with its worker; the new worker runs it again once its lock has expired.
     startWorker();
     const view = await h.waitForStatus(customerId, ['active', 'failed'], 120_000);
     expect(view.status, JSON.stringify(view.failure)).to.equal('active');
-    const services = h.railway!.services().filter((s) => !s.deletedAt);
-    expect(services).to.have.length(1);
-    expect(h.railway!.domainsOf(services[0]!.id)).to.have.length(1);
+    expect(h.railway!.services({ includeDeleted: true }).map((s) => s.id)).to.deep.equal([service!.id]);
+    expect(h.railway!.domainsOf(service!.id)).to.have.length(1);
+    expect(h.railway!.deploymentsOf(service!.id).map((d) => d.id), 'no second deployment').to.deep.equal([asked!.id]);
+    expect(h.railway!.counts().serviceInstanceDeployV2).to.equal(1);
+    const { logs } = await h.plane.ctx.queues.get(QUEUES.compute).getJobLogs(`${view.workspaceId}-deploy`);
+    expect(logs.join('\n')).to.include(`adopting deployment ${asked!.id}`);
     const branches = h.config.neon!.projectIds.flatMap((p) => h.neon!.branches(p)).filter((b) => b.branch.name.startsWith('claw_'));
     expect(branches).to.have.length(1);
     expect((await fetch(`${view.accessUrl}/health`)).status).to.equal(200);

@@ -74,7 +74,12 @@ describe('a provisioning step that fails for good', function () {
     expect(post.text).to.include('health-check').and.include(`${h.config.publicUrl}/admin/queues/queue/provision/${failed.workspaceId}-health-check`);
     const mail = await h.smtp.waitFor((m) => m.to.includes('ops@clawdbot.test') && m.text.includes('hank@example.com'));
     expect(mail.text).to.include('health-check').and.include('/health').and.include(failed.workspaceId);
-    await new Promise((r) => setTimeout(r, 1_000)); // room for any duplicate alert
+    // One incident, and both its alerts sent (their jobs completed, the Slack one after a retry): nothing more of it comes.
+    const { rows: incidents } = await h.db.query(`SELECT id FROM audit WHERE instance_id = $1 AND action = 'instance.failed'`, [failed.instanceId]);
+    expect(incidents).to.have.length(1);
+    for (const channel of ['slack', 'email']) {
+      await h.completedJob(QUEUES.alerts, `alert-${incidents[0].id}-${channel}`);
+    }
     const hanksPosts = () => h.slack.posts.filter((p) => (p.text ?? '').includes('hank@example.com'));
     expect(hanksPosts()).to.have.length(1);
     expect(h.slack.attempts - attemptsBefore).to.equal(2);
@@ -91,8 +96,10 @@ describe('a provisioning step that fails for good', function () {
     const deployedOf = async () =>
       (await h.db.query('SELECT deployment_id FROM local_services WHERE name = $1', [rows[0].service_id])).rows[0].deployment_id;
     const deployedBefore = await deployedOf();
-    // The operator fixes the cause and retries the failed job from Bull Board: the flow resumes at that step.
+    // The operator fixes the cause, sees the runtime answer (however long it takes to start), and retries the failed
+    // job from Bull Board: the flow resumes at that step.
     await writeFile(marker, 'ready');
+    await waitUntil(async () => (await fetch(`${failed.accessUrl}/health`).catch(() => undefined))?.status === 200, 30_000);
     const auth = { authorization: `Basic ${btoa(`${ADMIN.user}:${ADMIN.password}`)}` };
     const retry = await fetch(`${h.url}/admin/queues/api/queues/provision/${failed.workspaceId}-health-check/retry`, {
       method: 'PUT',

@@ -3,11 +3,12 @@
  * (database exported, verified, then deleted with the service), purged (archive and personal data gone, the audit
  * trail kept).
  */
+import type { Job } from 'bullmq';
 import { expect } from 'chai';
 import pg from 'pg';
 import { readArchive } from '../../src/jobs/archiveFormat.ts';
 import { INSTANCE_SECRETS, instanceOwner } from '../../src/jobs/context.ts';
-import { QUEUES } from '../../src/queues/names.ts';
+import { QUEUES, STEP_QUEUE, STEPS } from '../../src/queues/names.ts';
 import { DEFAULT_PRICE_IDS } from '../../src/plans.ts';
 import { startHarness, waitUntil, type Harness, type InstanceView } from '../support/harness.ts';
 
@@ -81,7 +82,8 @@ describe('subscription lifecycle: cancel, archive, purge', function () {
 
     const purged = await h.waitForStatus(customerId, ['purged'], 20_000);
     expect(purged.status).to.equal('purged');
-    expect(await h.plane.ctx.archives.checksum(archives[0].location).catch(() => 'gone')).to.equal('gone');
+    const archiveGone = await h.plane.ctx.archives.checksum(archives[0].location).then(() => 'still there', (e: NodeJS.ErrnoException) => e.code);
+    expect(archiveGone, 'the archive file no longer exists').to.equal('ENOENT');
     const { rows: customer } = await h.db.query('SELECT email, name, stripe_customer_id FROM customers WHERE stripe_customer_id = $1', [customerId]);
     expect(customer[0]).to.deep.equal({ email: null, name: null, stripe_customer_id: customerId });
     const payloads = await h.db.query(`SELECT count(*)::int AS n FROM stripe_events WHERE payload::text LIKE '%rosa@example.com%'`);
@@ -111,6 +113,15 @@ describe('reactivation', function () {
     h = await startHarness({ ARCHIVE_AFTER: '3s', PURGE_AFTER: '7s' });
   });
   after(async () => h?.close());
+
+  /**
+   * The cancellation's archive or purge jobs were called off by the reactivation: none is left to run (removed, or
+   * completed as skipped), so waiting past their time could show nothing more.
+   */
+  async function expectCalledOff(instanceId: string, names: string[]) {
+    const jobs = await h.completedJobsOf(instanceId, names);
+    for (const job of jobs) expect(job.returnvalue, `${job.name} ${job.id}`).to.have.property('skipped');
+  }
 
   /** A customer signs up, stores a memory, and cancels; returns what a comeback needs. */
   async function signUpAndCancel(email: string) {
@@ -159,7 +170,7 @@ describe('reactivation', function () {
     expect(await memories()).to.deep.equal([`${email} collects stamps`]);
     const old = await fetch(`${view.accessUrl}/status`, { headers: { authorization: `Bearer ${oldKey}` } });
     expect(old.status).to.equal(401);
-    await new Promise((r) => setTimeout(r, 3_500)); // past the archive time that was called off
+    await expectCalledOff(view.instanceId, ['archive', 'purge']);
     expect((await h.waitForStatus(customerId, ['active'])).status).to.equal('active');
     const { rows } = await h.db.query(`SELECT action FROM audit WHERE action LIKE 'instance.%' AND instance_id = $1 ORDER BY id`, [view.instanceId]);
     expect(rows.map((r) => r.action)).to.include.members(['instance.cancelled', 'instance.reactivated']).and.not.include('instance.archived');
@@ -174,7 +185,7 @@ describe('reactivation', function () {
     expect(await memories()).to.deep.equal([`${email} collects stamps`]);
     const { rows } = await h.db.query('SELECT deleted_at FROM archives WHERE instance_id = $1', [view.instanceId]);
     expect(rows[0].deleted_at).to.not.equal(null); // restored, then deleted
-    await new Promise((r) => setTimeout(r, 4_500)); // past the purge time that was called off
+    await expectCalledOff(view.instanceId, ['purge']);
     expect((await h.waitForStatus(customerId, ['active'])).status).to.equal('active');
   });
 
@@ -246,12 +257,18 @@ describe('failed payments', function () {
   it('does not suspend when the payment succeeds within the grace', async () => {
     const { customerId, subscriptionId, event } = h.checkout({ email: 'yuri@example.com', plan: 'starter' });
     await h.deliver(event);
-    await h.waitForStatus(customerId, ['active']);
+    const view = await h.waitForStatus(customerId, ['active']);
     h.stripe.updateSubscription(subscriptionId, { status: 'past_due' });
-    await h.deliver(h.stripe.event('invoice.payment_failed', invoice(customerId, subscriptionId, 1)));
+    const failed = h.stripe.event('invoice.payment_failed', invoice(customerId, subscriptionId, 1));
+    await h.deliver(failed);
+    expect((await h.completedJob(QUEUES.stripeEvents, failed.id)).returnvalue).to.deep.equal({ overdue: 'past_due' }); // the grace runs
     h.stripe.updateSubscription(subscriptionId, { status: 'active' });
-    await h.deliver(h.stripe.event('invoice.paid', invoice(customerId, subscriptionId, 2)));
-    await new Promise((r) => setTimeout(r, 2_500)); // past the grace
+    const paid = h.stripe.event('invoice.paid', invoice(customerId, subscriptionId, 2));
+    await h.deliver(paid);
+    await h.completedJob(QUEUES.stripeEvents, paid.id);
+    // The suspension checks Stripe again at the end of the grace, and finds the subscription paid.
+    const suspensions = await h.completedJobsOf(view.instanceId, ['suspend']);
+    expect(suspensions.map((j) => j.returnvalue)).to.deep.equal([{ skipped: 'subscription is active' }]);
     expect((await h.waitForStatus(customerId, ['active'])).status).to.equal('active');
   });
 });
@@ -276,7 +293,7 @@ describe('events late, twice and out of order', function () {
       attempt_count: n,
       parent: { type: 'subscription_details', subscription_details: { subscription: subscription.id } },
     });
-    const events: object[] = [
+    const events: { id: string }[] = [
       h.stripe.event('checkout.session.completed', session),
       h.stripe.event('invoice.payment_failed', invoice(1)),
       h.stripe.event('invoice.paid', invoice(2)),
@@ -286,14 +303,18 @@ describe('events late, twice and out of order', function () {
     return { customerId: customer.id, events };
   }
 
-  async function finalState(customerId: string) {
+  async function finalState(customerId: string, events: { id: string }[]) {
+    let instanceId = '';
     await waitUntil(async () => {
       const r = await h.admin(`/api/customers/${customerId}/instance`);
       if (r.status !== 200) return false;
-      const view = (await r.json()) as { status: string; plan: string };
+      const view = (await r.json()) as InstanceView;
+      instanceId = view.instanceId;
       return view.status === 'active' && view.plan === 'pro';
     }, 60_000);
-    await new Promise((r) => setTimeout(r, 1_000)); // let any late job land
+    // Every event acted on, then every job they started (provisioning steps, plan changes) done: nothing late can land.
+    for (const event of events) await h.completedJob(QUEUES.stripeEvents, event.id);
+    await h.completedJobsOf(instanceId, [...Object.values(STEPS), 'resize', 'resume', 'reactivate']);
     const { rows } = await h.db.query(
       `SELECT i.status, i.plan, l.limits, count(*) OVER ()::int AS instances
        FROM instances i JOIN customers c ON c.id = i.customer_id LEFT JOIN local_services l ON l.name = i.service_id
@@ -320,43 +341,63 @@ describe('events late, twice and out of order', function () {
   it('ends in the same state as in order, whatever the order and however often', async () => {
     const inOrder = story('zoe@example.com');
     for (const event of inOrder.events) expect((await h.deliver(event)).status).to.equal(200);
-    const expected = await finalState(inOrder.customerId);
+    const expected = await finalState(inOrder.customerId, inOrder.events);
     expect(expected).to.deep.equal({ status: 'active', plan: 'pro', limits: { cpu: 1, memoryMb: 1024 }, instances: 1, welcomes: 1 });
 
     for (const seed of [7, 42]) {
       const shuffled = story(`zoe-${seed}@example.com`);
       for (const event of shuffledTwice(shuffled.events, seed)) expect((await h.deliver(event)).status).to.equal(200);
-      expect(await finalState(shuffled.customerId), `seed ${seed}`).to.deep.equal(expected);
+      expect(await finalState(shuffled.customerId, shuffled.events), `seed ${seed}`).to.deep.equal(expected);
     }
   });
 });
 
 describe('cancelling a provisioning still under way', function () {
-  this.timeout(60_000);
+  this.timeout(90_000);
   let h: Harness;
   before(async () => {
-    // The runtime never becomes healthy (its marker file never appears), so the flow waits in health-check.
-    h = await startHarness({
-      RUNTIME_ARGS: `--import tsx ${process.cwd()}/test/support/lateRuntime.ts /nonexistent/marker`,
-      HEALTH_CHECK_TIMEOUT: '60s',
-    });
+    // A deployment takes a minute, so the deploy step is still under way (waiting on it) when the cancellation lands.
+    h = await startHarness({}, { cloud: { railway: { deployMs: 60_000 } } });
   });
   after(async () => h?.close());
 
-  it('removes the flow before stopping, so nothing of it runs after the cancellation', async () => {
+  it('cancelled while deploy runs: the flow goes first, so nothing of it deploys or issues a key afterwards', async () => {
+    // Railway parks the deploy step's call while the cancellation arrives.
+    const held = h.railway!.holdNext('serviceInstanceDeployV2');
     const created = (await (
       await h.admin('/api/admin/provision', { method: 'POST', body: JSON.stringify({ email: 'ada@example.com', plan: 'starter' }) })
-    ).json()) as { customerId: string; workspaceId: string };
-    await waitUntil(async () => {
-      const view = (await (await h.admin(`/api/customers/${created.customerId}/instance`)).json()) as InstanceView;
-      return view.steps.some((s) => s.name === 'health-check');
-    });
+    ).json()) as { customerId: string; workspaceId: string; instanceId: string };
+    await held.arrived;
     expect((await h.admin(`/api/admin/customers/${created.customerId}/deprovision`, { method: 'POST' })).status).to.equal(202);
-    await h.waitForStatus(created.customerId, ['cancelled'], 20_000);
-    expect(await h.plane.ctx.queues.get(QUEUES.provision).getJob(`${created.workspaceId}-finalize`)).to.equal(undefined);
-    expect(await h.plane.ctx.queues.get(QUEUES.provision).getJob(`${created.workspaceId}-health-check`)).to.equal(undefined);
-    await new Promise((r) => setTimeout(r, 1_000));
+    // The cancellation waits for the running step, holding no slot.
+    let cancel: Job | undefined;
+    await waitUntil(async () => {
+      const delayed = await h.plane.ctx.queues.get(QUEUES.lifecycle).getJobs(['delayed']);
+      cancel = delayed.find((j) => j.name === 'cancel' && j.data.instanceId === created.instanceId);
+      return cancel !== undefined;
+    });
+    expect((await h.plane.ctx.queues.get(QUEUES.lifecycle).getJobLogs(cancel!.id!)).logs.join('\n')).to.include('waiting for deploy');
+    held.release();
+
+    await h.completedJob(QUEUES.lifecycle, cancel!.id!);
     expect((await h.waitForStatus(created.customerId, ['cancelled'])).status).to.equal('cancelled');
-    expect(h.smtp.messages.filter((m) => m.to.includes('ada@example.com'))).to.have.length(0); // no welcome email
+    // No step of the flow is left to run.
+    for (const step of Object.values(STEPS)) {
+      expect(await h.plane.ctx.queues.get(STEP_QUEUE[step]).getJob(`${created.workspaceId}-${step}`), step).to.equal(undefined);
+    }
+    // The one deployment asked for is removed (Railway's stop), and none came after it.
+    const [service] = h.railway!.services();
+    expect(h.railway!.deploymentsOf(service!.id).map((d) => d.status)).to.deep.equal(['REMOVED']);
+    expect(h.railway!.counts().serviceInstanceDeployV2).to.equal(1);
+    // No key reaches anyone: no welcome email, the sealed key deleted, its hash revoked in the customer database.
+    expect(h.smtp.messages.filter((m) => m.to.includes('ada@example.com'))).to.have.length(0);
+    expect(await h.plane.ctx.secrets.get(instanceOwner(created.instanceId), INSTANCE_SECRETS.pendingApiKey)).to.equal(null);
+    const customerDb = new pg.Client({ connectionString: (await h.plane.ctx.secrets.get(instanceOwner(created.instanceId), INSTANCE_SECRETS.databaseUrl))! });
+    await customerDb.connect();
+    const keys = await customerDb.query('SELECT count(*)::int AS live FROM api_keys WHERE revoked_at IS NULL');
+    await customerDb.end();
+    expect(keys.rows[0].live).to.equal(0);
+    const { rows: trail } = await h.db.query('SELECT action FROM audit WHERE instance_id = $1 ORDER BY id', [created.instanceId]);
+    expect(trail.map((r) => r.action)).to.not.include('instance.active');
   });
 });

@@ -1,6 +1,7 @@
 /** Plan changes resize in place: limits, message limit, features and skills change; data and key stay. */
 import { expect } from 'chai';
 import { DEFAULT_PRICE_IDS } from '../../src/plans.ts';
+import { QUEUES } from '../../src/queues/names.ts';
 import { startHarness, waitUntil, type Harness } from '../support/harness.ts';
 
 describe('plan changes', function () {
@@ -55,8 +56,10 @@ describe('plan changes', function () {
 
     // Cancelling at the period's end is not a cancellation yet.
     const pending = h.stripe.updateSubscription(subscriptionId, { cancel_at_period_end: true });
-    await h.deliver(h.stripe.event('customer.subscription.updated', pending));
-    await new Promise((r) => setTimeout(r, 1_000));
+    const atPeriodEnd = h.stripe.event('customer.subscription.updated', pending);
+    await h.deliver(atPeriodEnd);
+    const acted = await h.completedJob(QUEUES.stripeEvents, atPeriodEnd.id);
+    expect(acted.returnvalue).to.deep.equal({ unchanged: 'subscription active, plan starter' }); // no job started
     expect((await h.waitForStatus(customerId, ['active'])).plan).to.equal('starter');
     expect((await planNow())!.plan).to.equal('starter');
     const { rows: trail } = await h.db.query(`SELECT detail FROM audit WHERE instance_id = $1 AND action = 'instance.resized' ORDER BY id`, [

@@ -9,7 +9,7 @@ import { expect } from 'chai';
 import pg from 'pg';
 import { INSTANCE_SECRETS, instanceOwner } from '../../src/jobs/context.ts';
 import { ADMIN, dumpKeys, startHarness, waitUntil, type Harness, type InstanceView } from '../support/harness.ts';
-import type { CapturedMail } from '../support/smtpCapture.ts';
+import type { CapturedMail } from '../emulators/smtpCapture.ts';
 
 const KEY_IN_MAIL = /claw_[0-9A-Za-z]{43}/;
 
@@ -99,12 +99,28 @@ describe('provisioning end to end (local providers)', function () {
     const { rows } = await h.db.query('SELECT api_key_hash FROM instances WHERE id = $1', [ann.instanceId]);
     expect(rows[0].api_key_hash).to.match(/^[0-9a-f]{64}$/);
     expect(await h.plane.ctx.secrets.get(instanceOwner(ann.instanceId), INSTANCE_SECRETS.pendingApiKey)).to.equal(null);
-    const stored = await h.db.query(
-      `SELECT count(*)::int AS n FROM secrets WHERE position(convert_to('claw_', 'UTF8') IN ciphertext) > 0`,
+    const keys = [ann.apiKey, bob.apiKey];
+
+    // Every sealed secret, opened: the database URLs are there, no key is.
+    const { rows: sealed } = await h.db.query<{ owner: string; name: string }>('SELECT owner, name FROM secrets');
+    const opened = await Promise.all(sealed.map(async ({ owner, name }) => ({ owner, name, value: (await h.plane.ctx.secrets.get(owner, name))! })));
+    expect(opened.find((s) => s.owner === instanceOwner(ann.instanceId) && s.name === INSTANCE_SECRETS.databaseUrl)?.value).to.equal(ann.databaseUrl);
+    for (const { owner, name, value } of opened) {
+      for (const key of keys) expect(value, `secret ${owner}/${name}`).to.not.include(key);
+    }
+
+    // Every row of every control-plane table, as text: neither a key nor a database password.
+    const passwords = [new URL(ann.databaseUrl).password, new URL(bob.databaseUrl).password];
+    expect(passwords.every((p) => p.length >= 16)).to.equal(true);
+    const { rows: tables } = await h.db.query<{ name: string }>(
+      `SELECT quote_ident(table_name) AS name FROM information_schema.tables WHERE table_schema = 'public' AND table_type = 'BASE TABLE'`,
     );
-    expect(stored.rows[0].n).to.equal(0);
-    const sealed = await h.db.query('SELECT count(*)::int AS n FROM secrets');
-    expect(sealed.rows[0].n).to.be.greaterThan(0); // the database URLs are there, sealed
+    expect(tables.map((t) => t.name)).to.include.members(['instances', 'secrets', 'steps', 'audit']);
+    for (const { name } of tables) {
+      const { rows } = await h.db.query<{ row: string }>(`SELECT t::text AS row FROM ${name} t`);
+      const text = rows.map((r) => r.row).join('\n');
+      for (const secret of [...keys, ...passwords]) expect(text, `table ${name}`).to.not.include(secret);
+    }
   });
 
   it('writes the workspace with the customer’s details, on disk and in the customer database', async () => {

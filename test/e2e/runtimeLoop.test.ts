@@ -6,6 +6,7 @@ import { createHmac } from 'node:crypto';
 import { expect } from 'chai';
 import pg from 'pg';
 import { INSTANCE_SECRETS, instanceOwner } from '../../src/jobs/context.ts';
+import { QUEUES } from '../../src/queues/names.ts';
 import { signNotice } from '../../src/usageNotice.ts';
 import { startHarness, waitUntil, type Harness, type InstanceView } from '../support/harness.ts';
 
@@ -59,7 +60,9 @@ describe('a provisioned assistant in use', function () {
     const { rows } = await h.db.query('SELECT threshold, used FROM usage_notices WHERE instance_id = $1', [instanceId]);
     expect(rows).to.deep.equal([{ threshold: 80, used: 4001 }]);
     expect((await api('/api/chat', { message: 'and another' })).status).to.equal(200);
-    await new Promise((r) => setTimeout(r, 500));
+    // The notice's email job (one id per instance, month and threshold, however often notified) is done.
+    const { rows: [notice] } = await h.db.query('SELECT month FROM usage_notices WHERE instance_id = $1 AND threshold = 80', [instanceId]);
+    await h.completedJob(QUEUES.lifecycle, `usage-${instanceId}-${notice.month}-80`);
     expect(h.smtp.messages.filter((m) => m.to.includes('mia@example.com') && m.subject.includes('80 %'))).to.have.length(1);
   });
 
@@ -81,8 +84,8 @@ describe('a provisioned assistant in use', function () {
     expect(first.status).to.equal(200);
     expect(await first.json()).to.deep.equal({ received: true, duplicate: false });
     expect(await (await send(signNotice(secret, body))).json()).to.deep.equal({ received: true, duplicate: true });
-    await h.smtp.waitFor((m) => m.to.includes('mia@example.com') && m.subject.includes('monthly limit'));
-    await new Promise((r) => setTimeout(r, 300));
+    // Both notices were taken (the job added twice under one id) before their answers: that one job is all there is.
+    await h.completedJob(QUEUES.lifecycle, `usage-${instanceId}-2026-01-100`);
     expect(h.smtp.messages.filter((m) => m.subject.includes('monthly limit'))).to.have.length(1);
   });
 

@@ -13,11 +13,12 @@ import pg from 'pg';
 import { PermanentError, RateLimitedError, TransientError } from '../../src/errors.ts';
 import { NEON_DATABASE_NAME, NeonDatabaseProvider, type NeonProviderOptions } from '../../src/providers/database/neon.ts';
 import type { DatabaseProgress, DatabaseRef } from '../../src/providers/types.ts';
-import { startNeonEmulator, type NeonEmulator, type NeonEmulatorCall } from '../support/neonEmulator.ts';
+import { startNeonEmulator, type NeonEmulator, type NeonEmulatorCall } from '../emulators/neonEmulator.ts';
 
 const PG_ADMIN = 'postgres://postgres@127.0.0.1:5432/postgres';
 const PREFIX = `nprov${Date.now().toString(36)}`;
-const OPTIONS: NeonProviderOptions = { pollInitialMs: 150, pollMaxMs: 1_000, timeoutMs: 5_000 };
+// The provider's own request timeout (15 s): deleting a branch drops real databases, slow on a loaded machine.
+const OPTIONS: NeonProviderOptions = { pollInitialMs: 150, pollMaxMs: 1_000 };
 /** Calls one fresh provision may make without faults (11 when every operation is done at the first look). */
 const CALL_BUDGET = 15;
 
@@ -103,7 +104,7 @@ async function closedPort(): Promise<number> {
 }
 
 describe('NeonDatabaseProvider against the Neon emulator', function () {
-  this.timeout(20_000);
+  this.timeout(60_000);
   let emulator: NeonEmulator;
   let projectA: string;
   let projectB: string;
@@ -212,11 +213,13 @@ describe('NeonDatabaseProvider against the Neon emulator', function () {
 
   it('absorbs 423 (natural, while operations run, and injected) as pending, never an error', async () => {
     const name = newName();
+    emulator.holdOperations(); // the branch's operations still run when the re-run comes, however slow the machine
     const r1 = await provider.ensureDatabase(name);
     if (!('pending' in r1)) throw new Error('expected pending after creating the branch');
     // A re-run that lost its progress (worker died before saving it) while the branch's operations still run.
     const before = emulator.calls.length;
     const r2 = await provider.ensureDatabase(name);
+    emulator.releaseOperations();
     const naturally = emulator.calls.slice(before).filter((c) => c.status === 423 && !c.injected);
     expect('pending' in r2, 'a 423 is a pending').to.equal(true);
     expect(naturally.length, 'the emulator answered 423 while operations ran').to.be.at.least(1);

@@ -8,7 +8,7 @@ import { PermanentError, RateLimitedError, TransientError } from '../../src/erro
 import { RailwayComputeProvider } from '../../src/providers/compute/railway.ts';
 import { RAILWAY_DOCUMENTS } from '../../src/providers/compute/railwayDocuments.ts';
 import { waitUntil } from '../support/wait.ts';
-import { startRailwayEmulator, validateRailwayDocument, type ProjectHandle, type RailwayEmulator } from '../support/railwayEmulator.ts';
+import { startRailwayEmulator, validateRailwayDocument, type ProjectHandle, type RailwayEmulator } from '../emulators/railwayEmulator.ts';
 
 const STUB = "require('http').createServer((q,s)=>s.end(JSON.stringify({plan:process.env.PLAN}))).listen(process.env.PORT,process.env.HOST)";
 

@@ -6,7 +6,7 @@ import { createHmac } from 'node:crypto';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { expect } from 'chai';
-import { startAnthropicEmulator, systemText, contentText, type AnthropicEmulator } from '../support/anthropicEmulator.ts';
+import { startAnthropicEmulator, systemText, contentText, type AnthropicEmulator } from '../emulators/anthropicEmulator.ts';
 import { readEvents, startRuntimeFixture, type RuntimeFixture } from '../support/runtimeFixture.ts';
 import { waitUntil } from '../support/harness.ts';
 
@@ -133,13 +133,14 @@ describe('runtime chat', function () {
     expect(model.calls).to.equal(1); // the refused turn never reached the model
     expect((await post(ann, '/api/chat', { message: 'fifth' })).status).to.equal(429);
 
-    await waitUntil(async () => receiver.notices.length >= 2);
-    await new Promise((r) => setTimeout(r, 300)); // room for a duplicate
+    // Both notices marked sent: the only turn that claimed them has finished sending, and nothing is left to resend.
+    const sent = async () =>
+      (await ann.db.query('SELECT threshold FROM usage_notices WHERE sent_at IS NOT NULL ORDER BY threshold')).rows.map((r) => r.threshold);
+    await waitUntil(async () => (await sent()).length === 2);
+    expect(await sent()).to.deep.equal([80, 100]);
     expect(receiver.notices.map((n) => n.threshold).sort()).to.deep.equal([100, 80]);
     expect(receiver.notices[0]).to.include({ workspaceId: ann.workspaceId, limit: 3 });
     expect(receiver.rejected).to.equal(0);
-    const stored = await ann.db.query('SELECT threshold FROM usage_notices WHERE sent_at IS NOT NULL ORDER BY threshold');
-    expect(stored.rows.map((r) => r.threshold)).to.deep.equal([80, 100]);
   });
 
   it('retries a 429 from the model and counts the turn once', async () => {
@@ -335,7 +336,9 @@ describe('runtime rate limit and heartbeat', function () {
       const { rows } = await busy.db.query('SELECT content FROM workspace_files WHERE path = $1', [`memory/${day}.md`]);
       return String(rows[0]?.content ?? '').includes('Heartbeat (1 task)');
     });
-    await new Promise((r) => setTimeout(r, 300)); // several idle beats
+    // The idle runtime started first and beats every 100 ms, the busy one every 200 ms: timers fire in deadline
+    // order, so the idle one had beaten at least twice before the busy one's first beat was even due.
+    expect(model.requests.filter((r) => JSON.stringify(r.body).includes(idle.workspaceId))).to.deep.equal([]);
     const idleStatus = (await (await fetch(`${idle.url}/status`, { headers: { authorization: `Bearer ${idle.key}` } })).json()) as {
       usage: { messages: number };
     };

@@ -244,17 +244,15 @@ describe('runtime server', () => {
     });
   });
 
-  it('refuses a revoked key within three seconds', async () => {
+  it('refuses a revoked key once its cached answer (two seconds) has run out', async () => {
     const key = await seedKey(db);
-    expect((await getStatus(`Bearer ${key}`)).status).to.equal(200);
-    const revokedAt = Date.now();
+    expect((await getStatus(`Bearer ${key}`)).status).to.equal(200); // the answer is cached from here
     await db.query('UPDATE api_keys SET revoked_at = now() WHERE key_hash = $1', [hashApiKey(key)]);
-    let status = 200;
-    while (status === 200 && Date.now() - revokedAt < 3_000) {
-      await new Promise((resolve) => setTimeout(resolve, 100));
-      status = (await getStatus(`Bearer ${key}`)).status;
-    }
-    expect(status).to.equal(401);
+    const revokedAt = Date.now();
+    // The cached answer was made before the revocation, so it expires at most two seconds after it; any request
+    // from then on, however slow the machine, must look again and be refused.
+    await new Promise((resolve) => setTimeout(resolve, revokedAt + 2_050 - Date.now()));
+    expect((await getStatus(`Bearer ${key}`)).status).to.equal(401);
   });
 
   it('answers unknown routes and methods with JSON errors', async () => {

@@ -7,19 +7,21 @@ import { randomBytes } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import type { Job } from 'bullmq';
 import { Redis } from 'ioredis';
 import pg from 'pg';
 import { loadConfig, type Config } from '../../src/config.ts';
 import { startControlPlane, type ControlPlane } from '../../src/controlPlane.ts';
 import { quoteIdent } from '../../src/db/pool.ts';
 import { DEFAULT_PRICE_IDS, type PlanName } from '../../src/plans.ts';
-import { startSlackReceiver, type SlackReceiver } from './slackReceiver.ts';
-import { startSmtpCapture, type SmtpCapture } from './smtpCapture.ts';
-import { signedWebhook, startStripeEmulator, type StripeEmulator } from './stripeEmulator.ts';
-import { startAnthropicEmulator, type AnthropicEmulator } from './anthropicEmulator.ts';
+import { QUEUES, type QueueName } from '../../src/queues/names.ts';
+import { startSlackReceiver, type SlackReceiver } from '../emulators/slackReceiver.ts';
+import { startSmtpCapture, type SmtpCapture } from '../emulators/smtpCapture.ts';
+import { signedWebhook, startStripeEmulator, type StripeEmulator } from '../emulators/stripeEmulator.ts';
+import { startAnthropicEmulator, type AnthropicEmulator } from '../emulators/anthropicEmulator.ts';
 import { freePort } from '../../src/providers/compute/local.ts';
-import { startRailwayEmulator, type RailwayEmulator, type RailwayEmulatorOptions } from './railwayEmulator.ts';
-import { startNeonEmulator, type NeonEmulator, type NeonEmulatorOptions } from './neonEmulator.ts';
+import { startRailwayEmulator, type RailwayEmulator, type RailwayEmulatorOptions } from '../emulators/railwayEmulator.ts';
+import { startNeonEmulator, type NeonEmulator, type NeonEmulatorOptions } from '../emulators/neonEmulator.ts';
 
 export const ADMIN = { user: 'operator', password: 'test-board-password', token: 'test-admin-token-0123456789' };
 export const WEBHOOK_SECRET = 'whsec_test_secret_for_e2e';
@@ -64,6 +66,13 @@ export interface Harness {
   };
   admin(pathname: string, init?: RequestInit): Promise<Response>;
   waitForStatus(customerRef: string, statuses: string[], timeoutMs?: number): Promise<InstanceView>;
+  /** The job once it has completed (its state polled, never a fixed sleep): what it did is then final. Fails if it failed. */
+  completedJob(queue: QueueName, jobId: string, timeoutMs?: number): Promise<Job>;
+  /**
+   * Every job of the instance (any queue) named one of `names`, once all have completed (fails if one failed). Wait
+   * first for whatever adds them (say, the Stripe event's job), so that none is still to come.
+   */
+  completedJobsOf(instanceId: string, names: string[], timeoutMs?: number): Promise<Job[]>;
   close(): Promise<void>;
 }
 
@@ -197,6 +206,20 @@ export async function startHarness(env: Record<string, string> = {}, options: Ha
       }
       throw new Error(`instance of ${customerRef} did not reach ${statuses.join('/')} in ${timeoutMs} ms: ${JSON.stringify(last)}`);
     },
+    async completedJob(queue, id, timeoutMs = 30_000) {
+      const find = async () => {
+        const job = await plane.ctx.queues.get(queue).getJob(id);
+        return job ? [job] : [];
+      };
+      return (await completed(find, `job ${queue}/${id}`, timeoutMs, true))[0]!;
+    },
+    completedJobsOf(instanceId, names, timeoutMs = 30_000) {
+      const jobsOf = async () =>
+        (await Promise.all(Object.values(QUEUES).map((q) => plane.ctx.queues.get(q).getJobs())))
+          .flat()
+          .filter((j) => j && names.includes(j.name) && (j.data as { instanceId?: string }).instanceId === instanceId);
+      return completed(jobsOf, `jobs ${names.join(', ')} of instance ${instanceId}`, timeoutMs, false);
+    },
     async close() {
       // Local customer databases are dropped here; Neon branches belong to the Neon emulator, which drops its own.
       const { rows } = await db.query<{ database_name: string | null; database_role: string | null }>(
@@ -221,6 +244,20 @@ export async function startHarness(env: Record<string, string> = {}, options: Ha
 }
 
 export { waitUntil } from './wait.ts';
+
+/** Polls the jobs `find` returns until all have completed (and, if `mustExist`, there is one); fails if one failed. */
+async function completed(find: () => Promise<Job[]>, what: string, timeoutMs: number, mustExist: boolean): Promise<Job[]> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const jobs = await find();
+    const states = await Promise.all(jobs.map((j) => j.getState()));
+    const failed = jobs.find((_, i) => states[i] === 'failed');
+    if (failed) throw new Error(`${what}: ${failed.id} failed: ${failed.failedReason}`);
+    if ((jobs.length > 0 || !mustExist) && states.every((s) => s === 'completed')) return jobs;
+    if (Date.now() > deadline) throw new Error(`${what} not completed after ${timeoutMs} ms: ${states.join(', ') || 'none yet'}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
 
 export async function deleteKeys(redis: Redis, pattern: string): Promise<void> {
   let cursor = '0';

@@ -238,16 +238,12 @@ describe('workspace rendering', () => {
   });
 
   describe('writeWorkspaceToDisk', () => {
-    /** The workspace directory, alone in a parent of its own, so a write that escaped it would be seen there. */
-    let parent: string;
     let dir: string;
     beforeEach(async () => {
-      parent = await mkdtemp(join(tmpdir(), 'workspace-test-'));
-      dir = join(parent, 'ws');
-      await mkdir(dir);
+      dir = await mkdtemp(join(tmpdir(), 'workspace-test-'));
     });
     afterEach(async () => {
-      await rm(parent, { recursive: true, force: true });
+      await rm(dir, { recursive: true, force: true });
     });
 
     it('writes every file, creating subdirectories, and re-running is idempotent', async () => {
@@ -267,12 +263,15 @@ describe('workspace rendering', () => {
     });
 
     it("refuses '..', absolute and otherwise unsafe paths before writing anything", async () => {
+      // The workspace sits in a directory of its own, so whatever escaped it would show beside it (not in a shared /tmp).
+      const workspace = join(dir, 'workspace');
+      await mkdir(workspace);
       for (const path of ['../x', 'a/../../x', '..', '/abs', '/etc/passwd', 'a//b', './a', 'a/', '', 'a\\..\\b', 'a\0b']) {
-        const err = await rejects(writeWorkspaceToDisk(dir, [{ path: 'ok.md', content: 'ok' }, { path, content: 'x' }]));
+        const err = await rejects(writeWorkspaceToDisk(workspace, [{ path: 'ok.md', content: 'ok' }, { path, content: 'x' }]));
         expect(err.message, JSON.stringify(path)).to.match(/refusing unsafe workspace path/);
       }
-      expect(await readdir(dir)).to.deep.equal([]);
-      expect(await readdir(parent)).to.deep.equal(['ws']);
+      expect(await readdir(workspace)).to.deep.equal([]);
+      expect(await readdir(dir)).to.deep.equal(['workspace']);
     });
 
     it('refuses to write through a symlinked subdirectory', async () => {

@@ -1,6 +1,6 @@
 /**
  * Every GraphQL document the Railway provider sends. A test validates each against Railway's published schema
- * (shared/reference/railway/schema.graphql), so a field Railway does not have can never ship.
+ * (test/fixtures/railway/schema.graphql), so a field Railway does not have can never ship.
  */
 export const RAILWAY_DOCUMENTS = {
   projectServices: /* GraphQL */ `

@@ -2,7 +2,7 @@
 // `graphql-request` client (or any GraphQL client) can be pointed at `emulator.url` and exercised for real.
 //
 // Every document is parsed and validated with graphql-js against the published schema
-// (`../shared/reference/railway/schema.graphql`, built once per process), then EXECUTED with graphql-js `execute`
+// (`test/fixtures/railway/schema.graphql`, built once per process), then EXECUTED with graphql-js `execute`
 // against that same schema with the emulator's own resolvers, so a response has exactly the selected shape and
 // variables are coerced exactly as the schema says. A document that does not parse or validate, or whose variables
 // do not coerce, is answered HTTP 400 `{ errors }` (as Railway's GraphQL server does); everything else is HTTP 200
@@ -46,7 +46,9 @@
 //   maximums `planLimits`, default Pro 32/32). `variables` answers the user variables only (no RAILWAY_* ones).
 //
 // Faults are injected on demand and consumed in request-arrival order: `failNext(n, status, headers?, options?)`,
-// `slowNext(n, ms)`, `nextDeploymentEnds(status)`, `crash(serviceId)`.
+// `slowNext(n, ms)`, `nextDeploymentEnds(status)`, `crash(serviceId)`. `holdNext(field)` parks the next request
+// selecting a root field until the test releases it (then it runs as usual, even if its client has gone), so a
+// test can act, e.g. kill the caller, while that call is in flight.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes, randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
@@ -78,9 +80,9 @@ import {
 // ---------------------------------------------------------------------------------------------------------------
 // Schema
 
-/** The published schema (SDL printed from Railway's public introspection), see reference/railway/README.md. */
+/** The published schema (SDL printed from Railway's public introspection), see test/fixtures/README.md. */
 export const RAILWAY_SCHEMA_PATH = process.env['RAILWAY_SCHEMA_PATH']
-  ?? fileURLToPath(new URL('../../../shared/reference/railway/schema.graphql', import.meta.url));
+  ?? fileURLToPath(new URL('../fixtures/railway/schema.graphql', import.meta.url));
 
 export const DEPLOYMENT_STATUSES = [
   'BUILDING', 'CRASHED', 'DEPLOYING', 'FAILED', 'INITIALIZING', 'NEEDS_APPROVAL', 'QUEUED',
@@ -294,6 +296,14 @@ export interface FailOptions {
   afterExecute?: boolean;
 }
 
+/** A request parked by `holdNext`. */
+export interface HeldCall {
+  /** Resolves with the call's record once a matching request has arrived (and is parked). */
+  readonly arrived: Promise<CallRecord>;
+  /** Lets the request go on: it is handled as usual, and its answer goes to the client if it still listens. */
+  release(): void;
+}
+
 export interface RailwayEmulator {
   /** `http://127.0.0.1:<port>/graphql/v2` */
   readonly url: string;
@@ -317,6 +327,8 @@ export interface RailwayEmulator {
   failNext(n: number, status: number, headers?: Record<string, string>, options?: FailOptions): void;
   /** The next `n` requests wait `ms` before being handled. */
   slowNext(n: number, ms: number): void;
+  /** The next request selecting root field `field` is parked, before anything else happens to it, until released. */
+  holdNext(field: string): HeldCall;
   /** The next deployment created ends with `status` (queued for several calls). */
   nextDeploymentEnds(status: ForcedDeploymentEnd): void;
   /** Kills the service's running process as a crash would (its deployment becomes CRASHED). */
@@ -362,6 +374,7 @@ type RootResolver = (args: Args, ctx: Ctx) => unknown;
 
 interface Fault { remaining: number; status: number; headers: Record<string, string>; options: FailOptions }
 interface Slow { remaining: number; ms: number }
+interface Hold { field: string; arrive(call: CallRecord): void; released: Promise<void>; release(): void }
 
 const MAX_BODY_BYTES = 1024 * 1024;
 const NAME_MAX = 32;
@@ -575,6 +588,9 @@ export async function startRailwayEmulator(opts: RailwayEmulatorOptions = {}): P
   const calls: CallRecord[] = [];
   let faults: Fault[] = [];
   let slows: Slow[] = [];
+  let holds: Hold[] = [];
+  /** Every hold made, so close() can release the parked requests. */
+  const allHolds: Hold[] = [];
   let forcedEnds: ForcedDeploymentEnd[] = [];
   const timers = new Set<NodeJS.Timeout>();
   /** Deployments whose process is alive (killed synchronously if the test process exits without close()). */
@@ -1339,6 +1355,14 @@ export async function startRailwayEmulator(opts: RailwayEmulatorOptions = {}): P
       call.fieldNames = rootFieldNames(document, op);
     }
 
+    const holdAt = holds.findIndex((h) => call.fieldNames.includes(h.field));
+    if (holdAt >= 0) {
+      const [hold] = holds.splice(holdAt, 1) as [Hold];
+      hold.arrive(call);
+      await hold.released;
+      if (closed) return send(503, { errors: [{ message: 'Emulator closed' }] });
+    }
+
     // Faults, in the order the edge would apply them: latency, injected failures, rate limit.
     const slow = slows[0];
     if (slow) {
@@ -1521,6 +1545,16 @@ export async function startRailwayEmulator(opts: RailwayEmulatorOptions = {}): P
       if (!Number.isInteger(n) || n < 0 || !(ms >= 0)) throw new RangeError('slowNext takes a non-negative count and ms');
       if (n > 0) slows.push({ remaining: n, ms });
     },
+    holdNext(field) {
+      let arrive!: (call: CallRecord) => void;
+      let release!: () => void;
+      const arrived = new Promise<CallRecord>((resolve) => { arrive = resolve; });
+      const released = new Promise<void>((resolve) => { release = resolve; });
+      const hold: Hold = { field, arrive, released, release };
+      holds.push(hold);
+      allHolds.push(hold);
+      return { arrived, release };
+    },
     nextDeploymentEnds(status) {
       forcedEnds.push(status);
     },
@@ -1543,6 +1577,7 @@ export async function startRailwayEmulator(opts: RailwayEmulatorOptions = {}): P
     clearFaults() {
       faults = [];
       slows = [];
+      holds = [];
       forcedEnds = [];
     },
     resetCalls() {
@@ -1554,6 +1589,7 @@ export async function startRailwayEmulator(opts: RailwayEmulatorOptions = {}): P
       for (const t of timers) clearTimeout(t);
       timers.clear();
       for (const d of deployments.values()) d.approve?.();
+      for (const h of allHolds) h.release();
       await Promise.all([...deployments.values()].map((d) => stopProcess(d, 1000)));
       await Promise.all([...domains.values()].map((d) => closeServer(d.server)));
       domains.clear();

@@ -1,5 +1,5 @@
 // A real SMTP server (smtp-server) that parses every message it accepts (mailparser), for tests that send mail.
-import { Arrivals } from './arrivals.ts';
+import { Arrivals } from '../support/arrivals.ts';
 import type { AddressInfo } from 'node:net';
 import { SMTPServer } from 'smtp-server';
 import { simpleParser } from 'mailparser';

@@ -1,7 +1,8 @@
 // A Neon management API (v2) emulator speaking the real wire protocol, so the official
 // `@neondatabase/api-client` can be pointed at it with `createApiClient({ apiKey, baseURL: emulator.url })` and
-// exercised for real. Paths, bodies and status codes follow ../shared/reference/neon/neon-api-v2.openapi.yaml for the
-// calls a provisioner makes (branches, endpoints, roles, databases, connection URIs, operations).
+// exercised for real. Paths, bodies and status codes follow the OpenAPI spec that client ships
+// (node_modules/@neondatabase/api-client/public-v2-for-users.gen.yaml) for the calls a provisioner makes (branches,
+// endpoints, roles, databases, connection URIs, operations).
 //
 // Backed by REAL objects on the local PostgreSQL (default postgres://postgres@127.0.0.1:5432/postgres, trust auth):
 // - every (branch, database) pair is a real database, every (branch, role) pair a real LOGIN role. Neon scopes role
@@ -37,7 +38,8 @@
 // Fault injection is consumed in request-arrival order: failNext (answered instead of handled), slowNext (handled,
 // then the answer is held back: the mutation HAS happened when a client times out, as in real life),
 // failNextOperation (the operations of the next mutation end failed/error/cancelled), ratePerMinute (429 with
-// Retry-After). Statuses / codes the spec leaves open are documented at each `fail()` below as guesses.
+// Retry-After); holdOperations keeps every operation unfinished until releaseOperations, so a test gets its 423
+// however slow the machine. Statuses / codes the spec leaves open are documented at each `fail()` below as guesses.
 import { createHash, pbkdf2Sync, createHmac, randomBytes, randomInt, randomUUID } from 'node:crypto';
 import { createServer, type IncomingMessage, type OutgoingHttpHeaders, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -202,6 +204,10 @@ export interface NeonEmulator {
   slowNext(n: number, ms: number): void;
   /** The operations of the next mutation end with this status (with an `error` text) instead of `finished`. */
   failNextOperation(status: 'failed' | 'error' | 'cancelled', error?: string): void;
+  /** Operations stay unfinished (so mutations answer 423) until `releaseOperations()`, however slow the test is. */
+  holdOperations(): void;
+  /** Ends the operations that came due while held, and lets later ones end on time again. */
+  releaseOperations(): void;
   /** Changes the rate limit (`undefined` = none). */
   setRateLimit(perWindow: number | undefined, windowMs?: number): void;
   /** Stops the server, clears timers, drops every database and role it created. */
@@ -311,6 +317,8 @@ export async function startNeonEmulator(opts: NeonEmulatorOptions = {}): Promise
   const failQueue: { status: number; headers: Record<string, string>; options: FailOptions }[] = [];
   const slowQueue: number[] = [];
   const operationFailQueue: { status: 'failed' | 'error' | 'cancelled'; error: string }[] = [];
+  /** While operations are held: the endings that came due, in order. */
+  let heldEndings: (() => void)[] | null = null;
   const timers = new Set<NodeJS.Timeout>();
   const idleWaiters: { projectId?: string; resolve: () => void }[] = [];
   let seq = 0;
@@ -378,7 +386,7 @@ export async function startNeonEmulator(opts: NeonEmulatorOptions = {}): Promise
         for (const op of ops) if (op.status === 'scheduling') Object.assign(op, { status: 'running', updated_at: iso(Date.now()) });
       });
     }
-    later(operationMs, () => {
+    const end = () => {
       const now = Date.now();
       for (const op of ops) {
         op.status = outcome ? outcome.status : 'finished';
@@ -391,7 +399,8 @@ export async function startNeonEmulator(opts: NeonEmulatorOptions = {}): Promise
       }
       onDone?.(!outcome);
       notifyIdle();
-    });
+    };
+    later(operationMs, () => (heldEndings ? heldEndings.push(end) : end()));
     return ops;
   };
 
@@ -1093,6 +1102,14 @@ export async function startNeonEmulator(opts: NeonEmulatorOptions = {}): Promise
     },
     failNextOperation(status, error) {
       operationFailQueue.push({ status, error: error ?? (status === 'cancelled' ? 'operation was cancelled' : `operation ${status} (injected by the emulator)`) });
+    },
+    holdOperations() {
+      heldEndings ??= [];
+    },
+    releaseOperations() {
+      const due = heldEndings ?? [];
+      heldEndings = null;
+      for (const end of due) end();
     },
     setRateLimit(perWindow, windowMs) {
       ratePerWindow = perWindow;

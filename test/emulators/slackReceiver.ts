@@ -2,7 +2,7 @@
 // or Slack's plain-text error codes.
 import { createServer, type IncomingMessage, type OutgoingHttpHeaders, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { Arrivals } from './arrivals.ts';
+import { Arrivals } from '../support/arrivals.ts';
 
 export interface SlackPost {
   text?: string;

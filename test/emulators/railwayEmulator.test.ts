@@ -1,11 +1,11 @@
 // Proves the Railway GraphQL emulator against the real `graphql-request` client, with the ready documents of
-// ../shared/reference/railway/README.md (read from the README itself, so a change there is tested here).
+// test/fixtures/railway/readyDocuments.graphql (the operations the provisioner needs, see test/fixtures/README.md).
 import { expect } from 'chai';
 import { readFileSync } from 'node:fs';
 import { ClientError, GraphQLClient } from 'graphql-request';
 import { Kind, parse, print } from 'graphql';
+import { waitUntil } from '../support/wait.ts';
 import {
-  RAILWAY_SCHEMA_PATH,
   startRailwayEmulator,
   validateRailwayDocument,
   type DeploymentStatus,
@@ -13,19 +13,16 @@ import {
   type RailwayEmulator,
 } from './railwayEmulator.ts';
 
-const README = readFileSync(RAILWAY_SCHEMA_PATH.replace(/schema\.graphql$/, 'README.md'), 'utf8');
-const BLOCKS = [...README.matchAll(/```graphql\n([\s\S]*?)```/g)].map((m) => m[1] as string);
+const READY_DOCUMENTS = readFileSync(new URL('../fixtures/railway/readyDocuments.graphql', import.meta.url), 'utf8');
 
-/** Every operation of the README's ready documents, by name, printed alone (one operation per request). */
+/** Every ready operation, by name, printed alone (one operation per request). */
 const OPS: Record<string, string> = {};
-for (const block of BLOCKS) {
-  for (const def of parse(block).definitions) {
-    if (def.kind === Kind.OPERATION_DEFINITION && def.name) OPS[def.name.value] = print(def);
-  }
+for (const def of parse(READY_DOCUMENTS).definitions) {
+  if (def.kind === Kind.OPERATION_DEFINITION && def.name) OPS[def.name.value] = print(def);
 }
 const op = (name: string): string => {
   const doc = OPS[name];
-  if (!doc) throw new Error(`README has no operation ${name}`);
+  if (!doc) throw new Error(`readyDocuments.graphql has no operation ${name}`);
   return doc;
 };
 
@@ -84,10 +81,9 @@ describe('Railway GraphQL emulator with graphql-request', () => {
     await emulator?.close();
   });
 
-  it('validates every README ready document and rejects the docs mismatches', () => {
-    expect(BLOCKS).to.have.length(10);
+  it('validates every ready document and rejects the docs mismatches', () => {
     expect(Object.keys(OPS)).to.have.length(12);
-    for (const block of BLOCKS) expect(validateRailwayDocument(block).map((e) => e.message), block).to.deep.equal([]);
+    for (const doc of Object.values(OPS)) expect(validateRailwayDocument(doc).map((e) => e.message), doc).to.deep.equal([]);
     expect(validateRailwayDocument('query { projectToken { projectId environmentId } }')).to.deep.equal([]);
     const rollback = validateRailwayDocument('mutation($id: String!) { deploymentRollback(id: $id) { id status } }');
     expect(rollback.map((e) => e.message).join()).to.match(/must not have a selection since type "Boolean!" has no subfields/);
@@ -450,6 +446,34 @@ describe('Railway GraphQL emulator with graphql-request', () => {
     expect((await pollDeployment(client, waiting)).last.status).to.equal('SUCCESS');
   });
 
+  it('parks a held call until released, lets others pass, and runs it even when its client has gone', async () => {
+    emulator = await startRailwayEmulator({ deployMs: 30 });
+    project = emulator.createProject();
+    const client = account();
+    const serviceId = await createService(client, 'held');
+
+    const held = emulator.holdNext('serviceInstanceDeployV2');
+    const answer = deploy(client, serviceId);
+    const call = await held.arrived;
+    expect(call.fieldNames).to.deep.equal(['serviceInstanceDeployV2']);
+    await client.request(op('ProjectServicesByName'), { projectId: project.projectId }); // not held
+    expect(emulator.deploymentsOf(serviceId)).to.deep.equal([]);
+    held.release();
+    const deploymentId = await answer;
+    expect(emulator.deploymentsOf(serviceId).map((d) => d.id)).to.deep.equal([deploymentId]);
+
+    // The caller gives up while its call is parked; released, the call still runs, as a request Railway received would.
+    const gone = emulator.holdNext('serviceInstanceDeployV2');
+    const abort = new AbortController();
+    const abandoned = client.request({ document: op('ServiceDeploy'), variables: { serviceId, environmentId: project.environmentId }, signal: abort.signal });
+    await gone.arrived;
+    abort.abort();
+    await abandoned.then(() => expect.fail('the request was aborted'), (e: Error) => expect(e.name).to.equal('AbortError'));
+    gone.release();
+    await waitUntil(async () => emulator.deploymentsOf(serviceId).length === 2);
+    expect(emulator.counts()).to.include({ serviceInstanceDeployV2: 2 });
+  });
+
   it('deploys on serviceCreate only with deployOnCreate', async () => {
     emulator = await startRailwayEmulator({ deployMs: 30, deployOnCreate: true });
     project = emulator.createProject();
@@ -491,7 +515,9 @@ describe('Railway GraphQL emulator with graphql-request', () => {
       const second = emulator.deploymentsOf(serviceId)[1]!.id;
       expect((await pollDeployment(client, second)).last.status).to.equal('SUCCESS');
       expect(await (await fetch(base)).json()).to.include({ env: 'second' });
-      expect(emulator.deployment(first)).to.include({ status: 'REMOVED', running: false });
+      expect(emulator.deployment(first)?.status).to.equal('REMOVED');
+      // The swap stops the old process after the new one is live: it exits when the machine gets round to it.
+      await waitUntil(async () => emulator.deployment(first)?.running === false);
       expect(emulator.deployment(second)?.pid).to.not.equal(firstPid);
 
       // Stop: the process ends, the deployment keeps its status but is no longer active.

@@ -74,6 +74,7 @@ describe('Neon emulator with @neondatabase/api-client', function () {
   });
 
   it('creates a branch with a read_write endpoint whose operations run, then finish; mutations meanwhile get 423', async () => {
+    emulator.holdOperations(); // the operations stay unfinished until released, however slow this test runs
     const created = await api.createProjectBranch(projectId, {
       branch: { name: 'cust-42' },
       endpoints: [{ type: EndpointType.ReadWrite }],
@@ -97,7 +98,9 @@ describe('Neon emulator with @neondatabase/api-client', function () {
     expect(locked.data.request_id).to.be.a('string');
     // GETs are never locked.
     expect((await api.getProjectBranch(projectId, branchId)).data.branch.current_state).to.equal('init');
+    expect((await api.getProjectOperation(projectId, operations[0]!.id)).data.operation.status).to.equal('running');
 
+    emulator.releaseOperations();
     const finished = await waitFor(operations);
     expect(finished.map((o) => o.status)).to.deep.equal(['finished', 'finished']);
     expect(finished[0]!.total_duration_ms).to.be.greaterThan(0);
