@@ -19,6 +19,7 @@ import { createMailer } from './providers/mailer.ts';
 import { StripeGateway } from './providers/stripe.ts';
 import { ArchiveStore } from './providers/archiveStore.ts';
 import { Queues, redisConnection } from './queues/connection.ts';
+import { BullJobQueue } from './queues/jobQueue.ts';
 import { SecretStore } from './secrets.ts';
 import { createWebApp } from './web/app.ts';
 import { BULL_BOARD_PATH } from './web/bullBoard.ts';
@@ -59,6 +60,7 @@ export async function startControlPlane(config: Config, roles: { web: boolean; w
     db,
     secrets,
     queues,
+    jobs: new BullJobQueue(queues),
     compute,
     database,
     mailer,
@@ -77,7 +79,7 @@ export async function startControlPlane(config: Config, roles: { web: boolean; w
   let server: Server | undefined;
   let url: string | undefined;
   if (roles.web) {
-    const app = createWebApp({ config, db, queues, secrets });
+    const app = createWebApp({ config, db, queues, jobs: ctx.jobs, secrets });
     server = await new Promise<Server>((resolve, reject) => {
       const s = app.listen(config.port, () => resolve(s)).once('error', reject);
     });

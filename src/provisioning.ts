@@ -2,13 +2,12 @@
  * Starting a customer's provisioning: the customer, subscription and instance rows (each found or created by a
  * unique key, so a repeat changes nothing) and the flow. Used by Stripe intake and by the admin API alike.
  */
-import { createHash } from 'node:crypto';
 import type { Config } from './config.ts';
 import { audit, instanceById, type InstanceWithCustomer, type Queryable } from './db/instances.ts';
 import { inTransaction, type Db } from './db/pool.ts';
 import type { Plan } from './plans.ts';
-import type { Queues } from './queues/connection.ts';
-import { startProvisionFlow } from './queues/provisionFlow.ts';
+import { workspaceIdFor } from './instances/resources.ts';
+import type { JobQueue } from './queues/jobQueue.ts';
 
 export interface ProvisionRequest {
   stripeCustomerId: string | null;
@@ -21,19 +20,6 @@ export interface ProvisionRequest {
   subscriptionStatus: string;
   comped: boolean;
   actor: string;
-}
-
-/**
- * The workspace id, derived from the first subscription, and the service and database names derived from it: every
- * retry finds what an earlier try made, and a reactivated customer on a new subscription keeps them.
- */
-export function workspaceIdFor(subscriptionRef: string): string {
-  return `ws-${createHash('sha256').update(subscriptionRef).digest('hex').slice(0, 16)}`;
-}
-
-export function instanceResources(workspaceId: string): { serviceName: string; databaseName: string } {
-  const slug = workspaceId.replace(/^ws-/, '');
-  return { serviceName: `claw-${slug}`, databaseName: `claw_${slug}` };
 }
 
 /** The customer and subscription rows of a request, each found or created by its unique key. */
@@ -93,8 +79,8 @@ export async function recordInstance(db: Db, config: Config, req: ProvisionReque
  * Adds the instance's flow, unless it is already running or was given up: a repeat that comes after the flow's
  * jobs were cleaned away (a Stripe resend days later, a reused Idempotency-Key) must not provision again.
  */
-export async function startProvisioning(queues: Queues, instance: InstanceWithCustomer): Promise<boolean> {
+export async function startProvisioning(jobs: JobQueue, instance: InstanceWithCustomer): Promise<boolean> {
   if (instance.status === 'active' || instance.status === 'abandoned') return false;
-  await startProvisionFlow(queues, { instanceId: instance.id, workspaceId: instance.workspace_id, generation: instance.generation });
+  await jobs.addProvisionFlow({ instanceId: instance.id, workspaceId: instance.workspace_id, generation: instance.generation });
   return true;
 }

@@ -11,6 +11,9 @@ export type InstanceStatus = 'provisioning' | 'active' | 'failed' | 'abandoned' 
 /** Statuses of a subscription that ended, from which a customer can come back. */
 export const ENDED_STATUSES: readonly InstanceStatus[] = ['cancelled', 'archived', 'purged'];
 
+/** Statuses a cancellation applies to. */
+export const CANCELLABLE: readonly InstanceStatus[] = ['provisioning', 'active', 'failed', 'suspended'];
+
 export interface InstanceRow {
   id: string;
   subscription_id: string;

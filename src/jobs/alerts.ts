@@ -2,8 +2,8 @@
 import type { Job } from 'bullmq';
 import { instanceById } from '../db/instances.ts';
 import { PermanentError } from '../errors.ts';
+import type { AlertData } from '../queues/catalogue.ts';
 import type { JobContext } from './context.ts';
-import type { AlertData } from './failure.ts';
 import type { Alert } from '../providers/alerter.ts';
 
 export async function sendAlert(ctx: JobContext, job: Job<AlertData>): Promise<{ sent: string }> {

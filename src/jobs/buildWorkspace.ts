@@ -10,7 +10,8 @@ import { restoreArchive } from './archiveFormat.ts';
 import { PermanentError } from '../errors.ts';
 import { planByName } from '../plans.ts';
 import { fileSha256, renderWorkspace, workspaceChecksum } from '../workspace/render.ts';
-import { INSTANCE_SECRETS, instanceOwner, type JobContext } from './context.ts';
+import { INSTANCE_SECRETS, instanceOwner } from '../instances/secrets.ts';
+import type { JobContext } from './context.ts';
 import type { StepHandler } from './step.ts';
 
 export const buildWorkspace: StepHandler = async (ctx, { instance, log, progress, done }) => {

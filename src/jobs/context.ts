@@ -6,6 +6,7 @@ import type { ArchiveStore } from '../providers/archiveStore.ts';
 import type { StripeGateway } from '../providers/stripe.ts';
 import type { ComputeProvider, DatabaseProvider, Mailer } from '../providers/types.ts';
 import type { Queues } from '../queues/connection.ts';
+import type { JobQueue } from '../queues/jobQueue.ts';
 import type { SecretStore } from '../secrets.ts';
 
 export interface JobContext {
@@ -13,23 +14,12 @@ export interface JobContext {
   db: Db;
   secrets: SecretStore;
   queues: Queues;
+  /** Every enqueue goes through here. */
+  jobs: JobQueue;
   compute: ComputeProvider;
   database: DatabaseProvider;
   mailer: Mailer;
   alerter: Alerter;
   stripe: StripeGateway;
   archives: ArchiveStore;
-}
-
-/** Secrets kept for an instance, by name. */
-export const INSTANCE_SECRETS = {
-  databaseUrl: 'database_url',
-  /** The new API key, sealed until the welcome email has carried it to the customer, then deleted. */
-  pendingApiKey: 'pending_api_key',
-  /** Shared with the instance's runtime, which signs its calls to the control plane with it. */
-  runtimeSecret: 'runtime_secret',
-} as const;
-
-export function instanceOwner(instanceId: string): string {
-  return `instance/${instanceId}`;
 }

@@ -2,11 +2,11 @@
 import { applyRuntimeSchema } from '../../runtime/src/schema.ts';
 import { withCustomerDb } from '../db/customerDb.ts';
 import { updateInstance } from '../db/instances.ts';
-import { instanceResources } from '../provisioning.ts';
-import { INSTANCE_SECRETS, instanceOwner } from './context.ts';
+import { instanceResources } from '../instances/resources.ts';
+import { INSTANCE_SECRETS, instanceOwner } from '../instances/secrets.ts';
 import type { StepHandler } from './step.ts';
 import { PermanentError } from '../errors.ts';
-import type { ProvisionData } from '../queues/provisionFlow.ts';
+import type { ProvisionData } from '../queues/catalogue.ts';
 import type { DatabaseProgress } from '../providers/types.ts';
 
 export interface CreateBranchData extends ProvisionData {

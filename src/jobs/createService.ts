@@ -1,6 +1,6 @@
 /** create-service: the service shell and its public address, found by its deterministic name on a re-run. */
 import { updateInstance } from '../db/instances.ts';
-import { instanceResources } from '../provisioning.ts';
+import { instanceResources } from '../instances/resources.ts';
 import type { StepHandler } from './step.ts';
 
 export const createService: StepHandler = async (ctx, { instance, log, done }) => {

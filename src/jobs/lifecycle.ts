@@ -7,58 +7,27 @@
  */
 import { DelayedError, type Job } from 'bullmq';
 import { withCustomerDb } from '../db/customerDb.ts';
-import { audit, ENDED_STATUSES, instanceById, updateInstance, type InstanceWithCustomer } from '../db/instances.ts';
+import { audit, CANCELLABLE, ENDED_STATUSES, instanceById, updateInstance, type InstanceWithCustomer } from '../db/instances.ts';
 import { PermanentError } from '../errors.ts';
-import { instanceResources } from '../provisioning.ts';
-import { jobId, QUEUES } from '../queues/names.ts';
-import type { Queues } from '../queues/connection.ts';
-import { startProvisionFlow } from '../queues/provisionFlow.ts';
-import { INSTANCE_SECRETS, instanceOwner, type JobContext } from './context.ts';
+import { INSTANCE_SECRETS, instanceOwner } from '../instances/secrets.ts';
+import { stopProvisionFlow } from '../operations/provisionFlow.ts';
+import { configureService } from '../operations/service.ts';
+import { teardownInstance } from '../operations/teardown.ts';
+import { OVERDUE, PAID } from '../providers/stripe.ts';
+import type { DunningData, LifecycleData, PaymentData, ReactivateData, ResizeData } from '../queues/catalogue.ts';
+import type { JobContext } from './context.ts';
 import { ARCHIVED_TABLES, exportStream, readArchive } from './archiveFormat.ts';
-import { configureService } from './deploy.ts';
-import { planForPrice, PLANS, type PlanName } from '../plans.ts';
+import { planForPrice, PLANS } from '../plans.ts';
 import { fileSha256, renderWorkspace } from '../workspace/render.ts';
 import { withInstanceLock } from './instanceLock.ts';
-import { removeFlow } from './abandon.ts';
 
 type Outcome = Record<string, string | number>;
 
-/** Statuses a cancellation applies to. */
-export const CANCELLABLE: readonly string[] = ['provisioning', 'active', 'failed', 'suspended'];
-
-export interface LifecycleData {
-  instanceId: string;
-  /** Stripe's canceled_at (epoch seconds): part of the job ids, and the start of the archive and purge clocks. */
-  canceledAt: number;
-}
-
 const PURGE_RETRY_MS = 60_000;
-
-/** The service, the database and the instance's secrets, found by recorded ids or derived names (idempotent). */
-async function deleteResources(ctx: JobContext, instance: InstanceWithCustomer): Promise<void> {
-  const names = instanceResources(instance.workspace_id);
-  await ctx.compute.deleteService(instance.service_id ?? names.serviceName);
-  await ctx.database.deleteDatabase({
-    branchId: instance.branch_id ?? names.databaseName,
-    databaseName: instance.database_name ?? names.databaseName,
-    roleName: instance.database_role ?? names.databaseName,
-  });
-  for (const secret of Object.values(INSTANCE_SECRETS)) await ctx.secrets.delete(instanceOwner(instance.id), secret);
-}
 
 /** Whether a delayed archive or purge belongs to the instance's current cancellation (not one a reactivation undid). */
 function ofThisCancellation(instance: InstanceWithCustomer, data: LifecycleData): boolean {
   return instance.cancelled_at !== null && Math.floor(instance.cancelled_at.getTime() / 1000) === data.canceledAt;
-}
-
-export function lifecycleJobId(instance: Pick<InstanceWithCustomer, 'workspace_id'>, step: 'cancel' | 'archive' | 'purge', canceledAt: number): string {
-  return jobId(instance.workspace_id, step, String(canceledAt));
-}
-
-/** Queues the cancellation of an instance (used by Stripe intake and the admin API). */
-export async function requestCancellation(queues: Queues, instance: InstanceWithCustomer, canceledAt: number): Promise<void> {
-  const data: LifecycleData = { instanceId: instance.id, canceledAt };
-  await queues.get(QUEUES.lifecycle).add('cancel', data, { jobId: lifecycleJobId(instance, 'cancel', canceledAt) });
 }
 
 async function load(ctx: JobContext, id: string): Promise<InstanceWithCustomer> {
@@ -77,7 +46,7 @@ export async function cancel(ctx: JobContext, job: Job<LifecycleData>, token?: s
     const purgeAt = new Date(canceledAtMs + lifecycle.purgeAfterMs);
 
     // A provisioning still under way is stopped first, so no step of it deploys or issues a key after this.
-    if (instance.status === 'provisioning' || instance.status === 'failed') await removeFlow(ctx, instance, job, token);
+    if (instance.status === 'provisioning' || instance.status === 'failed') await stopProvisionFlow(ctx, instance, job, token);
     // The key is refused from now on, even by a runtime something restarts: its hash is revoked where the runtime
     // checks it (within its two-second cache).
     await revokeKeys(ctx, instance);
@@ -85,10 +54,7 @@ export async function cancel(ctx: JobContext, job: Job<LifecycleData>, token?: s
     await job.log('service stopped and API key revoked');
     await updateInstance(ctx.db, instance.id, { status: 'cancelled', cancelled_at: new Date(canceledAtMs), archive_at: archiveAt, purge_at: purgeAt });
 
-    const lifecycleQueue = ctx.queues.get(QUEUES.lifecycle);
-    const data: LifecycleData = job.data;
-    await lifecycleQueue.add('archive', data, { jobId: lifecycleJobId(instance, 'archive', job.data.canceledAt), delay: Math.max(0, archiveAt.getTime() - Date.now()) });
-    await lifecycleQueue.add('purge', data, { jobId: lifecycleJobId(instance, 'purge', job.data.canceledAt), delay: Math.max(0, purgeAt.getTime() - Date.now()) });
+    await ctx.jobs.addArchiveAndPurge(instance, job.data, { archiveAt, purgeAt });
     await audit(ctx.db, {
       actor: 'worker',
       action: 'instance.cancelled',
@@ -123,7 +89,7 @@ export async function archive(ctx: JobContext, job: Job<LifecycleData>, token?: 
     );
     if (!stored.rows[0] && !databaseUrl) {
       // Never had a database (a provisioning that failed before create-branch): nothing to export, only to delete.
-      await deleteResources(ctx, instance);
+      await teardownInstance(ctx, instance);
       await updateInstance(ctx.db, instance.id, { status: 'archived', archived_at: new Date(), access_url: null });
       await audit(ctx.db, { actor: 'worker', action: 'instance.archived', customerId: instance.customer_id, instanceId: instance.id, detail: { nothing: 'no database was ever made' } });
       return { archived: 'nothing to export' };
@@ -156,7 +122,7 @@ export async function archive(ctx: JobContext, job: Job<LifecycleData>, token?: 
     }
     await ctx.db.query('UPDATE archives SET verified_at = now() WHERE instance_id = $1', [instance.id]);
 
-    await deleteResources(ctx, instance);
+    await teardownInstance(ctx, instance);
     await updateInstance(ctx.db, instance.id, { status: 'archived', archived_at: new Date(), access_url: null });
     await audit(ctx.db, {
       actor: 'worker',
@@ -205,11 +171,6 @@ export async function purge(ctx: JobContext, job: Job<LifecycleData>, token?: st
   });
 }
 
-export interface ResizeData {
-  instanceId: string;
-  plan: PlanName;
-}
-
 /**
  * A plan change, in place: the service gets the new plan's variables (message limit, features) and CPU and memory,
  * and restarts on them; the new plan's skill files are added to the workspace (nothing the customer changed is
@@ -256,13 +217,6 @@ export async function resize(ctx: JobContext, job: Job<ResizeData>, token?: stri
   });
 }
 
-export interface ReactivateData {
-  instanceId: string;
-  /** The subscription row the customer is on now (a new one after a new checkout). */
-  subscriptionId: string;
-  plan: PlanName;
-}
-
 
 /**
  * A customer comes back (a new subscription, or an operator). The pending archive and purge are called off and the
@@ -274,13 +228,7 @@ export async function reactivate(ctx: JobContext, job: Job<ReactivateData>, toke
   return withInstanceLock(ctx, job, token, job.data.instanceId, async (): Promise<Outcome> => {
     const instance = await load(ctx, job.data.instanceId);
     if (!ENDED_STATUSES.includes(instance.status)) return { skipped: `instance is ${instance.status}` };
-    if (instance.cancelled_at) {
-      const canceledAt = Math.floor(instance.cancelled_at.getTime() / 1000);
-      for (const step of ['archive', 'purge'] as const) {
-        const pending = await ctx.queues.get(QUEUES.lifecycle).getJob(lifecycleJobId(instance, step, canceledAt));
-        if (pending && (await pending.getState()) !== 'active') await pending.remove();
-      }
-    }
+    if (instance.cancelled_at) await ctx.jobs.removeArchiveAndPurge(instance, Math.floor(instance.cancelled_at.getTime() / 1000));
     const generation = instance.generation + 1;
     await ctx.db.query(
       `UPDATE instances SET status = 'provisioning', generation = $2, subscription_id = $3, plan = $4, api_key_hash = NULL,
@@ -297,28 +245,9 @@ export async function reactivate(ctx: JobContext, job: Job<ReactivateData>, toke
       instanceId: instance.id,
       detail: { from: instance.status, plan: job.data.plan, generation },
     });
-    await startProvisionFlow(ctx.queues, { instanceId: instance.id, workspaceId: instance.workspace_id, generation });
+    await ctx.jobs.addProvisionFlow({ instanceId: instance.id, workspaceId: instance.workspace_id, generation });
     return { from: instance.status, generation };
   });
-}
-
-/** Queues a reactivation (Stripe intake and the admin API). */
-export async function requestReactivation(
-  queues: Queues,
-  instance: InstanceWithCustomer,
-  data: Omit<ReactivateData, 'instanceId'>,
-  /** What asked (a Stripe event id, an admin request): a repeat of one request adds nothing, a new request does. */
-  requestId: string,
-): Promise<void> {
-  const payload: ReactivateData = { instanceId: instance.id, ...data };
-  await queues.get(QUEUES.lifecycle).add('reactivate', payload, { jobId: jobId(instance.workspace_id, 'reactivate', requestId) });
-}
-
-/** Stripe states in which the customer has not paid and the grace runs. */
-export const OVERDUE = new Set(['past_due', 'unpaid']);
-
-export interface PaymentData {
-  instanceId: string;
 }
 
 async function setSuspension(ctx: JobContext, instance: InstanceWithCustomer, reason: string | null): Promise<void> {
@@ -365,24 +294,16 @@ export async function resume(ctx: JobContext, job: Job<PaymentData>, token?: str
     const instance = await load(ctx, job.data.instanceId);
     if (instance.status !== 'suspended') return { skipped: `instance is ${instance.status}` };
     const subscription = await ctx.stripe.subscription(instance.stripe_subscription_id);
-    if (subscription.status !== 'active' && subscription.status !== 'trialing') return { skipped: `subscription is ${subscription.status}` };
+    if (!PAID.has(subscription.status)) return { skipped: `subscription is ${subscription.status}` };
     await setSuspension(ctx, instance, null);
     const deployment = instance.service_id ? await ctx.compute.deploy(instance.service_id) : undefined;
     await updateInstance(ctx.db, instance.id, { status: 'active', past_due_since: null });
     await audit(ctx.db, { actor: 'worker', action: 'instance.resumed', customerId: instance.customer_id, instanceId: instance.id, detail: { deploymentId: deployment?.deploymentId ?? null } });
     // A plan change made while suspended was not applied then (resize acts on active instances): apply it now.
     const plan = subscription.priceId ? planForPrice(subscription.priceId, ctx.config.stripe.priceIds) : undefined;
-    if (plan && plan.name !== instance.plan) {
-      const data: ResizeData = { instanceId: instance.id, plan: plan.name };
-      await ctx.queues.get(QUEUES.lifecycle).add('resize', data, { jobId: jobId(instance.workspace_id, 'resize', `resume-${job.id}`) });
-    }
+    if (plan && plan.name !== instance.plan) await ctx.jobs.addResize(instance, plan.name, `resume-${job.id}`);
     return { resumed: subscription.status };
   });
-}
-
-export interface DunningData {
-  instanceId: string;
-  attempt: number;
 }
 
 /** A payment failed: the customer is told, with the grace before the assistant pauses. */

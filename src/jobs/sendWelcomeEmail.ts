@@ -4,7 +4,7 @@
  */
 import { PermanentError } from '../errors.ts';
 import { planByName } from '../plans.ts';
-import { INSTANCE_SECRETS, instanceOwner } from './context.ts';
+import { INSTANCE_SECRETS, instanceOwner } from '../instances/secrets.ts';
 import type { StepHandler } from './step.ts';
 
 export function welcomeEmail(input: { name: string | null; accessUrl: string; workspaceId: string; apiKey: string; planTitle: string }) {

@@ -3,12 +3,11 @@
  * holds no worker slot, and turns a final failure into a failed instance with one alert.
  */
 import { DelayedError, Worker, type Job } from 'bullmq';
-import type { QueueName, StepName } from '../queues/names.ts';
-import type { ProvisionData } from '../queues/provisionFlow.ts';
+import type { ProvisionData, QueueName, StepName } from '../queues/catalogue.ts';
 import { ENDED_STATUSES, instanceById, type InstanceWithCustomer } from '../db/instances.ts';
 import { errorMessage, PermanentError, RateLimitedError } from '../errors.ts';
 import { maskError } from '../logger.ts';
-import { clearFailure, isFinalFailure, markFailed } from './failure.ts';
+import { clearFailure, isFinalFailure, markFailed } from '../operations/incidents.ts';
 import type { JobContext } from './context.ts';
 
 export type StepResult = Record<string, string | number | boolean | null>;
@@ -61,7 +60,7 @@ export async function runStep<D extends ProvisionData>(
   } catch (err) {
     if (err instanceof RateLimitedError) {
       await job.log(`${new Date().toISOString()} ${err.message}: pausing ${job.queueName} for ${err.retryAfterMs} ms`);
-      await ctx.queues.get(job.queueName as QueueName).rateLimit(err.retryAfterMs);
+      await ctx.jobs.pause(job.queueName as QueueName, err.retryAfterMs);
       throw Worker.RateLimitError();
     }
     maskError(err); // what BullMQ keeps (failedReason, stacktrace) is shown in Bull Board

@@ -7,39 +7,11 @@ import type Stripe from 'stripe';
 import { errorMessage, PermanentError } from '../errors.ts';
 import { planForPrice } from '../plans.ts';
 import { recordInstance, recordSubscription, startProvisioning, type ProvisionRequest } from '../provisioning.ts';
-import { QUEUES } from '../queues/names.ts';
-import { clearFailure, isFinalFailure, markEventFailed, markFailed, ReportedFailure } from './failure.ts';
+import { clearFailure, isFinalFailure, markEventFailed, markFailed, ReportedFailure } from '../operations/incidents.ts';
+import { OVERDUE, PAID } from '../providers/stripe.ts';
+import { QUEUES, type StripeEventData } from '../queues/catalogue.ts';
 import type { JobContext } from './context.ts';
-import {
-  OVERDUE,
-  requestCancellation,
-  requestReactivation,
-  type DunningData,
-  type PaymentData,
-  type ResizeData,
-} from './lifecycle.ts';
-import { jobId } from '../queues/names.ts';
 import { ENDED_STATUSES, instanceById, instanceForSubscription, type InstanceWithCustomer } from '../db/instances.ts';
-
-export interface StripeEventData {
-  eventId: string;
-}
-
-/**
- * The event types this control plane acts on; others are recorded and acknowledged. A checkout paid by a delayed
- * method completes unpaid and is provisioned when its async payment succeeds.
- */
-export const HANDLED_EVENTS = new Set([
-  'checkout.session.completed',
-  'checkout.session.async_payment_succeeded',
-  'customer.subscription.deleted',
-  'customer.subscription.updated',
-  'invoice.payment_failed',
-  'invoice.paid',
-]);
-
-/** Subscription states in which the customer has paid (or is trialing) and gets an instance. */
-const PROVISIONABLE = new Set(['active', 'trialing']);
 
 export async function handleStripeEvent(ctx: JobContext, job: Job<StripeEventData>): Promise<Record<string, string>> {
   try {
@@ -84,10 +56,7 @@ async function invoiceSettled(
   if (!subscriptionId) return { ignored: 'invoice of no subscription' };
   if (type === 'invoice.payment_failed') {
     const instance = await instanceForSubscription(ctx.db, subscriptionId);
-    if (instance) {
-      const data: DunningData = { instanceId: instance.id, attempt: invoice.attempt_count ?? 1 };
-      await ctx.queues.get(QUEUES.lifecycle).add('dunning-email', data, { jobId: jobId(instance.workspace_id, 'dunning', job.data.eventId) });
-    }
+    if (instance) await ctx.jobs.addDunningEmail(instance, invoice.attempt_count ?? 1, job.data.eventId);
   }
   return subscriptionChanged(ctx, job, subscriptionId);
 }
@@ -112,10 +81,9 @@ async function subscriptionChanged(ctx: JobContext, job: Job<StripeEventData>, s
   const instance = await instanceForSubscription(ctx.db, subscriptionId);
   if (!instance) return { ignored: 'no instance for this subscription' };
   if (subscription.status === 'canceled' && subscription.canceledAt !== null) {
-    await requestCancellation(ctx.queues, instance, subscription.canceledAt);
+    await ctx.jobs.addCancel(instance, subscription.canceledAt);
     return { cancelling: instance.id };
   }
-  const lifecycle = ctx.queues.get(QUEUES.lifecycle);
   if (OVERDUE.has(subscription.status) && instance.status === 'active') {
     // The grace runs from the first time Stripe reported the payment overdue; the suspend job checks again then.
     const { rows: since } = await ctx.db.query<{ past_due_since: Date }>(
@@ -123,23 +91,17 @@ async function subscriptionChanged(ctx: JobContext, job: Job<StripeEventData>, s
       [instance.id],
     );
     const from = since[0]!.past_due_since.getTime();
-    const data: PaymentData = { instanceId: instance.id };
-    await lifecycle.add('suspend', data, {
-      jobId: jobId(instance.workspace_id, 'suspend', String(instance.generation), String(from)),
-      delay: Math.max(0, from + ctx.config.lifecycle.paymentGraceMs - Date.now()),
-    });
+    await ctx.jobs.addSuspend(instance, from, Math.max(0, from + ctx.config.lifecycle.paymentGraceMs - Date.now()));
     return { overdue: subscription.status };
   }
   if (!OVERDUE.has(subscription.status)) await ctx.db.query('UPDATE instances SET past_due_since = NULL WHERE id = $1', [instance.id]);
-  if ((subscription.status === 'active' || subscription.status === 'trialing') && instance.status === 'suspended') {
-    const data: PaymentData = { instanceId: instance.id };
-    await lifecycle.add('resume', data, { jobId: jobId(instance.workspace_id, 'resume', job.data.eventId) });
+  if (PAID.has(subscription.status) && instance.status === 'suspended') {
+    await ctx.jobs.addResume(instance, job.data.eventId);
     return { resuming: instance.id };
   }
   const plan = subscription.priceId ? planForPrice(subscription.priceId, ctx.config.stripe.priceIds) : undefined;
   if (plan && plan.name !== instance.plan && instance.status === 'active') {
-    const data: ResizeData = { instanceId: instance.id, plan: plan.name };
-    await ctx.queues.get(QUEUES.lifecycle).add('resize', data, { jobId: jobId(instance.workspace_id, 'resize', job.data.eventId) });
+    await ctx.jobs.addResize(instance, plan.name, job.data.eventId);
     return { resizing: `${instance.plan} → ${plan.name}` };
   }
   return { unchanged: `subscription ${subscription.status}, plan ${instance.plan}` };
@@ -154,7 +116,7 @@ async function checkoutCompleted(
   const subscriptionId = typeof session.subscription === 'string' ? session.subscription : session.subscription.id;
   const subscription = await ctx.stripe.subscription(subscriptionId);
   // Acted on as Stripe has it now, not as the event said: an unpaid checkout waits for its payment event.
-  if (session.payment_status === 'unpaid' || !PROVISIONABLE.has(subscription.status)) {
+  if (session.payment_status === 'unpaid' || !PAID.has(subscription.status)) {
     return { deferred: `payment ${session.payment_status}, subscription ${subscription.status}` };
   }
   let email = session.customer_details?.email ?? session.customer_email ?? null;
@@ -177,7 +139,7 @@ async function checkoutCompleted(
   const ended = plan && email ? await endedInstanceOf(ctx, subscription.customerId) : undefined;
   if (ended && plan) {
     const { subscriptionId } = await recordSubscription(ctx.db, request);
-    await requestReactivation(ctx.queues, ended, { subscriptionId, plan: plan.name }, job.data.eventId);
+    await ctx.jobs.addReactivate(ended, { subscriptionId, plan: plan.name }, job.data.eventId);
     return { reactivating: ended.id, from: ended.status, plan: plan.name };
   }
 
@@ -198,6 +160,6 @@ async function checkoutCompleted(
     await ctx.db.query('UPDATE subscriptions SET plan = $2 WHERE id = $1', [instance.subscription_id, plan.name]);
     await clearFailure(ctx, instance.id, instance.failed_step);
   }
-  const started = await startProvisioning(ctx.queues, instance);
+  const started = await startProvisioning(ctx.jobs, instance);
   return { instanceId: instance.id, workspaceId: instance.workspace_id, plan: plan.name, ...(!started && { already: instance.status }) };
 }

@@ -2,13 +2,8 @@
 import type { Job } from 'bullmq';
 import { instanceById } from '../db/instances.ts';
 import { PermanentError } from '../errors.ts';
+import type { UsageEmailData } from '../queues/catalogue.ts';
 import type { JobContext } from './context.ts';
-
-export interface UsageEmailData {
-  instanceId: string;
-  month: string;
-  threshold: 80 | 100;
-}
 
 export function usageEmail(input: { name: string | null; month: string; threshold: number; used: number; limit: number; resetsOn: string }) {
   const greeting = input.name ? `Hello ${input.name},` : 'Hello,';

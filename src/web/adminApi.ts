@@ -2,21 +2,18 @@
 import { createHash, randomUUID } from 'node:crypto';
 import Router from '@koa/router';
 import type { Config } from '../config.ts';
-import { audit, ENDED_STATUSES, instanceById, instanceForCustomer, UUID, type InstanceWithCustomer } from '../db/instances.ts';
+import { audit, CANCELLABLE, ENDED_STATUSES, instanceById, instanceForCustomer, UUID, type InstanceWithCustomer } from '../db/instances.ts';
 import type { Db } from '../db/pool.ts';
 import { isPlanName, PLANS } from '../plans.ts';
 import { recordInstance, startProvisioning } from '../provisioning.ts';
-import type { Queues } from '../queues/connection.ts';
-import { isQueueName, jobId, QUEUES } from '../queues/names.ts';
-import type { ProvisionData } from '../queues/provisionFlow.ts';
-import { CANCELLABLE, requestCancellation, requestReactivation } from '../jobs/lifecycle.ts';
+import type { JobQueue } from '../queues/jobQueue.ts';
 import { requireAdminToken } from './auth.ts';
 import { HttpError } from './httpError.ts';
 import { readJsonBody } from './rawBody.ts';
 
 const EMAIL = /^[^@\s<>"]{1,64}@[^@\s<>"]{1,253}\.[^@\s<>".]{2,63}$/;
 
-export function adminApi(deps: { config: Config; db: Db; queues: Queues }): Router {
+export function adminApi(deps: { config: Config; db: Db; jobs: JobQueue }): Router {
   const router = new Router({ prefix: '/api' });
   router.use(requireAdminToken(deps.config.admin.token));
 
@@ -68,7 +65,7 @@ export function adminApi(deps: { config: Config; db: Db; queues: Queues }): Rout
       comped: true,
       actor: 'admin-api',
     });
-    const started = await startProvisioning(deps.queues, instance);
+    const started = await startProvisioning(deps.jobs, instance);
     ctx.status = started ? 202 : 200;
     ctx.body = { customerId: instance.customer_id, workspaceId: instance.workspace_id, instanceId: instance.id };
   });
@@ -80,7 +77,7 @@ export function adminApi(deps: { config: Config; db: Db; queues: Queues }): Rout
     if (!CANCELLABLE.includes(instance.status)) {
       throw new HttpError(409, 'not_running', `the instance is ${instance.status}`);
     }
-    await requestCancellation(deps.queues, instance, Math.floor(Date.now() / 1000));
+    await deps.jobs.addCancel(instance, Math.floor(Date.now() / 1000));
     await audit(deps.db, { actor: 'admin-api', action: 'instance.deprovision_requested', customerId: instance.customer_id, instanceId: instance.id });
     ctx.status = 202;
     ctx.body = { deprovisioning: instance.id };
@@ -95,7 +92,7 @@ export function adminApi(deps: { config: Config; db: Db; queues: Queues }): Rout
     }
     if (!instance.email) throw new HttpError(409, 'no_email', 'the customer was purged and has no email address; they can subscribe again');
     const plan = isPlanName(instance.plan) ? instance.plan : 'starter';
-    await requestReactivation(deps.queues, instance, { subscriptionId: instance.subscription_id, plan }, `admin-${Date.now()}`);
+    await deps.jobs.addReactivate(instance, { subscriptionId: instance.subscription_id, plan }, `admin-${Date.now()}`);
     await audit(deps.db, { actor: 'admin-api', action: 'instance.reactivation_requested', customerId: instance.customer_id, instanceId: instance.id });
     ctx.status = 202;
     ctx.body = { reactivating: instance.id };
@@ -105,9 +102,9 @@ export function adminApi(deps: { config: Config; db: Db; queues: Queues }): Rout
   router.post('/admin/instances/:instanceId/retry', async (ctx) => {
     const instance = await failedInstance(deps.db, ctx.params.instanceId!);
     const [queue, jobId] = (instance.failed_job ?? '').split('/');
-    const job = queue && jobId && isQueueName(queue) ? await deps.queues.get(queue).getJob(jobId) : undefined;
-    if (!job || (await job.getState()) !== 'failed') throw new HttpError(409, 'not_retriable', 'the failed job is no longer there to retry');
-    await job.retry('failed', { resetAttemptsMade: true });
+    if (!queue || !jobId || !(await deps.jobs.retryFailed(queue, jobId))) {
+      throw new HttpError(409, 'not_retriable', 'the failed job is no longer there to retry');
+    }
     await audit(deps.db, { actor: 'admin-api', action: 'instance.retried', customerId: instance.customer_id, instanceId: instance.id });
     ctx.status = 202;
     ctx.body = { retried: instance.failed_job };
@@ -116,11 +113,7 @@ export function adminApi(deps: { config: Config; db: Db; queues: Queues }): Rout
   /** Gives up on a failed provisioning: removes its flow and undoes what it made, newest first. */
   router.post('/admin/instances/:instanceId/abandon', async (ctx) => {
     const instance = await failedInstance(deps.db, ctx.params.instanceId!);
-    const data: ProvisionData = { instanceId: instance.id, workspaceId: instance.workspace_id };
-    const id = jobId(instance.workspace_id, 'abandon');
-    const earlier = await deps.queues.get(QUEUES.lifecycle).getJob(id);
-    if (earlier && (await earlier.getState()) === 'failed') await earlier.retry('failed', { resetAttemptsMade: true });
-    else await deps.queues.get(QUEUES.lifecycle).add('abandon', data, { jobId: id });
+    await deps.jobs.addAbandon(instance);
     ctx.status = 202;
     ctx.body = { abandoning: instance.id };
   });

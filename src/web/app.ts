@@ -4,7 +4,8 @@ import Router from '@koa/router';
 import type { Config } from '../config.ts';
 import type { Db } from '../db/pool.ts';
 import type { Queues } from '../queues/connection.ts';
-import { QUEUES } from '../queues/names.ts';
+import { QUEUES } from '../queues/catalogue.ts';
+import type { JobQueue } from '../queues/jobQueue.ts';
 import { adminApi } from './adminApi.ts';
 import { bullBoard } from './bullBoard.ts';
 import { jsonErrors } from './httpError.ts';
@@ -12,13 +13,13 @@ import { stripeWebhook } from './stripeWebhook.ts';
 import { runtimeApi } from './runtimeApi.ts';
 import type { SecretStore } from '../secrets.ts';
 
-export function createWebApp(deps: { config: Config; db: Db; queues: Queues; secrets: SecretStore }): Koa {
+export function createWebApp(deps: { config: Config; db: Db; queues: Queues; jobs: JobQueue; secrets: SecretStore }): Koa {
   const app = new Koa({ proxy: deps.config.production });
   app.use(jsonErrors);
   app.use(bullBoard(deps.queues, deps.config.admin));
 
   const router = new Router();
-  router.post('/webhooks/stripe', stripeWebhook({ db: deps.db, queues: deps.queues, webhookSecret: deps.config.stripe.webhookSecret }));
+  router.post('/webhooks/stripe', stripeWebhook({ db: deps.db, jobs: deps.jobs, webhookSecret: deps.config.stripe.webhookSecret }));
   router.get('/health', async (ctx) => {
     const checks = await Promise.allSettled([
       deps.db.query('SELECT 1'),

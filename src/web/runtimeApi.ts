@@ -7,10 +7,8 @@ import { randomBytes } from 'node:crypto';
 import Router from '@koa/router';
 import type { Config } from '../config.ts';
 import type { Db } from '../db/pool.ts';
-import { INSTANCE_SECRETS, instanceOwner } from '../jobs/context.ts';
-import type { UsageEmailData } from '../jobs/usageEmail.ts';
-import type { Queues } from '../queues/connection.ts';
-import { jobId, QUEUES } from '../queues/names.ts';
+import { INSTANCE_SECRETS, instanceOwner } from '../instances/secrets.ts';
+import type { JobQueue } from '../queues/jobQueue.ts';
 import type { SecretStore } from '../secrets.ts';
 import { NOTICE_PATH, NOTICE_SIGNATURE_HEADER, NOTICE_WORKSPACE_HEADER, noticeSignatureValid } from '../usageNotice.ts';
 import { HttpError } from './httpError.ts';
@@ -18,7 +16,7 @@ import { readRawBody } from './rawBody.ts';
 
 const UNKNOWN_WORKSPACE_SECRET = randomBytes(32).toString('hex');
 
-export function runtimeApi(deps: { config: Config; db: Db; queues: Queues; secrets: SecretStore }): Router {
+export function runtimeApi(deps: { db: Db; jobs: JobQueue; secrets: SecretStore }): Router {
   const router = new Router();
   router.post(NOTICE_PATH, async (ctx) => {
     const raw = (await readRawBody(ctx.req, 16 * 1024)).toString('utf8');
@@ -38,10 +36,7 @@ export function runtimeApi(deps: { config: Config; db: Db; queues: Queues; secre
     );
     // Enqueued on every accepted notice, not only the first: if Redis failed after the row was recorded, the
     // runtime's retry still gets the email sent. The job id keeps it to one email.
-    const data: UsageEmailData = { instanceId, month: notice.month, threshold: notice.threshold };
-    await deps.queues.get(QUEUES.lifecycle).add('usage-email', data, {
-      jobId: jobId('usage', instanceId, notice.month, String(notice.threshold)),
-    });
+    await deps.jobs.addUsageEmail({ instanceId, month: notice.month, threshold: notice.threshold });
     ctx.body = { received: true, duplicate: !inserted.rowCount };
   });
   return router;

@@ -6,8 +6,8 @@
 import { expect } from 'chai';
 import pg from 'pg';
 import { readArchive } from '../../src/jobs/archiveFormat.ts';
-import { INSTANCE_SECRETS, instanceOwner } from '../../src/jobs/context.ts';
-import { QUEUES } from '../../src/queues/names.ts';
+import { INSTANCE_SECRETS, instanceOwner } from '../../src/instances/secrets.ts';
+import { QUEUES } from '../../src/queues/catalogue.ts';
 import { DEFAULT_PRICE_IDS } from '../../src/plans.ts';
 import { startHarness, waitUntil, type Harness, type InstanceView } from '../support/harness.ts';
 

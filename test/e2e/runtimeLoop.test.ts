@@ -5,7 +5,7 @@
 import { createHmac } from 'node:crypto';
 import { expect } from 'chai';
 import pg from 'pg';
-import { INSTANCE_SECRETS, instanceOwner } from '../../src/jobs/context.ts';
+import { INSTANCE_SECRETS, instanceOwner } from '../../src/instances/secrets.ts';
 import { signNotice } from '../../src/usageNotice.ts';
 import { startHarness, waitUntil, type Harness, type InstanceView } from '../support/harness.ts';
 

@@ -8,18 +8,8 @@ import { UnrecoverableError, type Job } from 'bullmq';
 import { PermanentError } from '../errors.ts';
 import { maskSecrets } from '../logger.ts';
 import { audit } from '../db/instances.ts';
-import { isStepName, QUEUES, jobId, STEP_QUEUE, type QueueName, type StepName } from '../queues/names.ts';
-import { stepJobId } from '../queues/provisionFlow.ts';
-import type { JobContext } from './context.ts';
-
-export interface AlertData {
-  /** The audit row of the incident. */
-  auditId: string;
-  channel: 'slack' | 'email';
-  /** Where in Bull Board the failed job is (no secrets: queue name and job id). */
-  queue: QueueName;
-  jobId: string;
-}
+import { isJobName, JOB_IDS, JOBS, QUEUES, type QueueName, type StepName } from '../queues/catalogue.ts';
+import type { JobContext } from '../jobs/context.ts';
 
 export async function markFailed(
   ctx: JobContext,
@@ -48,7 +38,7 @@ export async function markFailed(
     instanceId: failure.instanceId,
     detail: { step: failure.step, reason },
   });
-  await raiseIncident(ctx, auditId, failure);
+  await ctx.jobs.addAlerts(auditId, failure);
 }
 
 /** Whether this failure ends the job: a permanent error, or the last of its attempts. */
@@ -76,15 +66,7 @@ export async function markEventFailed(
     action: 'stripe_event.failed',
     detail: { eventId: failure.eventId, eventType: event.type, stripeCustomer: event.customer, reason: maskSecrets(failure.reason).slice(0, 2000) },
   });
-  await raiseIncident(ctx, auditId, failure);
-}
-
-async function raiseIncident(ctx: JobContext, auditId: string, where: { queue: QueueName; jobId: string }): Promise<void> {
-  const alerts = ctx.queues.get(QUEUES.alerts);
-  for (const channel of ['slack', 'email'] as const) {
-    const data: AlertData = { auditId, channel, queue: where.queue, jobId: where.jobId };
-    await alerts.add(`alert-${channel}`, data, { jobId: jobId('alert', auditId, channel) });
-  }
+  await ctx.jobs.addAlerts(auditId, failure);
 }
 
 /**
@@ -110,14 +92,11 @@ export async function clearFailure(ctx: JobContext, instanceId: string, step: st
       instanceId,
       step: blocked.name,
       reason: blocked.error ?? 'failed',
-      queue: STEP_QUEUE[blocked.name],
-      jobId: stepJobId(cleared.rows[0].workspace_id, blocked.name, cleared.rows[0].generation),
+      queue: JOBS[blocked.name].queue,
+      jobId: JOB_IDS.step(cleared.rows[0].workspace_id, blocked.name, cleared.rows[0].generation),
     });
   }
 }
-
-/** Lifecycle jobs (cancel, archive, purge) whose failure is an incident of its own; the instance keeps its status. */
-const LIFECYCLE_JOBS = new Set(['cancel', 'archive', 'purge', 'abandon', 'resize', 'reactivate', 'suspend', 'resume']);
 
 /**
  * An incident about one job that leaves the instance's status as it is (a lifecycle job failed; a deployment waits
@@ -135,7 +114,7 @@ export async function raiseJobIncident(ctx: JobContext, job: Job, action: 'lifec
      RETURNING id`,
     [instanceId, JSON.stringify(detail), job.id, action],
   );
-  if (rows[0]) await raiseIncident(ctx, rows[0].id, { queue: job.queueName as QueueName, jobId: job.id! });
+  if (rows[0]) await ctx.jobs.addAlerts(rows[0].id, { queue: job.queueName as QueueName, jobId: job.id! });
 }
 
 /**
@@ -146,9 +125,11 @@ export async function recordFinalFailure(ctx: JobContext, job: Job, reason: stri
   const where = { queue: job.queueName as QueueName, jobId: job.id! };
   if (job.queueName === QUEUES.stripeEvents) {
     await markEventFailed(ctx, { eventId: (job.data as { eventId: string }).eventId, reason, ...where });
-  } else if (LIFECYCLE_JOBS.has(job.name)) {
-    await raiseJobIncident(ctx, job, 'lifecycle.failed', reason);
-  } else if (isStepName(job.name) && (job.data as { instanceId?: string }).instanceId) {
-    await markFailed(ctx, { instanceId: (job.data as { instanceId: string }).instanceId, step: job.name, reason, ...where });
+    return;
   }
+  if (!isJobName(job.name)) return;
+  const { finalFailure } = JOBS[job.name];
+  const instanceId = (job.data as { instanceId?: string }).instanceId;
+  if (finalFailure === 'raise-incident') await raiseJobIncident(ctx, job, 'lifecycle.failed', reason);
+  else if (finalFailure === 'fail-instance' && instanceId) await markFailed(ctx, { instanceId, step: job.name, reason, ...where });
 }
