@@ -1,0 +1,214 @@
+import { expect } from 'chai';
+import { randomBytes } from 'node:crypto';
+import pg from 'pg';
+import { migrate } from '../../src/db/migrate.ts';
+import { createPool, quoteIdent, type Db } from '../../src/db/pool.ts';
+import {
+  canHappen,
+  ENDED_STATUSES,
+  IllegalTransitionError,
+  INSTANCE_STATUSES,
+  isEnded,
+  mayStartProvisioning,
+  nextStatus,
+  stepsMayRun,
+  transition,
+  TRANSITIONS,
+  type InstanceEvent,
+  type InstanceStatus,
+} from '../../src/instances/stateMachine.ts';
+
+/** Every allowed transition, written out by hand: the table in the module must say exactly this. */
+const ALLOWED: [InstanceStatus, InstanceEvent, InstanceStatus][] = [
+  ['provisioning', 'provisioned', 'active'],
+  ['provisioning', 'failed', 'failed'],
+  ['failed', 'retried', 'provisioning'],
+  ['failed', 'abandoned', 'abandoned'],
+  ['provisioning', 'cancelled', 'cancelled'],
+  ['active', 'cancelled', 'cancelled'],
+  ['failed', 'cancelled', 'cancelled'],
+  ['suspended', 'cancelled', 'cancelled'],
+  ['cancelled', 'archived', 'archived'],
+  ['archived', 'purged', 'purged'],
+  ['active', 'suspended', 'suspended'],
+  ['suspended', 'resumed', 'active'],
+  ['cancelled', 'reactivated', 'provisioning'],
+  ['archived', 'reactivated', 'provisioning'],
+  ['purged', 'reactivated', 'provisioning'],
+];
+
+/** Forbidden changes that would hurt a customer or an operator if they slipped through. */
+const FORBIDDEN: [InstanceStatus, InstanceEvent, string][] = [
+  ['cancelled', 'failed', 'a late step failure must not hide a cancellation'],
+  ['active', 'failed', 'a stray step failure must not fail a running customer'],
+  ['abandoned', 'failed', 'an abandoned provisioning raises no new incident'],
+  ['abandoned', 'provisioned', 'a stray step must not bring an abandoned instance to life'],
+  ['cancelled', 'provisioned', 'a flow finishing after a cancellation must not reactivate'],
+  ['active', 'abandoned', 'only a failed provisioning can be abandoned'],
+  ['provisioning', 'abandoned', 'only a failed provisioning can be abandoned'],
+  ['active', 'archived', 'nothing is archived before it is cancelled'],
+  ['suspended', 'archived', 'nothing is archived before it is cancelled'],
+  ['cancelled', 'purged', 'nothing is purged before it is archived'],
+  ['active', 'purged', 'nothing is purged before it is archived'],
+  ['purged', 'cancelled', 'a purged instance cannot be cancelled again'],
+  ['archived', 'cancelled', 'an archived instance cannot be cancelled again'],
+  ['cancelled', 'resumed', 'paying an old invoice does not undo a cancellation'],
+  ['archived', 'resumed', 'paying an old invoice does not undo a cancellation'],
+  ['provisioning', 'suspended', 'only a running instance is suspended'],
+  ['cancelled', 'suspended', 'only a running instance is suspended'],
+  ['active', 'reactivated', 'only an ended subscription is reactivated'],
+  ['failed', 'reactivated', 'only an ended subscription is reactivated'],
+  ['abandoned', 'reactivated', 'an abandoned provisioning is not a customer who left'],
+];
+
+describe('instance state machine', () => {
+  it('allows exactly the transitions of the table', () => {
+    for (const [from, event, to] of ALLOWED) {
+      expect(nextStatus('i', from, event), `${from} --${event}-->`).to.equal(to);
+    }
+    const declared = Object.entries(TRANSITIONS).flatMap(([event, t]) => t.from.map((from) => `${from} ${event} ${t.to}`));
+    expect(declared.sort()).to.deep.equal(ALLOWED.map((a) => a.join(' ')).sort());
+  });
+
+  it('refuses the forbidden transitions with a readable error', () => {
+    for (const [from, event, why] of FORBIDDEN) {
+      expect(() => nextStatus('inst-1', from, event), why).to.throw(IllegalTransitionError, `instance inst-1 is ${from}: "${event}"`);
+    }
+  });
+
+  it('treats an event repeated in its target status as nothing to do, and every other pair as illegal', () => {
+    for (const status of INSTANCE_STATUSES) {
+      for (const event of Object.keys(TRANSITIONS) as InstanceEvent[]) {
+        if (canHappen(status, event)) continue;
+        if (TRANSITIONS[event].to === status) expect(nextStatus('i', status, event), `${status} ${event}`).to.equal(null);
+        else expect(() => nextStatus('i', status, event), `${status} ${event}`).to.throw(IllegalTransitionError);
+      }
+    }
+  });
+
+  it('answers the guards from the table', () => {
+    expect([...ENDED_STATUSES]).to.deep.equal(['cancelled', 'archived', 'purged']);
+    expect(INSTANCE_STATUSES.filter(isEnded)).to.deep.equal(['cancelled', 'archived', 'purged']);
+    expect(INSTANCE_STATUSES.filter(stepsMayRun)).to.deep.equal(['provisioning', 'active', 'failed', 'suspended']);
+    expect(INSTANCE_STATUSES.filter(mayStartProvisioning)).to.deep.equal(['provisioning', 'failed', 'suspended', 'cancelled', 'archived', 'purged']);
+  });
+
+  describe('transition() on the control-plane database', () => {
+    const dbName = `claw_sm_${randomBytes(4).toString('hex')}`;
+    const adminUrl = 'postgres://postgres@127.0.0.1:5432/postgres';
+    let db: Db;
+
+    const admin = async (sql: string): Promise<void> => {
+      const client = new pg.Client({ connectionString: adminUrl });
+      await client.connect();
+      try {
+        await client.query(sql);
+      } finally {
+        await client.end();
+      }
+    };
+
+    before(async () => {
+      await admin(`CREATE DATABASE ${quoteIdent(dbName)}`);
+      db = createPool(`postgres://postgres@127.0.0.1:5432/${dbName}`);
+      await migrate(db);
+    });
+
+    after(async () => {
+      await db?.end();
+      await admin(`DROP DATABASE IF EXISTS ${quoteIdent(dbName)} WITH (FORCE)`);
+    });
+
+    async function newInstance(status: InstanceStatus): Promise<string> {
+      const { rows: c } = await db.query<{ id: string }>(`INSERT INTO customers (email) VALUES ('sm@example.com') RETURNING id`);
+      const sub = `sub_${randomBytes(6).toString('hex')}`;
+      const { rows: s } = await db.query<{ id: string }>(
+        `INSERT INTO subscriptions (customer_id, stripe_subscription_id, plan, status) VALUES ($1, $2, 'starter', 'active') RETURNING id`,
+        [c[0]!.id, sub],
+      );
+      const { rows } = await db.query<{ id: string }>(
+        `INSERT INTO instances (subscription_id, customer_id, workspace_id, plan, status, compute_provider, database_provider)
+         VALUES ($1, $2, $3, 'starter', $4, 'local', 'local') RETURNING id`,
+        [s[0]!.id, c[0]!.id, `ws-${sub}`, status],
+      );
+      return rows[0]!.id;
+    }
+
+    const statusOf = async (id: string) =>
+      (await db.query<{ status: string; failed_step: string | null }>('SELECT status, failed_step FROM instances WHERE id = $1', [id])).rows[0]!;
+    const auditOf = async (id: string) =>
+      (await db.query<{ actor: string; action: string; detail: object }>('SELECT actor, action, detail FROM audit WHERE instance_id = $1 ORDER BY id', [id])).rows;
+
+    it('writes the status, the other columns and one audit row together', async () => {
+      const id = await newInstance('provisioning');
+      const result = await transition(db, id, 'failed', {
+        actor: 'worker',
+        set: { failed_step: 'deploy', failure_reason: 'boom' },
+        detail: { step: 'deploy' },
+      });
+      expect(result).to.include({ from: 'provisioning', to: 'failed' });
+      expect(await statusOf(id)).to.deep.equal({ status: 'failed', failed_step: 'deploy' });
+      expect(await auditOf(id)).to.deep.equal([{ actor: 'worker', action: 'instance.failed', detail: { step: 'deploy' } }]);
+      expect(result!.auditId).to.be.a('string');
+    });
+
+    it('does nothing for a repeat, and refuses an illegal change without writing anything', async () => {
+      const id = await newInstance('active');
+      expect(await transition(db, id, 'provisioned', { actor: 'worker' })).to.equal(null);
+      let error: unknown;
+      try {
+        await transition(db, id, 'archived', { actor: 'worker', set: { archived_at: new Date() } });
+      } catch (err) {
+        error = err;
+      }
+      expect(error).to.be.instanceOf(IllegalTransitionError);
+      expect((await statusOf(id)).status).to.equal('active');
+      expect(await auditOf(id)).to.deep.equal([]);
+    });
+
+    it('writes nothing when a `when` condition does not hold', async () => {
+      const id = await newInstance('provisioning');
+      await transition(db, id, 'failed', { actor: 'worker', set: { failed_step: 'deploy' } });
+      expect(await transition(db, id, 'retried', { actor: 'operator', when: { failed_step: 'health-check' } })).to.equal(null);
+      expect((await statusOf(id)).status).to.equal('failed');
+      const retried = await transition(db, id, 'retried', { actor: 'operator', set: { failed_step: null }, when: { failed_step: 'deploy' } });
+      expect(retried).to.include({ from: 'failed', to: 'provisioning' });
+      expect(await statusOf(id)).to.deep.equal({ status: 'provisioning', failed_step: null });
+    });
+
+    it('rolls the status back when a write that belongs to it fails', async () => {
+      const id = await newInstance('cancelled');
+      let error: unknown;
+      try {
+        await transition(db, id, 'archived', {
+          actor: 'worker',
+          also: async (tx) => void (await tx.query('INSERT INTO no_such_table VALUES (1)')),
+        });
+      } catch (err) {
+        error = err;
+      }
+      expect(String(error)).to.match(/no_such_table/);
+      expect((await statusOf(id)).status).to.equal('cancelled');
+      expect(await auditOf(id)).to.deep.equal([]);
+    });
+
+    it('lets one of two concurrent identical changes through, once', async () => {
+      const id = await newInstance('active');
+      const results = await Promise.all([1, 2, 3].map(() => transition(db, id, 'suspended', { actor: 'worker' })));
+      expect(results.filter(Boolean)).to.have.length(1);
+      expect((await auditOf(id)).map((a) => a.action)).to.deep.equal(['instance.suspended']);
+    });
+
+    it('refuses a column it does not know how to name, and the status itself', async () => {
+      const id = await newInstance('active');
+      let error: unknown;
+      try {
+        await transition(db, id, 'suspended', { actor: 'worker', set: { status: 'active' } });
+      } catch (err) {
+        error = err;
+      }
+      expect(String(error)).to.match(/invalid column status/);
+      expect((await statusOf(id)).status).to.equal('active');
+    });
+  });
+});
