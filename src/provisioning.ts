@@ -7,6 +7,7 @@ import { audit, instanceById, type InstanceWithCustomer, type Queryable } from '
 import { inTransaction, type Db } from './db/pool.ts';
 import type { Plan } from './plans.ts';
 import { workspaceIdFor } from './instances/resources.ts';
+import { mayStartProvisioning } from './instances/stateMachine.ts';
 import type { JobQueue } from './queues/jobQueue.ts';
 
 export interface ProvisionRequest {
@@ -80,7 +81,7 @@ export async function recordInstance(db: Db, config: Config, req: ProvisionReque
  * jobs were cleaned away (a Stripe resend days later, a reused Idempotency-Key) must not provision again.
  */
 export async function startProvisioning(jobs: JobQueue, instance: InstanceWithCustomer): Promise<boolean> {
-  if (instance.status === 'active' || instance.status === 'abandoned') return false;
+  if (!mayStartProvisioning(instance.status)) return false;
   await jobs.addProvisionFlow({ instanceId: instance.id, workspaceId: instance.workspace_id, generation: instance.generation });
   return true;
 }

@@ -1,18 +1,12 @@
 /** Queries on customers, subscriptions and instances: the rows provisioning reads and writes. */
 import type pg from 'pg';
+import type { InstanceStatus } from '../instances/stateMachine.ts';
 import type { Db } from './pool.ts';
 
 export const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 export type Queryable = Pick<pg.Pool | pg.PoolClient, 'query'>;
 
-export type InstanceStatus = 'provisioning' | 'active' | 'failed' | 'abandoned' | 'suspended' | 'cancelled' | 'archived' | 'purged';
-
-/** Statuses of a subscription that ended, from which a customer can come back. */
-export const ENDED_STATUSES: readonly InstanceStatus[] = ['cancelled', 'archived', 'purged'];
-
-/** Statuses a cancellation applies to. */
-export const CANCELLABLE: readonly InstanceStatus[] = ['provisioning', 'active', 'failed', 'suspended'];
 
 export interface InstanceRow {
   id: string;

@@ -4,8 +4,9 @@
  * Each compensation is idempotent, so the job can be retried until it completes.
  */
 import type { Job } from 'bullmq';
-import { audit, instanceById, updateInstance } from '../db/instances.ts';
+import { instanceById } from '../db/instances.ts';
 import { PermanentError } from '../errors.ts';
+import { nextStatus, transition } from '../instances/stateMachine.ts';
 import { stopProvisionFlow } from '../operations/provisionFlow.ts';
 import { teardownInstance } from '../operations/teardown.ts';
 import type { ProvisionData } from '../queues/catalogue.ts';
@@ -14,18 +15,13 @@ import type { JobContext } from './context.ts';
 export async function abandon(ctx: JobContext, job: Job<ProvisionData>, token?: string): Promise<{ undone: string }> {
   const instance = await instanceById(ctx.db, job.data.instanceId);
   if (!instance) throw new PermanentError(`instance ${job.data.instanceId} does not exist`);
-  if (instance.status !== 'failed' && instance.status !== 'abandoned') {
-    throw new PermanentError(`instance is ${instance.status}; only a failed provisioning can be abandoned`);
-  }
+  nextStatus(instance.id, instance.status, 'abandoned'); // only a failed provisioning (or a repeat): else IllegalTransitionError
 
   await stopProvisionFlow(ctx, instance, job, token);
   const { serviceId, databaseName } = await teardownInstance(ctx, instance);
   const undone = [`service ${serviceId}`, 'workspace', `database ${databaseName}`];
   await job.log(`undone: ${undone.join(', ')}`);
 
-  if (instance.status !== 'abandoned') {
-    await updateInstance(ctx.db, instance.id, { status: 'abandoned' });
-    await audit(ctx.db, { actor: 'operator', action: 'instance.abandoned', customerId: instance.customer_id, instanceId: instance.id, detail: { undone } });
-  }
+  await transition(ctx.db, instance.id, 'abandoned', { actor: 'operator', detail: { undone } });
   return { undone: undone.join(', ') };
 }

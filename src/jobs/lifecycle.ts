@@ -7,7 +7,8 @@
  */
 import { DelayedError, type Job } from 'bullmq';
 import { withCustomerDb } from '../db/customerDb.ts';
-import { audit, CANCELLABLE, ENDED_STATUSES, instanceById, updateInstance, type InstanceWithCustomer } from '../db/instances.ts';
+import { audit, instanceById, updateInstance, type InstanceWithCustomer } from '../db/instances.ts';
+import { canHappen, isEnded, isRunning, provisioningUnderway, transition } from '../instances/stateMachine.ts';
 import { PermanentError } from '../errors.ts';
 import { INSTANCE_SECRETS, instanceOwner } from '../instances/secrets.ts';
 import { stopProvisionFlow } from '../operations/provisionFlow.ts';
@@ -39,29 +40,25 @@ async function load(ctx: JobContext, id: string): Promise<InstanceWithCustomer> 
 export async function cancel(ctx: JobContext, job: Job<LifecycleData>, token?: string): Promise<Outcome> {
   return withInstanceLock(ctx, job, token, job.data.instanceId, async (): Promise<Outcome> => {
     const instance = await load(ctx, job.data.instanceId);
-    if (!CANCELLABLE.includes(instance.status)) return { skipped: `instance is ${instance.status}` };
+    if (!canHappen(instance.status, 'cancelled')) return { skipped: `instance is ${instance.status}` };
     const { lifecycle } = ctx.config;
     const canceledAtMs = job.data.canceledAt * 1000;
     const archiveAt = new Date(canceledAtMs + lifecycle.archiveAfterMs);
     const purgeAt = new Date(canceledAtMs + lifecycle.purgeAfterMs);
 
     // A provisioning still under way is stopped first, so no step of it deploys or issues a key after this.
-    if (instance.status === 'provisioning' || instance.status === 'failed') await stopProvisionFlow(ctx, instance, job, token);
+    if (provisioningUnderway(instance.status)) await stopProvisionFlow(ctx, instance, job, token);
     // The key is refused from now on, even by a runtime something restarts: its hash is revoked where the runtime
     // checks it (within its two-second cache).
     await revokeKeys(ctx, instance);
     if (instance.service_id) await ctx.compute.stop(instance.service_id);
     await job.log('service stopped and API key revoked');
-    await updateInstance(ctx.db, instance.id, { status: 'cancelled', cancelled_at: new Date(canceledAtMs), archive_at: archiveAt, purge_at: purgeAt });
-
-    await ctx.jobs.addArchiveAndPurge(instance, job.data, { archiveAt, purgeAt });
-    await audit(ctx.db, {
+    await transition(ctx.db, instance.id, 'cancelled', {
       actor: 'worker',
-      action: 'instance.cancelled',
-      customerId: instance.customer_id,
-      instanceId: instance.id,
+      set: { cancelled_at: new Date(canceledAtMs), archive_at: archiveAt, purge_at: purgeAt },
       detail: { canceledAt: new Date(canceledAtMs).toISOString(), archiveAt: archiveAt.toISOString(), purgeAt: purgeAt.toISOString() },
     });
+    await ctx.jobs.addArchiveAndPurge(instance, job.data, { archiveAt, purgeAt });
     return { archiveAt: archiveAt.toISOString(), purgeAt: purgeAt.toISOString() };
   });
 }
@@ -77,7 +74,7 @@ async function revokeKeys(ctx: JobContext, instance: InstanceWithCustomer): Prom
 export async function archive(ctx: JobContext, job: Job<LifecycleData>, token?: string): Promise<Outcome> {
   return withInstanceLock(ctx, job, token, job.data.instanceId, async (): Promise<Outcome> => {
     const instance = await load(ctx, job.data.instanceId);
-    if (instance.status !== 'cancelled') return { skipped: `instance is ${instance.status}` };
+    if (!canHappen(instance.status, 'archived')) return { skipped: `instance is ${instance.status}` };
     if (!ofThisCancellation(instance, job.data)) return { skipped: 'scheduled by an earlier cancellation' };
     const owner = instanceOwner(instance.id);
     const databaseUrl = await ctx.secrets.get(owner, INSTANCE_SECRETS.databaseUrl);
@@ -90,8 +87,11 @@ export async function archive(ctx: JobContext, job: Job<LifecycleData>, token?: 
     if (!stored.rows[0] && !databaseUrl) {
       // Never had a database (a provisioning that failed before create-branch): nothing to export, only to delete.
       await teardownInstance(ctx, instance);
-      await updateInstance(ctx.db, instance.id, { status: 'archived', archived_at: new Date(), access_url: null });
-      await audit(ctx.db, { actor: 'worker', action: 'instance.archived', customerId: instance.customer_id, instanceId: instance.id, detail: { nothing: 'no database was ever made' } });
+      await transition(ctx.db, instance.id, 'archived', {
+        actor: 'worker',
+        set: { archived_at: new Date(), access_url: null },
+        detail: { nothing: 'no database was ever made' },
+      });
       return { archived: 'nothing to export' };
     }
     if (!stored.rows[0]) {
@@ -123,12 +123,9 @@ export async function archive(ctx: JobContext, job: Job<LifecycleData>, token?: 
     await ctx.db.query('UPDATE archives SET verified_at = now() WHERE instance_id = $1', [instance.id]);
 
     await teardownInstance(ctx, instance);
-    await updateInstance(ctx.db, instance.id, { status: 'archived', archived_at: new Date(), access_url: null });
-    await audit(ctx.db, {
+    await transition(ctx.db, instance.id, 'archived', {
       actor: 'worker',
-      action: 'instance.archived',
-      customerId: instance.customer_id,
-      instanceId: instance.id,
+      set: { archived_at: new Date(), access_url: null },
       detail: { location: record.location, sizeBytes: Number(record.size_bytes), sha256: record.sha256, rows: record.row_counts },
     });
     return { location: record.location, sizeBytes: Number(record.size_bytes), sha256: record.sha256 };
@@ -138,9 +135,10 @@ export async function archive(ctx: JobContext, job: Job<LifecycleData>, token?: 
 export async function purge(ctx: JobContext, job: Job<LifecycleData>, token?: string): Promise<Outcome> {
   return withInstanceLock(ctx, job, token, job.data.instanceId, async (): Promise<Outcome> => {
     const instance = await load(ctx, job.data.instanceId);
-    if (instance.status !== 'archived' && instance.status !== 'cancelled') return { skipped: `instance is ${instance.status}` };
+    const archived = canHappen(instance.status, 'purged');
+    if (!archived && !canHappen(instance.status, 'archived')) return { skipped: `instance is ${instance.status}` };
     if (!ofThisCancellation(instance, job.data)) return { skipped: 'scheduled by an earlier cancellation' };
-    if (instance.status === 'cancelled') {
+    if (!archived) {
       // The archive has not happened yet (it is retrying, or waits for an operator): the purge comes back later.
       await job.log('not archived yet: the purge waits for the archive');
       await job.moveToDelayed(Date.now() + PURGE_RETRY_MS, token);
@@ -165,8 +163,7 @@ export async function purge(ctx: JobContext, job: Job<LifecycleData>, token?: st
       );
       deleted.push(`${scrubbed.rowCount} Stripe event payloads`);
     }
-    await updateInstance(ctx.db, instance.id, { status: 'purged', purged_at: new Date() });
-    await audit(ctx.db, { actor: 'worker', action: 'instance.purged', customerId: instance.customer_id, instanceId: instance.id, detail: { deleted } });
+    await transition(ctx.db, instance.id, 'purged', { actor: 'worker', set: { purged_at: new Date() }, detail: { deleted } });
     return { deleted: deleted.join(', ') };
   });
 }
@@ -180,7 +177,7 @@ export async function resize(ctx: JobContext, job: Job<ResizeData>, token?: stri
   return withInstanceLock(ctx, job, token, job.data.instanceId, async (): Promise<Outcome> => {
     const instance = await load(ctx, job.data.instanceId);
     const plan = PLANS[job.data.plan];
-    if (instance.status !== 'active') return { skipped: `instance is ${instance.status}` };
+    if (!isRunning(instance.status)) return { skipped: `instance is ${instance.status}` };
     if (instance.plan === plan.name) return { unchanged: plan.name };
     if (!instance.service_id || !instance.email) throw new PermanentError('instance has no service or customer email');
     const databaseUrl = await ctx.secrets.get(instanceOwner(instance.id), INSTANCE_SECRETS.databaseUrl);
@@ -227,22 +224,29 @@ export async function resize(ctx: JobContext, job: Job<ResizeData>, token?: stri
 export async function reactivate(ctx: JobContext, job: Job<ReactivateData>, token?: string): Promise<Outcome> {
   return withInstanceLock(ctx, job, token, job.data.instanceId, async (): Promise<Outcome> => {
     const instance = await load(ctx, job.data.instanceId);
-    if (!ENDED_STATUSES.includes(instance.status)) return { skipped: `instance is ${instance.status}` };
+    if (!isEnded(instance.status)) return { skipped: `instance is ${instance.status}` };
     if (instance.cancelled_at) await ctx.jobs.removeArchiveAndPurge(instance, Math.floor(instance.cancelled_at.getTime() / 1000));
     const generation = instance.generation + 1;
-    await ctx.db.query(
-      `UPDATE instances SET status = 'provisioning', generation = $2, subscription_id = $3, plan = $4, api_key_hash = NULL,
-         api_key_label = NULL, failed_step = NULL, failure_reason = NULL, failed_job = NULL, failure_alerted_at = NULL,
-         cancelled_at = NULL, archive_at = NULL, purge_at = NULL, archived_at = NULL, purged_at = NULL,
-         provision_started_at = now(), active_at = NULL, updated_at = now()
-       WHERE id = $1`,
-      [instance.id, generation, job.data.subscriptionId, job.data.plan],
-    );
-    await audit(ctx.db, {
+    await transition(ctx.db, instance.id, 'reactivated', {
       actor: 'worker',
-      action: 'instance.reactivated',
-      customerId: instance.customer_id,
-      instanceId: instance.id,
+      set: {
+        generation,
+        subscription_id: job.data.subscriptionId,
+        plan: job.data.plan,
+        api_key_hash: null,
+        api_key_label: null,
+        failed_step: null,
+        failure_reason: null,
+        failed_job: null,
+        failure_alerted_at: null,
+        cancelled_at: null,
+        archive_at: null,
+        purge_at: null,
+        archived_at: null,
+        purged_at: null,
+        provision_started_at: new Date(),
+        active_at: null,
+      },
       detail: { from: instance.status, plan: job.data.plan, generation },
     });
     await ctx.jobs.addProvisionFlow({ instanceId: instance.id, workspaceId: instance.workspace_id, generation });
@@ -269,13 +273,12 @@ async function setSuspension(ctx: JobContext, instance: InstanceWithCustomer, re
 export async function suspend(ctx: JobContext, job: Job<PaymentData>, token?: string): Promise<Outcome> {
   return withInstanceLock(ctx, job, token, job.data.instanceId, async (): Promise<Outcome> => {
     const instance = await load(ctx, job.data.instanceId);
-    if (instance.status !== 'active') return { skipped: `instance is ${instance.status}` };
+    if (!canHappen(instance.status, 'suspended')) return { skipped: `instance is ${instance.status}` };
     const subscription = await ctx.stripe.subscription(instance.stripe_subscription_id);
     if (!OVERDUE.has(subscription.status)) return { skipped: `subscription is ${subscription.status}` };
     await setSuspension(ctx, instance, `the subscription's payment is overdue (${subscription.status}); update the payment method to resume`);
     if (instance.service_id) await ctx.compute.stop(instance.service_id);
-    await updateInstance(ctx.db, instance.id, { status: 'suspended' });
-    await audit(ctx.db, { actor: 'worker', action: 'instance.suspended', customerId: instance.customer_id, instanceId: instance.id, detail: { stripeStatus: subscription.status } });
+    await transition(ctx.db, instance.id, 'suspended', { actor: 'worker', detail: { stripeStatus: subscription.status } });
     if (instance.email) {
       await ctx.mailer.send({
         to: instance.email,
@@ -292,13 +295,16 @@ export async function suspend(ctx: JobContext, job: Job<PaymentData>, token?: st
 export async function resume(ctx: JobContext, job: Job<PaymentData>, token?: string): Promise<Outcome> {
   return withInstanceLock(ctx, job, token, job.data.instanceId, async (): Promise<Outcome> => {
     const instance = await load(ctx, job.data.instanceId);
-    if (instance.status !== 'suspended') return { skipped: `instance is ${instance.status}` };
+    if (!canHappen(instance.status, 'resumed')) return { skipped: `instance is ${instance.status}` };
     const subscription = await ctx.stripe.subscription(instance.stripe_subscription_id);
     if (!PAID.has(subscription.status)) return { skipped: `subscription is ${subscription.status}` };
     await setSuspension(ctx, instance, null);
     const deployment = instance.service_id ? await ctx.compute.deploy(instance.service_id) : undefined;
-    await updateInstance(ctx.db, instance.id, { status: 'active', past_due_since: null });
-    await audit(ctx.db, { actor: 'worker', action: 'instance.resumed', customerId: instance.customer_id, instanceId: instance.id, detail: { deploymentId: deployment?.deploymentId ?? null } });
+    await transition(ctx.db, instance.id, 'resumed', {
+      actor: 'worker',
+      set: { past_due_since: null },
+      detail: { deploymentId: deployment?.deploymentId ?? null },
+    });
     // A plan change made while suspended was not applied then (resize acts on active instances): apply it now.
     const plan = subscription.priceId ? planForPrice(subscription.priceId, ctx.config.stripe.priceIds) : undefined;
     if (plan && plan.name !== instance.plan) await ctx.jobs.addResize(instance, plan.name, `resume-${job.id}`);

@@ -4,7 +4,8 @@
  */
 import { DelayedError, Worker, type Job } from 'bullmq';
 import type { ProvisionData, QueueName, StepName } from '../queues/catalogue.ts';
-import { ENDED_STATUSES, instanceById, type InstanceWithCustomer } from '../db/instances.ts';
+import { instanceById, type InstanceWithCustomer } from '../db/instances.ts';
+import { stepsMayRun } from '../instances/stateMachine.ts';
 import { errorMessage, PermanentError, RateLimitedError } from '../errors.ts';
 import { maskError } from '../logger.ts';
 import { clearFailure, isFinalFailure, markFailed } from '../operations/incidents.ts';
@@ -37,8 +38,8 @@ export async function runStep<D extends ProvisionData>(
   const instance = await instanceById(ctx.db, instanceId);
   if (!instance) throw new PermanentError(`instance ${instanceId} does not exist`);
   // A stray job of an abandoned or ended provisioning (say, retried by hand in Bull Board) must not rebuild anything.
-  if (instance.status === 'abandoned' || ENDED_STATUSES.includes(instance.status)) return { skipped: `the instance is ${instance.status}` };
-  await clearFailure(ctx, instanceId, step);
+  if (!stepsMayRun(instance.status)) return { skipped: `the instance is ${instance.status}` };
+  await clearFailure(ctx, instance, step);
   await ctx.db.query(
     `INSERT INTO steps (instance_id, name, state, attempts, started_at) VALUES ($1, $2, 'running', $3, now())
      ON CONFLICT (instance_id, name) DO UPDATE SET state = 'running', attempts = $3, error = NULL,

@@ -11,7 +11,8 @@ import { clearFailure, isFinalFailure, markEventFailed, markFailed, ReportedFail
 import { OVERDUE, PAID } from '../providers/stripe.ts';
 import { QUEUES, type StripeEventData } from '../queues/catalogue.ts';
 import type { JobContext } from './context.ts';
-import { ENDED_STATUSES, instanceById, instanceForSubscription, type InstanceWithCustomer } from '../db/instances.ts';
+import { instanceById, instanceForSubscription, type InstanceWithCustomer } from '../db/instances.ts';
+import { canHappen, ENDED_STATUSES, isRunning } from '../instances/stateMachine.ts';
 
 export async function handleStripeEvent(ctx: JobContext, job: Job<StripeEventData>): Promise<Record<string, string>> {
   try {
@@ -84,7 +85,7 @@ async function subscriptionChanged(ctx: JobContext, job: Job<StripeEventData>, s
     await ctx.jobs.addCancel(instance, subscription.canceledAt);
     return { cancelling: instance.id };
   }
-  if (OVERDUE.has(subscription.status) && instance.status === 'active') {
+  if (OVERDUE.has(subscription.status) && canHappen(instance.status, 'suspended')) {
     // The grace runs from the first time Stripe reported the payment overdue; the suspend job checks again then.
     const { rows: since } = await ctx.db.query<{ past_due_since: Date }>(
       'UPDATE instances SET past_due_since = COALESCE(past_due_since, now()) WHERE id = $1 RETURNING past_due_since',
@@ -95,12 +96,12 @@ async function subscriptionChanged(ctx: JobContext, job: Job<StripeEventData>, s
     return { overdue: subscription.status };
   }
   if (!OVERDUE.has(subscription.status)) await ctx.db.query('UPDATE instances SET past_due_since = NULL WHERE id = $1', [instance.id]);
-  if (PAID.has(subscription.status) && instance.status === 'suspended') {
+  if (PAID.has(subscription.status) && canHappen(instance.status, 'resumed')) {
     await ctx.jobs.addResume(instance, job.data.eventId);
     return { resuming: instance.id };
   }
   const plan = subscription.priceId ? planForPrice(subscription.priceId, ctx.config.stripe.priceIds) : undefined;
-  if (plan && plan.name !== instance.plan && instance.status === 'active') {
+  if (plan && plan.name !== instance.plan && isRunning(instance.status)) {
     await ctx.jobs.addResize(instance, plan.name, job.data.eventId);
     return { resizing: `${instance.plan} → ${plan.name}` };
   }
@@ -154,11 +155,11 @@ async function checkoutCompleted(
     await markFailed(ctx, { instanceId: instance.id, step: 'resolve-customer', reason, queue: QUEUES.stripeEvents, jobId: job.id! });
     throw new ReportedFailure(reason);
   }
-  if (instance.status === 'failed' && (instance.failed_step === 'resolve-plan' || instance.failed_step === 'resolve-customer')) {
+  if (canHappen(instance.status, 'retried') && (instance.failed_step === 'resolve-plan' || instance.failed_step === 'resolve-customer')) {
     // An operator fixed what stopped this intake (a price mapping, the customer's email) and retried it.
     await ctx.db.query('UPDATE instances SET plan = $2 WHERE id = $1', [instance.id, plan.name]);
     await ctx.db.query('UPDATE subscriptions SET plan = $2 WHERE id = $1', [instance.subscription_id, plan.name]);
-    await clearFailure(ctx, instance.id, instance.failed_step);
+    await clearFailure(ctx, instance, instance.failed_step);
   }
   const started = await startProvisioning(ctx.jobs, instance);
   return { instanceId: instance.id, workspaceId: instance.workspace_id, plan: plan.name, ...(!started && { already: instance.status }) };

@@ -8,6 +8,7 @@ import { UnrecoverableError, type Job } from 'bullmq';
 import { PermanentError } from '../errors.ts';
 import { maskSecrets } from '../logger.ts';
 import { audit } from '../db/instances.ts';
+import { canHappen, IllegalTransitionError, transition, type InstanceStatus } from '../instances/stateMachine.ts';
 import { isJobName, JOB_IDS, JOBS, QUEUES, type QueueName, type StepName } from '../queues/catalogue.ts';
 import type { JobContext } from '../jobs/context.ts';
 
@@ -22,23 +23,21 @@ export async function markFailed(
     failure.step,
     reason,
   ]);
-  const { rows } = await ctx.db.query<{ customer_id: string }>(
-    `UPDATE instances SET status = 'failed', failed_step = $2, failure_reason = $3, failed_job = $4, failure_alerted_at = now(),
-       updated_at = now()
-     WHERE id = $1 AND failure_alerted_at IS NULL AND status <> 'abandoned'
-     RETURNING customer_id`,
-    [failure.instanceId, failure.step, reason, `${failure.queue}/${failure.jobId}`],
-  );
-  const row = rows[0];
-  if (!row) return; // this incident was already raised
-  const auditId = await audit(ctx.db, {
-    actor: 'worker',
-    action: 'instance.failed',
-    customerId: row.customer_id,
-    instanceId: failure.instanceId,
-    detail: { step: failure.step, reason },
-  });
-  await ctx.jobs.addAlerts(auditId, failure);
+  let failed;
+  try {
+    failed = await transition(ctx.db, failure.instanceId, 'failed', {
+      actor: 'worker',
+      set: { failed_step: failure.step, failure_reason: reason, failed_job: `${failure.queue}/${failure.jobId}`, failure_alerted_at: new Date() },
+      when: { failure_alerted_at: null },
+      detail: { step: failure.step, reason },
+    });
+  } catch (err) {
+    // Only a provisioning fails: a stray step of an instance that is running, ended or abandoned changes nothing.
+    if (err instanceof IllegalTransitionError) return;
+    throw err;
+  }
+  if (!failed) return; // this incident was already raised
+  await ctx.jobs.addAlerts(failed.auditId, failure);
 }
 
 /** Whether this failure ends the job: a permanent error, or the last of its attempts. */
@@ -73,14 +72,20 @@ export async function markEventFailed(
  * An operator re-ran the step that failed: the instance is provisioning again, and a new failure is a new incident.
  * (A sibling step still running when another failed does not clear that failure.)
  */
-export async function clearFailure(ctx: JobContext, instanceId: string, step: string): Promise<void> {
-  const cleared = await ctx.db.query(
-    `UPDATE instances SET status = 'provisioning', failed_step = NULL, failure_reason = NULL, failed_job = NULL,
-       failure_alerted_at = NULL, updated_at = now() WHERE id = $1 AND status = 'failed' AND failed_step = $2
-     RETURNING workspace_id, generation`,
-    [instanceId, step],
-  );
-  if (!cleared.rows[0]) return;
+export async function clearFailure(
+  ctx: JobContext,
+  instance: { id: string; status: InstanceStatus; failed_step: string | null; workspace_id: string; generation: number },
+  step: string,
+): Promise<void> {
+  if (!canHappen(instance.status, 'retried') || instance.failed_step !== step) return;
+  const instanceId = instance.id;
+  const cleared = await transition(ctx.db, instanceId, 'retried', {
+    actor: 'worker',
+    set: { failed_step: null, failure_reason: null, failed_job: null, failure_alerted_at: null },
+    when: { failed_step: step },
+    detail: { step },
+  });
+  if (!cleared) return;
   // Another step that failed for good while this one's incident was open still blocks the flow: it is the next one.
   const other = await ctx.db.query<{ name: StepName; error: string | null }>(
     `SELECT name, error FROM steps WHERE instance_id = $1 AND state = 'failed' AND name <> $2 LIMIT 1`,
@@ -93,7 +98,7 @@ export async function clearFailure(ctx: JobContext, instanceId: string, step: st
       step: blocked.name,
       reason: blocked.error ?? 'failed',
       queue: JOBS[blocked.name].queue,
-      jobId: JOB_IDS.step(cleared.rows[0].workspace_id, blocked.name, cleared.rows[0].generation),
+      jobId: JOB_IDS.step(instance.workspace_id, blocked.name, instance.generation),
     });
   }
 }

@@ -2,7 +2,8 @@
 import { createHash, randomUUID } from 'node:crypto';
 import Router from '@koa/router';
 import type { Config } from '../config.ts';
-import { audit, CANCELLABLE, ENDED_STATUSES, instanceById, instanceForCustomer, UUID, type InstanceWithCustomer } from '../db/instances.ts';
+import { audit, instanceById, instanceForCustomer, UUID, type InstanceWithCustomer } from '../db/instances.ts';
+import { canHappen, isEnded, type InstanceEvent } from '../instances/stateMachine.ts';
 import type { Db } from '../db/pool.ts';
 import { isPlanName, PLANS } from '../plans.ts';
 import { recordInstance, startProvisioning } from '../provisioning.ts';
@@ -74,7 +75,7 @@ export function adminApi(deps: { config: Config; db: Db; jobs: JobQueue }): Rout
   router.post('/admin/customers/:customerRef/deprovision', async (ctx) => {
     const instance = await instanceForCustomer(deps.db, ctx.params.customerRef!);
     if (!instance) throw new HttpError(404, 'not_found', 'no instance for this customer');
-    if (!CANCELLABLE.includes(instance.status)) {
+    if (!canHappen(instance.status, 'cancelled')) {
       throw new HttpError(409, 'not_running', `the instance is ${instance.status}`);
     }
     await deps.jobs.addCancel(instance, Math.floor(Date.now() / 1000));
@@ -87,7 +88,7 @@ export function adminApi(deps: { config: Config; db: Db; jobs: JobQueue }): Rout
   router.post('/admin/customers/:customerRef/reactivate', async (ctx) => {
     const instance = await instanceForCustomer(deps.db, ctx.params.customerRef!);
     if (!instance) throw new HttpError(404, 'not_found', 'no instance for this customer');
-    if (!ENDED_STATUSES.includes(instance.status)) {
+    if (!isEnded(instance.status)) {
       throw new HttpError(409, 'not_ended', `the instance is ${instance.status}`);
     }
     if (!instance.email) throw new HttpError(409, 'no_email', 'the customer was purged and has no email address; they can subscribe again');
@@ -100,7 +101,7 @@ export function adminApi(deps: { config: Config; db: Db; jobs: JobQueue }): Rout
 
   /** Re-runs the job that failed; the flow continues from that step. */
   router.post('/admin/instances/:instanceId/retry', async (ctx) => {
-    const instance = await failedInstance(deps.db, ctx.params.instanceId!);
+    const instance = await failedInstance(deps.db, ctx.params.instanceId!, 'retried');
     const [queue, jobId] = (instance.failed_job ?? '').split('/');
     if (!queue || !jobId || !(await deps.jobs.retryFailed(queue, jobId))) {
       throw new HttpError(409, 'not_retriable', 'the failed job is no longer there to retry');
@@ -112,7 +113,7 @@ export function adminApi(deps: { config: Config; db: Db; jobs: JobQueue }): Rout
 
   /** Gives up on a failed provisioning: removes its flow and undoes what it made, newest first. */
   router.post('/admin/instances/:instanceId/abandon', async (ctx) => {
-    const instance = await failedInstance(deps.db, ctx.params.instanceId!);
+    const instance = await failedInstance(deps.db, ctx.params.instanceId!, 'abandoned');
     await deps.jobs.addAbandon(instance);
     ctx.status = 202;
     ctx.body = { abandoning: instance.id };
@@ -121,9 +122,10 @@ export function adminApi(deps: { config: Config; db: Db; jobs: JobQueue }): Rout
   return router;
 }
 
-async function failedInstance(db: Db, instanceId: string): Promise<InstanceWithCustomer> {
+/** A failed instance, to which an operator's `event` (a retry, abandoning it) can happen. */
+async function failedInstance(db: Db, instanceId: string, event: InstanceEvent): Promise<InstanceWithCustomer> {
   const instance = UUID.test(instanceId) ? await instanceById(db, instanceId) : undefined;
   if (!instance) throw new HttpError(404, 'not_found', 'no such instance');
-  if (instance.status !== 'failed') throw new HttpError(409, 'not_failed', `the instance is ${instance.status}, not failed`);
+  if (!canHappen(instance.status, event)) throw new HttpError(409, 'not_failed', `the instance is ${instance.status}, not failed`);
   return instance;
 }
