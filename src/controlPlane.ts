@@ -6,6 +6,7 @@ import type { Server } from 'node:http';
 import type { Worker } from 'bullmq';
 import type { Config } from './config.ts';
 import { migrate } from './db/migrate.ts';
+import { pgGateways } from './db/gateways.ts';
 import { createPool, ensureDatabase } from './db/pool.ts';
 import type { JobContext } from './jobs/context.ts';
 import { logger, setLogLevel } from './logger.ts';
@@ -29,7 +30,8 @@ import path from 'node:path';
 const log = logger('control-plane');
 
 export interface ControlPlane {
-  ctx: JobContext;
+  /** What the workers give job handlers, and the queues themselves (for reading jobs). */
+  ctx: JobContext & { queues: Queues };
   /** The web server's address, when this process serves the web app. */
   url?: string;
   close(): Promise<void>;
@@ -55,9 +57,9 @@ export async function startControlPlane(config: Config, roles: { web: boolean; w
   const localDatabase = new LocalDatabaseProvider(db, config.databaseUrl, secrets);
   const database: DatabaseProvider = config.neon ? new NeonDatabaseProvider(config.neon) : localDatabase;
   if (roles.worker && database === localDatabase) await localDatabase.init();
-  const ctx: JobContext = {
+  const ctx: JobContext & { queues: Queues } = {
     config,
-    db,
+    ...pgGateways(db, secrets, config.databaseUrl),
     secrets,
     queues,
     jobs: new BullJobQueue(queues),
@@ -79,7 +81,7 @@ export async function startControlPlane(config: Config, roles: { web: boolean; w
   let server: Server | undefined;
   let url: string | undefined;
   if (roles.web) {
-    const app = createWebApp({ config, db, queues, jobs: ctx.jobs, secrets });
+    const app = createWebApp({ ...ctx, db });
     server = await new Promise<Server>((resolve, reject) => {
       const s = app.listen(config.port, () => resolve(s)).once('error', reject);
     });

@@ -3,17 +3,15 @@
  * steps made is undone newest-first (service, workspace, database), and the instance is marked abandoned.
  * Each compensation is idempotent, so the job can be retried until it completes.
  */
-import type { Job } from 'bullmq';
-import { instanceById } from '../db/instances.ts';
 import { PermanentError } from '../errors.ts';
-import { nextStatus, transition } from '../instances/stateMachine.ts';
+import { nextStatus } from '../instances/stateMachine.ts';
 import { stopProvisionFlow } from '../operations/provisionFlow.ts';
 import { teardownInstance } from '../operations/teardown.ts';
 import type { ProvisionData } from '../queues/catalogue.ts';
-import type { JobContext } from './context.ts';
+import type { JobContext, JobHandle } from './context.ts';
 
-export async function abandon(ctx: JobContext, job: Job<ProvisionData>, token?: string): Promise<{ undone: string }> {
-  const instance = await instanceById(ctx.db, job.data.instanceId);
+export async function abandon(ctx: JobContext, job: JobHandle<ProvisionData>, token?: string): Promise<{ undone: string }> {
+  const instance = await ctx.instances.byId(job.data.instanceId);
   if (!instance) throw new PermanentError(`instance ${job.data.instanceId} does not exist`);
   nextStatus(instance.id, instance.status, 'abandoned'); // only a failed provisioning (or a repeat): else IllegalTransitionError
 
@@ -22,6 +20,6 @@ export async function abandon(ctx: JobContext, job: Job<ProvisionData>, token?: 
   const undone = [`service ${serviceId}`, 'workspace', `database ${databaseName}`];
   await job.log(`undone: ${undone.join(', ')}`);
 
-  await transition(ctx.db, instance.id, 'abandoned', { actor: 'operator', detail: { undone } });
+  await ctx.instances.transition(instance.id, 'abandoned', { actor: 'operator', detail: { undone } });
   return { undone: undone.join(', ') };
 }

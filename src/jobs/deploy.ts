@@ -2,7 +2,6 @@
  * deploy: hands the service its configuration (the database URL included, straight from the encrypted store to
  * the provider), sets its limits from the plan, deploys, and waits for the deployment without holding a slot.
  */
-import { updateInstance } from '../db/instances.ts';
 import { PermanentError } from '../errors.ts';
 import { configureService } from '../operations/service.ts';
 import { planByName } from '../plans.ts';
@@ -55,7 +54,7 @@ export const deploy: StepHandler<DeployData> = async (ctx, { job, instance, log,
   const { state, detail } = await ctx.compute.deploymentState(serviceId, deploymentId);
   switch (state) {
     case 'success':
-      await updateInstance(ctx.db, instance.id, { service_id: serviceId });
+      await ctx.instances.update(instance.id, { service_id: serviceId });
       await log(`deployment ${deploymentId} succeeded after ${data.polls} status checks`);
       return done({ serviceId, deploymentId });
     case 'failed':

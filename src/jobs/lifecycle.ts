@@ -5,10 +5,10 @@
  * works, and records its transition in the audit log. Delayed jobs have ids derived from the subscription and
  * Stripe's canceled_at, so a repeated cancellation schedules nothing twice.
  */
-import { DelayedError, type Job } from 'bullmq';
-import { withCustomerDb } from '../db/customerDb.ts';
-import { audit, instanceById, updateInstance, type InstanceWithCustomer } from '../db/instances.ts';
-import { canHappen, isEnded, isRunning, provisioningUnderway, transition } from '../instances/stateMachine.ts';
+import { DelayedError } from 'bullmq';
+import { ARCHIVED_TABLES, readArchive } from '../db/archiveFormat.ts';
+import type { InstanceWithCustomer } from '../db/instances.ts';
+import { canHappen, isEnded, isRunning, provisioningUnderway } from '../instances/stateMachine.ts';
 import { PermanentError } from '../errors.ts';
 import { INSTANCE_SECRETS, instanceOwner } from '../instances/secrets.ts';
 import { stopProvisionFlow } from '../operations/provisionFlow.ts';
@@ -16,10 +16,9 @@ import { configureService } from '../operations/service.ts';
 import { teardownInstance } from '../operations/teardown.ts';
 import { OVERDUE, PAID } from '../providers/stripe.ts';
 import type { DunningData, LifecycleData, PaymentData, ReactivateData, ResizeData } from '../queues/catalogue.ts';
-import type { JobContext } from './context.ts';
-import { ARCHIVED_TABLES, exportStream, readArchive } from './archiveFormat.ts';
+import type { JobContext, JobHandle } from './context.ts';
 import { planForPrice, PLANS } from '../plans.ts';
-import { fileSha256, renderWorkspace } from '../workspace/render.ts';
+import { renderWorkspace } from '../workspace/render.ts';
 import { withInstanceLock } from './instanceLock.ts';
 
 type Outcome = Record<string, string | number>;
@@ -32,12 +31,12 @@ function ofThisCancellation(instance: InstanceWithCustomer, data: LifecycleData)
 }
 
 async function load(ctx: JobContext, id: string): Promise<InstanceWithCustomer> {
-  const instance = await instanceById(ctx.db, id);
+  const instance = await ctx.instances.byId(id);
   if (!instance) throw new PermanentError(`instance ${id} does not exist`);
   return instance;
 }
 
-export async function cancel(ctx: JobContext, job: Job<LifecycleData>, token?: string): Promise<Outcome> {
+export async function cancel(ctx: JobContext, job: JobHandle<LifecycleData>, token?: string): Promise<Outcome> {
   return withInstanceLock(ctx, job, token, job.data.instanceId, async (): Promise<Outcome> => {
     const instance = await load(ctx, job.data.instanceId);
     if (!canHappen(instance.status, 'cancelled')) return { skipped: `instance is ${instance.status}` };
@@ -50,10 +49,11 @@ export async function cancel(ctx: JobContext, job: Job<LifecycleData>, token?: s
     if (provisioningUnderway(instance.status)) await stopProvisionFlow(ctx, instance, job, token);
     // The key is refused from now on, even by a runtime something restarts: its hash is revoked where the runtime
     // checks it (within its two-second cache).
-    await revokeKeys(ctx, instance);
+    await ctx.customerDbs.revokeKeys(instance.id);
+    await ctx.secrets.delete(instanceOwner(instance.id), INSTANCE_SECRETS.pendingApiKey);
     if (instance.service_id) await ctx.compute.stop(instance.service_id);
     await job.log('service stopped and API key revoked');
-    await transition(ctx.db, instance.id, 'cancelled', {
+    await ctx.instances.transition(instance.id, 'cancelled', {
       actor: 'worker',
       set: { cancelled_at: new Date(canceledAtMs), archive_at: archiveAt, purge_at: purgeAt },
       detail: { canceledAt: new Date(canceledAtMs).toISOString(), archiveAt: archiveAt.toISOString(), purgeAt: purgeAt.toISOString() },
@@ -63,76 +63,51 @@ export async function cancel(ctx: JobContext, job: Job<LifecycleData>, token?: s
   });
 }
 
-async function revokeKeys(ctx: JobContext, instance: InstanceWithCustomer): Promise<void> {
-  const databaseUrl = await ctx.secrets.get(instanceOwner(instance.id), INSTANCE_SECRETS.databaseUrl);
-  if (databaseUrl) {
-    await withCustomerDb(databaseUrl, (client) => client.query('UPDATE api_keys SET revoked_at = now() WHERE revoked_at IS NULL'));
-  }
-  await ctx.secrets.delete(instanceOwner(instance.id), INSTANCE_SECRETS.pendingApiKey);
-}
-
-export async function archive(ctx: JobContext, job: Job<LifecycleData>, token?: string): Promise<Outcome> {
+export async function archive(ctx: JobContext, job: JobHandle<LifecycleData>, token?: string): Promise<Outcome> {
   return withInstanceLock(ctx, job, token, job.data.instanceId, async (): Promise<Outcome> => {
     const instance = await load(ctx, job.data.instanceId);
     if (!canHappen(instance.status, 'archived')) return { skipped: `instance is ${instance.status}` };
     if (!ofThisCancellation(instance, job.data)) return { skipped: 'scheduled by an earlier cancellation' };
-    const owner = instanceOwner(instance.id);
-    const databaseUrl = await ctx.secrets.get(owner, INSTANCE_SECRETS.databaseUrl);
-    const name = `${instance.workspace_id}/${job.data.canceledAt}.jsonl.gz`;
-
-    let stored = await ctx.db.query<{ location: string; size_bytes: string; sha256: string; row_counts: Record<string, number> }>(
-      'SELECT location, size_bytes, sha256, row_counts FROM archives WHERE instance_id = $1 AND deleted_at IS NULL',
-      [instance.id],
-    );
-    if (!stored.rows[0] && !databaseUrl) {
+    let record = await ctx.archiveRecords.current(instance.id);
+    if (!record && !(await ctx.customerDbs.exists(instance.id))) {
       // Never had a database (a provisioning that failed before create-branch): nothing to export, only to delete.
       await teardownInstance(ctx, instance);
-      await transition(ctx.db, instance.id, 'archived', {
+      await ctx.instances.transition(instance.id, 'archived', {
         actor: 'worker',
         set: { archived_at: new Date(), access_url: null },
         detail: { nothing: 'no database was ever made' },
       });
       return { archived: 'nothing to export' };
     }
-    if (!stored.rows[0]) {
-      const written = await withCustomerDb(databaseUrl!, async (client) => {
-        const { stream, counts } = exportStream(client, { workspaceId: instance.workspace_id });
-        const result = await ctx.archives.write(name, stream);
-        return { ...result, counts: await counts };
-      });
-      await ctx.db.query(
-        `INSERT INTO archives (instance_id, location, size_bytes, sha256, row_counts) VALUES ($1, $2, $3, $4, $5)
-         ON CONFLICT (instance_id) DO UPDATE SET location = $2, size_bytes = $3, sha256 = $4, row_counts = $5, created_at = now(),
-           verified_at = NULL, deleted_at = NULL`,
-        [instance.id, written.location, written.sizeBytes, written.sha256, JSON.stringify(written.counts)],
-      );
-      await job.log(`exported ${JSON.stringify(written.counts)} into ${written.location} (${written.sizeBytes} bytes)`);
-      stored = await ctx.db.query('SELECT location, size_bytes, sha256, row_counts FROM archives WHERE instance_id = $1', [instance.id]);
+    if (!record) {
+      const name = `${instance.workspace_id}/${job.data.canceledAt}.jsonl.gz`;
+      record = await ctx.customerDbs.exportArchive(instance.id, instance.workspace_id, (stream) => ctx.archives.write(name, stream));
+      await ctx.archiveRecords.save(instance.id, record);
+      await job.log(`exported ${JSON.stringify(record.rowCounts)} into ${record.location} (${record.sizeBytes} bytes)`);
     }
-    const record = stored.rows[0]!;
 
     // Nothing is deleted until the archive reads back whole: same bytes, same rows.
     const check = await ctx.archives.checksum(record.location);
-    if (check.sha256 !== record.sha256 || check.sizeBytes !== Number(record.size_bytes)) {
+    if (check.sha256 !== record.sha256 || check.sizeBytes !== record.sizeBytes) {
       throw new PermanentError(`archive ${record.location} does not match what was written`);
     }
     const counts = await readArchive(ctx.archives.read(record.location));
-    if (ARCHIVED_TABLES.some((table) => counts[table] !== record.row_counts[table])) {
+    if (ARCHIVED_TABLES.some((table) => counts[table] !== record.rowCounts[table])) {
       throw new PermanentError(`archive ${record.location} rows differ from the export`);
     }
-    await ctx.db.query('UPDATE archives SET verified_at = now() WHERE instance_id = $1', [instance.id]);
+    await ctx.archiveRecords.markVerified(instance.id);
 
     await teardownInstance(ctx, instance);
-    await transition(ctx.db, instance.id, 'archived', {
+    await ctx.instances.transition(instance.id, 'archived', {
       actor: 'worker',
       set: { archived_at: new Date(), access_url: null },
-      detail: { location: record.location, sizeBytes: Number(record.size_bytes), sha256: record.sha256, rows: record.row_counts },
+      detail: { location: record.location, sizeBytes: record.sizeBytes, sha256: record.sha256, rows: record.rowCounts },
     });
-    return { location: record.location, sizeBytes: Number(record.size_bytes), sha256: record.sha256 };
+    return { location: record.location, sizeBytes: record.sizeBytes, sha256: record.sha256 };
   });
 }
 
-export async function purge(ctx: JobContext, job: Job<LifecycleData>, token?: string): Promise<Outcome> {
+export async function purge(ctx: JobContext, job: JobHandle<LifecycleData>, token?: string): Promise<Outcome> {
   return withInstanceLock(ctx, job, token, job.data.instanceId, async (): Promise<Outcome> => {
     const instance = await load(ctx, job.data.instanceId);
     const archived = canHappen(instance.status, 'purged');
@@ -145,25 +120,21 @@ export async function purge(ctx: JobContext, job: Job<LifecycleData>, token?: st
       throw new DelayedError();
     }
     const deleted: string[] = [];
-    const { rows } = await ctx.db.query<{ location: string }>('SELECT location FROM archives WHERE instance_id = $1 AND deleted_at IS NULL', [instance.id]);
-    for (const { location } of rows) {
-      await ctx.archives.delete(location);
-      deleted.push(`archive ${location}`);
+    const stored = await ctx.archiveRecords.current(instance.id);
+    if (stored) {
+      await ctx.archives.delete(stored.location);
+      deleted.push(`archive ${stored.location}`);
     }
-    await ctx.db.query('UPDATE archives SET deleted_at = now() WHERE instance_id = $1', [instance.id]);
+    await ctx.archiveRecords.markDeleted(instance.id);
     // Personal data held by the control plane: the customer's email and name, and the Stripe event payloads that
     // carry them. The Stripe ids stay (for accounting) and so does the audit trail.
-    await ctx.db.query('UPDATE customers SET email = NULL, name = NULL, updated_at = now() WHERE id = $1', [instance.customer_id]);
+    await ctx.subscriptions.forgetCustomer(instance.customer_id);
     deleted.push('customer email and name');
     if (instance.stripe_customer_id) {
-      const scrubbed = await ctx.db.query(
-        `UPDATE stripe_events SET payload = jsonb_build_object('id', id, 'type', type, 'purged', true)
-         WHERE payload->'data'->'object'->>'customer' = $1 OR payload->'data'->'object'->>'id' = $1`,
-        [instance.stripe_customer_id],
-      );
-      deleted.push(`${scrubbed.rowCount} Stripe event payloads`);
+      const scrubbed = await ctx.stripeEvents.scrubCustomer(instance.stripe_customer_id);
+      deleted.push(`${scrubbed} Stripe event payloads`);
     }
-    await transition(ctx.db, instance.id, 'purged', { actor: 'worker', set: { purged_at: new Date() }, detail: { deleted } });
+    await ctx.instances.transition(instance.id, 'purged', { actor: 'worker', set: { purged_at: new Date() }, detail: { deleted } });
     return { deleted: deleted.join(', ') };
   });
 }
@@ -173,37 +144,28 @@ export async function purge(ctx: JobContext, job: Job<LifecycleData>, token?: st
  * and restarts on them; the new plan's skill files are added to the workspace (nothing the customer changed is
  * overwritten) and STATE.json records the plan. The database, its memories and the key stay as they are.
  */
-export async function resize(ctx: JobContext, job: Job<ResizeData>, token?: string): Promise<Outcome> {
+export async function resize(ctx: JobContext, job: JobHandle<ResizeData>, token?: string): Promise<Outcome> {
   return withInstanceLock(ctx, job, token, job.data.instanceId, async (): Promise<Outcome> => {
     const instance = await load(ctx, job.data.instanceId);
     const plan = PLANS[job.data.plan];
     if (!isRunning(instance.status)) return { skipped: `instance is ${instance.status}` };
     if (instance.plan === plan.name) return { unchanged: plan.name };
     if (!instance.service_id || !instance.email) throw new PermanentError('instance has no service or customer email');
-    const databaseUrl = await ctx.secrets.get(instanceOwner(instance.id), INSTANCE_SECRETS.databaseUrl);
-    if (!databaseUrl) throw new PermanentError('no database connection for this instance');
-
     const files = renderWorkspace({
       workspaceId: instance.workspace_id,
       customer: { name: instance.customer_name, email: instance.email },
       plan,
       createdAt: instance.provision_started_at,
     });
-    await withCustomerDb(databaseUrl, async (client) => {
-      for (const file of files.filter((f) => f.path.startsWith('skills/') || f.path === 'STATE.json')) {
-        const overwrite = file.path === 'STATE.json';
-        await client.query(
-          `INSERT INTO workspace_files (path, content, sha256) VALUES ($1, $2, $3)
-           ON CONFLICT (path) DO ${overwrite ? 'UPDATE SET content = EXCLUDED.content, sha256 = EXCLUDED.sha256, updated_at = now()' : 'NOTHING'}`,
-          [file.path, file.content, fileSha256(file.content)],
-        );
-      }
+    await ctx.customerDbs.updateWorkspace(instance.id, {
+      add: files.filter((f) => f.path.startsWith('skills/')),
+      replace: files.filter((f) => f.path === 'STATE.json'),
     });
     await configureService(ctx, instance, instance.service_id, plan);
     const { deploymentId } = await ctx.compute.deploy(instance.service_id);
-    await ctx.db.query('UPDATE subscriptions SET plan = $2, updated_at = now() WHERE id = $1', [instance.subscription_id, plan.name]);
-    await updateInstance(ctx.db, instance.id, { plan: plan.name });
-    await audit(ctx.db, {
+    await ctx.subscriptions.setPlan(instance.subscription_id, plan.name);
+    await ctx.instances.update(instance.id, { plan: plan.name });
+    await ctx.audit.record({
       actor: 'worker',
       action: 'instance.resized',
       customerId: instance.customer_id,
@@ -221,13 +183,13 @@ export async function resize(ctx: JobContext, job: Job<ResizeData>, token?: stri
  * there and issues a new key; between archive and purge it makes them afresh and restores the archive into them;
  * after the purge it starts from nothing. Memories and conversations survive every path that still has them.
  */
-export async function reactivate(ctx: JobContext, job: Job<ReactivateData>, token?: string): Promise<Outcome> {
+export async function reactivate(ctx: JobContext, job: JobHandle<ReactivateData>, token?: string): Promise<Outcome> {
   return withInstanceLock(ctx, job, token, job.data.instanceId, async (): Promise<Outcome> => {
     const instance = await load(ctx, job.data.instanceId);
     if (!isEnded(instance.status)) return { skipped: `instance is ${instance.status}` };
     if (instance.cancelled_at) await ctx.jobs.removeArchiveAndPurge(instance, Math.floor(instance.cancelled_at.getTime() / 1000));
     const generation = instance.generation + 1;
-    await transition(ctx.db, instance.id, 'reactivated', {
+    await ctx.instances.transition(instance.id, 'reactivated', {
       actor: 'worker',
       set: {
         generation,
@@ -254,31 +216,19 @@ export async function reactivate(ctx: JobContext, job: Job<ReactivateData>, toke
   });
 }
 
-async function setSuspension(ctx: JobContext, instance: InstanceWithCustomer, reason: string | null): Promise<void> {
-  const databaseUrl = await ctx.secrets.get(instanceOwner(instance.id), INSTANCE_SECRETS.databaseUrl);
-  if (!databaseUrl) throw new PermanentError('no database connection for this instance');
-  await withCustomerDb(databaseUrl, (client) =>
-    client.query(
-      `INSERT INTO account_status (id, suspended_reason) VALUES (true, $1)
-       ON CONFLICT (id) DO UPDATE SET suspended_reason = $1, updated_at = now()`,
-      [reason],
-    ),
-  );
-}
-
 /**
  * The grace after a failed payment is over: if Stripe still has the subscription past_due or unpaid, the service is
  * stopped and the key refused with 402 (data kept); otherwise nothing happens.
  */
-export async function suspend(ctx: JobContext, job: Job<PaymentData>, token?: string): Promise<Outcome> {
+export async function suspend(ctx: JobContext, job: JobHandle<PaymentData>, token?: string): Promise<Outcome> {
   return withInstanceLock(ctx, job, token, job.data.instanceId, async (): Promise<Outcome> => {
     const instance = await load(ctx, job.data.instanceId);
     if (!canHappen(instance.status, 'suspended')) return { skipped: `instance is ${instance.status}` };
     const subscription = await ctx.stripe.subscription(instance.stripe_subscription_id);
     if (!OVERDUE.has(subscription.status)) return { skipped: `subscription is ${subscription.status}` };
-    await setSuspension(ctx, instance, `the subscription's payment is overdue (${subscription.status}); update the payment method to resume`);
+    await ctx.customerDbs.setSuspension(instance.id, `the subscription's payment is overdue (${subscription.status}); update the payment method to resume`);
     if (instance.service_id) await ctx.compute.stop(instance.service_id);
-    await transition(ctx.db, instance.id, 'suspended', { actor: 'worker', detail: { stripeStatus: subscription.status } });
+    await ctx.instances.transition(instance.id, 'suspended', { actor: 'worker', detail: { stripeStatus: subscription.status } });
     if (instance.email) {
       await ctx.mailer.send({
         to: instance.email,
@@ -292,15 +242,15 @@ export async function suspend(ctx: JobContext, job: Job<PaymentData>, token?: st
 }
 
 /** Paid again: the key is accepted and the service runs again. */
-export async function resume(ctx: JobContext, job: Job<PaymentData>, token?: string): Promise<Outcome> {
+export async function resume(ctx: JobContext, job: JobHandle<PaymentData>, token?: string): Promise<Outcome> {
   return withInstanceLock(ctx, job, token, job.data.instanceId, async (): Promise<Outcome> => {
     const instance = await load(ctx, job.data.instanceId);
     if (!canHappen(instance.status, 'resumed')) return { skipped: `instance is ${instance.status}` };
     const subscription = await ctx.stripe.subscription(instance.stripe_subscription_id);
     if (!PAID.has(subscription.status)) return { skipped: `subscription is ${subscription.status}` };
-    await setSuspension(ctx, instance, null);
+    await ctx.customerDbs.setSuspension(instance.id, null);
     const deployment = instance.service_id ? await ctx.compute.deploy(instance.service_id) : undefined;
-    await transition(ctx.db, instance.id, 'resumed', {
+    await ctx.instances.transition(instance.id, 'resumed', {
       actor: 'worker',
       set: { past_due_since: null },
       detail: { deploymentId: deployment?.deploymentId ?? null },
@@ -313,7 +263,7 @@ export async function resume(ctx: JobContext, job: Job<PaymentData>, token?: str
 }
 
 /** A payment failed: the customer is told, with the grace before the assistant pauses. */
-export async function dunningEmail(ctx: JobContext, job: Job<DunningData>): Promise<Outcome> {
+export async function dunningEmail(ctx: JobContext, job: JobHandle<DunningData>): Promise<Outcome> {
   const instance = await load(ctx, job.data.instanceId);
   if (!instance.email) return { skipped: 'no email address' };
   const days = Math.max(1, Math.round(ctx.config.lifecycle.paymentGraceMs / 86_400_000));

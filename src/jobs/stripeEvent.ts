@@ -2,19 +2,17 @@
  * The stripe-events job: acts on a verified, recorded Stripe event. The job carries only the event id; the
  * payload is read from Postgres, and the subscription's current state from Stripe (the event carries no price).
  */
-import type { Job } from 'bullmq';
 import type Stripe from 'stripe';
 import { errorMessage, PermanentError } from '../errors.ts';
-import { planForPrice } from '../plans.ts';
-import { recordInstance, recordSubscription, startProvisioning, type ProvisionRequest } from '../provisioning.ts';
+import { canHappen, isRunning } from '../instances/stateMachine.ts';
 import { clearFailure, isFinalFailure, markEventFailed, markFailed, ReportedFailure } from '../operations/incidents.ts';
+import { planForPrice } from '../plans.ts';
 import { OVERDUE, PAID } from '../providers/stripe.ts';
+import { startProvisioning, type ProvisionRequest } from '../provisioning.ts';
 import { QUEUES, type StripeEventData } from '../queues/catalogue.ts';
-import type { JobContext } from './context.ts';
-import { instanceById, instanceForSubscription, type InstanceWithCustomer } from '../db/instances.ts';
-import { canHappen, ENDED_STATUSES, isRunning } from '../instances/stateMachine.ts';
+import type { JobContext, JobHandle } from './context.ts';
 
-export async function handleStripeEvent(ctx: JobContext, job: Job<StripeEventData>): Promise<Record<string, string>> {
+export async function handleStripeEvent(ctx: JobContext, job: JobHandle<StripeEventData>): Promise<Record<string, string>> {
   try {
     return await actOnEvent(ctx, job);
   } catch (err) {
@@ -26,9 +24,8 @@ export async function handleStripeEvent(ctx: JobContext, job: Job<StripeEventDat
   }
 }
 
-async function actOnEvent(ctx: JobContext, job: Job<StripeEventData>): Promise<Record<string, string>> {
-  const { rows } = await ctx.db.query<{ payload: Stripe.Event }>('SELECT payload FROM stripe_events WHERE id = $1', [job.data.eventId]);
-  const event = rows[0]?.payload;
+async function actOnEvent(ctx: JobContext, job: JobHandle<StripeEventData>): Promise<Record<string, string>> {
+  const event = await ctx.stripeEvents.payload(job.data.eventId);
   if (!event) throw new PermanentError(`event ${job.data.eventId} was not recorded`);
   switch (event.type) {
     case 'checkout.session.completed':
@@ -48,7 +45,7 @@ async function actOnEvent(ctx: JobContext, job: Job<StripeEventData>): Promise<R
 /** An invoice of a subscription was paid or failed: dunning email on failure, then the subscription is looked at again. */
 async function invoiceSettled(
   ctx: JobContext,
-  job: Job<StripeEventData>,
+  job: JobHandle<StripeEventData>,
   type: string,
   invoice: Stripe.Invoice & { subscription?: string | { id: string } | null },
 ): Promise<Record<string, string>> {
@@ -56,19 +53,10 @@ async function invoiceSettled(
   const subscriptionId = typeof linked === 'string' ? linked : linked?.id;
   if (!subscriptionId) return { ignored: 'invoice of no subscription' };
   if (type === 'invoice.payment_failed') {
-    const instance = await instanceForSubscription(ctx.db, subscriptionId);
+    const instance = await ctx.instances.forSubscription(subscriptionId);
     if (instance) await ctx.jobs.addDunningEmail(instance, invoice.attempt_count ?? 1, job.data.eventId);
   }
   return subscriptionChanged(ctx, job, subscriptionId);
-}
-
-async function endedInstanceOf(ctx: JobContext, stripeCustomerId: string): Promise<InstanceWithCustomer | undefined> {
-  const { rows } = await ctx.db.query<{ id: string }>(
-    `SELECT i.id FROM instances i JOIN customers c ON c.id = i.customer_id
-     WHERE c.stripe_customer_id = $1 AND i.status = ANY ($2::text[]) ORDER BY i.created_at DESC LIMIT 1`,
-    [stripeCustomerId, [...ENDED_STATUSES]],
-  );
-  return rows[0] ? instanceById(ctx.db, rows[0].id) : undefined;
 }
 
 /**
@@ -76,10 +64,10 @@ async function endedInstanceOf(ctx: JobContext, stripeCustomerId: string): Promi
  * "look again": the subscription is re-read and the instance brought to what Stripe has now. A cancellation at
  * period end changes nothing until the subscription is actually deleted.
  */
-async function subscriptionChanged(ctx: JobContext, job: Job<StripeEventData>, subscriptionId: string): Promise<Record<string, string>> {
+async function subscriptionChanged(ctx: JobContext, job: JobHandle<StripeEventData>, subscriptionId: string): Promise<Record<string, string>> {
   const subscription = await ctx.stripe.subscription(subscriptionId);
-  await ctx.db.query('UPDATE subscriptions SET status = $2, updated_at = now() WHERE stripe_subscription_id = $1', [subscriptionId, subscription.status]);
-  const instance = await instanceForSubscription(ctx.db, subscriptionId);
+  await ctx.subscriptions.setStatus(subscriptionId, subscription.status);
+  const instance = await ctx.instances.forSubscription(subscriptionId);
   if (!instance) return { ignored: 'no instance for this subscription' };
   if (subscription.status === 'canceled' && subscription.canceledAt !== null) {
     await ctx.jobs.addCancel(instance, subscription.canceledAt);
@@ -87,15 +75,11 @@ async function subscriptionChanged(ctx: JobContext, job: Job<StripeEventData>, s
   }
   if (OVERDUE.has(subscription.status) && canHappen(instance.status, 'suspended')) {
     // The grace runs from the first time Stripe reported the payment overdue; the suspend job checks again then.
-    const { rows: since } = await ctx.db.query<{ past_due_since: Date }>(
-      'UPDATE instances SET past_due_since = COALESCE(past_due_since, now()) WHERE id = $1 RETURNING past_due_since',
-      [instance.id],
-    );
-    const from = since[0]!.past_due_since.getTime();
+    const from = (await ctx.instances.markPastDue(instance.id)).getTime();
     await ctx.jobs.addSuspend(instance, from, Math.max(0, from + ctx.config.lifecycle.paymentGraceMs - Date.now()));
     return { overdue: subscription.status };
   }
-  if (!OVERDUE.has(subscription.status)) await ctx.db.query('UPDATE instances SET past_due_since = NULL WHERE id = $1', [instance.id]);
+  if (!OVERDUE.has(subscription.status)) await ctx.instances.clearPastDue(instance.id);
   if (PAID.has(subscription.status) && canHappen(instance.status, 'resumed')) {
     await ctx.jobs.addResume(instance, job.data.eventId);
     return { resuming: instance.id };
@@ -110,7 +94,7 @@ async function subscriptionChanged(ctx: JobContext, job: Job<StripeEventData>, s
 
 async function checkoutCompleted(
   ctx: JobContext,
-  job: Job<StripeEventData>,
+  job: JobHandle<StripeEventData>,
   session: Stripe.Checkout.Session,
 ): Promise<Record<string, string>> {
   if (session.mode !== 'subscription' || !session.subscription) return { ignored: `checkout in ${session.mode} mode` };
@@ -137,14 +121,14 @@ async function checkoutCompleted(
   };
 
   // A customer whose earlier subscription ended comes back to the same workspace, with whatever data is left.
-  const ended = plan && email ? await endedInstanceOf(ctx, subscription.customerId) : undefined;
+  const ended = plan && email ? await ctx.instances.endedForStripeCustomer(subscription.customerId) : undefined;
   if (ended && plan) {
-    const { subscriptionId } = await recordSubscription(ctx.db, request);
+    const { subscriptionId } = await ctx.subscriptions.record(request);
     await ctx.jobs.addReactivate(ended, { subscriptionId, plan: plan.name }, job.data.eventId);
     return { reactivating: ended.id, from: ended.status, plan: plan.name };
   }
 
-  const instance = await recordInstance(ctx.db, ctx.config, request);
+  const instance = await ctx.instances.record(request, { compute: ctx.config.computeProvider, database: ctx.config.databaseProvider });
   if (!plan) {
     const reason = `price ${subscription.priceId ?? '(none)'} of subscription ${subscription.id} is not one of this product's plans`;
     await markFailed(ctx, { instanceId: instance.id, step: 'resolve-plan', reason, queue: QUEUES.stripeEvents, jobId: job.id! });
@@ -157,8 +141,8 @@ async function checkoutCompleted(
   }
   if (canHappen(instance.status, 'retried') && (instance.failed_step === 'resolve-plan' || instance.failed_step === 'resolve-customer')) {
     // An operator fixed what stopped this intake (a price mapping, the customer's email) and retried it.
-    await ctx.db.query('UPDATE instances SET plan = $2 WHERE id = $1', [instance.id, plan.name]);
-    await ctx.db.query('UPDATE subscriptions SET plan = $2 WHERE id = $1', [instance.subscription_id, plan.name]);
+    await ctx.instances.update(instance.id, { plan: plan.name });
+    await ctx.subscriptions.setPlan(instance.subscription_id, plan.name);
     await clearFailure(ctx, instance, instance.failed_step);
   }
   const started = await startProvisioning(ctx.jobs, instance);

@@ -1,9 +1,7 @@
 /** The usage-email job: tells a customer their assistant used 80 % or all of the month's messages. */
-import type { Job } from 'bullmq';
-import { instanceById } from '../db/instances.ts';
 import { PermanentError } from '../errors.ts';
 import type { UsageEmailData } from '../queues/catalogue.ts';
-import type { JobContext } from './context.ts';
+import type { JobContext, JobHandle } from './context.ts';
 
 export function usageEmail(input: { name: string | null; month: string; threshold: number; used: number; limit: number; resetsOn: string }) {
   const greeting = input.name ? `Hello ${input.name},` : 'Hello,';
@@ -24,17 +22,14 @@ export function usageEmail(input: { name: string | null; month: string; threshol
   };
 }
 
-export async function sendUsageEmail(ctx: JobContext, job: Job<UsageEmailData>): Promise<{ sent: string }> {
+export async function sendUsageEmail(ctx: JobContext, job: JobHandle<UsageEmailData>): Promise<{ sent: string }> {
   const { instanceId, month, threshold } = job.data;
-  const instance = await instanceById(ctx.db, instanceId);
-  const { rows } = await ctx.db.query<{ used: number; message_limit: number }>(
-    'SELECT used, message_limit FROM usage_notices WHERE instance_id = $1 AND month = $2 AND threshold = $3',
-    [instanceId, month, threshold],
-  );
-  if (!instance?.email || !rows[0]) throw new PermanentError('no customer email or usage notice for this instance');
+  const instance = await ctx.instances.byId(instanceId);
+  const notice = await ctx.usageNotices.find(instanceId, month, threshold);
+  if (!instance?.email || !notice) throw new PermanentError('no customer email or usage notice for this instance');
   const [year, m] = month.split('-').map(Number) as [number, number];
   const resetsOn = new Date(Date.UTC(year, m, 1)).toISOString().slice(0, 10);
-  const { subject, text } = usageEmail({ name: instance.customer_name, month, threshold, used: rows[0].used, limit: rows[0].message_limit, resetsOn });
+  const { subject, text } = usageEmail({ name: instance.customer_name, month, threshold, used: notice.used, limit: notice.limit, resetsOn });
   await ctx.mailer.send({ to: instance.email, subject, text, messageId: `<usage-${instance.workspace_id}-${month}-${threshold}@clawdbot>` });
   return { sent: `${threshold}%` };
 }

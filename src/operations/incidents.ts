@@ -4,28 +4,22 @@
  * so a retry of one never repeats the other. A Stripe event that fails for good before any instance exists raises
  * its incident the same way.
  */
-import { UnrecoverableError, type Job } from 'bullmq';
+import { UnrecoverableError } from 'bullmq';
 import { PermanentError } from '../errors.ts';
 import { maskSecrets } from '../logger.ts';
-import { audit } from '../db/instances.ts';
-import { canHappen, IllegalTransitionError, transition, type InstanceStatus } from '../instances/stateMachine.ts';
-import { isJobName, JOB_IDS, JOBS, QUEUES, type QueueName, type StepName } from '../queues/catalogue.ts';
-import type { JobContext } from '../jobs/context.ts';
+import { canHappen, IllegalTransitionError, type InstanceStatus } from '../instances/stateMachine.ts';
+import { isJobName, JOB_IDS, JOBS, QUEUES, type QueueName } from '../queues/catalogue.ts';
+import type { JobContext, JobHandle } from '../jobs/context.ts';
 
-export async function markFailed(
-  ctx: JobContext,
-  failure: { instanceId: string; step: string; reason: string; queue: QueueName; jobId: string },
-): Promise<void> {
+type Where = { queue: QueueName; jobId: string };
+
+export async function markFailed(ctx: Pick<JobContext, 'steps' | 'instances' | 'jobs'>, failure: { instanceId: string; step: string; reason: string } & Where): Promise<void> {
   const reason = maskSecrets(failure.reason).slice(0, 2000);
   // The ledger always shows a step's final failure, even when this instance's incident was raised by a sibling.
-  await ctx.db.query(`UPDATE steps SET state = 'failed', error = $3, finished_at = now() WHERE instance_id = $1 AND name = $2`, [
-    failure.instanceId,
-    failure.step,
-    reason,
-  ]);
+  await ctx.steps.failed(failure.instanceId, failure.step, reason);
   let failed;
   try {
-    failed = await transition(ctx.db, failure.instanceId, 'failed', {
+    failed = await ctx.instances.transition(failure.instanceId, 'failed', {
       actor: 'worker',
       set: { failed_step: failure.step, failure_reason: reason, failed_job: `${failure.queue}/${failure.jobId}`, failure_alerted_at: new Date() },
       when: { failure_alerted_at: null },
@@ -37,11 +31,11 @@ export async function markFailed(
     throw err;
   }
   if (!failed) return; // this incident was already raised
-  await ctx.jobs.addAlerts(failed.auditId, failure);
+  await ctx.jobs.addAlerts(failed.auditId, { queue: failure.queue, jobId: failure.jobId });
 }
 
 /** Whether this failure ends the job: a permanent error, or the last of its attempts. */
-export function isFinalFailure(job: Job, err: unknown): boolean {
+export function isFinalFailure(job: Pick<JobHandle, 'attemptsMade' | 'opts'>, err: unknown): boolean {
   return err instanceof UnrecoverableError || job.attemptsMade + 1 >= (job.opts.attempts ?? 1);
 }
 
@@ -49,23 +43,15 @@ export function isFinalFailure(job: Job, err: unknown): boolean {
 export class ReportedFailure extends PermanentError {}
 
 /** A Stripe event that could not be acted on, and has no instance to carry the failure. */
-export async function markEventFailed(
-  ctx: JobContext,
-  failure: { eventId: string; reason: string; queue: QueueName; jobId: string },
-): Promise<void> {
-  const { rows } = await ctx.db.query<{ type: string; customer: string | null }>(
-    `UPDATE stripe_events SET failure_alerted_at = now() WHERE id = $1 AND failure_alerted_at IS NULL
-     RETURNING type, payload->'data'->'object'->>'customer' AS customer`,
-    [failure.eventId],
-  );
-  const event = rows[0];
+export async function markEventFailed(ctx: Pick<JobContext, 'stripeEvents' | 'audit' | 'jobs'>, failure: { eventId: string; reason: string } & Where): Promise<void> {
+  const event = await ctx.stripeEvents.markFailureAlerted(failure.eventId);
   if (!event) return;
-  const auditId = await audit(ctx.db, {
+  const auditId = await ctx.audit.record({
     actor: 'worker',
     action: 'stripe_event.failed',
     detail: { eventId: failure.eventId, eventType: event.type, stripeCustomer: event.customer, reason: maskSecrets(failure.reason).slice(0, 2000) },
   });
-  await ctx.jobs.addAlerts(auditId, failure);
+  await ctx.jobs.addAlerts(auditId, { queue: failure.queue, jobId: failure.jobId });
 }
 
 /**
@@ -73,13 +59,12 @@ export async function markEventFailed(
  * (A sibling step still running when another failed does not clear that failure.)
  */
 export async function clearFailure(
-  ctx: JobContext,
+  ctx: Pick<JobContext, 'steps' | 'instances' | 'jobs'>,
   instance: { id: string; status: InstanceStatus; failed_step: string | null; workspace_id: string; generation: number },
   step: string,
 ): Promise<void> {
   if (!canHappen(instance.status, 'retried') || instance.failed_step !== step) return;
-  const instanceId = instance.id;
-  const cleared = await transition(ctx.db, instanceId, 'retried', {
+  const cleared = await ctx.instances.transition(instance.id, 'retried', {
     actor: 'worker',
     set: { failed_step: null, failure_reason: null, failed_job: null, failure_alerted_at: null },
     when: { failed_step: step },
@@ -87,14 +72,10 @@ export async function clearFailure(
   });
   if (!cleared) return;
   // Another step that failed for good while this one's incident was open still blocks the flow: it is the next one.
-  const other = await ctx.db.query<{ name: StepName; error: string | null }>(
-    `SELECT name, error FROM steps WHERE instance_id = $1 AND state = 'failed' AND name <> $2 LIMIT 1`,
-    [instanceId, step],
-  );
-  const blocked = other.rows[0];
+  const blocked = await ctx.steps.otherFailed(instance.id, step);
   if (blocked) {
     await markFailed(ctx, {
-      instanceId,
+      instanceId: instance.id,
       step: blocked.name,
       reason: blocked.error ?? 'failed',
       queue: JOBS[blocked.name].queue,
@@ -107,26 +88,23 @@ export async function clearFailure(
  * An incident about one job that leaves the instance's status as it is (a lifecycle job failed; a deployment waits
  * for an operator's approval): at most one per job and kind, however often it is reported.
  */
-export async function raiseJobIncident(ctx: JobContext, job: Job, action: 'lifecycle.failed' | 'deployment.needs_approval', reason: string): Promise<void> {
+export async function raiseJobIncident(
+  ctx: Pick<JobContext, 'audit' | 'jobs'>,
+  job: Pick<JobHandle, 'id' | 'name' | 'data' | 'queueName'>,
+  action: 'lifecycle.failed' | 'deployment.needs_approval',
+  reason: string,
+): Promise<void> {
   const instanceId = (job.data as { instanceId?: string }).instanceId;
   if (!instanceId) return;
-  const detail = { step: job.name, jobId: job.id, reason: maskSecrets(reason).slice(0, 2000) };
-  const { rows } = await ctx.db.query<{ id: string }>(
-    `INSERT INTO audit (actor, action, customer_id, instance_id, detail)
-     SELECT 'worker', $4, customer_id, id, $2 FROM instances
-     WHERE id = $1 AND NOT EXISTS (
-       SELECT 1 FROM audit WHERE instance_id = $1 AND action = $4 AND detail->>'jobId' = $3)
-     RETURNING id`,
-    [instanceId, JSON.stringify(detail), job.id, action],
-  );
-  if (rows[0]) await ctx.jobs.addAlerts(rows[0].id, { queue: job.queueName as QueueName, jobId: job.id! });
+  const auditId = await ctx.audit.recordJobIncident(instanceId, action, { step: job.name, jobId: job.id!, reason: maskSecrets(reason).slice(0, 2000) });
+  if (auditId) await ctx.jobs.addAlerts(auditId, { queue: job.queueName as QueueName, jobId: job.id! });
 }
 
 /**
  * Called by the workers for every job that ended failed, however it got there (including a job failed by BullMQ
- * itself after stalling, which no handler saw): the failure is recorded and alerted once.
+ * itself after stalling, which no handler saw): the failure is recorded and alerted once, as the catalogue says.
  */
-export async function recordFinalFailure(ctx: JobContext, job: Job, reason: string): Promise<void> {
+export async function recordFinalFailure(ctx: JobContext, job: Pick<JobHandle, 'id' | 'name' | 'data' | 'queueName'>, reason: string): Promise<void> {
   const where = { queue: job.queueName as QueueName, jobId: job.id! };
   if (job.queueName === QUEUES.stripeEvents) {
     await markEventFailed(ctx, { eventId: (job.data as { eventId: string }).eventId, reason, ...where });

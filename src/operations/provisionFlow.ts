@@ -1,8 +1,8 @@
 /** Stopping a provisioning under way (cancel, abandon): its flow goes, so no step of it runs again. */
-import { DelayedError, type Job } from 'bullmq';
+import { DelayedError } from 'bullmq';
 import { PermanentError } from '../errors.ts';
 import type { InstanceKey } from '../queues/jobQueue.ts';
-import type { JobContext } from '../jobs/context.ts';
+import type { JobContext, JobHandle } from '../jobs/context.ts';
 
 /** How long a job waits for the flow's running steps before it gives up. */
 const WAIT_FOR_RUNNING_MS = 10 * 60_000;
@@ -14,7 +14,7 @@ const WAIT_FOR_RUNNING_MS = 10 * 60_000;
 export async function stopProvisionFlow(
   ctx: Pick<JobContext, 'jobs'>,
   instance: InstanceKey & { generation: number },
-  job: Job,
+  job: Pick<JobHandle, 'timestamp' | 'log' | 'moveToDelayed'>,
   token: string | undefined,
 ): Promise<void> {
   const { running } = await ctx.jobs.removeProvisionFlow(instance);

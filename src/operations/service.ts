@@ -1,10 +1,8 @@
 /** Configuring an instance's service for a plan: by the deploy step, and again by a plan change. */
 import { randomBytes } from 'node:crypto';
-import { PermanentError } from '../errors.ts';
 import { INSTANCE_SECRETS, instanceOwner } from '../instances/secrets.ts';
 import type { JobContext } from '../jobs/context.ts';
 import type { Plan } from '../plans.ts';
-import { STEPS } from '../queues/catalogue.ts';
 
 /** The runtime's whole configuration, as env variables (secrets go straight from the sealed store to the provider). */
 export function runtimeVariables(
@@ -31,15 +29,13 @@ export function runtimeVariables(
 
 /** Hands the service its whole configuration for a plan: every variable (one upsert) and the plan's limits. */
 export async function configureService(
-  ctx: Pick<JobContext, 'config' | 'secrets' | 'compute'>,
+  ctx: Pick<JobContext, 'config' | 'secrets' | 'customerDbs' | 'compute'>,
   instance: { id: string; workspace_id: string },
   serviceId: string,
   plan: Plan,
 ): Promise<void> {
-  const owner = instanceOwner(instance.id);
-  const databaseUrl = await ctx.secrets.get(owner, INSTANCE_SECRETS.databaseUrl);
-  if (!databaseUrl) throw new PermanentError(`no database connection: ${STEPS.createBranch} has not completed`);
-  const runtimeSecret = await ctx.secrets.putIfAbsent(owner, INSTANCE_SECRETS.runtimeSecret, randomBytes(32).toString('base64url'));
+  const databaseUrl = await ctx.customerDbs.connectionUrl(instance.id);
+  const runtimeSecret = await ctx.secrets.putIfAbsent(instanceOwner(instance.id), INSTANCE_SECRETS.runtimeSecret, randomBytes(32).toString('base64url'));
   await ctx.compute.setVariables(serviceId, runtimeVariables(ctx, instance, plan, { databaseUrl, runtimeSecret }));
   await ctx.compute.setLimits(serviceId, plan);
 }

@@ -2,11 +2,12 @@
 import { createHash, randomUUID } from 'node:crypto';
 import Router from '@koa/router';
 import type { Config } from '../config.ts';
-import { audit, instanceById, instanceForCustomer, UUID, type InstanceWithCustomer } from '../db/instances.ts';
+import type { AuditLog } from '../db/audit.ts';
+import { UUID, type Instances, type InstanceWithCustomer } from '../db/instances.ts';
+import type { StepLedger } from '../db/steps.ts';
 import { canHappen, isEnded, type InstanceEvent } from '../instances/stateMachine.ts';
-import type { Db } from '../db/pool.ts';
 import { isPlanName, PLANS } from '../plans.ts';
-import { recordInstance, startProvisioning } from '../provisioning.ts';
+import { startProvisioning } from '../provisioning.ts';
 import type { JobQueue } from '../queues/jobQueue.ts';
 import { requireAdminToken } from './auth.ts';
 import { HttpError } from './httpError.ts';
@@ -14,17 +15,14 @@ import { readJsonBody } from './rawBody.ts';
 
 const EMAIL = /^[^@\s<>"]{1,64}@[^@\s<>"]{1,253}\.[^@\s<>".]{2,63}$/;
 
-export function adminApi(deps: { config: Config; db: Db; jobs: JobQueue }): Router {
+export function adminApi(deps: { config: Config; instances: Instances; steps: StepLedger; audit: AuditLog; jobs: JobQueue }): Router {
   const router = new Router({ prefix: '/api' });
   router.use(requireAdminToken(deps.config.admin.token));
 
   router.get('/customers/:customerRef/instance', async (ctx) => {
-    const instance = await instanceForCustomer(deps.db, ctx.params.customerRef!);
+    const instance = await deps.instances.forCustomer(ctx.params.customerRef!);
     if (!instance) throw new HttpError(404, 'not_found', 'no instance for this customer');
-    const { rows: steps } = await deps.db.query<{ name: string; state: string; started_at: Date | null; finished_at: Date | null }>(
-      'SELECT name, state, started_at, finished_at FROM steps WHERE instance_id = $1 ORDER BY started_at NULLS LAST, name',
-      [instance.id],
-    );
+    const steps = await deps.steps.list(instance.id);
     ctx.body = {
       instanceId: instance.id,
       customerId: instance.customer_id,
@@ -55,7 +53,7 @@ export function adminApi(deps: { config: Config; db: Db; jobs: JobQueue }): Rout
     // With an Idempotency-Key, repeating the request provisions nothing new.
     const idempotencyKey = ctx.get('idempotency-key');
     const ref = idempotencyKey ? createHash('sha256').update(idempotencyKey).digest('hex').slice(0, 32) : randomUUID();
-    const instance = await recordInstance(deps.db, deps.config, {
+    const instance = await deps.instances.record({
       stripeCustomerId: null,
       subscriptionRef: `comp_${ref}`,
       email,
@@ -65,7 +63,7 @@ export function adminApi(deps: { config: Config; db: Db; jobs: JobQueue }): Rout
       subscriptionStatus: 'active',
       comped: true,
       actor: 'admin-api',
-    });
+    }, { compute: deps.config.computeProvider, database: deps.config.databaseProvider });
     const started = await startProvisioning(deps.jobs, instance);
     ctx.status = started ? 202 : 200;
     ctx.body = { customerId: instance.customer_id, workspaceId: instance.workspace_id, instanceId: instance.id };
@@ -73,20 +71,20 @@ export function adminApi(deps: { config: Config; db: Db; jobs: JobQueue }): Rout
 
   /** Ends a customer's instance now, as a cancelled subscription would: stopped at once, archived and purged later. */
   router.post('/admin/customers/:customerRef/deprovision', async (ctx) => {
-    const instance = await instanceForCustomer(deps.db, ctx.params.customerRef!);
+    const instance = await deps.instances.forCustomer(ctx.params.customerRef!);
     if (!instance) throw new HttpError(404, 'not_found', 'no instance for this customer');
     if (!canHappen(instance.status, 'cancelled')) {
       throw new HttpError(409, 'not_running', `the instance is ${instance.status}`);
     }
     await deps.jobs.addCancel(instance, Math.floor(Date.now() / 1000));
-    await audit(deps.db, { actor: 'admin-api', action: 'instance.deprovision_requested', customerId: instance.customer_id, instanceId: instance.id });
+    await deps.audit.record({ actor: 'admin-api', action: 'instance.deprovision_requested', customerId: instance.customer_id, instanceId: instance.id });
     ctx.status = 202;
     ctx.body = { deprovisioning: instance.id };
   });
 
   /** Brings an ended customer back on their current subscription (before the archive, between, or after the purge). */
   router.post('/admin/customers/:customerRef/reactivate', async (ctx) => {
-    const instance = await instanceForCustomer(deps.db, ctx.params.customerRef!);
+    const instance = await deps.instances.forCustomer(ctx.params.customerRef!);
     if (!instance) throw new HttpError(404, 'not_found', 'no instance for this customer');
     if (!isEnded(instance.status)) {
       throw new HttpError(409, 'not_ended', `the instance is ${instance.status}`);
@@ -94,26 +92,26 @@ export function adminApi(deps: { config: Config; db: Db; jobs: JobQueue }): Rout
     if (!instance.email) throw new HttpError(409, 'no_email', 'the customer was purged and has no email address; they can subscribe again');
     const plan = isPlanName(instance.plan) ? instance.plan : 'starter';
     await deps.jobs.addReactivate(instance, { subscriptionId: instance.subscription_id, plan }, `admin-${Date.now()}`);
-    await audit(deps.db, { actor: 'admin-api', action: 'instance.reactivation_requested', customerId: instance.customer_id, instanceId: instance.id });
+    await deps.audit.record({ actor: 'admin-api', action: 'instance.reactivation_requested', customerId: instance.customer_id, instanceId: instance.id });
     ctx.status = 202;
     ctx.body = { reactivating: instance.id };
   });
 
   /** Re-runs the job that failed; the flow continues from that step. */
   router.post('/admin/instances/:instanceId/retry', async (ctx) => {
-    const instance = await failedInstance(deps.db, ctx.params.instanceId!, 'retried');
+    const instance = await failedInstance(deps.instances, ctx.params.instanceId!, 'retried');
     const [queue, jobId] = (instance.failed_job ?? '').split('/');
     if (!queue || !jobId || !(await deps.jobs.retryFailed(queue, jobId))) {
       throw new HttpError(409, 'not_retriable', 'the failed job is no longer there to retry');
     }
-    await audit(deps.db, { actor: 'admin-api', action: 'instance.retried', customerId: instance.customer_id, instanceId: instance.id });
+    await deps.audit.record({ actor: 'admin-api', action: 'instance.retried', customerId: instance.customer_id, instanceId: instance.id });
     ctx.status = 202;
     ctx.body = { retried: instance.failed_job };
   });
 
   /** Gives up on a failed provisioning: removes its flow and undoes what it made, newest first. */
   router.post('/admin/instances/:instanceId/abandon', async (ctx) => {
-    const instance = await failedInstance(deps.db, ctx.params.instanceId!, 'abandoned');
+    const instance = await failedInstance(deps.instances, ctx.params.instanceId!, 'abandoned');
     await deps.jobs.addAbandon(instance);
     ctx.status = 202;
     ctx.body = { abandoning: instance.id };
@@ -123,8 +121,8 @@ export function adminApi(deps: { config: Config; db: Db; jobs: JobQueue }): Rout
 }
 
 /** A failed instance, to which an operator's `event` (a retry, abandoning it) can happen. */
-async function failedInstance(db: Db, instanceId: string, event: InstanceEvent): Promise<InstanceWithCustomer> {
-  const instance = UUID.test(instanceId) ? await instanceById(db, instanceId) : undefined;
+async function failedInstance(instances: Instances, instanceId: string, event: InstanceEvent): Promise<InstanceWithCustomer> {
+  const instance = UUID.test(instanceId) ? await instances.byId(instanceId) : undefined;
   if (!instance) throw new HttpError(404, 'not_found', 'no such instance');
   if (!canHappen(instance.status, event)) throw new HttpError(409, 'not_failed', `the instance is ${instance.status}, not failed`);
   return instance;

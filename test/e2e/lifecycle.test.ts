@@ -5,7 +5,7 @@
  */
 import { expect } from 'chai';
 import pg from 'pg';
-import { readArchive } from '../../src/jobs/archiveFormat.ts';
+import { readArchive } from '../../src/db/archiveFormat.ts';
 import { INSTANCE_SECRETS, instanceOwner } from '../../src/instances/secrets.ts';
 import { QUEUES } from '../../src/queues/catalogue.ts';
 import { DEFAULT_PRICE_IDS } from '../../src/plans.ts';
