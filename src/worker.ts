@@ -1,5 +1,5 @@
 /**
- * The workers: one BullMQ Worker per queue, each dispatching by job name. Waiting steps re-schedule themselves,
+ * The workers: one BullMQ Worker per queue, each dispatching by job name through the catalogue. Waiting steps re-schedule themselves,
  * so a worker's concurrency bounds the steps doing work, not the provisions in flight.
  */
 import { Job, Worker, type Processor } from 'bullmq';
@@ -7,7 +7,7 @@ import { backoffDelay, PermanentError } from './errors.ts';
 import { logger } from './logger.ts';
 import { isJobName, QUEUES, type JobData, type JobName, type ProvisionData, type QueueName } from './queues/catalogue.ts';
 import { redisConnection } from './queues/connection.ts';
-import type { JobContext } from './jobs/context.ts';
+import type { JobContext, JobHandle } from './jobs/context.ts';
 import { runStep, type StepHandler } from './jobs/step.ts';
 import { createBranch } from './jobs/createBranch.ts';
 import { createService } from './jobs/createService.ts';
@@ -20,12 +20,15 @@ import { sendAlert } from './jobs/alerts.ts';
 import { handleStripeEvent } from './jobs/stripeEvent.ts';
 import { abandon } from './jobs/abandon.ts';
 import { sendUsageEmail } from './jobs/usageEmail.ts';
-import { archive, cancel, dunningEmail, purge, reactivate, resize, resume, suspend } from './jobs/lifecycle.ts';
+import { archive, cancel, purge } from './jobs/lifecycle/cancellation.ts';
+import { reactivate } from './jobs/lifecycle/reactivation.ts';
+import { resize } from './jobs/lifecycle/resize.ts';
+import { dunningEmail, resume, suspend } from './jobs/lifecycle/billing.ts';
 import { recordFinalFailure, ReportedFailure } from './operations/incidents.ts';
 
 const log = logger('worker');
 
-type Handler<D> = (ctx: JobContext, job: Job<D>, token?: string) => Promise<unknown>;
+type Handler<D> = (ctx: JobContext, job: JobHandle<D>, token?: string) => Promise<unknown>;
 
 /** A provisioning step runs inside runStep (its ledger, waits and failures); its own data extends ProvisionData. */
 const step =

@@ -1,5 +1,5 @@
 /** The archives gateway: where a cancelled customer's export is stored, what it holds, and whether it was verified. */
-import type { Db } from './instances.ts';
+import type { Db } from './pool.ts';
 
 export interface ArchiveRecord {
   location: string;

@@ -1,5 +1,6 @@
 /** The audit log gateway: who did what to which customer, and the incidents operators are alerted about. */
-import type { Db, Queryable } from './instances.ts';
+import type { Queryable } from './instances.ts';
+import type { Db } from './pool.ts';
 
 export interface AuditEntry {
   actor: string;

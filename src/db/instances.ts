@@ -178,4 +178,3 @@ export class PgInstances implements Instances {
   }
 }
 
-export type { Db };

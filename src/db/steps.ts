@@ -1,6 +1,6 @@
 /** The steps ledger gateway: each provisioning step of an instance, its state, attempts, error and timings. */
 import type { StepName } from '../queues/catalogue.ts';
-import type { Db } from './instances.ts';
+import type { Db } from './pool.ts';
 
 export interface StepRow {
   name: string;

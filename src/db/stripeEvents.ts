@@ -1,6 +1,6 @@
 /** The Stripe events gateway: every verified event, recorded once by its id with its payload. */
 import type Stripe from 'stripe';
-import type { Db } from './instances.ts';
+import type { Db } from './pool.ts';
 
 export interface StripeEvents {
   /** Records a verified event; false when it was recorded already (a redelivery). */

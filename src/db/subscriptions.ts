@@ -1,6 +1,7 @@
 /** The subscriptions gateway: customers and their subscriptions (Stripe's, or comped by an operator). */
 import type { ProvisionRequest } from '../provisioning.ts';
-import type { Db, Queryable } from './instances.ts';
+import type { Queryable } from './instances.ts';
+import type { Db } from './pool.ts';
 
 export interface Subscriptions {
   /** The customer and subscription rows of a request, each found or created by its unique key. */

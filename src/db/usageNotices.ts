@@ -1,5 +1,5 @@
 /** The usage notices gateway: a runtime's report that a month's messages reached 80 % or 100 % of the plan. */
-import type { Db } from './instances.ts';
+import type { Db } from './pool.ts';
 
 export interface UsageNotice {
   month: string;
