@@ -7,8 +7,9 @@
 import { createHash } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { createGzip } from 'node:zlib';
+import type Stripe from 'stripe';
 import { loadConfig, type Config } from '../../src/config.ts';
-import { ARCHIVE_FORMAT, ARCHIVED_TABLES } from '../../src/db/archiveFormat.ts';
+import { ARCHIVE_FORMAT, ARCHIVED_TABLES, readArchive } from '../../src/db/archiveFormat.ts';
 import type { ArchiveRecord, ArchiveRecords } from '../../src/db/archives.ts';
 import type { AuditEntry, AuditLog, Incident } from '../../src/db/audit.ts';
 import type { CustomerDatabases } from '../../src/db/customerDatabases.ts';
@@ -18,10 +19,9 @@ import type { StepLedger, StepRow } from '../../src/db/steps.ts';
 import type { StripeEvents } from '../../src/db/stripeEvents.ts';
 import type { Subscriptions } from '../../src/db/subscriptions.ts';
 import type { UsageNotice, UsageNotices } from '../../src/db/usageNotices.ts';
-import { nextStatus, TRANSITIONS, type InstanceEvent, type InstanceStatus, type TransitionRequest } from '../../src/instances/stateMachine.ts';
+import { nextStatus, TRANSITIONS, type InstanceEvent, type TransitionRequest } from '../../src/instances/stateMachine.ts';
 import { INSTANCE_SECRETS, instanceOwner } from '../../src/instances/secrets.ts';
 import type { JobContext, JobHandle } from '../../src/jobs/context.ts';
-import type { PlanName } from '../../src/plans.ts';
 import type { StoredArchive } from '../../src/providers/archiveStore.ts';
 import type { CustomerSnapshot, SubscriptionSnapshot } from '../../src/providers/stripe.ts';
 import type {
@@ -34,6 +34,7 @@ import type {
   Mailer,
   MailMessage,
 } from '../../src/providers/types.ts';
+import type { StepName } from '../../src/queues/catalogue.ts';
 import type { JobQueue } from '../../src/queues/jobQueue.ts';
 import type { WorkspaceFile } from '../../src/workspace/render.ts';
 
@@ -251,7 +252,7 @@ export class FakeSteps implements StepLedger {
   async otherFailed(instanceId: string, step: string) {
     for (const [key, row] of this.rows) {
       const [id, name] = key.split('/') as [string, string];
-      if (id === instanceId && name !== step && row.state === 'failed') return { name: name as never, error: row.error };
+      if (id === instanceId && name !== step && row.state === 'failed') return { name: name as StepName, error: row.error };
     }
     return undefined;
   }
@@ -294,7 +295,7 @@ export class FakeArchiveRecords implements ArchiveRecords {
 }
 
 export class FakeStripeEvents implements StripeEvents {
-  readonly payloads = new Map<string, object>();
+  readonly payloads = new Map<string, Stripe.Event>();
 
   constructor(private readonly calls: Trace) {}
 
@@ -302,8 +303,8 @@ export class FakeStripeEvents implements StripeEvents {
     return true;
   }
 
-  async payload(eventId: string) {
-    return this.payloads.get(eventId) as never;
+  async payload(eventId: string): Promise<Stripe.Event | undefined> {
+    return this.payloads.get(eventId) as Stripe.Event | undefined;
   }
 
   async markFailureAlerted(): Promise<undefined> {
@@ -467,7 +468,6 @@ export class FakeCustomerDbs implements CustomerDatabases {
     this.calls.push('customerDbs.restoreArchive');
     const db = await this.open(instanceId);
     if (db.files.size) return undefined;
-    const { readArchive } = await import('../../src/db/archiveFormat.ts');
     return readArchive(source(), async (table, row) => {
       (db.rows[table] ??= []).push(row);
       if (table === 'workspace_files') db.files.set(String(row.path), String(row.content));
@@ -691,6 +691,7 @@ export interface Fakes {
   audit: FakeAudit;
   archiveRecords: FakeArchiveRecords;
   stripeEvents: FakeStripeEvents;
+  usageNotices: FakeUsageNotices;
   locks: FakeLocks;
   secrets: FakeSecrets;
   customerDbs: FakeCustomerDbs;
@@ -781,4 +782,3 @@ export class FakeJob<D> implements JobHandle<D> {
   }
 }
 
-export type { InstanceStatus, PlanName };
