@@ -706,7 +706,18 @@ export interface Fakes {
 /** A job context made of fakes only. */
 export function fakeContext(env: Record<string, string> = {}): Fakes {
   const calls: Trace = [];
-  const config = loadConfig({ VAR_DIR: '/nonexistent/var', ...env }, '/nonexistent');
+  // Every secret given, so loading the configuration writes nothing (it keeps generated ones under VAR_DIR).
+  const config = loadConfig(
+    {
+      VAR_DIR: '/nonexistent/var',
+      SECRETS_KEY: Buffer.alloc(32, 1).toString('base64'),
+      STRIPE_WEBHOOK_SECRET: 'whsec_unit',
+      ADMIN_PASSWORD: 'unit',
+      ADMIN_TOKEN: 'unit',
+      ...env,
+    },
+    '/nonexistent',
+  );
   const audit = new FakeAudit(calls);
   const instances = new FakeInstances(calls, audit);
   const secrets = new FakeSecrets(calls);
