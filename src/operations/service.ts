@@ -5,7 +5,7 @@ import type { JobContext } from '../jobs/context.ts';
 import type { Plan } from '../plans.ts';
 
 /** The runtime's whole configuration, as env variables (secrets go straight from the sealed store to the provider). */
-export function runtimeVariables(
+function runtimeVariables(
   ctx: Pick<JobContext, 'config'>,
   instance: { workspace_id: string },
   plan: Plan,

@@ -36,10 +36,6 @@ export const STEPS = {
 
 export type StepName = (typeof STEPS)[keyof typeof STEPS];
 
-export function isStepName(name: string): name is StepName {
-  return (Object.values(STEPS) as string[]).includes(name);
-}
-
 /**
  * The Stripe event types this control plane acts on; others are recorded and acknowledged. A stripe-events job is
  * named after its event's type. A checkout paid by a delayed method completes unpaid and is provisioned when its
