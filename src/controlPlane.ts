@@ -6,6 +6,7 @@ import type { Server } from 'node:http';
 import type { Worker } from 'bullmq';
 import type { Config } from './config.ts';
 import { migrate } from './db/migrate.ts';
+import { pgGateways } from './db/gateways.ts';
 import { createPool, ensureDatabase } from './db/pool.ts';
 import type { JobContext } from './jobs/context.ts';
 import { logger, setLogLevel } from './logger.ts';
@@ -19,6 +20,7 @@ import { createMailer } from './providers/mailer.ts';
 import { StripeGateway } from './providers/stripe.ts';
 import { ArchiveStore } from './providers/archiveStore.ts';
 import { Queues, redisConnection } from './queues/connection.ts';
+import { BullJobQueue } from './queues/jobQueue.ts';
 import { SecretStore } from './secrets.ts';
 import { createWebApp } from './web/app.ts';
 import { BULL_BOARD_PATH } from './web/bullBoard.ts';
@@ -28,7 +30,8 @@ import path from 'node:path';
 const log = logger('control-plane');
 
 export interface ControlPlane {
-  ctx: JobContext;
+  /** What the workers give job handlers, and the queues themselves (for reading jobs). */
+  ctx: JobContext & { queues: Queues };
   /** The web server's address, when this process serves the web app. */
   url?: string;
   close(): Promise<void>;
@@ -54,11 +57,12 @@ export async function startControlPlane(config: Config, roles: { web: boolean; w
   const localDatabase = new LocalDatabaseProvider(db, config.databaseUrl, secrets);
   const database: DatabaseProvider = config.neon ? new NeonDatabaseProvider(config.neon) : localDatabase;
   if (roles.worker && database === localDatabase) await localDatabase.init();
-  const ctx: JobContext = {
+  const ctx: JobContext & { queues: Queues } = {
     config,
-    db,
+    ...pgGateways(db, secrets, config.databaseUrl),
     secrets,
     queues,
+    jobs: new BullJobQueue(queues),
     compute,
     database,
     mailer,
@@ -77,7 +81,7 @@ export async function startControlPlane(config: Config, roles: { web: boolean; w
   let server: Server | undefined;
   let url: string | undefined;
   if (roles.web) {
-    const app = createWebApp({ config, db, queues, secrets });
+    const app = createWebApp({ ...ctx, db });
     server = await new Promise<Server>((resolve, reject) => {
       const s = app.listen(config.port, () => resolve(s)).once('error', reject);
     });

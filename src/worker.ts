@@ -1,13 +1,13 @@
 /**
- * The workers: one BullMQ Worker per queue, each dispatching by job name. Waiting steps re-schedule themselves,
+ * The workers: one BullMQ Worker per queue, each dispatching by job name through the catalogue. Waiting steps re-schedule themselves,
  * so a worker's concurrency bounds the steps doing work, not the provisions in flight.
  */
 import { Job, Worker, type Processor } from 'bullmq';
 import { backoffDelay, PermanentError } from './errors.ts';
 import { logger } from './logger.ts';
-import { QUEUES, STEPS, type QueueName, type StepName } from './queues/names.ts';
+import { isJobName, QUEUES, type JobData, type JobName, type ProvisionData, type QueueName } from './queues/catalogue.ts';
 import { redisConnection } from './queues/connection.ts';
-import type { JobContext } from './jobs/context.ts';
+import type { JobContext, JobHandle } from './jobs/context.ts';
 import { runStep, type StepHandler } from './jobs/step.ts';
 import { createBranch } from './jobs/createBranch.ts';
 import { createService } from './jobs/createService.ts';
@@ -20,27 +20,32 @@ import { sendAlert } from './jobs/alerts.ts';
 import { handleStripeEvent } from './jobs/stripeEvent.ts';
 import { abandon } from './jobs/abandon.ts';
 import { sendUsageEmail } from './jobs/usageEmail.ts';
-import { archive, cancel, dunningEmail, purge, reactivate, resize, resume, suspend } from './jobs/lifecycle.ts';
-import { recordFinalFailure, ReportedFailure } from './jobs/failure.ts';
+import { archive, cancel, purge } from './jobs/lifecycle/cancellation.ts';
+import { reactivate } from './jobs/lifecycle/reactivation.ts';
+import { resize } from './jobs/lifecycle/resize.ts';
+import { dunningEmail, resume, suspend } from './jobs/lifecycle/billing.ts';
+import { recordFinalFailure, ReportedFailure } from './operations/incidents.ts';
 
 const log = logger('worker');
 
-const STEP_HANDLERS: Record<StepName, StepHandler<any>> = {
-  [STEPS.createBranch]: createBranch,
-  [STEPS.createService]: createService,
-  [STEPS.buildWorkspace]: buildWorkspace,
-  [STEPS.deploy]: deploy,
-  [STEPS.healthCheck]: healthCheck,
-  [STEPS.sendWelcomeEmail]: sendWelcomeEmail,
-  [STEPS.finalize]: finalize,
-};
+type Handler<D> = (ctx: JobContext, job: JobHandle<D>, token?: string) => Promise<unknown>;
 
-/** Jobs that are not provisioning steps, by job name. */
-const OTHER_JOBS: Record<string, (ctx: JobContext, job: Job, token?: string) => Promise<unknown>> = {
-  'alert-slack': sendAlert,
-  'alert-email': sendAlert,
+/** A provisioning step runs inside runStep (its ledger, waits and failures); its own data extends ProvisionData. */
+const step =
+  (handler: StepHandler<any>): Handler<ProvisionData> =>
+  (ctx, job, token) =>
+    runStep(ctx, job, token, handler);
+
+/** The handler of every job in the catalogue (Stripe event jobs, named after their event type, go to handleStripeEvent). */
+const HANDLERS: { [N in JobName]: Handler<JobData[N]> } = {
+  'create-branch': step(createBranch),
+  'create-service': step(createService),
+  'build-workspace': step(buildWorkspace),
+  deploy: step(deploy),
+  'health-check': step(healthCheck),
+  'send-welcome-email': step(sendWelcomeEmail),
+  finalize: step(finalize),
   abandon,
-  'usage-email': sendUsageEmail,
   cancel,
   archive,
   purge,
@@ -49,16 +54,15 @@ const OTHER_JOBS: Record<string, (ctx: JobContext, job: Job, token?: string) => 
   suspend,
   resume,
   'dunning-email': dunningEmail,
+  'usage-email': sendUsageEmail,
+  'alert-slack': sendAlert,
+  'alert-email': sendAlert,
 };
 
 function processor(ctx: JobContext, queue: QueueName): Processor {
   return async (job: Job, token?: string) => {
-    // Stripe event jobs are named after the event type.
     if (queue === QUEUES.stripeEvents) return handleStripeEvent(ctx, job);
-    const step = STEP_HANDLERS[job.name as StepName];
-    if (step) return runStep(ctx, job, token, step);
-    const other = OTHER_JOBS[job.name];
-    if (other) return other(ctx, job, token);
+    if (isJobName(job.name)) return (HANDLERS[job.name] as Handler<unknown>)(ctx, job, token);
     throw new PermanentError(`no handler for job ${job.name} on ${queue}`);
   };
 }

@@ -89,6 +89,16 @@ export function mayStartProvisioning(status: InstanceStatus): boolean {
   return status !== 'active' && status !== 'abandoned';
 }
 
+/** Serving its customer (what a suspension stops): a plan change applies to it in place. */
+export function isRunning(status: InstanceStatus): boolean {
+  return canHappen(status, 'suspended');
+}
+
+/** Its provisioning flow may still be queued or running (it may yet finish, or be retried): a cancellation stops it. */
+export function provisioningUnderway(status: InstanceStatus): boolean {
+  return canHappen(status, 'provisioned') || canHappen(status, 'retried');
+}
+
 export const ENDED_STATUSES: readonly InstanceStatus[] = INSTANCE_STATUSES.filter(isEnded);
 
 /** Columns written together with a status; the status itself is only ever written by transition(). */

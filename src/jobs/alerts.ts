@@ -1,12 +1,10 @@
 /** The alert jobs: one Slack post or one email per failure incident, each retried on its own. */
-import type { Job } from 'bullmq';
-import { instanceById } from '../db/instances.ts';
 import { PermanentError } from '../errors.ts';
-import type { JobContext } from './context.ts';
-import type { AlertData } from './failure.ts';
+import type { AlertData } from '../queues/catalogue.ts';
+import type { JobContext, JobHandle } from './context.ts';
 import type { Alert } from '../providers/alerter.ts';
 
-export async function sendAlert(ctx: JobContext, job: Job<AlertData>): Promise<{ sent: string }> {
+export async function sendAlert(ctx: JobContext, job: JobHandle<AlertData>): Promise<{ sent: string }> {
   const { channel, queue, jobId } = job.data;
   const link = `${ctx.config.publicUrl}/admin/queues/queue/${encodeURIComponent(queue)}/${encodeURIComponent(jobId)}`;
   const alert = { ...(await describe(ctx, job.data)), link };
@@ -22,11 +20,7 @@ const TITLES: Record<string, (step: string) => string> = {
 
 /** The incident as recorded when it happened: what failed, for whom, at which step, and why. */
 async function describe(ctx: JobContext, data: AlertData): Promise<Omit<Alert, 'link'>> {
-  const { rows } = await ctx.db.query<{ action: string; instance_id: string | null; detail: Record<string, string | null> }>(
-    'SELECT action, instance_id, detail FROM audit WHERE id = $1',
-    [data.auditId],
-  );
-  const incident = rows[0];
+  const incident = await ctx.audit.incident(data.auditId);
   if (!incident) throw new PermanentError(`incident ${data.auditId} is not in the audit log`);
   const { detail } = incident;
   if (incident.action === 'stripe_event.failed') {
@@ -37,12 +31,12 @@ async function describe(ctx: JobContext, data: AlertData): Promise<Omit<Alert, '
       reason: detail.reason ?? 'unknown',
     };
   }
-  const instance = incident.instance_id ? await instanceById(ctx.db, incident.instance_id) : undefined;
+  const instance = incident.instanceId ? await ctx.instances.byId(incident.instanceId) : undefined;
   return {
     title: TITLES[incident.action]?.(detail.step ?? '') ?? 'Provisioning failed',
     customer: instance
       ? `${instance.email ?? 'no email'} (${instance.stripe_customer_id ?? 'comped'}, ${instance.workspace_id})`
-      : (incident.instance_id ?? 'unknown'),
+      : (incident.instanceId ?? 'unknown'),
     step: detail.step ?? 'unknown',
     reason: detail.reason ?? 'unknown',
   };

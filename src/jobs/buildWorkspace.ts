@@ -4,24 +4,23 @@
  * email carries it. Seeding adds only what is missing, so a re-run never overwrites what the customer changed.
  */
 import { apiKeyLabel, generateApiKey, hashApiKey } from '../apiKey.ts';
-import { withCustomerDb } from '../db/customerDb.ts';
-import { audit, updateInstance, type InstanceWithCustomer } from '../db/instances.ts';
-import { restoreArchive } from './archiveFormat.ts';
+import type { InstanceWithCustomer } from '../db/instances.ts';
 import { PermanentError } from '../errors.ts';
+import { INSTANCE_SECRETS, instanceOwner } from '../instances/secrets.ts';
 import { planByName } from '../plans.ts';
-import { fileSha256, renderWorkspace, workspaceChecksum } from '../workspace/render.ts';
-import { INSTANCE_SECRETS, instanceOwner, type JobContext } from './context.ts';
+import { renderWorkspace, workspaceChecksum } from '../workspace/render.ts';
+import type { JobContext } from './context.ts';
 import type { StepHandler } from './step.ts';
 
 export const buildWorkspace: StepHandler = async (ctx, { instance, log, progress, done }) => {
   const plan = planByName(instance.plan ?? '');
   if (!plan) throw new PermanentError(`instance has no known plan (${instance.plan ?? 'none'})`);
   if (!instance.email) throw new PermanentError('customer has no email address to render the workspace for');
-  const owner = instanceOwner(instance.id);
-  const databaseUrl = await ctx.secrets.get(owner, INSTANCE_SECRETS.databaseUrl);
-  if (!databaseUrl) throw new PermanentError('no database connection for this instance: create-branch has not completed');
+  if (!(await ctx.customerDbs.exists(instance.id))) {
+    throw new PermanentError('no database connection for this instance: create-branch has not completed');
+  }
 
-  await restoreFromArchive(ctx, instance, databaseUrl, log);
+  await restoreFromArchive(ctx, instance, log);
 
   const files = renderWorkspace({
     workspaceId: instance.workspace_id,
@@ -31,6 +30,7 @@ export const buildWorkspace: StepHandler = async (ctx, { instance, log, progress
   });
 
   // A key made by an earlier attempt is reused until the welcome email has been sent.
+  const owner = instanceOwner(instance.id);
   let keyHash = instance.api_key_hash;
   let keyLabel = instance.api_key_label;
   const pending = keyHash ? await ctx.secrets.get(owner, INSTANCE_SECRETS.pendingApiKey) : null;
@@ -38,21 +38,10 @@ export const buildWorkspace: StepHandler = async (ctx, { instance, log, progress
     const key = await ctx.secrets.putIfAbsent(owner, INSTANCE_SECRETS.pendingApiKey, generateApiKey());
     keyHash = hashApiKey(key);
     keyLabel = apiKeyLabel(key);
-    await updateInstance(ctx.db, instance.id, { api_key_hash: keyHash, api_key_label: keyLabel });
+    await ctx.instances.update(instance.id, { api_key_hash: keyHash, api_key_label: keyLabel });
   }
 
-  await withCustomerDb(databaseUrl, async (client) => {
-    await client.query('BEGIN');
-    for (const file of files) {
-      await client.query(
-        `INSERT INTO workspace_files (path, content, sha256) VALUES ($1, $2, $3)
-         ON CONFLICT (path) DO NOTHING`,
-        [file.path, file.content, fileSha256(file.content)],
-      );
-    }
-    await client.query('INSERT INTO api_keys (key_hash, label) VALUES ($1, $2) ON CONFLICT (key_hash) DO NOTHING', [keyHash, keyLabel]);
-    await client.query('COMMIT');
-  });
+  await ctx.customerDbs.seedWorkspace(instance.id, files, { hash: keyHash, label: keyLabel });
   await log(`${files.length} workspace files and the API key hash seeded into the customer database`);
   await progress(70);
   return done({ files: files.length, checksum: workspaceChecksum(files) });
@@ -63,17 +52,10 @@ export const buildWorkspace: StepHandler = async (ctx, { instance, log, progress
  * is seeded (so their own files win over fresh ones). The archive itself is deleted when the instance is active
  * again (finalize), not before: a reactivation that fails keeps it.
  */
-async function restoreFromArchive(ctx: JobContext, instance: InstanceWithCustomer, databaseUrl: string, log: (line: string) => Promise<void>): Promise<void> {
-  const { rows } = await ctx.db.query<{ location: string }>('SELECT location FROM archives WHERE instance_id = $1 AND deleted_at IS NULL', [
-    instance.id,
-  ]);
-  const archive = rows[0];
+async function restoreFromArchive(ctx: JobContext, instance: InstanceWithCustomer, log: (line: string) => Promise<void>): Promise<void> {
+  const archive = await ctx.archiveRecords.current(instance.id);
   if (!archive) return;
-  const counts = await withCustomerDb(databaseUrl, async (client) => {
-    const { rowCount } = await client.query('SELECT 1 FROM workspace_files LIMIT 1');
-    // A database that already has files was restored by an earlier attempt (the restore is one transaction).
-    return rowCount ? undefined : restoreArchive(ctx.archives.read(archive.location), client);
-  });
-  await audit(ctx.db, { actor: 'worker', action: 'instance.restored', customerId: instance.customer_id, instanceId: instance.id, detail: { location: archive.location, rows: counts ?? null } });
+  const counts = await ctx.customerDbs.restoreArchive(instance.id, () => ctx.archives.read(archive.location));
+  await ctx.audit.record({ actor: 'worker', action: 'instance.restored', customerId: instance.customer_id, instanceId: instance.id, detail: { location: archive.location, rows: counts ?? null } });
   await log(`restored the archive ${archive.location}${counts ? `: ${JSON.stringify(counts)}` : ' (already restored)'}`);
 }

@@ -1,35 +1,33 @@
-/** What every job handler is given: configuration, the control-plane database, queues and providers. */
+/**
+ * What every job handler is given: configuration, and interfaces only — the job queue, the gateways to the data
+ * (src/db/) and the providers. Unit tests give handlers in-memory fakes of each (test/support/fakes.ts).
+ */
+import type { Job } from 'bullmq';
 import type { Config } from '../config.ts';
-import type { Db } from '../db/pool.ts';
+import type { Gateways } from '../db/gateways.ts';
 import type { Alerter } from '../providers/alerter.ts';
 import type { ArchiveStore } from '../providers/archiveStore.ts';
 import type { StripeGateway } from '../providers/stripe.ts';
 import type { ComputeProvider, DatabaseProvider, Mailer } from '../providers/types.ts';
-import type { Queues } from '../queues/connection.ts';
+import type { JobQueue } from '../queues/jobQueue.ts';
 import type { SecretStore } from '../secrets.ts';
 
-export interface JobContext {
+export interface JobContext extends Gateways {
   config: Config;
-  db: Db;
-  secrets: SecretStore;
-  queues: Queues;
+  /** Every enqueue goes through here. */
+  jobs: JobQueue;
+  secrets: Pick<SecretStore, 'put' | 'putIfAbsent' | 'get' | 'delete'>;
   compute: ComputeProvider;
   database: DatabaseProvider;
   mailer: Mailer;
-  alerter: Alerter;
-  stripe: StripeGateway;
-  archives: ArchiveStore;
+  alerter: Pick<Alerter, 'slack' | 'mail'>;
+  stripe: Pick<StripeGateway, 'subscription' | 'customer'>;
+  /** The archive files (what is recorded of them is in archiveRecords). */
+  archives: Pick<ArchiveStore, 'write' | 'checksum' | 'read' | 'delete'>;
 }
 
-/** Secrets kept for an instance, by name. */
-export const INSTANCE_SECRETS = {
-  databaseUrl: 'database_url',
-  /** The new API key, sealed until the welcome email has carried it to the customer, then deleted. */
-  pendingApiKey: 'pending_api_key',
-  /** Shared with the instance's runtime, which signs its calls to the control plane with it. */
-  runtimeSecret: 'runtime_secret',
-} as const;
-
-export function instanceOwner(instanceId: string): string {
-  return `instance/${instanceId}`;
-}
+/** What handlers use of their BullMQ job. */
+export type JobHandle<D = unknown> = Pick<
+  Job<D>,
+  'id' | 'name' | 'data' | 'queueName' | 'timestamp' | 'attemptsMade' | 'opts' | 'log' | 'updateData' | 'updateProgress' | 'moveToDelayed' | 'getChildrenValues'
+>;

@@ -1,12 +1,8 @@
 /** create-branch: the customer's own database and login role, with the runtime's schema applied. */
-import { applyRuntimeSchema } from '../../core/runtimeSchema.ts';
-import { withCustomerDb } from '../db/customerDb.ts';
-import { updateInstance } from '../db/instances.ts';
-import { instanceResources } from '../provisioning.ts';
-import { INSTANCE_SECRETS, instanceOwner } from './context.ts';
+import { instanceResources } from '../instances/resources.ts';
 import type { StepHandler } from './step.ts';
 import { PermanentError } from '../errors.ts';
-import type { ProvisionData } from '../queues/provisionFlow.ts';
+import type { ProvisionData } from '../queues/catalogue.ts';
 import type { DatabaseProgress } from '../providers/types.ts';
 
 export interface CreateBranchData extends ProvisionData {
@@ -29,11 +25,11 @@ export const createBranch: StepHandler<CreateBranchData> = async (ctx, { job, in
     return waitFor(result.retryInMs, { ...job.data, database: result.pending, polls, waitingSince });
   }
   const ref = result.ready;
-  await ctx.secrets.put(instanceOwner(instance.id), INSTANCE_SECRETS.databaseUrl, ref.connectionUrl);
-  await updateInstance(ctx.db, instance.id, { branch_id: ref.branchId, database_name: ref.databaseName, database_role: ref.roleName });
+  await ctx.customerDbs.register(instance.id, ref.connectionUrl);
+  await ctx.instances.update(instance.id, { branch_id: ref.branchId, database_name: ref.databaseName, database_role: ref.roleName });
   await log(`database ${ref.databaseName} and role ${ref.roleName} ready (${ctx.database.kind})`);
   await progress(60);
-  await withCustomerDb(ref.connectionUrl, (client) => applyRuntimeSchema(client));
+  await ctx.customerDbs.applySchema(instance.id);
   await log('runtime schema applied');
   return done({ branchId: ref.branchId, databaseName: ref.databaseName });
 };

@@ -2,14 +2,11 @@
  * deploy: hands the service its configuration (the database URL included, straight from the encrypted store to
  * the provider), sets its limits from the plan, deploys, and waits for the deployment without holding a slot.
  */
-import { randomBytes } from 'node:crypto';
-import { updateInstance } from '../db/instances.ts';
 import { PermanentError } from '../errors.ts';
-import { planByName, type Plan } from '../plans.ts';
-import { STEPS } from '../queues/names.ts';
-import type { ProvisionData } from '../queues/provisionFlow.ts';
-import { INSTANCE_SECRETS, instanceOwner, type JobContext } from './context.ts';
-import { raiseJobIncident } from './failure.ts';
+import { configureService } from '../operations/service.ts';
+import { planByName } from '../plans.ts';
+import { STEPS, type ProvisionData } from '../queues/catalogue.ts';
+import { raiseJobIncident } from '../operations/incidents.ts';
 import type { StepHandler } from './step.ts';
 
 export interface DeployData extends ProvisionData {
@@ -19,39 +16,6 @@ export interface DeployData extends ProvisionData {
   deploymentId?: string;
   deployStartedAt?: number;
   polls?: number;
-}
-
-/** The runtime's whole configuration, as env variables (secrets go straight from the sealed store to the provider). */
-export function runtimeVariables(
-  ctx: JobContext,
-  instance: { workspace_id: string },
-  plan: Plan,
-  secrets: { databaseUrl: string; runtimeSecret: string },
-): Record<string, string> {
-  const { runtime } = ctx.config;
-  const vars: Record<string, string> = {
-    DATABASE_URL: secrets.databaseUrl,
-    WORKSPACE_ID: instance.workspace_id,
-    PLAN: plan.name,
-    MESSAGE_LIMIT: String(plan.messageLimit),
-    FEATURES: plan.features.join(','),
-    CONTROL_PLANE_URL: runtime.callbackUrl,
-    CONTROL_PLANE_SECRET: secrets.runtimeSecret,
-  };
-  if (runtime.anthropicApiKey) vars.ANTHROPIC_API_KEY = runtime.anthropicApiKey;
-  if (runtime.anthropicBaseUrl) vars.ANTHROPIC_BASE_URL = runtime.anthropicBaseUrl;
-  if (runtime.anthropicModel) vars.ANTHROPIC_MODEL = runtime.anthropicModel;
-  return vars;
-}
-
-/** Hands the service its whole configuration for a plan: every variable (one upsert) and the plan's limits. */
-export async function configureService(ctx: JobContext, instance: { id: string; workspace_id: string }, serviceId: string, plan: Plan): Promise<void> {
-  const owner = instanceOwner(instance.id);
-  const databaseUrl = await ctx.secrets.get(owner, INSTANCE_SECRETS.databaseUrl);
-  if (!databaseUrl) throw new PermanentError(`no database connection: ${STEPS.createBranch} has not completed`);
-  const runtimeSecret = await ctx.secrets.putIfAbsent(owner, INSTANCE_SECRETS.runtimeSecret, randomBytes(32).toString('base64url'));
-  await ctx.compute.setVariables(serviceId, runtimeVariables(ctx, instance, plan, { databaseUrl, runtimeSecret }));
-  await ctx.compute.setLimits(serviceId, plan);
 }
 
 /** How far the provider's clock may be behind ours when a re-run looks for the deployment it asked for. */
@@ -90,7 +54,7 @@ export const deploy: StepHandler<DeployData> = async (ctx, { job, instance, log,
   const { state, detail } = await ctx.compute.deploymentState(serviceId, deploymentId);
   switch (state) {
     case 'success':
-      await updateInstance(ctx.db, instance.id, { service_id: serviceId });
+      await ctx.instances.update(instance.id, { service_id: serviceId });
       await log(`deployment ${deploymentId} succeeded after ${data.polls} status checks`);
       return done({ serviceId, deploymentId });
     case 'failed':

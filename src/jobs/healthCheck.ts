@@ -1,6 +1,6 @@
 /** health-check: polls the instance's /health until it answers 200, within a deadline, holding no slot between polls. */
 import { PermanentError, errorMessage } from '../errors.ts';
-import type { ProvisionData } from '../queues/provisionFlow.ts';
+import type { ProvisionData } from '../queues/catalogue.ts';
 import type { StepHandler } from './step.ts';
 
 export interface HealthCheckData extends ProvisionData {

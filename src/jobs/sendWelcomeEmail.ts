@@ -2,33 +2,11 @@
  * send-welcome-email: the customer's access URL, workspace id and API key. The key is read from the sealed store,
  * sent, and then deleted: from here on only its hash exists.
  */
+import { welcomeEmail } from '../emails/customerEmails.ts';
 import { PermanentError } from '../errors.ts';
 import { planByName } from '../plans.ts';
-import { INSTANCE_SECRETS, instanceOwner } from './context.ts';
+import { INSTANCE_SECRETS, instanceOwner } from '../instances/secrets.ts';
 import type { StepHandler } from './step.ts';
-
-export function welcomeEmail(input: { name: string | null; accessUrl: string; workspaceId: string; apiKey: string; planTitle: string }) {
-  const greeting = input.name ? `Hello ${input.name},` : 'Hello,';
-  const text = [
-    greeting,
-    '',
-    `Your Clawdbot (${input.planTitle} plan) is up and running.`,
-    '',
-    `  Access URL:   ${input.accessUrl}`,
-    `  Workspace id: ${input.workspaceId}`,
-    `  API key:      ${input.apiKey}`,
-    '',
-    'Keep the key secret: it is shown this once, and we keep only a fingerprint of it.',
-    'Try it:',
-    '',
-    `  curl -H "Authorization: Bearer ${input.apiKey}" ${input.accessUrl}/status`,
-    '',
-    'Welcome aboard,',
-    'The Clawdbot team',
-    '',
-  ].join('\n');
-  return { subject: 'Your Clawdbot is ready', text };
-}
 
 export const sendWelcomeEmail: StepHandler = async (ctx, { instance, log, done }) => {
   const owner = instanceOwner(instance.id);

@@ -2,21 +2,21 @@
  * Runs one provisioning step: keeps the steps ledger, reports progress, turns a wait into a delayed re-run that
  * holds no worker slot, and turns a final failure into a failed instance with one alert.
  */
-import { DelayedError, Worker, type Job } from 'bullmq';
-import type { QueueName, StepName } from '../queues/names.ts';
-import type { ProvisionData } from '../queues/provisionFlow.ts';
-import { ENDED_STATUSES, instanceById, type InstanceWithCustomer } from '../db/instances.ts';
+import { DelayedError, Worker } from 'bullmq';
+import type { ProvisionData, QueueName, StepName } from '../queues/catalogue.ts';
+import type { InstanceWithCustomer } from '../db/instances.ts';
 import { errorMessage, PermanentError, RateLimitedError } from '../errors.ts';
+import { stepsMayRun } from '../instances/stateMachine.ts';
 import { maskError } from '../logger.ts';
-import { clearFailure, isFinalFailure, markFailed } from './failure.ts';
-import type { JobContext } from './context.ts';
+import { clearFailure, isFinalFailure, markFailed } from '../operations/incidents.ts';
+import type { JobContext, JobHandle } from './context.ts';
 
 export type StepResult = Record<string, string | number | boolean | null>;
 
 export type StepOutcome<D> = { done: StepResult } | { waitMs: number; data: D };
 
 export interface StepTools<D extends ProvisionData> {
-  job: Job<D>;
+  job: JobHandle<D>;
   instance: InstanceWithCustomer;
   log(line: string): Promise<void>;
   progress(percent: number): Promise<void>;
@@ -29,23 +29,18 @@ export type StepHandler<D extends ProvisionData = ProvisionData> = (ctx: JobCont
 
 export async function runStep<D extends ProvisionData>(
   ctx: JobContext,
-  job: Job<D>,
+  job: JobHandle<D>,
   token: string | undefined,
   handler: StepHandler<D>,
 ): Promise<StepResult> {
   const step = job.name as StepName;
   const { instanceId } = job.data;
-  const instance = await instanceById(ctx.db, instanceId);
+  const instance = await ctx.instances.byId(instanceId);
   if (!instance) throw new PermanentError(`instance ${instanceId} does not exist`);
   // A stray job of an abandoned or ended provisioning (say, retried by hand in Bull Board) must not rebuild anything.
-  if (instance.status === 'abandoned' || ENDED_STATUSES.includes(instance.status)) return { skipped: `the instance is ${instance.status}` };
-  await clearFailure(ctx, instanceId, step);
-  await ctx.db.query(
-    `INSERT INTO steps (instance_id, name, state, attempts, started_at) VALUES ($1, $2, 'running', $3, now())
-     ON CONFLICT (instance_id, name) DO UPDATE SET state = 'running', attempts = $3, error = NULL,
-       started_at = COALESCE(steps.started_at, now()), finished_at = NULL`,
-    [instanceId, step, job.attemptsMade + 1],
-  );
+  if (!stepsMayRun(instance.status)) return { skipped: `the instance is ${instance.status}` };
+  await clearFailure(ctx, instance, step);
+  await ctx.steps.started(instanceId, step, job.attemptsMade + 1);
   const tools: StepTools<D> = {
     job,
     instance,
@@ -61,7 +56,7 @@ export async function runStep<D extends ProvisionData>(
   } catch (err) {
     if (err instanceof RateLimitedError) {
       await job.log(`${new Date().toISOString()} ${err.message}: pausing ${job.queueName} for ${err.retryAfterMs} ms`);
-      await ctx.queues.get(job.queueName as QueueName).rateLimit(err.retryAfterMs);
+      await ctx.jobs.pause(job.queueName as QueueName, err.retryAfterMs);
       throw Worker.RateLimitError();
     }
     maskError(err); // what BullMQ keeps (failedReason, stacktrace) is shown in Bull Board
@@ -73,21 +68,18 @@ export async function runStep<D extends ProvisionData>(
       await job.updateData({ instanceId, workspaceId: job.data.workspaceId, generation: job.data.generation } as D);
       await markFailed(ctx, { instanceId, step, reason, queue: job.queueName as QueueName, jobId: job.id! });
     } else {
-      await ctx.db.query('UPDATE steps SET error = $3 WHERE instance_id = $1 AND name = $2', [instanceId, step, reason.slice(0, 2000)]);
+      await ctx.steps.retrying(instanceId, step, reason);
     }
     throw err;
   }
 
   if ('waitMs' in outcome) {
     await job.updateData(outcome.data);
-    await ctx.db.query(`UPDATE steps SET state = 'waiting' WHERE instance_id = $1 AND name = $2`, [instanceId, step]);
+    await ctx.steps.waiting(instanceId, step);
     await job.moveToDelayed(Date.now() + outcome.waitMs, token);
     throw new DelayedError();
   }
-  await ctx.db.query(
-    `UPDATE steps SET state = 'completed', finished_at = now(), result = $3 WHERE instance_id = $1 AND name = $2`,
-    [instanceId, step, JSON.stringify(outcome.done)],
-  );
+  await ctx.steps.completed(instanceId, step, outcome.done);
   await job.updateProgress(100);
   return outcome.done;
 }

@@ -2,46 +2,17 @@
  * The stripe-events job: acts on a verified, recorded Stripe event. The job carries only the event id; the
  * payload is read from Postgres, and the subscription's current state from Stripe (the event carries no price).
  */
-import type { Job } from 'bullmq';
 import type Stripe from 'stripe';
 import { errorMessage, PermanentError } from '../errors.ts';
+import { canHappen, isRunning } from '../instances/stateMachine.ts';
+import { clearFailure, isFinalFailure, markEventFailed, markFailed, ReportedFailure } from '../operations/incidents.ts';
 import { planForPrice } from '../plans.ts';
-import { recordInstance, recordSubscription, startProvisioning, type ProvisionRequest } from '../provisioning.ts';
-import { QUEUES } from '../queues/names.ts';
-import { clearFailure, isFinalFailure, markEventFailed, markFailed, ReportedFailure } from './failure.ts';
-import type { JobContext } from './context.ts';
-import {
-  OVERDUE,
-  requestCancellation,
-  requestReactivation,
-  type DunningData,
-  type PaymentData,
-  type ResizeData,
-} from './lifecycle.ts';
-import { jobId } from '../queues/names.ts';
-import { ENDED_STATUSES, instanceById, instanceForSubscription, type InstanceWithCustomer } from '../db/instances.ts';
+import { OVERDUE, PAID } from '../providers/stripe.ts';
+import { startProvisioning, type ProvisionRequest } from '../provisioning.ts';
+import { QUEUES, type StripeEventData } from '../queues/catalogue.ts';
+import type { JobContext, JobHandle } from './context.ts';
 
-export interface StripeEventData {
-  eventId: string;
-}
-
-/**
- * The event types this control plane acts on; others are recorded and acknowledged. A checkout paid by a delayed
- * method completes unpaid and is provisioned when its async payment succeeds.
- */
-export const HANDLED_EVENTS = new Set([
-  'checkout.session.completed',
-  'checkout.session.async_payment_succeeded',
-  'customer.subscription.deleted',
-  'customer.subscription.updated',
-  'invoice.payment_failed',
-  'invoice.paid',
-]);
-
-/** Subscription states in which the customer has paid (or is trialing) and gets an instance. */
-const PROVISIONABLE = new Set(['active', 'trialing']);
-
-export async function handleStripeEvent(ctx: JobContext, job: Job<StripeEventData>): Promise<Record<string, string>> {
+export async function handleStripeEvent(ctx: JobContext, job: JobHandle<StripeEventData>): Promise<Record<string, string>> {
   try {
     return await actOnEvent(ctx, job);
   } catch (err) {
@@ -53,9 +24,8 @@ export async function handleStripeEvent(ctx: JobContext, job: Job<StripeEventDat
   }
 }
 
-async function actOnEvent(ctx: JobContext, job: Job<StripeEventData>): Promise<Record<string, string>> {
-  const { rows } = await ctx.db.query<{ payload: Stripe.Event }>('SELECT payload FROM stripe_events WHERE id = $1', [job.data.eventId]);
-  const event = rows[0]?.payload;
+async function actOnEvent(ctx: JobContext, job: JobHandle<StripeEventData>): Promise<Record<string, string>> {
+  const event = await ctx.stripeEvents.payload(job.data.eventId);
   if (!event) throw new PermanentError(`event ${job.data.eventId} was not recorded`);
   switch (event.type) {
     case 'checkout.session.completed':
@@ -75,7 +45,7 @@ async function actOnEvent(ctx: JobContext, job: Job<StripeEventData>): Promise<R
 /** An invoice of a subscription was paid or failed: dunning email on failure, then the subscription is looked at again. */
 async function invoiceSettled(
   ctx: JobContext,
-  job: Job<StripeEventData>,
+  job: JobHandle<StripeEventData>,
   type: string,
   invoice: Stripe.Invoice & { subscription?: string | { id: string } | null },
 ): Promise<Record<string, string>> {
@@ -83,22 +53,10 @@ async function invoiceSettled(
   const subscriptionId = typeof linked === 'string' ? linked : linked?.id;
   if (!subscriptionId) return { ignored: 'invoice of no subscription' };
   if (type === 'invoice.payment_failed') {
-    const instance = await instanceForSubscription(ctx.db, subscriptionId);
-    if (instance) {
-      const data: DunningData = { instanceId: instance.id, attempt: invoice.attempt_count ?? 1 };
-      await ctx.queues.get(QUEUES.lifecycle).add('dunning-email', data, { jobId: jobId(instance.workspace_id, 'dunning', job.data.eventId) });
-    }
+    const instance = await ctx.instances.forSubscription(subscriptionId);
+    if (instance) await ctx.jobs.addDunningEmail(instance, invoice.attempt_count ?? 1, job.data.eventId);
   }
   return subscriptionChanged(ctx, job, subscriptionId);
-}
-
-async function endedInstanceOf(ctx: JobContext, stripeCustomerId: string): Promise<InstanceWithCustomer | undefined> {
-  const { rows } = await ctx.db.query<{ id: string }>(
-    `SELECT i.id FROM instances i JOIN customers c ON c.id = i.customer_id
-     WHERE c.stripe_customer_id = $1 AND i.status = ANY ($2::text[]) ORDER BY i.created_at DESC LIMIT 1`,
-    [stripeCustomerId, [...ENDED_STATUSES]],
-  );
-  return rows[0] ? instanceById(ctx.db, rows[0].id) : undefined;
 }
 
 /**
@@ -106,40 +64,29 @@ async function endedInstanceOf(ctx: JobContext, stripeCustomerId: string): Promi
  * "look again": the subscription is re-read and the instance brought to what Stripe has now. A cancellation at
  * period end changes nothing until the subscription is actually deleted.
  */
-async function subscriptionChanged(ctx: JobContext, job: Job<StripeEventData>, subscriptionId: string): Promise<Record<string, string>> {
+async function subscriptionChanged(ctx: JobContext, job: JobHandle<StripeEventData>, subscriptionId: string): Promise<Record<string, string>> {
   const subscription = await ctx.stripe.subscription(subscriptionId);
-  await ctx.db.query('UPDATE subscriptions SET status = $2, updated_at = now() WHERE stripe_subscription_id = $1', [subscriptionId, subscription.status]);
-  const instance = await instanceForSubscription(ctx.db, subscriptionId);
+  await ctx.subscriptions.setStatus(subscriptionId, subscription.status);
+  const instance = await ctx.instances.forSubscription(subscriptionId);
   if (!instance) return { ignored: 'no instance for this subscription' };
   if (subscription.status === 'canceled' && subscription.canceledAt !== null) {
-    await requestCancellation(ctx.queues, instance, subscription.canceledAt);
+    await ctx.jobs.addCancel(instance, subscription.canceledAt);
     return { cancelling: instance.id };
   }
-  const lifecycle = ctx.queues.get(QUEUES.lifecycle);
-  if (OVERDUE.has(subscription.status) && instance.status === 'active') {
+  if (OVERDUE.has(subscription.status) && canHappen(instance.status, 'suspended')) {
     // The grace runs from the first time Stripe reported the payment overdue; the suspend job checks again then.
-    const { rows: since } = await ctx.db.query<{ past_due_since: Date }>(
-      'UPDATE instances SET past_due_since = COALESCE(past_due_since, now()) WHERE id = $1 RETURNING past_due_since',
-      [instance.id],
-    );
-    const from = since[0]!.past_due_since.getTime();
-    const data: PaymentData = { instanceId: instance.id };
-    await lifecycle.add('suspend', data, {
-      jobId: jobId(instance.workspace_id, 'suspend', String(instance.generation), String(from)),
-      delay: Math.max(0, from + ctx.config.lifecycle.paymentGraceMs - Date.now()),
-    });
+    const from = (await ctx.instances.markPastDue(instance.id)).getTime();
+    await ctx.jobs.addSuspend(instance, from, Math.max(0, from + ctx.config.lifecycle.paymentGraceMs - Date.now()));
     return { overdue: subscription.status };
   }
-  if (!OVERDUE.has(subscription.status)) await ctx.db.query('UPDATE instances SET past_due_since = NULL WHERE id = $1', [instance.id]);
-  if ((subscription.status === 'active' || subscription.status === 'trialing') && instance.status === 'suspended') {
-    const data: PaymentData = { instanceId: instance.id };
-    await lifecycle.add('resume', data, { jobId: jobId(instance.workspace_id, 'resume', job.data.eventId) });
+  if (!OVERDUE.has(subscription.status)) await ctx.instances.clearPastDue(instance.id);
+  if (PAID.has(subscription.status) && canHappen(instance.status, 'resumed')) {
+    await ctx.jobs.addResume(instance, job.data.eventId);
     return { resuming: instance.id };
   }
   const plan = subscription.priceId ? planForPrice(subscription.priceId, ctx.config.stripe.priceIds) : undefined;
-  if (plan && plan.name !== instance.plan && instance.status === 'active') {
-    const data: ResizeData = { instanceId: instance.id, plan: plan.name };
-    await ctx.queues.get(QUEUES.lifecycle).add('resize', data, { jobId: jobId(instance.workspace_id, 'resize', job.data.eventId) });
+  if (plan && plan.name !== instance.plan && isRunning(instance.status)) {
+    await ctx.jobs.addResize(instance, plan.name, job.data.eventId);
     return { resizing: `${instance.plan} → ${plan.name}` };
   }
   return { unchanged: `subscription ${subscription.status}, plan ${instance.plan}` };
@@ -147,14 +94,14 @@ async function subscriptionChanged(ctx: JobContext, job: Job<StripeEventData>, s
 
 async function checkoutCompleted(
   ctx: JobContext,
-  job: Job<StripeEventData>,
+  job: JobHandle<StripeEventData>,
   session: Stripe.Checkout.Session,
 ): Promise<Record<string, string>> {
   if (session.mode !== 'subscription' || !session.subscription) return { ignored: `checkout in ${session.mode} mode` };
   const subscriptionId = typeof session.subscription === 'string' ? session.subscription : session.subscription.id;
   const subscription = await ctx.stripe.subscription(subscriptionId);
   // Acted on as Stripe has it now, not as the event said: an unpaid checkout waits for its payment event.
-  if (session.payment_status === 'unpaid' || !PROVISIONABLE.has(subscription.status)) {
+  if (session.payment_status === 'unpaid' || !PAID.has(subscription.status)) {
     return { deferred: `payment ${session.payment_status}, subscription ${subscription.status}` };
   }
   let email = session.customer_details?.email ?? session.customer_email ?? null;
@@ -174,14 +121,14 @@ async function checkoutCompleted(
   };
 
   // A customer whose earlier subscription ended comes back to the same workspace, with whatever data is left.
-  const ended = plan && email ? await endedInstanceOf(ctx, subscription.customerId) : undefined;
+  const ended = plan && email ? await ctx.instances.endedForStripeCustomer(subscription.customerId) : undefined;
   if (ended && plan) {
-    const { subscriptionId } = await recordSubscription(ctx.db, request);
-    await requestReactivation(ctx.queues, ended, { subscriptionId, plan: plan.name }, job.data.eventId);
+    const { subscriptionId } = await ctx.subscriptions.record(request);
+    await ctx.jobs.addReactivate(ended, { subscriptionId, plan: plan.name }, job.data.eventId);
     return { reactivating: ended.id, from: ended.status, plan: plan.name };
   }
 
-  const instance = await recordInstance(ctx.db, ctx.config, request);
+  const instance = await ctx.instances.record(request, { compute: ctx.config.computeProvider, database: ctx.config.databaseProvider });
   if (!plan) {
     const reason = `price ${subscription.priceId ?? '(none)'} of subscription ${subscription.id} is not one of this product's plans`;
     await markFailed(ctx, { instanceId: instance.id, step: 'resolve-plan', reason, queue: QUEUES.stripeEvents, jobId: job.id! });
@@ -192,12 +139,12 @@ async function checkoutCompleted(
     await markFailed(ctx, { instanceId: instance.id, step: 'resolve-customer', reason, queue: QUEUES.stripeEvents, jobId: job.id! });
     throw new ReportedFailure(reason);
   }
-  if (instance.status === 'failed' && (instance.failed_step === 'resolve-plan' || instance.failed_step === 'resolve-customer')) {
+  if (canHappen(instance.status, 'retried') && (instance.failed_step === 'resolve-plan' || instance.failed_step === 'resolve-customer')) {
     // An operator fixed what stopped this intake (a price mapping, the customer's email) and retried it.
-    await ctx.db.query('UPDATE instances SET plan = $2 WHERE id = $1', [instance.id, plan.name]);
-    await ctx.db.query('UPDATE subscriptions SET plan = $2 WHERE id = $1', [instance.subscription_id, plan.name]);
-    await clearFailure(ctx, instance.id, instance.failed_step);
+    await ctx.instances.update(instance.id, { plan: plan.name });
+    await ctx.subscriptions.setPlan(instance.subscription_id, plan.name);
+    await clearFailure(ctx, instance, instance.failed_step);
   }
-  const started = await startProvisioning(ctx.queues, instance);
+  const started = await startProvisioning(ctx.jobs, instance);
   return { instanceId: instance.id, workspaceId: instance.workspace_id, plan: plan.name, ...(!started && { already: instance.status }) };
 }

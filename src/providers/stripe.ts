@@ -11,6 +11,12 @@ export interface SubscriptionSnapshot {
   canceledAt: number | null;
 }
 
+/** Subscription states in which the customer has paid (or is trialing): they get, or keep, a running instance. */
+export const PAID: ReadonlySet<string> = new Set(['active', 'trialing']);
+
+/** Subscription states in which the customer has not paid and the grace runs. */
+export const OVERDUE: ReadonlySet<string> = new Set(['past_due', 'unpaid']);
+
 export interface CustomerSnapshot {
   id: string;
   email: string | null;

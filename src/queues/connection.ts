@@ -1,6 +1,6 @@
 /** Redis connections and queues. Every queue and flow shares one prefix (hash-tagged for Redis Cluster). */
 import { FlowProducer, Queue, type ConnectionOptions, type DefaultJobOptions } from 'bullmq';
-import { QUEUES, type QueueName } from './names.ts';
+import { QUEUES, type QueueName } from './catalogue.ts';
 
 export function redisConnection(url: string): ConnectionOptions {
   const u = new URL(url);

@@ -3,30 +3,18 @@
  * and siblings run together, so the tree is the order and the parallelism:
  *
  *   finalize ← send-welcome-email ← health-check ← deploy ← { create-service, build-workspace ← create-branch }
+ *
+ * Deterministic job ids: adding the same flow again (a duplicate delivery, a retried intake job) adds nothing.
  */
-import type { FlowJob } from 'bullmq';
-import type { Queues } from './connection.ts';
-import { jobId, STEP_QUEUE, STEPS, type StepName } from './names.ts';
+import type { DefaultJobOptions, FlowJob } from 'bullmq';
+import { JOB_IDS, JOBS, STEPS, type ProvisionData, type StepName } from './catalogue.ts';
 
-/** All a step's job carries: ids. Wait state (deadlines, deployment ids) is added by the step itself. */
-export interface ProvisionData {
-  instanceId: string;
-  workspaceId: string;
-  /** The instance's provisioning run: 1, then one more for each reactivation. */
-  generation?: number;
-}
-
-/** `<workspace>-<step>` for the first run, `<workspace>-g<n>-<step>` for a reactivation's. */
-export function stepJobId(workspaceId: string, step: StepName, generation = 1): string {
-  return generation > 1 ? jobId(workspaceId, `g${generation}`, step) : jobId(workspaceId, step);
-}
-
-export function provisionFlow(data: ProvisionData, queues: Queues): FlowJob {
+export function provisionFlow(data: ProvisionData, jobOptions: DefaultJobOptions): FlowJob {
   const node = (step: StepName, children?: FlowJob[]): FlowJob => ({
     name: step,
-    queueName: STEP_QUEUE[step],
+    queueName: JOBS[step].queue,
     data,
-    opts: { ...queues.jobOptions(), jobId: stepJobId(data.workspaceId, step, data.generation) },
+    opts: { ...jobOptions, jobId: JOB_IDS.step(data.workspaceId, step, data.generation) },
     ...(children && { children }),
   });
   return node(STEPS.finalize, [
@@ -36,9 +24,4 @@ export function provisionFlow(data: ProvisionData, queues: Queues): FlowJob {
       ]),
     ]),
   ]);
-}
-
-export async function startProvisionFlow(queues: Queues, data: ProvisionData): Promise<void> {
-  // Deterministic job ids: adding the same flow again (a duplicate delivery, a retried intake job) adds nothing.
-  await queues.flow.add(provisionFlow(data, queues));
 }

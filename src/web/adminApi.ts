@@ -2,31 +2,27 @@
 import { createHash, randomUUID } from 'node:crypto';
 import Router from '@koa/router';
 import type { Config } from '../config.ts';
-import { audit, ENDED_STATUSES, instanceById, instanceForCustomer, UUID, type InstanceWithCustomer } from '../db/instances.ts';
-import type { Db } from '../db/pool.ts';
+import type { AuditLog } from '../db/audit.ts';
+import { UUID, type Instances, type InstanceWithCustomer } from '../db/instances.ts';
+import type { StepLedger } from '../db/steps.ts';
+import { canHappen, isEnded, type InstanceEvent } from '../instances/stateMachine.ts';
 import { isPlanName, PLANS } from '../plans.ts';
-import { recordInstance, startProvisioning } from '../provisioning.ts';
-import type { Queues } from '../queues/connection.ts';
-import { isQueueName, jobId, QUEUES } from '../queues/names.ts';
-import type { ProvisionData } from '../queues/provisionFlow.ts';
-import { CANCELLABLE, requestCancellation, requestReactivation } from '../jobs/lifecycle.ts';
+import { startProvisioning } from '../provisioning.ts';
+import type { JobQueue } from '../queues/jobQueue.ts';
 import { requireAdminToken } from './auth.ts';
 import { HttpError } from './httpError.ts';
 import { readJsonBody } from './rawBody.ts';
 
 const EMAIL = /^[^@\s<>"]{1,64}@[^@\s<>"]{1,253}\.[^@\s<>".]{2,63}$/;
 
-export function adminApi(deps: { config: Config; db: Db; queues: Queues }): Router {
+export function adminApi(deps: { config: Config; instances: Instances; steps: StepLedger; audit: AuditLog; jobs: JobQueue }): Router {
   const router = new Router({ prefix: '/api' });
   router.use(requireAdminToken(deps.config.admin.token));
 
   router.get('/customers/:customerRef/instance', async (ctx) => {
-    const instance = await instanceForCustomer(deps.db, ctx.params.customerRef!);
+    const instance = await deps.instances.forCustomer(ctx.params.customerRef!);
     if (!instance) throw new HttpError(404, 'not_found', 'no instance for this customer');
-    const { rows: steps } = await deps.db.query<{ name: string; state: string; started_at: Date | null; finished_at: Date | null }>(
-      'SELECT name, state, started_at, finished_at FROM steps WHERE instance_id = $1 ORDER BY started_at NULLS LAST, name',
-      [instance.id],
-    );
+    const steps = await deps.steps.list(instance.id);
     ctx.body = {
       instanceId: instance.id,
       customerId: instance.customer_id,
@@ -57,7 +53,7 @@ export function adminApi(deps: { config: Config; db: Db; queues: Queues }): Rout
     // With an Idempotency-Key, repeating the request provisions nothing new.
     const idempotencyKey = ctx.get('idempotency-key');
     const ref = idempotencyKey ? createHash('sha256').update(idempotencyKey).digest('hex').slice(0, 32) : randomUUID();
-    const instance = await recordInstance(deps.db, deps.config, {
+    const instance = await deps.instances.record({
       stripeCustomerId: null,
       subscriptionRef: `comp_${ref}`,
       email,
@@ -67,60 +63,56 @@ export function adminApi(deps: { config: Config; db: Db; queues: Queues }): Rout
       subscriptionStatus: 'active',
       comped: true,
       actor: 'admin-api',
-    });
-    const started = await startProvisioning(deps.queues, instance);
+    }, { compute: deps.config.computeProvider, database: deps.config.databaseProvider });
+    const started = await startProvisioning(deps.jobs, instance);
     ctx.status = started ? 202 : 200;
     ctx.body = { customerId: instance.customer_id, workspaceId: instance.workspace_id, instanceId: instance.id };
   });
 
   /** Ends a customer's instance now, as a cancelled subscription would: stopped at once, archived and purged later. */
   router.post('/admin/customers/:customerRef/deprovision', async (ctx) => {
-    const instance = await instanceForCustomer(deps.db, ctx.params.customerRef!);
+    const instance = await deps.instances.forCustomer(ctx.params.customerRef!);
     if (!instance) throw new HttpError(404, 'not_found', 'no instance for this customer');
-    if (!CANCELLABLE.includes(instance.status)) {
+    if (!canHappen(instance.status, 'cancelled')) {
       throw new HttpError(409, 'not_running', `the instance is ${instance.status}`);
     }
-    await requestCancellation(deps.queues, instance, Math.floor(Date.now() / 1000));
-    await audit(deps.db, { actor: 'admin-api', action: 'instance.deprovision_requested', customerId: instance.customer_id, instanceId: instance.id });
+    await deps.jobs.addCancel(instance, Math.floor(Date.now() / 1000));
+    await deps.audit.record({ actor: 'admin-api', action: 'instance.deprovision_requested', customerId: instance.customer_id, instanceId: instance.id });
     ctx.status = 202;
     ctx.body = { deprovisioning: instance.id };
   });
 
   /** Brings an ended customer back on their current subscription (before the archive, between, or after the purge). */
   router.post('/admin/customers/:customerRef/reactivate', async (ctx) => {
-    const instance = await instanceForCustomer(deps.db, ctx.params.customerRef!);
+    const instance = await deps.instances.forCustomer(ctx.params.customerRef!);
     if (!instance) throw new HttpError(404, 'not_found', 'no instance for this customer');
-    if (!ENDED_STATUSES.includes(instance.status)) {
+    if (!isEnded(instance.status)) {
       throw new HttpError(409, 'not_ended', `the instance is ${instance.status}`);
     }
     if (!instance.email) throw new HttpError(409, 'no_email', 'the customer was purged and has no email address; they can subscribe again');
     const plan = isPlanName(instance.plan) ? instance.plan : 'starter';
-    await requestReactivation(deps.queues, instance, { subscriptionId: instance.subscription_id, plan }, `admin-${Date.now()}`);
-    await audit(deps.db, { actor: 'admin-api', action: 'instance.reactivation_requested', customerId: instance.customer_id, instanceId: instance.id });
+    await deps.jobs.addReactivate(instance, { subscriptionId: instance.subscription_id, plan }, `admin-${Date.now()}`);
+    await deps.audit.record({ actor: 'admin-api', action: 'instance.reactivation_requested', customerId: instance.customer_id, instanceId: instance.id });
     ctx.status = 202;
     ctx.body = { reactivating: instance.id };
   });
 
   /** Re-runs the job that failed; the flow continues from that step. */
   router.post('/admin/instances/:instanceId/retry', async (ctx) => {
-    const instance = await failedInstance(deps.db, ctx.params.instanceId!);
+    const instance = await failedInstance(deps.instances, ctx.params.instanceId!, 'retried');
     const [queue, jobId] = (instance.failed_job ?? '').split('/');
-    const job = queue && jobId && isQueueName(queue) ? await deps.queues.get(queue).getJob(jobId) : undefined;
-    if (!job || (await job.getState()) !== 'failed') throw new HttpError(409, 'not_retriable', 'the failed job is no longer there to retry');
-    await job.retry('failed', { resetAttemptsMade: true });
-    await audit(deps.db, { actor: 'admin-api', action: 'instance.retried', customerId: instance.customer_id, instanceId: instance.id });
+    if (!queue || !jobId || !(await deps.jobs.retryFailed(queue, jobId))) {
+      throw new HttpError(409, 'not_retriable', 'the failed job is no longer there to retry');
+    }
+    await deps.audit.record({ actor: 'admin-api', action: 'instance.retried', customerId: instance.customer_id, instanceId: instance.id });
     ctx.status = 202;
     ctx.body = { retried: instance.failed_job };
   });
 
   /** Gives up on a failed provisioning: removes its flow and undoes what it made, newest first. */
   router.post('/admin/instances/:instanceId/abandon', async (ctx) => {
-    const instance = await failedInstance(deps.db, ctx.params.instanceId!);
-    const data: ProvisionData = { instanceId: instance.id, workspaceId: instance.workspace_id };
-    const id = jobId(instance.workspace_id, 'abandon');
-    const earlier = await deps.queues.get(QUEUES.lifecycle).getJob(id);
-    if (earlier && (await earlier.getState()) === 'failed') await earlier.retry('failed', { resetAttemptsMade: true });
-    else await deps.queues.get(QUEUES.lifecycle).add('abandon', data, { jobId: id });
+    const instance = await failedInstance(deps.instances, ctx.params.instanceId!, 'abandoned');
+    await deps.jobs.addAbandon(instance);
     ctx.status = 202;
     ctx.body = { abandoning: instance.id };
   });
@@ -128,9 +120,10 @@ export function adminApi(deps: { config: Config; db: Db; queues: Queues }): Rout
   return router;
 }
 
-async function failedInstance(db: Db, instanceId: string): Promise<InstanceWithCustomer> {
-  const instance = UUID.test(instanceId) ? await instanceById(db, instanceId) : undefined;
+/** A failed instance, to which an operator's `event` (a retry, abandoning it) can happen. */
+async function failedInstance(instances: Instances, instanceId: string, event: InstanceEvent): Promise<InstanceWithCustomer> {
+  const instance = UUID.test(instanceId) ? await instances.byId(instanceId) : undefined;
   if (!instance) throw new HttpError(404, 'not_found', 'no such instance');
-  if (instance.status !== 'failed') throw new HttpError(409, 'not_failed', `the instance is ${instance.status}, not failed`);
+  if (!canHappen(instance.status, event)) throw new HttpError(409, 'not_failed', `the instance is ${instance.status}, not failed`);
   return instance;
 }

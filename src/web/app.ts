@@ -2,9 +2,11 @@
 import Koa from 'koa';
 import Router from '@koa/router';
 import type { Config } from '../config.ts';
+import type { Gateways } from '../db/gateways.ts';
 import type { Db } from '../db/pool.ts';
+import { QUEUES } from '../queues/catalogue.ts';
 import type { Queues } from '../queues/connection.ts';
-import { QUEUES } from '../queues/names.ts';
+import type { JobQueue } from '../queues/jobQueue.ts';
 import { adminApi } from './adminApi.ts';
 import { bullBoard } from './bullBoard.ts';
 import { jsonErrors } from './httpError.ts';
@@ -12,13 +14,22 @@ import { stripeWebhook } from './stripeWebhook.ts';
 import { runtimeApi } from './runtimeApi.ts';
 import type { SecretStore } from '../secrets.ts';
 
-export function createWebApp(deps: { config: Config; db: Db; queues: Queues; secrets: SecretStore }): Koa {
+export interface WebDeps extends Pick<Gateways, 'instances' | 'steps' | 'audit' | 'stripeEvents' | 'usageNotices'> {
+  config: Config;
+  /** For the health check. */
+  db: Db;
+  queues: Queues;
+  jobs: JobQueue;
+  secrets: Pick<SecretStore, 'get'>;
+}
+
+export function createWebApp(deps: WebDeps): Koa {
   const app = new Koa({ proxy: deps.config.production });
   app.use(jsonErrors);
   app.use(bullBoard(deps.queues, deps.config.admin));
 
   const router = new Router();
-  router.post('/webhooks/stripe', stripeWebhook({ db: deps.db, queues: deps.queues, webhookSecret: deps.config.stripe.webhookSecret }));
+  router.post('/webhooks/stripe', stripeWebhook({ stripeEvents: deps.stripeEvents, jobs: deps.jobs, webhookSecret: deps.config.stripe.webhookSecret }));
   router.get('/health', async (ctx) => {
     const checks = await Promise.allSettled([
       deps.db.query('SELECT 1'),

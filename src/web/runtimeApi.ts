@@ -5,12 +5,10 @@
  */
 import { randomBytes } from 'node:crypto';
 import Router from '@koa/router';
-import type { Config } from '../config.ts';
-import type { Db } from '../db/pool.ts';
-import { INSTANCE_SECRETS, instanceOwner } from '../jobs/context.ts';
-import type { UsageEmailData } from '../jobs/usageEmail.ts';
-import type { Queues } from '../queues/connection.ts';
-import { jobId, QUEUES } from '../queues/names.ts';
+import type { Instances } from '../db/instances.ts';
+import type { UsageNotices } from '../db/usageNotices.ts';
+import { INSTANCE_SECRETS, instanceOwner } from '../instances/secrets.ts';
+import type { JobQueue } from '../queues/jobQueue.ts';
 import type { SecretStore } from '../secrets.ts';
 import { NOTICE_PATH, NOTICE_SIGNATURE_HEADER, NOTICE_WORKSPACE_HEADER, noticeSignatureValid } from '../usageNotice.ts';
 import { HttpError } from './httpError.ts';
@@ -18,31 +16,23 @@ import { readRawBody } from './rawBody.ts';
 
 const UNKNOWN_WORKSPACE_SECRET = randomBytes(32).toString('hex');
 
-export function runtimeApi(deps: { config: Config; db: Db; queues: Queues; secrets: SecretStore }): Router {
+export function runtimeApi(deps: { instances: Instances; usageNotices: UsageNotices; jobs: JobQueue; secrets: Pick<SecretStore, 'get'> }): Router {
   const router = new Router();
   router.post(NOTICE_PATH, async (ctx) => {
     const raw = (await readRawBody(ctx.req, 16 * 1024)).toString('utf8');
     const workspaceId = ctx.get(NOTICE_WORKSPACE_HEADER);
-    const { rows } = await deps.db.query<{ id: string }>('SELECT id FROM instances WHERE workspace_id = $1', [workspaceId]);
-    const instanceId = rows[0]?.id;
+    const instanceId = await deps.instances.idOfWorkspace(workspaceId);
     const secret = instanceId ? await deps.secrets.get(instanceOwner(instanceId), INSTANCE_SECRETS.runtimeSecret) : null;
     // One answer for an unknown workspace and a bad signature (the signature is checked either way, against a
     // throwaway secret when there is none): callers learn nothing about which workspaces exist.
     const valid = noticeSignatureValid(ctx.get(NOTICE_SIGNATURE_HEADER), raw, secret ?? UNKNOWN_WORKSPACE_SECRET);
     if (!instanceId || !secret || !valid) throw new HttpError(401, 'unauthorized', 'unknown workspace or bad signature');
     const notice = parseNotice(raw, workspaceId);
-    const inserted = await deps.db.query(
-      `INSERT INTO usage_notices (instance_id, month, threshold, used, message_limit) VALUES ($1, $2, $3, $4, $5)
-       ON CONFLICT DO NOTHING`,
-      [instanceId, notice.month, notice.threshold, notice.used, notice.limit],
-    );
+    const recorded = await deps.usageNotices.record(instanceId, notice);
     // Enqueued on every accepted notice, not only the first: if Redis failed after the row was recorded, the
     // runtime's retry still gets the email sent. The job id keeps it to one email.
-    const data: UsageEmailData = { instanceId, month: notice.month, threshold: notice.threshold };
-    await deps.queues.get(QUEUES.lifecycle).add('usage-email', data, {
-      jobId: jobId('usage', instanceId, notice.month, String(notice.threshold)),
-    });
-    ctx.body = { received: true, duplicate: !inserted.rowCount };
+    await deps.jobs.addUsageEmail({ instanceId, month: notice.month, threshold: notice.threshold });
+    ctx.body = { received: true, duplicate: !recorded };
   });
   return router;
 }

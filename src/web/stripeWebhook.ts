@@ -4,10 +4,9 @@
  */
 import type { Middleware } from 'koa';
 import Stripe from 'stripe';
-import type { Db } from '../db/pool.ts';
-import type { Queues } from '../queues/connection.ts';
-import { QUEUES, jobId } from '../queues/names.ts';
-import { HANDLED_EVENTS, type StripeEventData } from '../jobs/stripeEvent.ts';
+import type { StripeEvents } from '../db/stripeEvents.ts';
+import { STRIPE_EVENT_JOBS } from '../queues/catalogue.ts';
+import type { JobQueue } from '../queues/jobQueue.ts';
 import { logger } from '../logger.ts';
 import { HttpError } from './httpError.ts';
 import { readRawBody } from './rawBody.ts';
@@ -16,7 +15,7 @@ export const WEBHOOK_BODY_LIMIT = 1024 * 1024;
 const TOLERANCE_SECONDS = 300;
 const log = logger('stripe-webhook');
 
-export function stripeWebhook(deps: { db: Db; queues: Queues; webhookSecret: string }): Middleware {
+export function stripeWebhook(deps: { stripeEvents: StripeEvents; jobs: JobQueue; webhookSecret: string }): Middleware {
   return async (ctx) => {
     const raw = await readRawBody(ctx.req, WEBHOOK_BODY_LIMIT);
     const signature = ctx.get('stripe-signature');
@@ -35,18 +34,17 @@ export function stripeWebhook(deps: { db: Db; queues: Queues; webhookSecret: str
       throw new HttpError(400, 'invalid_event', 'the body is not a Stripe event');
     }
 
-    const handled = HANDLED_EVENTS.has(event.type);
-    const inserted = await deps.db.query(
-      `INSERT INTO stripe_events (id, type, stripe_created, livemode, handled, payload)
-       VALUES ($1, $2, to_timestamp($3), $4, $5, $6) ON CONFLICT (id) DO NOTHING`,
-      [event.id, event.type, Number(event.created) || 0, Boolean(event.livemode), handled, raw.toString('utf8')],
+    const handled = STRIPE_EVENT_JOBS.has(event.type);
+    const recorded = await deps.stripeEvents.record(
+      { id: event.id, type: event.type, created: Number(event.created) || 0, livemode: Boolean(event.livemode) },
+      handled,
+      raw.toString('utf8'),
     );
-    const duplicate = inserted.rowCount === 0;
+    const duplicate = !recorded;
     if (handled) {
       // The job id is the event id: a redelivery (say, after Redis was briefly away) adds the job if it is missing
       // and nothing if it is there.
-      const data: StripeEventData = { eventId: event.id };
-      await deps.queues.get(QUEUES.stripeEvents).add(event.type, data, { jobId: jobId(event.id) });
+      await deps.jobs.addStripeEvent(event.type, event.id);
     }
     log.info('event received', { id: event.id, type: event.type, duplicate, handled });
     ctx.status = 200;

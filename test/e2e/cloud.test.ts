@@ -5,7 +5,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { expect } from 'chai';
-import { QUEUES } from '../../src/queues/names.ts';
+import { QUEUES } from '../../src/queues/catalogue.ts';
 import { startHarness, waitUntil, type Harness, type InstanceView } from '../support/harness.ts';
 
 /** Calls of one provision, as the emulators counted them. */

@@ -6,7 +6,7 @@ import { readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { expect } from 'chai';
 import pg from 'pg';
-import { INSTANCE_SECRETS, instanceOwner } from '../../src/jobs/context.ts';
+import { INSTANCE_SECRETS, instanceOwner } from '../../src/instances/secrets.ts';
 import { ADMIN, dumpKeys, startHarness, waitUntil, WEBHOOK_SECRET, type Harness, type InstanceView } from '../support/harness.ts';
 import { bullBoardAction, waitForIncidents, waitForJob } from '../support/jobWaits.ts';
 

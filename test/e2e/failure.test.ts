@@ -6,7 +6,7 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { expect } from 'chai';
-import { QUEUES } from '../../src/queues/names.ts';
+import { QUEUES } from '../../src/queues/catalogue.ts';
 import { ADMIN, startHarness, waitUntil, type Harness } from '../support/harness.ts';
 
 describe('a provisioning step that fails for good', function () {

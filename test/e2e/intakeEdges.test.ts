@@ -6,7 +6,7 @@ import type { AddressInfo } from 'node:net';
 import { expect } from 'chai';
 import { simpleParser } from 'mailparser';
 import { SMTPServer } from 'smtp-server';
-import { INSTANCE_SECRETS, instanceOwner } from '../../src/jobs/context.ts';
+import { INSTANCE_SECRETS, instanceOwner } from '../../src/instances/secrets.ts';
 import { DEFAULT_PRICE_IDS } from '../../src/plans.ts';
 import { Arrivals } from '../support/arrivals.ts';
 import { startHarness, type Harness } from '../support/harness.ts';

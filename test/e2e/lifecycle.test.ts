@@ -6,9 +6,9 @@
 import type { Job } from 'bullmq';
 import { expect } from 'chai';
 import pg from 'pg';
-import { readArchive } from '../../src/jobs/archiveFormat.ts';
-import { INSTANCE_SECRETS, instanceOwner } from '../../src/jobs/context.ts';
-import { QUEUES, STEP_QUEUE, STEPS } from '../../src/queues/names.ts';
+import { readArchive } from '../../src/db/archiveFormat.ts';
+import { INSTANCE_SECRETS, instanceOwner } from '../../src/instances/secrets.ts';
+import { JOBS, QUEUES, STEPS } from '../../src/queues/catalogue.ts';
 import { DEFAULT_PRICE_IDS } from '../../src/plans.ts';
 import { startHarness, waitUntil, type Harness, type InstanceView } from '../support/harness.ts';
 
@@ -383,7 +383,7 @@ describe('cancelling a provisioning still under way', function () {
     expect((await h.waitForStatus(created.customerId, ['cancelled'])).status).to.equal('cancelled');
     // No step of the flow is left to run.
     for (const step of Object.values(STEPS)) {
-      expect(await h.plane.ctx.queues.get(STEP_QUEUE[step]).getJob(`${created.workspaceId}-${step}`), step).to.equal(undefined);
+      expect(await h.plane.ctx.queues.get(JOBS[step].queue).getJob(`${created.workspaceId}-${step}`), step).to.equal(undefined);
     }
     // The one deployment asked for is removed (Railway's stop), and none came after it.
     const [service] = h.railway!.services();

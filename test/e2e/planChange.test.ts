@@ -1,7 +1,7 @@
 /** Plan changes resize in place: limits, message limit, features and skills change; data and key stay. */
 import { expect } from 'chai';
 import { DEFAULT_PRICE_IDS } from '../../src/plans.ts';
-import { QUEUES } from '../../src/queues/names.ts';
+import { QUEUES } from '../../src/queues/catalogue.ts';
 import { startHarness, waitUntil, type Harness } from '../support/harness.ts';
 
 describe('plan changes', function () {

@@ -7,7 +7,7 @@ import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { expect } from 'chai';
 import pg from 'pg';
-import { INSTANCE_SECRETS, instanceOwner } from '../../src/jobs/context.ts';
+import { INSTANCE_SECRETS, instanceOwner } from '../../src/instances/secrets.ts';
 import { ADMIN, dumpKeys, startHarness, waitUntil, type Harness, type InstanceView } from '../support/harness.ts';
 import type { CapturedMail } from '../emulators/smtpCapture.ts';
 

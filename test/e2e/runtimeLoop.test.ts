@@ -5,8 +5,8 @@
 import { createHmac } from 'node:crypto';
 import { expect } from 'chai';
 import pg from 'pg';
-import { INSTANCE_SECRETS, instanceOwner } from '../../src/jobs/context.ts';
-import { QUEUES } from '../../src/queues/names.ts';
+import { INSTANCE_SECRETS, instanceOwner } from '../../src/instances/secrets.ts';
+import { QUEUES } from '../../src/queues/catalogue.ts';
 import { signNotice } from '../../src/usageNotice.ts';
 import { startHarness, waitUntil, type Harness, type InstanceView } from '../support/harness.ts';
 

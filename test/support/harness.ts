@@ -14,7 +14,7 @@ import { loadConfig, type Config } from '../../src/config.ts';
 import { startControlPlane, type ControlPlane } from '../../src/controlPlane.ts';
 import { quoteIdent } from '../../src/db/pool.ts';
 import { DEFAULT_PRICE_IDS, type PlanName } from '../../src/plans.ts';
-import { QUEUES, type QueueName } from '../../src/queues/names.ts';
+import { QUEUES, type QueueName } from '../../src/queues/catalogue.ts';
 import { startSlackReceiver, type SlackReceiver } from '../emulators/slackReceiver.ts';
 import { startSmtpCapture, type SmtpCapture } from '../emulators/smtpCapture.ts';
 import { signedWebhook, startStripeEmulator, type StripeEmulator } from '../emulators/stripeEmulator.ts';

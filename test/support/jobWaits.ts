@@ -3,7 +3,7 @@
  * jobs of an incident, and the operator's Bull Board actions (retry, promote) that start them.
  */
 import type { Job } from 'bullmq';
-import type { QueueName } from '../../src/queues/names.ts';
+import type { QueueName } from '../../src/queues/catalogue.ts';
 import { ADMIN, waitUntil, type Harness } from './harness.ts';
 
 /** The job once it is in one of `states` (default: finished, either way). */

@@ -1,0 +1,147 @@
+/**
+ * The customer-database gateway: everything the control plane does inside a customer's own database, through one
+ * short connection made with that customer's credentials (their connection URL is kept sealed in the secret store).
+ */
+import type { Readable } from 'node:stream';
+import pg from 'pg';
+import { applyRuntimeSchema } from '../../core/runtimeSchema.ts';
+import { PermanentError } from '../errors.ts';
+import { INSTANCE_SECRETS, instanceOwner } from '../instances/secrets.ts';
+import type { StoredArchive } from '../providers/archiveStore.ts';
+import type { SecretStore } from '../secrets.ts';
+import { fileSha256, type WorkspaceFile } from '../workspace/render.ts';
+import { exportStream, restoreArchive } from './archiveFormat.ts';
+
+export interface CustomerDatabases {
+  /** Keeps the connection URL of the instance's new database (sealed). */
+  register(instanceId: string, connectionUrl: string): Promise<void>;
+  /** Applies the runtime's schema (idempotent). */
+  applySchema(instanceId: string): Promise<void>;
+  /** Whether the instance has a database (create-branch completed and it was not deleted since). */
+  exists(instanceId: string): Promise<boolean>;
+  /** The connection URL, for the runtime's configuration. */
+  connectionUrl(instanceId: string): Promise<string>;
+  /** Adds the workspace files that are missing (never overwriting the customer's) and the API key's hash, together. */
+  seedWorkspace(instanceId: string, files: WorkspaceFile[], key: { hash: string; label: string | null }): Promise<void>;
+  /** Adds the files of `add` that are missing, and writes those of `replace` whatever is there. */
+  updateWorkspace(instanceId: string, files: { add: WorkspaceFile[]; replace: WorkspaceFile[] }): Promise<void>;
+  /** Every API key of the customer is refused from now on (nothing to do without a database). */
+  revokeKeys(instanceId: string): Promise<void>;
+  /** Suspends the account with a reason its runtime shows (402), or lifts the suspension (null). */
+  setSuspension(instanceId: string, reason: string | null): Promise<void>;
+  /** Exports the runtime's tables through `write` (the archive store); returns what was stored and the rows by table. */
+  exportArchive(
+    instanceId: string,
+    workspaceId: string,
+    write: (stream: Readable) => Promise<StoredArchive>,
+  ): Promise<StoredArchive & { rowCounts: Record<string, number> }>;
+  /** Loads an archive into a fresh database in one transaction; undefined when it already holds a workspace. */
+  restoreArchive(instanceId: string, source: () => Readable): Promise<Record<string, number> | undefined>;
+}
+
+export class PgCustomerDatabases implements CustomerDatabases {
+  constructor(private readonly secrets: Pick<SecretStore, 'get' | 'put'>) {}
+
+  async register(instanceId: string, connectionUrl: string): Promise<void> {
+    await this.secrets.put(instanceOwner(instanceId), INSTANCE_SECRETS.databaseUrl, connectionUrl);
+  }
+
+  async applySchema(instanceId: string): Promise<void> {
+    await this.with(instanceId, (client) => applyRuntimeSchema(client));
+  }
+
+  async exists(instanceId: string): Promise<boolean> {
+    return (await this.storedUrl(instanceId)) !== null;
+  }
+
+  async connectionUrl(instanceId: string): Promise<string> {
+    const url = await this.storedUrl(instanceId);
+    if (!url) throw new PermanentError('no database connection for this instance: create-branch has not completed');
+    return url;
+  }
+
+  async seedWorkspace(instanceId: string, files: WorkspaceFile[], key: { hash: string; label: string | null }): Promise<void> {
+    await this.with(instanceId, async (client) => {
+      await client.query('BEGIN');
+      for (const file of files) await addFile(client, file);
+      await client.query('INSERT INTO api_keys (key_hash, label) VALUES ($1, $2) ON CONFLICT (key_hash) DO NOTHING', [key.hash, key.label]);
+      await client.query('COMMIT');
+    });
+  }
+
+  async updateWorkspace(instanceId: string, files: { add: WorkspaceFile[]; replace: WorkspaceFile[] }): Promise<void> {
+    await this.with(instanceId, async (client) => {
+      for (const file of files.add) await addFile(client, file);
+      for (const file of files.replace) {
+        await client.query(
+          `INSERT INTO workspace_files (path, content, sha256) VALUES ($1, $2, $3)
+           ON CONFLICT (path) DO UPDATE SET content = EXCLUDED.content, sha256 = EXCLUDED.sha256, updated_at = now()`,
+          [file.path, file.content, fileSha256(file.content)],
+        );
+      }
+    });
+  }
+
+  async revokeKeys(instanceId: string): Promise<void> {
+    const url = await this.storedUrl(instanceId);
+    if (url) await withClient(url, (client) => client.query('UPDATE api_keys SET revoked_at = now() WHERE revoked_at IS NULL'));
+  }
+
+  async setSuspension(instanceId: string, reason: string | null): Promise<void> {
+    await this.with(instanceId, (client) =>
+      client.query(
+        `INSERT INTO account_status (id, suspended_reason) VALUES (true, $1)
+         ON CONFLICT (id) DO UPDATE SET suspended_reason = $1, updated_at = now()`,
+        [reason],
+      ),
+    );
+  }
+
+  async exportArchive(
+    instanceId: string,
+    workspaceId: string,
+    write: (stream: Readable) => Promise<StoredArchive>,
+  ): Promise<StoredArchive & { rowCounts: Record<string, number> }> {
+    return this.with(instanceId, async (client) => {
+      const { stream, counts } = exportStream(client, { workspaceId });
+      const stored = await write(stream);
+      return { ...stored, rowCounts: await counts };
+    });
+  }
+
+  async restoreArchive(instanceId: string, source: () => Readable): Promise<Record<string, number> | undefined> {
+    return this.with(instanceId, async (client) => {
+      const { rowCount } = await client.query('SELECT 1 FROM workspace_files LIMIT 1');
+      // A database that already has files was restored by an earlier attempt (the restore is one transaction).
+      return rowCount ? undefined : restoreArchive(source(), client);
+    });
+  }
+
+  private storedUrl(instanceId: string): Promise<string | null> {
+    return this.secrets.get(instanceOwner(instanceId), INSTANCE_SECRETS.databaseUrl);
+  }
+
+  private async with<T>(instanceId: string, fn: (client: pg.Client) => Promise<T>): Promise<T> {
+    return withClient(await this.connectionUrl(instanceId), fn);
+  }
+}
+
+function addFile(client: pg.ClientBase, file: WorkspaceFile): Promise<unknown> {
+  return client.query('INSERT INTO workspace_files (path, content, sha256) VALUES ($1, $2, $3) ON CONFLICT (path) DO NOTHING', [
+    file.path,
+    file.content,
+    fileSha256(file.content),
+  ]);
+}
+
+/** One short connection to a customer's own database. */
+async function withClient<T>(connectionUrl: string, fn: (client: pg.Client) => Promise<T>): Promise<T> {
+  const client = new pg.Client({ connectionString: connectionUrl, connectionTimeoutMillis: 10_000 });
+  client.on('error', () => undefined); // a dropped connection surfaces through the pending query instead
+  await client.connect();
+  try {
+    return await fn(client);
+  } finally {
+    await client.end().catch(() => undefined);
+  }
+}

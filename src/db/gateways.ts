@@ -1,0 +1,39 @@
+/** Every gateway to the control plane's data and to customers' databases, on Postgres. */
+import type { SecretStore } from '../secrets.ts';
+import { PgArchiveRecords, type ArchiveRecords } from './archives.ts';
+import { PgAuditLog, type AuditLog } from './audit.ts';
+import { PgCustomerDatabases, type CustomerDatabases } from './customerDatabases.ts';
+import { PgInstanceLocks, type InstanceLocks } from './instanceLocks.ts';
+import { PgInstances, type Instances } from './instances.ts';
+import type { Db } from './pool.ts';
+import { PgStepLedger, type StepLedger } from './steps.ts';
+import { PgStripeEvents, type StripeEvents } from './stripeEvents.ts';
+import { PgSubscriptions, type Subscriptions } from './subscriptions.ts';
+import { PgUsageNotices, type UsageNotices } from './usageNotices.ts';
+
+export interface Gateways {
+  instances: Instances;
+  subscriptions: Subscriptions;
+  steps: StepLedger;
+  audit: AuditLog;
+  /** What is recorded of each archive (the archive files themselves are in the archive store). */
+  archiveRecords: ArchiveRecords;
+  stripeEvents: StripeEvents;
+  usageNotices: UsageNotices;
+  locks: InstanceLocks;
+  customerDbs: CustomerDatabases;
+}
+
+export function pgGateways(db: Db, secrets: SecretStore, databaseUrl: string): Gateways {
+  return {
+    instances: new PgInstances(db),
+    subscriptions: new PgSubscriptions(db),
+    steps: new PgStepLedger(db),
+    audit: new PgAuditLog(db),
+    archiveRecords: new PgArchiveRecords(db),
+    stripeEvents: new PgStripeEvents(db),
+    usageNotices: new PgUsageNotices(db),
+    locks: new PgInstanceLocks(databaseUrl),
+    customerDbs: new PgCustomerDatabases(secrets),
+  };
+}

@@ -1,0 +1,89 @@
+/** The steps ledger gateway: each provisioning step of an instance, its state, attempts, error and timings. */
+import type { StepName } from '../queues/catalogue.ts';
+import type { Db } from './pool.ts';
+
+export interface StepRow {
+  name: string;
+  state: string;
+  started_at: Date | null;
+  finished_at: Date | null;
+}
+
+export interface StepLedger {
+  /** The step runs (again): attempt n, no error, not finished; its first start time stays. */
+  started(instanceId: string, step: string, attempt: number): Promise<void>;
+  /** An attempt failed and the step will be retried. */
+  retrying(instanceId: string, step: string, error: string): Promise<void>;
+  /** The step waits (a delayed re-run that holds no worker). */
+  waiting(instanceId: string, step: string): Promise<void>;
+  completed(instanceId: string, step: string, result: object): Promise<void>;
+  /** The step failed for good. */
+  failed(instanceId: string, step: string, reason: string): Promise<void>;
+  /** Another step of the instance that failed for good, if any. */
+  otherFailed(instanceId: string, step: string): Promise<{ name: StepName; error: string | null } | undefined>;
+  /** How long each finished step took, in ms, in the order they started. */
+  timings(instanceId: string): Promise<Record<string, number>>;
+  list(instanceId: string): Promise<StepRow[]>;
+}
+
+export class PgStepLedger implements StepLedger {
+  constructor(private readonly db: Db) {}
+
+  async started(instanceId: string, step: string, attempt: number): Promise<void> {
+    await this.db.query(
+      `INSERT INTO steps (instance_id, name, state, attempts, started_at) VALUES ($1, $2, 'running', $3, now())
+       ON CONFLICT (instance_id, name) DO UPDATE SET state = 'running', attempts = $3, error = NULL,
+         started_at = COALESCE(steps.started_at, now()), finished_at = NULL`,
+      [instanceId, step, attempt],
+    );
+  }
+
+  async retrying(instanceId: string, step: string, error: string): Promise<void> {
+    await this.db.query('UPDATE steps SET error = $3 WHERE instance_id = $1 AND name = $2', [instanceId, step, error.slice(0, 2000)]);
+  }
+
+  async waiting(instanceId: string, step: string): Promise<void> {
+    await this.db.query(`UPDATE steps SET state = 'waiting' WHERE instance_id = $1 AND name = $2`, [instanceId, step]);
+  }
+
+  async completed(instanceId: string, step: string, result: object): Promise<void> {
+    await this.db.query(`UPDATE steps SET state = 'completed', finished_at = now(), result = $3 WHERE instance_id = $1 AND name = $2`, [
+      instanceId,
+      step,
+      JSON.stringify(result),
+    ]);
+  }
+
+  async failed(instanceId: string, step: string, reason: string): Promise<void> {
+    await this.db.query(`UPDATE steps SET state = 'failed', error = $3, finished_at = now() WHERE instance_id = $1 AND name = $2`, [
+      instanceId,
+      step,
+      reason,
+    ]);
+  }
+
+  async otherFailed(instanceId: string, step: string): Promise<{ name: StepName; error: string | null } | undefined> {
+    const { rows } = await this.db.query<{ name: StepName; error: string | null }>(
+      `SELECT name, error FROM steps WHERE instance_id = $1 AND state = 'failed' AND name <> $2 LIMIT 1`,
+      [instanceId, step],
+    );
+    return rows[0];
+  }
+
+  async timings(instanceId: string): Promise<Record<string, number>> {
+    const { rows } = await this.db.query<{ name: string; ms: number }>(
+      `SELECT name, (extract(epoch FROM finished_at - started_at) * 1000)::int AS ms
+       FROM steps WHERE instance_id = $1 AND finished_at IS NOT NULL ORDER BY started_at`,
+      [instanceId],
+    );
+    return Object.fromEntries(rows.map((r) => [r.name, r.ms]));
+  }
+
+  async list(instanceId: string): Promise<StepRow[]> {
+    const { rows } = await this.db.query<StepRow>(
+      'SELECT name, state, started_at, finished_at FROM steps WHERE instance_id = $1 ORDER BY started_at NULLS LAST, name',
+      [instanceId],
+    );
+    return rows;
+  }
+}

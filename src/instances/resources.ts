@@ -1,0 +1,38 @@
+/**
+ * The names of what an instance is made of. The workspace id is derived from the first subscription, and the service
+ * and database names from it: every retry finds what an earlier try made, and a reactivated customer on a new
+ * subscription keeps them.
+ */
+import { createHash } from 'node:crypto';
+import type { DatabaseRef } from '../providers/types.ts';
+
+export function workspaceIdFor(subscriptionRef: string): string {
+  return `ws-${createHash('sha256').update(subscriptionRef).digest('hex').slice(0, 16)}`;
+}
+
+export function instanceResources(workspaceId: string): { serviceName: string; databaseName: string } {
+  const slug = workspaceId.replace(/^ws-/, '');
+  return { serviceName: `claw-${slug}`, databaseName: `claw_${slug}` };
+}
+
+/**
+ * The instance's service and database, by the ids recorded on it or else by their derived names: a step may have
+ * created a resource and died before recording it.
+ */
+export function resourceRefs(instance: {
+  workspace_id: string;
+  service_id: string | null;
+  branch_id: string | null;
+  database_name: string | null;
+  database_role: string | null;
+}): { serviceId: string; database: DatabaseRef } {
+  const names = instanceResources(instance.workspace_id);
+  return {
+    serviceId: instance.service_id ?? names.serviceName,
+    database: {
+      branchId: instance.branch_id ?? names.databaseName,
+      databaseName: instance.database_name ?? names.databaseName,
+      roleName: instance.database_role ?? names.databaseName,
+    },
+  };
+}

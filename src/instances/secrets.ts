@@ -1,0 +1,12 @@
+/** The secrets kept for an instance in the sealed store, by name, and their owner there. */
+export const INSTANCE_SECRETS = {
+  databaseUrl: 'database_url',
+  /** The new API key, sealed until the welcome email has carried it to the customer, then deleted. */
+  pendingApiKey: 'pending_api_key',
+  /** Shared with the instance's runtime, which signs its calls to the control plane with it. */
+  runtimeSecret: 'runtime_secret',
+} as const;
+
+export function instanceOwner(instanceId: string): string {
+  return `instance/${instanceId}`;
+}

@@ -1,0 +1,41 @@
+/** Configuring an instance's service for a plan: by the deploy step, and again by a plan change. */
+import { randomBytes } from 'node:crypto';
+import { INSTANCE_SECRETS, instanceOwner } from '../instances/secrets.ts';
+import type { JobContext } from '../jobs/context.ts';
+import type { Plan } from '../plans.ts';
+
+/** The runtime's whole configuration, as env variables (secrets go straight from the sealed store to the provider). */
+function runtimeVariables(
+  ctx: Pick<JobContext, 'config'>,
+  instance: { workspace_id: string },
+  plan: Plan,
+  secrets: { databaseUrl: string; runtimeSecret: string },
+): Record<string, string> {
+  const { runtime } = ctx.config;
+  const vars: Record<string, string> = {
+    DATABASE_URL: secrets.databaseUrl,
+    WORKSPACE_ID: instance.workspace_id,
+    PLAN: plan.name,
+    MESSAGE_LIMIT: String(plan.messageLimit),
+    FEATURES: plan.features.join(','),
+    CONTROL_PLANE_URL: runtime.callbackUrl,
+    CONTROL_PLANE_SECRET: secrets.runtimeSecret,
+  };
+  if (runtime.anthropicApiKey) vars.ANTHROPIC_API_KEY = runtime.anthropicApiKey;
+  if (runtime.anthropicBaseUrl) vars.ANTHROPIC_BASE_URL = runtime.anthropicBaseUrl;
+  if (runtime.anthropicModel) vars.ANTHROPIC_MODEL = runtime.anthropicModel;
+  return vars;
+}
+
+/** Hands the service its whole configuration for a plan: every variable (one upsert) and the plan's limits. */
+export async function configureService(
+  ctx: Pick<JobContext, 'config' | 'secrets' | 'customerDbs' | 'compute'>,
+  instance: { id: string; workspace_id: string },
+  serviceId: string,
+  plan: Plan,
+): Promise<void> {
+  const databaseUrl = await ctx.customerDbs.connectionUrl(instance.id);
+  const runtimeSecret = await ctx.secrets.putIfAbsent(instanceOwner(instance.id), INSTANCE_SECRETS.runtimeSecret, randomBytes(32).toString('base64url'));
+  await ctx.compute.setVariables(serviceId, runtimeVariables(ctx, instance, plan, { databaseUrl, runtimeSecret }));
+  await ctx.compute.setLimits(serviceId, plan);
+}

@@ -1,0 +1,22 @@
+/** Deleting what an instance is made of: by an archive (after its export) and by an abandoned provisioning. */
+import { resourceRefs } from '../instances/resources.ts';
+import { INSTANCE_SECRETS, instanceOwner } from '../instances/secrets.ts';
+import type { JobContext } from '../jobs/context.ts';
+
+/**
+ * Newest first: the running service, the workspace's pending key, the database under both, then the instance's
+ * other secrets. Each deletion is idempotent (undoing what was never made is harmless), so a retry finishes the job.
+ */
+export async function teardownInstance(
+  ctx: Pick<JobContext, 'compute' | 'database' | 'secrets'>,
+  instance: Parameters<typeof resourceRefs>[0] & { id: string },
+): Promise<{ serviceId: string; databaseName: string }> {
+  const { serviceId, database } = resourceRefs(instance);
+  const owner = instanceOwner(instance.id);
+  await ctx.compute.deleteService(serviceId);
+  await ctx.secrets.delete(owner, INSTANCE_SECRETS.pendingApiKey); // the workspace files go with the database
+  await ctx.database.deleteDatabase(database);
+  await ctx.secrets.delete(owner, INSTANCE_SECRETS.databaseUrl);
+  await ctx.secrets.delete(owner, INSTANCE_SECRETS.runtimeSecret);
+  return { serviceId, databaseName: database.databaseName };
+}
