@@ -3,7 +3,7 @@
  * gzip-compressed JSON lines. A header line, one line per row (`{ table, row }`), an end line with the row counts.
  * Secrets are not archived: API-key hashes and webhook sources are left out (a restored customer gets new ones).
  */
-import { Readable } from 'node:stream';
+import { pipeline, Readable } from 'node:stream';
 import { createGunzip, createGzip } from 'node:zlib';
 import { createInterface } from 'node:readline';
 import type pg from 'pg';
@@ -50,7 +50,9 @@ export function exportStream(client: pg.ClientBase, meta: { workspaceId: string 
     yield JSON.stringify({ end: true, rowCounts }) + '\n';
     resolveCounts(rowCounts);
   }
-  return { stream: Readable.from(lines()).pipe(createGzip()), counts };
+  // pipeline, not pipe: an export that fails (its connection closed under it) fails the gzip stream the store
+  // reads, instead of being an error nobody listens to.
+  return { stream: pipeline(Readable.from(lines()), createGzip(), () => undefined), counts };
 }
 
 /** Reads an archive back whole and returns its row counts; throws if any line is missing or malformed. */

@@ -9,6 +9,8 @@ export interface Subscriptions {
   /** The status Stripe reports now. */
   setStatus(stripeSubscriptionId: string, status: string): Promise<void>;
   setPlan(subscriptionId: string, plan: string): Promise<void>;
+  /** The customer's email (and name, when known) as Stripe has them now: an operator fixed a missing address. */
+  setContact(customerId: string, email: string, name: string | null): Promise<void>;
   /** Deletes the personal data kept of a customer (email and name); the ids stay. */
   forgetCustomer(customerId: string): Promise<void>;
 }
@@ -52,6 +54,10 @@ export class PgSubscriptions implements Subscriptions {
 
   async setPlan(subscriptionId: string, plan: string): Promise<void> {
     await this.db.query('UPDATE subscriptions SET plan = $2, updated_at = now() WHERE id = $1', [subscriptionId, plan]);
+  }
+
+  async setContact(customerId: string, email: string, name: string | null): Promise<void> {
+    await this.db.query('UPDATE customers SET email = $2, name = COALESCE($3, name), updated_at = now() WHERE id = $1', [customerId, email, name]);
   }
 
   async forgetCustomer(customerId: string): Promise<void> {

@@ -142,6 +142,8 @@ async function checkoutCompleted(
   if (canHappen(instance.status, 'retried') && (instance.failed_step === 'resolve-plan' || instance.failed_step === 'resolve-customer')) {
     // An operator fixed what stopped this intake (a price mapping, the customer's email) and retried it.
     await ctx.instances.update(instance.id, { plan: plan.name });
+    // The customer row was made without an email; the one Stripe has now is where the welcome email goes.
+    if (!instance.email) await ctx.subscriptions.setContact(instance.customer_id, email, name);
     await ctx.subscriptions.setPlan(instance.subscription_id, plan.name);
     await clearFailure(ctx, instance, instance.failed_step);
   }

@@ -175,6 +175,13 @@ export class StripeEmulator {
     return this.save(customer);
   }
 
+  /** What a customer changes in Stripe's dashboard (their email, their name). */
+  updateCustomer(id: string, patch: { email?: string | null; name?: string | null }): Customer {
+    const customer = this.find('customer', id);
+    Object.assign(customer, patch);
+    return structuredClone(customer);
+  }
+
   createPrice({ id = randomId('price_'), unit_amount = 2000, currency = 'usd', interval = 'month', lookup_key = null, product = randomId('prod_', 14) }:
     { id?: string; unit_amount?: number; currency?: string; interval?: 'month' | 'year'; lookup_key?: string | null; product?: string } = {}): Price {
     const price: Price = {

@@ -200,6 +200,13 @@ export class FakeSubscriptions implements Subscriptions {
     this.calls.push(`subscriptions.setPlan ${plan}`);
   }
 
+  async setContact(customerId: string, email: string, name: string | null): Promise<void> {
+    this.calls.push(`subscriptions.setContact ${customerId}`);
+    for (const row of this.instances.rows.values()) {
+      if (row.customer_id === customerId) Object.assign(row, { email, customer_name: name ?? row.customer_name });
+    }
+  }
+
   async forgetCustomer(customerId: string): Promise<void> {
     this.calls.push(`subscriptions.forgetCustomer ${customerId}`);
     for (const row of this.instances.rows.values()) {
