@@ -6,11 +6,10 @@
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { DEFAULT_PRICE_IDS, type PlanName } from './plans.ts';
-import { LOG_LEVELS, type LogLevel } from './logger.ts';
+import { DEFAULT_PRICE_IDS, type PlanName } from '../core/plans.ts';
+import { LOG_LEVELS, type LogLevel } from '../core/logger.ts';
 import { parseDuration, parseRate, type RateLimit } from '../core/durations.ts';
 
-export { parseDuration, parseRate, type RateLimit };
 
 export interface Config {
   production: boolean;

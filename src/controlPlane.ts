@@ -9,7 +9,7 @@ import { migrate } from './db/migrate.ts';
 import { pgGateways } from './db/gateways.ts';
 import { createPool, ensureDatabase } from './db/pool.ts';
 import type { JobContext } from './jobs/context.ts';
-import { logger, setLogLevel } from './logger.ts';
+import { logger, setLogLevel } from '../core/logger.ts';
 import { Alerter } from './providers/alerter.ts';
 import { LocalComputeProvider } from './providers/compute/local.ts';
 import { LocalDatabaseProvider } from './providers/database/local.ts';

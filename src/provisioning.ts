@@ -5,7 +5,7 @@
  */
 import type { InstanceWithCustomer } from './db/instances.ts';
 import { mayStartProvisioning } from './instances/stateMachine.ts';
-import type { Plan } from './plans.ts';
+import type { Plan } from '../core/plans.ts';
 import type { JobQueue } from './queues/jobQueue.ts';
 
 export interface ProvisionRequest {

@@ -4,7 +4,7 @@
  */
 import { Job, Worker, type Processor } from 'bullmq';
 import { backoffDelay, PermanentError } from './errors.ts';
-import { logger } from './logger.ts';
+import { logger } from '../core/logger.ts';
 import { isJobName, QUEUES, type JobData, type JobName, type ProvisionData, type QueueName } from './queues/catalogue.ts';
 import { redisConnection } from './queues/connection.ts';
 import type { JobContext, JobHandle } from './jobs/context.ts';

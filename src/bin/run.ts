@@ -1,7 +1,7 @@
 /** Shared entry logic: load config (naming every problem at once), start the roles, drain on SIGTERM. */
 import { ConfigError, loadConfig } from '../config.ts';
 import { startControlPlane } from '../controlPlane.ts';
-import { logger } from '../logger.ts';
+import { logger } from '../../core/logger.ts';
 
 const log = logger('main');
 

@@ -9,7 +9,7 @@ import { PermanentError } from '../errors.ts';
 import { INSTANCE_SECRETS, instanceOwner } from '../instances/secrets.ts';
 import type { StoredArchive } from '../providers/archiveStore.ts';
 import type { SecretStore } from '../secrets.ts';
-import { fileSha256, type WorkspaceFile } from '../workspace/render.ts';
+import { fileSha256, type WorkspaceFile } from '../../core/workspace/files.ts';
 import { exportStream, restoreArchive } from './archiveFormat.ts';
 
 export interface CustomerDatabases {

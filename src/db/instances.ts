@@ -14,7 +14,8 @@ import {
 import { workspaceIdFor } from '../instances/resources.ts';
 import type { ProvisionRequest } from '../provisioning.ts';
 import { insertAudit } from './audit.ts';
-import { inTransaction, type Db } from './pool.ts';
+import { type Db } from './pool.ts';
+import { inTransaction } from '../../core/postgres.ts';
 import { recordSubscription } from './subscriptions.ts';
 
 export const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;

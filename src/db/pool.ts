@@ -2,7 +2,6 @@
 import pg from 'pg';
 import { inTransaction, quoteIdent } from '../../core/postgres.ts';
 
-export { inTransaction, quoteIdent };
 
 export type Db = pg.Pool;
 

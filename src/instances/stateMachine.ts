@@ -5,7 +5,8 @@
  * change is an IllegalTransitionError, never a silent overwrite. docs/lifecycle.md draws the diagram.
  */
 import { PermanentError } from '../errors.ts';
-import { inTransaction, type Db } from '../db/pool.ts';
+import { type Db } from '../db/pool.ts';
+import { inTransaction } from '../../core/postgres.ts';
 import type pg from 'pg';
 
 export const INSTANCE_STATUSES = ['provisioning', 'active', 'failed', 'abandoned', 'suspended', 'cancelled', 'archived', 'purged'] as const;

@@ -3,12 +3,13 @@
  * from, and issues the API key: its hash goes to both databases, the key itself stays sealed until the welcome
  * email carries it. Seeding adds only what is missing, so a re-run never overwrites what the customer changed.
  */
-import { apiKeyLabel, generateApiKey, hashApiKey } from '../apiKey.ts';
+import { apiKeyLabel, generateApiKey, hashApiKey } from '../../core/apiKey.ts';
 import type { InstanceWithCustomer } from '../db/instances.ts';
 import { PermanentError } from '../errors.ts';
 import { INSTANCE_SECRETS, instanceOwner } from '../instances/secrets.ts';
-import { planByName } from '../plans.ts';
-import { renderWorkspace, workspaceChecksum } from '../workspace/render.ts';
+import { planByName } from '../../core/plans.ts';
+import { renderWorkspace } from '../workspace/render.ts';
+import { workspaceChecksum } from '../../core/workspace/files.ts';
 import type { JobContext } from './context.ts';
 import type { StepHandler } from './step.ts';
 

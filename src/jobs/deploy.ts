@@ -4,7 +4,7 @@
  */
 import { PermanentError } from '../errors.ts';
 import { configureService } from '../operations/service.ts';
-import { planByName } from '../plans.ts';
+import { planByName } from '../../core/plans.ts';
 import { STEPS, type ProvisionData } from '../queues/catalogue.ts';
 import { raiseJobIncident } from '../operations/incidents.ts';
 import type { StepHandler } from './step.ts';

@@ -4,7 +4,7 @@
  */
 import { welcomeEmail } from '../emails/customerEmails.ts';
 import { PermanentError } from '../errors.ts';
-import { planByName } from '../plans.ts';
+import { planByName } from '../../core/plans.ts';
 import { INSTANCE_SECRETS, instanceOwner } from '../instances/secrets.ts';
 import type { StepHandler } from './step.ts';
 

@@ -7,7 +7,7 @@ import type { ProvisionData, QueueName, StepName } from '../queues/catalogue.ts'
 import type { InstanceWithCustomer } from '../db/instances.ts';
 import { errorMessage, PermanentError, RateLimitedError } from '../errors.ts';
 import { stepsMayRun } from '../instances/stateMachine.ts';
-import { maskError } from '../logger.ts';
+import { maskError } from '../../core/logger.ts';
 import { clearFailure, isFinalFailure, markFailed } from '../operations/incidents.ts';
 import type { JobContext, JobHandle } from './context.ts';
 

@@ -6,7 +6,7 @@ import type Stripe from 'stripe';
 import { errorMessage, PermanentError } from '../errors.ts';
 import { canHappen, isRunning } from '../instances/stateMachine.ts';
 import { clearFailure, isFinalFailure, markEventFailed, markFailed, ReportedFailure } from '../operations/incidents.ts';
-import { planForPrice } from '../plans.ts';
+import { planForPrice } from '../../core/plans.ts';
 import { OVERDUE, PAID } from '../providers/stripe.ts';
 import { startProvisioning, type ProvisionRequest } from '../provisioning.ts';
 import { QUEUES, type StripeEventData } from '../queues/catalogue.ts';

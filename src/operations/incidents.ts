@@ -6,7 +6,7 @@
  */
 import { UnrecoverableError } from 'bullmq';
 import { PermanentError } from '../errors.ts';
-import { maskSecrets } from '../logger.ts';
+import { maskSecrets } from '../../core/logger.ts';
 import { canHappen, IllegalTransitionError, type InstanceStatus } from '../instances/stateMachine.ts';
 import { isJobName, JOB_IDS, JOBS, QUEUES, type QueueName } from '../queues/catalogue.ts';
 import type { JobContext, JobHandle } from '../jobs/context.ts';

@@ -2,7 +2,7 @@
 import { randomBytes } from 'node:crypto';
 import { INSTANCE_SECRETS, instanceOwner } from '../instances/secrets.ts';
 import type { JobContext } from '../jobs/context.ts';
-import type { Plan } from '../plans.ts';
+import type { Plan } from '../../core/plans.ts';
 
 /** The runtime's whole configuration, as env variables (secrets go straight from the sealed store to the provider). */
 function runtimeVariables(

@@ -1,7 +1,7 @@
 /** Operator alerts: one Slack incoming-webhook post and one email to ALERT_EMAIL. */
 import { httpError, isTransientNetworkError, TransientError } from '../errors.ts';
 import type { Mailer } from './types.ts';
-import { logger } from '../logger.ts';
+import { logger } from '../../core/logger.ts';
 
 export interface Alert {
   title: string;

@@ -1,5 +1,5 @@
 /** The interfaces jobs use for side effects. Jobs hold the logic; providers hold the I/O. */
-import type { Plan } from '../plans.ts';
+import type { Plan } from '../../core/plans.ts';
 
 export interface ServiceRef {
   serviceId: string;

@@ -5,7 +5,7 @@
  * Steps that call a provider sit on that provider's queue, so one global BullMQ rate limiter per queue keeps every
  * worker together within the provider account's limits.
  */
-import type { PlanName } from '../plans.ts';
+import type { PlanName } from '../../core/plans.ts';
 
 export const QUEUES = {
   stripeEvents: 'stripe-events',

@@ -4,7 +4,7 @@
  * job, pausing a queue after a 429).
  */
 import type { Job } from 'bullmq';
-import type { PlanName } from '../plans.ts';
+import type { PlanName } from '../../core/plans.ts';
 import type { Queues } from './connection.ts';
 import {
   JOB_IDS,

@@ -6,12 +6,12 @@ import type { AuditLog } from '../db/audit.ts';
 import { UUID, type Instances, type InstanceWithCustomer } from '../db/instances.ts';
 import type { StepLedger } from '../db/steps.ts';
 import { canHappen, isEnded, type InstanceEvent } from '../instances/stateMachine.ts';
-import { isPlanName, PLANS } from '../plans.ts';
+import { isPlanName, PLANS } from '../../core/plans.ts';
 import { startProvisioning } from '../provisioning.ts';
 import type { JobQueue } from '../queues/jobQueue.ts';
 import { requireAdminToken } from './auth.ts';
-import { HttpError } from './httpError.ts';
-import { readJsonBody } from './rawBody.ts';
+import { HttpError } from '../../core/http/httpError.ts';
+import { readJsonBody } from '../../core/http/rawBody.ts';
 
 const EMAIL = /^[^@\s<>"]{1,64}@[^@\s<>"]{1,253}\.[^@\s<>".]{2,63}$/;
 

@@ -9,7 +9,7 @@ import type { Queues } from '../queues/connection.ts';
 import type { JobQueue } from '../queues/jobQueue.ts';
 import { adminApi } from './adminApi.ts';
 import { bullBoard } from './bullBoard.ts';
-import { jsonErrors } from './httpError.ts';
+import { jsonErrors } from '../../core/http/httpError.ts';
 import { stripeWebhook } from './stripeWebhook.ts';
 import { runtimeApi } from './runtimeApi.ts';
 import type { SecretStore } from '../secrets.ts';

@@ -1,9 +1,8 @@
 /** Operator authentication: a bearer token for the admin API, HTTP basic auth for Bull Board. Constant-time throughout. */
 import type { Middleware } from 'koa';
 import { secretEquals } from '../../core/secretEquals.ts';
-import { HttpError } from './httpError.ts';
+import { HttpError } from '../../core/http/httpError.ts';
 
-export { secretEquals };
 
 export function requireAdminToken(token: string): Middleware {
   return async (ctx, next) => {

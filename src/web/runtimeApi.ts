@@ -10,9 +10,9 @@ import type { UsageNotices } from '../db/usageNotices.ts';
 import { INSTANCE_SECRETS, instanceOwner } from '../instances/secrets.ts';
 import type { JobQueue } from '../queues/jobQueue.ts';
 import type { SecretStore } from '../secrets.ts';
-import { NOTICE_PATH, NOTICE_SIGNATURE_HEADER, NOTICE_WORKSPACE_HEADER, noticeSignatureValid } from '../usageNotice.ts';
-import { HttpError } from './httpError.ts';
-import { readRawBody } from './rawBody.ts';
+import { NOTICE_PATH, NOTICE_SIGNATURE_HEADER, NOTICE_WORKSPACE_HEADER, noticeSignatureValid } from '../../core/usageNotice.ts';
+import { HttpError } from '../../core/http/httpError.ts';
+import { readRawBody } from '../../core/http/rawBody.ts';
 
 const UNKNOWN_WORKSPACE_SECRET = randomBytes(32).toString('hex');
 

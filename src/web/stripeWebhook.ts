@@ -7,9 +7,9 @@ import Stripe from 'stripe';
 import type { StripeEvents } from '../db/stripeEvents.ts';
 import { STRIPE_EVENT_JOBS } from '../queues/catalogue.ts';
 import type { JobQueue } from '../queues/jobQueue.ts';
-import { logger } from '../logger.ts';
-import { HttpError } from './httpError.ts';
-import { readRawBody } from './rawBody.ts';
+import { logger } from '../../core/logger.ts';
+import { HttpError } from '../../core/http/httpError.ts';
+import { readRawBody } from '../../core/http/rawBody.ts';
 
 export const WEBHOOK_BODY_LIMIT = 1024 * 1024;
 const TOLERANCE_SECONDS = 300;

@@ -9,8 +9,6 @@ import { ALL_FEATURES, cheapestPlanWith, type Feature, type Plan } from '../../c
 import type { WorkspaceFile } from '../../core/workspace/files.ts';
 import { parseSkillFrontMatter } from '../../core/workspace/formats.ts';
 
-export { fileSha256, workspaceChecksum, writeWorkspaceToDisk, type WorkspaceFile } from '../../core/workspace/files.ts';
-export { heartbeatTasks, parseSkillFrontMatter } from '../../core/workspace/formats.ts';
 
 export interface WorkspaceInput {
   workspaceId: string;

@@ -7,7 +7,7 @@ import { expect } from 'chai';
 import { simpleParser } from 'mailparser';
 import { SMTPServer } from 'smtp-server';
 import { INSTANCE_SECRETS, instanceOwner } from '../../src/instances/secrets.ts';
-import { DEFAULT_PRICE_IDS } from '../../src/plans.ts';
+import { DEFAULT_PRICE_IDS } from '../../core/plans.ts';
 import { Arrivals } from '../support/arrivals.ts';
 import { startHarness, type Harness } from '../support/harness.ts';
 import { waitForIncidents, waitForJob } from '../support/jobWaits.ts';

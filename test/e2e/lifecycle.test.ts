@@ -9,7 +9,7 @@ import pg from 'pg';
 import { readArchive } from '../../src/db/archiveFormat.ts';
 import { INSTANCE_SECRETS, instanceOwner } from '../../src/instances/secrets.ts';
 import { JOBS, QUEUES, STEPS } from '../../src/queues/catalogue.ts';
-import { DEFAULT_PRICE_IDS } from '../../src/plans.ts';
+import { DEFAULT_PRICE_IDS } from '../../core/plans.ts';
 import { startHarness, waitUntil, type Harness, type InstanceView } from '../support/harness.ts';
 
 describe('subscription lifecycle: cancel, archive, purge', function () {

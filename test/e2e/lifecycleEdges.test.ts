@@ -9,7 +9,7 @@ import { existsSync } from 'node:fs';
 import { mkdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { expect } from 'chai';
-import { DEFAULT_PRICE_IDS } from '../../src/plans.ts';
+import { DEFAULT_PRICE_IDS } from '../../core/plans.ts';
 import { startHarness, waitUntil, type Harness, type InstanceView } from '../support/harness.ts';
 import { bullBoardAction, waitForIncidents, waitForJob } from '../support/jobWaits.ts';
 

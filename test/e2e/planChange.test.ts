@@ -1,6 +1,6 @@
 /** Plan changes resize in place: limits, message limit, features and skills change; data and key stay. */
 import { expect } from 'chai';
-import { DEFAULT_PRICE_IDS } from '../../src/plans.ts';
+import { DEFAULT_PRICE_IDS } from '../../core/plans.ts';
 import { QUEUES } from '../../src/queues/catalogue.ts';
 import { startHarness, waitUntil, type Harness } from '../support/harness.ts';
 

@@ -10,7 +10,7 @@ import path from 'node:path';
 import { expect } from 'chai';
 import { Redis } from 'ioredis';
 import pg from 'pg';
-import { quoteIdent } from '../../src/db/pool.ts';
+import { quoteIdent } from '../../core/postgres.ts';
 import { deleteKeys, waitUntil } from '../support/harness.ts';
 
 interface Proc {

@@ -7,7 +7,7 @@ import { expect } from 'chai';
 import pg from 'pg';
 import { INSTANCE_SECRETS, instanceOwner } from '../../src/instances/secrets.ts';
 import { QUEUES } from '../../src/queues/catalogue.ts';
-import { signNotice } from '../../src/usageNotice.ts';
+import { signNotice } from '../../core/usageNotice.ts';
 import { startHarness, waitUntil, type Harness, type InstanceView } from '../support/harness.ts';
 
 describe('a provisioned assistant in use', function () {

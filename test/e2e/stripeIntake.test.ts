@@ -1,6 +1,6 @@
 /** Stripe intake: only verified events are recorded, each once, and a bad one changes nothing. */
 import { expect } from 'chai';
-import { DEFAULT_PRICE_IDS } from '../../src/plans.ts';
+import { DEFAULT_PRICE_IDS } from '../../core/plans.ts';
 import { QUEUES } from '../../src/queues/catalogue.ts';
 import { startHarness, waitUntil, WEBHOOK_SECRET, type Harness } from '../support/harness.ts';
 import { signedWebhook } from '../emulators/stripeEmulator.ts';

@@ -9,7 +9,8 @@ import { expect } from 'chai';
 import { createHash, createHmac, pbkdf2Sync, randomBytes } from 'node:crypto';
 import pg from 'pg';
 import { migrate } from '../../src/db/migrate.ts';
-import { createPool, ensureDatabase, quoteIdent, type Db } from '../../src/db/pool.ts';
+import { createPool, ensureDatabase, type Db } from '../../src/db/pool.ts';
+import { quoteIdent } from '../../core/postgres.ts';
 import { LocalDatabaseProvider } from '../../src/providers/database/local.ts';
 import { SecretStore } from '../../src/secrets.ts';
 

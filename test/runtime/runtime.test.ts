@@ -6,7 +6,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { expect } from 'chai';
 import pg from 'pg';
-import { apiKeyLabel, generateApiKey, hashApiKey } from '../../src/apiKey.ts';
+import { apiKeyLabel, generateApiKey, hashApiKey } from '../../core/apiKey.ts';
 import { loadRuntimeConfig, RuntimeConfigError, type RuntimeConfig } from '../../runtime/src/config.ts';
 import { applyRuntimeSchema } from '../../core/runtimeSchema.ts';
 import { startRuntime, type RunningRuntime } from '../../runtime/src/server.ts';

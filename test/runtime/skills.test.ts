@@ -8,7 +8,7 @@ import { expect } from 'chai';
 import { createRuntimeDatabase, PG_SERVER } from '../support/runtimeDatabase.ts';
 import { listen } from '../support/routerApp.ts';
 import pg from 'pg';
-import { ALL_FEATURES, PLANS, type PlanName } from '../../src/plans.ts';
+import { ALL_FEATURES, PLANS, type PlanName } from '../../core/plans.ts';
 import { renderWorkspace } from '../../src/workspace/render.ts';
 import { loadRuntimeConfig } from '../../runtime/src/config.ts';
 import type { RuntimeContext } from '../../runtime/src/context.ts';

@@ -8,7 +8,7 @@ import { expect } from 'chai';
 import { createRuntimeDatabase, PG_SERVER } from '../support/runtimeDatabase.ts';
 import Koa from 'koa';
 import pg from 'pg';
-import { HttpError } from '../../src/web/httpError.ts';
+import { HttpError } from '../../core/http/httpError.ts';
 import { loadRuntimeConfig } from '../../runtime/src/config.ts';
 import type { RuntimeContext, TurnInput, TurnResult } from '../../runtime/src/context.ts';
 import { ModelRefusedError, ModelUnavailableError } from '../../runtime/src/model.ts';

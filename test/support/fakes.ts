@@ -36,7 +36,7 @@ import type {
 } from '../../src/providers/types.ts';
 import type { StepName } from '../../src/queues/catalogue.ts';
 import type { JobQueue } from '../../src/queues/jobQueue.ts';
-import type { WorkspaceFile } from '../../src/workspace/render.ts';
+import type { WorkspaceFile } from '../../core/workspace/files.ts';
 
 /** What every fake was asked to do, in order: `<fake>.<method> <argument>`. */
 export type Trace = string[];

@@ -2,7 +2,7 @@
 import type { Server } from 'node:http';
 import Koa from 'koa';
 import type Router from '@koa/router';
-import { jsonErrors } from '../../src/web/httpError.ts';
+import { jsonErrors } from '../../core/http/httpError.ts';
 
 export async function listen(...routers: Router[]): Promise<Server> {
   const app = new Koa();

@@ -1,6 +1,6 @@
 /** A throwaway customer database on the local server with the runtime's schema applied, and a pool on it. */
 import pg from 'pg';
-import { quoteIdent } from '../../src/db/pool.ts';
+import { quoteIdent } from '../../core/postgres.ts';
 import { applyRuntimeSchema } from '../../core/runtimeSchema.ts';
 
 export const PG_SERVER = 'postgres://postgres@127.0.0.1:5432';

@@ -8,7 +8,7 @@ import {
   hashApiKey,
   isWellFormedApiKey,
   toBase62,
-} from '../../src/apiKey.ts';
+} from '../../core/apiKey.ts';
 
 const BASE62 = '0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz';
 const fromBase62 = (s: string): bigint => [...s].reduce((n, c) => n * 62n + BigInt(BASE62.indexOf(c)), 0n);

@@ -2,8 +2,9 @@ import { expect } from 'chai';
 import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { ConfigError, loadConfig, parseDuration, redactUrl } from '../../src/config.ts';
-import { DEFAULT_PRICE_IDS } from '../../src/plans.ts';
+import { ConfigError, loadConfig, redactUrl } from '../../src/config.ts';
+import { parseDuration } from '../../core/durations.ts';
+import { DEFAULT_PRICE_IDS } from '../../core/plans.ts';
 
 /** Runs fn and returns the ConfigError it throws (fails the test if it throws nothing or something else). */
 function configError(fn: () => unknown): ConfigError {

@@ -1,5 +1,5 @@
 import { expect } from 'chai';
-import { maskSecrets } from '../../src/logger.ts';
+import { maskSecrets } from '../../core/logger.ts';
 
 describe('logger', () => {
   describe('maskSecrets', () => {

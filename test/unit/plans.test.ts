@@ -8,7 +8,7 @@ import {
   planByName,
   planForPrice,
   type PlanName,
-} from '../../src/plans.ts';
+} from '../../core/plans.ts';
 
 describe('plans', () => {
   describe('planForPrice', () => {

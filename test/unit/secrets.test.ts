@@ -2,7 +2,8 @@ import { expect } from 'chai';
 import { randomBytes } from 'node:crypto';
 import pg from 'pg';
 import { migrate } from '../../src/db/migrate.ts';
-import { createPool, quoteIdent, type Db } from '../../src/db/pool.ts';
+import { createPool, type Db } from '../../src/db/pool.ts';
+import { quoteIdent } from '../../core/postgres.ts';
 import { SecretStore, open, seal, type Sealed } from '../../src/secrets.ts';
 
 const ADMIN_URL = 'postgres://postgres@127.0.0.1:5432/postgres';

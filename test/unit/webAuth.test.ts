@@ -3,8 +3,9 @@ import { once } from 'node:events';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import Koa from 'koa';
-import { requireAdminToken, requireBasicAuth, secretEquals } from '../../src/web/auth.ts';
-import { jsonErrors } from '../../src/web/httpError.ts';
+import { requireAdminToken, requireBasicAuth } from '../../src/web/auth.ts';
+import { secretEquals } from '../../core/secretEquals.ts';
+import { jsonErrors } from '../../core/http/httpError.ts';
 
 const USER = 'operator';
 const PASSWORD = 'pa:ss:word'; // contains ':' on purpose

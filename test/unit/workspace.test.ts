@@ -2,17 +2,10 @@ import { expect } from 'chai';
 import { lstat, mkdir, mkdtemp, readdir, readFile, rm, symlink } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { ALL_FEATURES, PLANS, type Plan } from '../../src/plans.ts';
-import {
-  fileSha256,
-  heartbeatTasks,
-  parseSkillFrontMatter,
-  renderWorkspace,
-  workspaceChecksum,
-  writeWorkspaceToDisk,
-  type WorkspaceFile,
-  type WorkspaceInput,
-} from '../../src/workspace/render.ts';
+import { ALL_FEATURES, PLANS, type Plan } from '../../core/plans.ts';
+import { renderWorkspace, type WorkspaceInput } from '../../src/workspace/render.ts';
+import { heartbeatTasks, parseSkillFrontMatter } from '../../core/workspace/formats.ts';
+import { fileSha256, workspaceChecksum, writeWorkspaceToDisk, type WorkspaceFile } from '../../core/workspace/files.ts';
 
 const CREATED = new Date('2025-03-10T04:30:00.000Z');
 

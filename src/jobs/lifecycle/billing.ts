@@ -4,7 +4,7 @@
  */
 import { dunningEmail as dunningText, suspendedEmail } from '../../emails/customerEmails.ts';
 import { canHappen } from '../../instances/stateMachine.ts';
-import { planForPrice } from '../../plans.ts';
+import { planForPrice } from '../../../core/plans.ts';
 import { OVERDUE, PAID } from '../../providers/stripe.ts';
 import type { DunningData, PaymentData } from '../../queues/catalogue.ts';
 import type { JobContext, JobHandle } from '../context.ts';

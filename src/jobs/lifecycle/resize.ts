@@ -1,7 +1,7 @@
 import { PermanentError } from '../../errors.ts';
 import { isRunning } from '../../instances/stateMachine.ts';
 import { configureService } from '../../operations/service.ts';
-import { PLANS } from '../../plans.ts';
+import { PLANS } from '../../../core/plans.ts';
 import type { ResizeData } from '../../queues/catalogue.ts';
 import { renderWorkspace } from '../../workspace/render.ts';
 import type { JobContext, JobHandle } from '../context.ts';

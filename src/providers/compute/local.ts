@@ -10,9 +10,9 @@ import { createServer } from 'node:net';
 import path from 'node:path';
 import type { Db } from '../../db/pool.ts';
 import type { SecretStore } from '../../secrets.ts';
-import type { Plan } from '../../plans.ts';
+import type { Plan } from '../../../core/plans.ts';
 import type { ComputeProvider, DeploymentState, ServiceRef } from '../types.ts';
-import { logger } from '../../logger.ts';
+import { logger } from '../../../core/logger.ts';
 
 export interface LocalComputeOptions {
   command: string;

@@ -7,7 +7,7 @@
 import { ClientError, GraphQLClient } from 'graphql-request';
 import type { RailwayConfig } from '../../config.ts';
 import { isTransientNetworkError, parseRetryAfter, PermanentError, RateLimitedError, TransientError } from '../../errors.ts';
-import type { Plan } from '../../plans.ts';
+import type { Plan } from '../../../core/plans.ts';
 import type { ComputeProvider, DeploymentState, ServiceRef } from '../types.ts';
 import { RAILWAY_DOCUMENTS as DOCS } from './railwayDocuments.ts';
 

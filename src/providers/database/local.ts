@@ -4,9 +4,9 @@
  */
 import { randomBytes } from 'node:crypto';
 import type { Db } from '../../db/pool.ts';
-import { inTransaction, quoteIdent } from '../../db/pool.ts';
+import { inTransaction, quoteIdent } from '../../../core/postgres.ts';
 import type { SecretStore } from '../../secrets.ts';
-import { toBase62 } from '../../apiKey.ts';
+import { toBase62 } from '../../../core/apiKey.ts';
 import { scramSha256Verifier } from './scram.ts';
 import type { DatabaseProvider, DatabaseRef, EnsureDatabaseResult } from '../types.ts';
 

@@ -12,7 +12,7 @@ import { suspend, resume } from '../../../src/jobs/lifecycle/billing.ts';
 import { archive, cancel, purge } from '../../../src/jobs/lifecycle/cancellation.ts';
 import { reactivate } from '../../../src/jobs/lifecycle/reactivation.ts';
 import { resize } from '../../../src/jobs/lifecycle/resize.ts';
-import { DEFAULT_PRICE_IDS } from '../../../src/plans.ts';
+import { DEFAULT_PRICE_IDS } from '../../../core/plans.ts';
 import type { LifecycleData } from '../../../src/queues/catalogue.ts';
 import { FakeJob, fakeContext, type Fakes } from '../../support/fakes.ts';
 
