@@ -56,7 +56,7 @@ describe('workspace rendering, pinned', () => {
 
   it('renders the same from any working directory', async () => {
     const render = new URL('../../src/workspace/render.ts', import.meta.url).href;
-    const plans = new URL('../../src/plans.ts', import.meta.url).href;
+    const plans = new URL('../../core/plans.ts', import.meta.url).href;
     const script = `
       const { renderWorkspace } = await import(${JSON.stringify(render)});
       const { PLANS } = await import(${JSON.stringify(plans)});
