@@ -15,7 +15,7 @@ function budget(h: Harness): { railway: number; neon: number } {
   return { railway, neon };
 }
 
-/** Railway and Neon calls one provision may make (documented in the README). */
+/** Railway and Neon calls one provision may make (documented in docs/cloud-providers.md). */
 const RAILWAY_BUDGET = 14;
 const NEON_BUDGET = 16;
 
