@@ -14,6 +14,7 @@ import { PermanentError, RateLimitedError, TransientError } from '../../src/erro
 import { NEON_DATABASE_NAME, NeonDatabaseProvider, type NeonProviderOptions } from '../../src/providers/database/neon.ts';
 import type { DatabaseProgress, DatabaseRef } from '../../src/providers/types.ts';
 import { startNeonEmulator, type NeonEmulator, type NeonEmulatorCall } from '../emulators/neonEmulator.ts';
+import { rejection } from '../support/rejection.ts';
 
 const PG_ADMIN = 'postgres://postgres@127.0.0.1:5432/postgres';
 const PREFIX = `nprov${Date.now().toString(36)}`;
@@ -57,14 +58,6 @@ async function provision(provider: NeonDatabaseProvider, name: string, start?: D
   throw new Error(`${name} was not ready after 60 steps`);
 }
 
-async function rejection(promise: Promise<unknown>): Promise<Error> {
-  try {
-    await promise;
-  } catch (err) {
-    return err as Error;
-  }
-  throw new Error('expected a rejection');
-}
 
 async function query(uri: string, text: string): Promise<Record<string, unknown>[]> {
   const client = new pg.Client({ connectionString: uri, connectionTimeoutMillis: 5_000 });

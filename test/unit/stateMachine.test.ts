@@ -18,6 +18,7 @@ import {
   type InstanceEvent,
   type InstanceStatus,
 } from '../../src/instances/stateMachine.ts';
+import { rejection } from '../support/rejection.ts';
 
 /** Every allowed transition, written out by hand: the table in the module must say exactly this. */
 const ALLOWED: [InstanceStatus, InstanceEvent, InstanceStatus][] = [
@@ -156,12 +157,7 @@ describe('instance state machine', () => {
     it('does nothing for a repeat, and refuses an illegal change without writing anything', async () => {
       const id = await newInstance('active');
       expect(await transition(db, id, 'provisioned', { actor: 'worker' })).to.equal(null);
-      let error: unknown;
-      try {
-        await transition(db, id, 'archived', { actor: 'worker', set: { archived_at: new Date() } });
-      } catch (err) {
-        error = err;
-      }
+      const error = await rejection(transition(db, id, 'archived', { actor: 'worker', set: { archived_at: new Date() } }));
       expect(error).to.be.instanceOf(IllegalTransitionError);
       expect((await statusOf(id)).status).to.equal('active');
       expect(await auditOf(id)).to.deep.equal([]);
@@ -179,16 +175,10 @@ describe('instance state machine', () => {
 
     it('rolls the status back when a write that belongs to it fails', async () => {
       const id = await newInstance('cancelled');
-      let error: unknown;
-      try {
-        await transition(db, id, 'archived', {
-          actor: 'worker',
-          also: async (tx) => void (await tx.query('INSERT INTO no_such_table VALUES (1)')),
-        });
-      } catch (err) {
-        error = err;
-      }
-      expect(String(error)).to.match(/no_such_table/);
+      const error = await rejection(
+        transition(db, id, 'archived', { actor: 'worker', also: async (tx) => void (await tx.query('INSERT INTO no_such_table VALUES (1)')) }),
+      );
+      expect(error.message).to.match(/no_such_table/);
       expect((await statusOf(id)).status).to.equal('cancelled');
       expect(await auditOf(id)).to.deep.equal([]);
     });
@@ -202,13 +192,8 @@ describe('instance state machine', () => {
 
     it('refuses a column it does not know how to name, and the status itself', async () => {
       const id = await newInstance('active');
-      let error: unknown;
-      try {
-        await transition(db, id, 'suspended', { actor: 'worker', set: { status: 'active' } });
-      } catch (err) {
-        error = err;
-      }
-      expect(String(error)).to.match(/invalid column status/);
+      const error = await rejection(transition(db, id, 'suspended', { actor: 'worker', set: { status: 'active' } }));
+      expect(error.message).to.match(/invalid column status/);
       expect((await statusOf(id)).status).to.equal('active');
     });
   });

@@ -6,6 +6,7 @@ import { ALL_FEATURES, PLANS, type Plan } from '../../core/plans.ts';
 import { renderWorkspace, type WorkspaceInput } from '../../src/workspace/render.ts';
 import { heartbeatTasks, parseSkillFrontMatter } from '../../core/workspace/formats.ts';
 import { fileSha256, workspaceChecksum, writeWorkspaceToDisk, type WorkspaceFile } from '../../core/workspace/files.ts';
+import { rejection } from '../support/rejection.ts';
 
 const CREATED = new Date('2025-03-10T04:30:00.000Z');
 
@@ -29,14 +30,6 @@ function file(files: WorkspaceFile[], path: string): string {
 const skillPaths = (files: WorkspaceFile[]) => files.map((f) => f.path).filter((p) => p.startsWith('skills/'));
 const lineCount = (s: string) => s.split('\n').length;
 
-async function rejects(promise: Promise<unknown>): Promise<Error> {
-  try {
-    await promise;
-  } catch (err) {
-    return err as Error;
-  }
-  throw new Error('expected the promise to reject');
-}
 
 async function listFiles(dir: string, prefix = ''): Promise<string[]> {
   const out: string[] = [];
@@ -260,7 +253,7 @@ describe('workspace rendering', () => {
       const workspace = join(dir, 'workspace');
       await mkdir(workspace);
       for (const path of ['../x', 'a/../../x', '..', '/abs', '/etc/passwd', 'a//b', './a', 'a/', '', 'a\\..\\b', 'a\0b']) {
-        const err = await rejects(writeWorkspaceToDisk(workspace, [{ path: 'ok.md', content: 'ok' }, { path, content: 'x' }]));
+        const err = await rejection(writeWorkspaceToDisk(workspace, [{ path: 'ok.md', content: 'ok' }, { path, content: 'x' }]));
         expect(err.message, JSON.stringify(path)).to.match(/refusing unsafe workspace path/);
       }
       expect(await readdir(workspace)).to.deep.equal([]);
@@ -273,7 +266,7 @@ describe('workspace rendering', () => {
       await mkdir(outside);
       await mkdir(ws);
       await symlink(outside, join(ws, 'skills'));
-      const err = await rejects(writeWorkspaceToDisk(ws, [{ path: 'skills/chat/SKILL.md', content: 'x' }]));
+      const err = await rejection(writeWorkspaceToDisk(ws, [{ path: 'skills/chat/SKILL.md', content: 'x' }]));
       expect(err.message).to.match(/not a directory/);
       expect(await readdir(outside)).to.deep.equal([]);
       expect((await lstat(join(ws, 'skills'))).isSymbolicLink()).to.equal(true);

@@ -15,15 +15,8 @@ import { resize } from '../../../src/jobs/lifecycle/resize.ts';
 import { DEFAULT_PRICE_IDS } from '../../../core/plans.ts';
 import type { LifecycleData } from '../../../src/queues/catalogue.ts';
 import { FakeJob, fakeContext, type Fakes } from '../../support/fakes.ts';
+import { rejection } from '../../support/rejection.ts';
 
-async function rejection(promise: Promise<unknown>): Promise<unknown> {
-  try {
-    await promise;
-  } catch (err) {
-    return err;
-  }
-  throw new Error('expected a rejection');
-}
 
 const CANCELED_AT = 1_700_000_000;
 

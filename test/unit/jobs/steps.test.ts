@@ -14,15 +14,8 @@ import { sendWelcomeEmail } from '../../../src/jobs/sendWelcomeEmail.ts';
 import { runStep, type StepHandler } from '../../../src/jobs/step.ts';
 import type { ProvisionData } from '../../../src/queues/catalogue.ts';
 import { archiveStream, FakeJob, fakeContext, type Fakes } from '../../support/fakes.ts';
+import { rejection } from '../../support/rejection.ts';
 
-async function rejection(promise: Promise<unknown>): Promise<unknown> {
-  try {
-    await promise;
-  } catch (err) {
-    return err;
-  }
-  throw new Error('expected a rejection');
-}
 
 function stepJob<D extends ProvisionData>(f: Fakes, step: string, instanceId: string, extra: Partial<D> = {}): FakeJob<D> {
   const instance = f.instances.get(instanceId);
