@@ -50,6 +50,8 @@ export interface InstanceRow {
   purged_at: Date | null;
   generation: number;
   past_due_since: Date | null;
+  /** Set when a cancellation of this provisioning began: no further step runs. */
+  cancel_requested_at: Date | null;
 }
 
 export interface InstanceWithCustomer extends InstanceRow {
@@ -61,7 +63,7 @@ export interface InstanceWithCustomer extends InstanceRow {
 
 /** Columns a step or job records as it goes (the status and what changes with it are written by transitions). */
 export type InstanceFields = Partial<
-  Pick<InstanceRow, 'plan' | 'service_id' | 'access_url' | 'branch_id' | 'database_name' | 'database_role' | 'api_key_hash' | 'api_key_label'>
+  Pick<InstanceRow, 'plan' | 'service_id' | 'access_url' | 'branch_id' | 'database_name' | 'database_role' | 'api_key_hash' | 'api_key_label' | 'cancel_requested_at'>
 >;
 
 export interface Instances {

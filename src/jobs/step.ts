@@ -39,6 +39,8 @@ export async function runStep<D extends ProvisionData>(
   if (!instance) throw new PermanentError(`instance ${instanceId} does not exist`);
   // A stray job of an abandoned or ended provisioning (say, retried by hand in Bull Board) must not rebuild anything.
   if (!stepsMayRun(instance.status)) return { skipped: `the instance is ${instance.status}` };
+  // A cancellation waits for the step running now; the steps after it do nothing (they deploy or send no key).
+  if (instance.cancel_requested_at) return { skipped: 'the subscription is being cancelled' };
   await clearFailure(ctx, instance, step);
   await ctx.steps.started(instanceId, step, job.attemptsMade + 1);
   const tools: StepTools<D> = {

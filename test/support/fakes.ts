@@ -111,6 +111,7 @@ export class FakeInstances implements Instances {
       purged_at: null,
       generation: 1,
       past_due_since: null,
+      cancel_requested_at: null,
       email: 'ada@example.com',
       customer_name: 'Ada',
       stripe_customer_id: `cus_${id}`,

@@ -32,8 +32,12 @@ export async function cancel(ctx: JobContext, job: JobHandle<LifecycleData>, tok
     const archiveAt = new Date(canceledAtMs + lifecycle.archiveAfterMs);
     const purgeAt = new Date(canceledAtMs + lifecycle.purgeAfterMs);
 
-    // A provisioning still under way is stopped first, so no step of it deploys or issues a key after this.
-    if (provisioningUnderway(instance.status)) await stopProvisionFlow(ctx, instance, job, token);
+    // A provisioning still under way is stopped first, so no step of it deploys or issues a key after this: no
+    // further step runs from now on, and the flow is removed once the step running now (if any) has finished.
+    if (provisioningUnderway(instance.status)) {
+      if (!instance.cancel_requested_at) await ctx.instances.update(instance.id, { cancel_requested_at: new Date() });
+      await stopProvisionFlow(ctx, instance, job, token);
+    }
     // The key is refused from now on, even by a runtime something restarts: its hash is revoked where the runtime
     // checks it (within its two-second cache).
     await ctx.customerDbs.revokeKeys(instance.id);

@@ -27,6 +27,7 @@ export async function reactivate(ctx: JobContext, job: JobHandle<ReactivateData>
         failed_job: null,
         failure_alerted_at: null,
         cancelled_at: null,
+        cancel_requested_at: null,
         archive_at: null,
         purge_at: null,
         archived_at: null,

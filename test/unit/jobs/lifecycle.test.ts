@@ -43,6 +43,7 @@ describe('lifecycle jobs (fakes)', () => {
 
       const result = await cancel(f.ctx, lifecycleJob('cancel', instance.id));
       expect(f.calls).to.deep.equal([
+        'instances.update cancel_requested_at',
         'jobs.removeProvisionFlow',
         'customerDbs.revokeKeys',
         'secrets.delete pending_api_key',
@@ -61,15 +62,21 @@ describe('lifecycle jobs (fakes)', () => {
       expect(due.purgeAt.getTime()).to.equal(CANCELED_AT * 1000 + f.config.lifecycle.purgeAfterMs);
     });
 
-    it('waits, holding no worker, while a step of the flow is running, and touches nothing meanwhile', async () => {
+    it('waits, holding no worker, while a step of the flow is running, and meanwhile only stops further steps', async () => {
       const f = fakeContext();
       const instance = f.instances.add({ status: 'provisioning', service_id: 'claw-svc' });
       f.jobs.running = ['deploy'];
       const job = lifecycleJob('cancel', instance.id);
       expect(await rejection(cancel(f.ctx, job))).to.be.instanceOf(DelayedError);
       expect(job.delayedUntil).to.be.a('number');
-      expect(f.calls).to.deep.equal(['jobs.removeProvisionFlow (running deploy)']);
+      expect(f.calls).to.deep.equal(['instances.update cancel_requested_at', 'jobs.removeProvisionFlow (running deploy)']);
       expect(f.instances.get(instance.id).status).to.equal('provisioning');
+      expect(f.instances.get(instance.id).cancel_requested_at).to.be.instanceOf(Date);
+
+      // Its next try marks nothing again.
+      f.calls.length = 0;
+      expect(await rejection(cancel(f.ctx, job))).to.be.instanceOf(DelayedError);
+      expect(f.calls).to.deep.equal(['jobs.removeProvisionFlow (running deploy)']);
     });
 
     it('waits for another lifecycle job of the same customer to finish', async () => {

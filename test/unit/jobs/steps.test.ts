@@ -49,6 +49,16 @@ describe('step runner (fakes)', () => {
     }
   });
 
+  it('runs no step once a cancellation of the provisioning has begun (the cancel waits for the running one)', async () => {
+    const f = fakeContext();
+    const instance = f.instances.add({ status: 'provisioning', cancel_requested_at: new Date() });
+    let ran = false;
+    const result = await run(f, async (_ctx, { done }) => ((ran = true), done()), stepJob(f, 'send-welcome-email', instance.id));
+    expect(result).to.deep.equal({ skipped: 'the subscription is being cancelled' });
+    expect(ran).to.equal(false);
+    expect(f.calls).to.deep.equal([]);
+  });
+
   it('turns a wait into a delayed re-run that keeps its data and holds no worker', async () => {
     const f = fakeContext();
     const instance = f.instances.add({ status: 'provisioning' });
