@@ -14,7 +14,7 @@ import {
 import { workspaceIdFor } from '../instances/resources.ts';
 import type { ProvisionRequest } from '../provisioning.ts';
 import { insertAudit } from './audit.ts';
-import { type Db } from './pool.ts';
+import type { Db } from './pool.ts';
 import { inTransaction } from '../../core/postgres.ts';
 import { recordSubscription } from './subscriptions.ts';
 

@@ -5,7 +5,7 @@
  * change is an IllegalTransitionError, never a silent overwrite. docs/lifecycle.md draws the diagram.
  */
 import { PermanentError } from '../errors.ts';
-import { type Db } from '../db/pool.ts';
+import type { Db } from '../db/pool.ts';
 import { inTransaction } from '../../core/postgres.ts';
 import type pg from 'pg';
 

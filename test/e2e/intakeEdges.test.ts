@@ -10,7 +10,7 @@ import { INSTANCE_SECRETS, instanceOwner } from '../../src/instances/secrets.ts'
 import { DEFAULT_PRICE_IDS } from '../../core/plans.ts';
 import { Arrivals } from '../support/arrivals.ts';
 import { startHarness, type Harness } from '../support/harness.ts';
-import { waitForIncidents, waitForJob } from '../support/jobWaits.ts';
+import { waitForIncidents } from '../support/jobWaits.ts';
 
 const KEY_IN_MAIL = /claw_[0-9A-Za-z]{43}/;
 
@@ -121,7 +121,7 @@ describe('intake and welcome email edges', function () {
     const { customerId, eventId, failed } = await checkoutWithoutEmail('Nia');
     h.stripe.updateCustomer(customerId, { email: 'nia@example.com' }); // what the customer does in Stripe's dashboard
     expect((await h.admin(`/api/admin/instances/${failed.instanceId}/retry`, { method: 'POST' })).status).to.equal(202);
-    await waitForJob(h, 'stripe-events', eventId, ['completed']);
+    await h.completedJob('stripe-events', eventId);
     const active = await h.waitForStatus(customerId, ['active', 'failed'], 60_000);
     expect(active.status, JSON.stringify(active.failure)).to.equal('active');
     expect(active.instanceId).to.equal(failed.instanceId);
@@ -192,7 +192,7 @@ describe('intake and welcome email edges', function () {
 
     // The mailbox works again: an operator's retry sends the key that was kept.
     expect((await h.admin(`/api/admin/instances/${failed.instanceId}/retry`, { method: 'POST' })).status).to.equal(202);
-    await waitForJob(h, 'provision', `${failed.workspaceId}-send-welcome-email`, ['completed']);
+    await h.completedJob('provision', `${failed.workspaceId}-send-welcome-email`);
     expect((await h.waitForStatus(customerId, ['active', 'failed'])).status).to.equal('active');
     const key = KEY_IN_MAIL.exec((await smtp.waitFor((m) => m.to.includes('kai@example.com'))).text)![0];
     expect((await fetch(`${failed.accessUrl}/status`, { headers: { authorization: `Bearer ${key}` } })).status).to.equal(200);

@@ -139,7 +139,7 @@ describe('lifecycle edges', function () {
     const upgraded = h.stripe.updateSubscription(rita.subscriptionId!, { price: DEFAULT_PRICE_IDS.pro });
     const change = h.stripe.event('customer.subscription.updated', upgraded);
     await h.deliver(change);
-    await waitForJob(h, 'stripe-events', change.id, ['completed']);
+    await h.completedJob('stripe-events', change.id);
     const meanwhile = await h.waitForStatus(rita.customerId, ['suspended']);
     expect(meanwhile.plan, 'nothing is resized while suspended').to.equal('starter');
 
@@ -243,10 +243,10 @@ describe('lifecycle edges', function () {
 
     // The operator retries the archive, then runs the waiting purge at once.
     expect(await bullBoardAction(h, 'lifecycle', archiveId, 'retry')).to.equal(204);
-    await waitForJob(h, 'lifecycle', archiveId, ['completed']);
+    await h.completedJob('lifecycle', archiveId);
     expect((await h.waitForStatus(pete.customerId, ['archived'])).status).to.equal('archived');
     expect(await bullBoardAction(h, 'lifecycle', purgeId, 'promote')).to.equal(204);
-    await waitForJob(h, 'lifecycle', purgeId, ['completed']);
+    await h.completedJob('lifecycle', purgeId);
 
     expect((await h.waitForStatus(pete.customerId, ['purged'])).status).to.equal('purged');
     const { rows: purged } = await h.db.query('SELECT email, name FROM customers WHERE id = $1', [pete.view.customerId]);

@@ -6,14 +6,8 @@ import type { Job } from 'bullmq';
 import type { QueueName } from '../../src/queues/catalogue.ts';
 import { ADMIN, waitUntil, type Harness } from './harness.ts';
 
-/** The job once it is in one of `states` (default: finished, either way). */
-export async function waitForJob(
-  h: Harness,
-  queue: QueueName,
-  id: string,
-  states: string[] = ['completed', 'failed'],
-  timeoutMs = 30_000,
-): Promise<Job> {
+/** The job once it is in one of `states` (failed, delayed, ...); a job that must complete: `h.completedJob`. */
+export async function waitForJob(h: Harness, queue: QueueName, id: string, states: string[], timeoutMs = 30_000): Promise<Job> {
   const find = () => h.plane.ctx.queues.get(queue).getJob(id);
   await waitUntil(async () => {
     const job = await find();
@@ -35,7 +29,7 @@ export async function waitForIncidents(h: Harness, instanceId: string, action: s
   await waitUntil(async () => (await find()).rows.length > 0, 30_000);
   const { rows } = await find();
   for (const { id } of rows) {
-    for (const channel of ['slack', 'email']) await waitForJob(h, 'alerts', `alert-${id}-${channel}`, ['completed']);
+    for (const channel of ['slack', 'email']) await h.completedJob('alerts', `alert-${id}-${channel}`);
   }
   return rows;
 }

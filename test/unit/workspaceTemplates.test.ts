@@ -7,7 +7,7 @@ import { promisify } from 'node:util';
 import { expect } from 'chai';
 import { PLANS, type PlanName } from '../../core/plans.ts';
 import { renderWorkspace, type WorkspaceInput } from '../../src/workspace/render.ts';
-import { type WorkspaceFile } from '../../core/workspace/files.ts';
+import type { WorkspaceFile } from '../../core/workspace/files.ts';
 
 /**
  * The rendered workspaces, pinned byte for byte. The digests were computed from the renderer as it was before its
