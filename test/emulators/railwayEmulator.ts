@@ -201,6 +201,12 @@ export interface RailwayEmulatorOptions {
   deployMs?: number;
   /** Starts the real process for each deployment that reaches DEPLOYING. */
   runtime?: RuntimeSpec;
+  /**
+   * Without `runtime`: a SUCCESS deployment's domain answers every request 200 `{"status":"ok"}` itself, a stand-in
+   * for a healthy runtime that costs no process (benchmarks of a thousand services). Default false (502, as without a
+   * process).
+   */
+  stubRuntime?: boolean;
   /** Requests per second before 429 (Railway: 10 Hobby, 50 Pro). Default unlimited. */
   ratePerSecond?: number;
   /** Requests per hour before 429 (Railway: 1000 Hobby, 10 000 Pro). Default unlimited. */
@@ -952,6 +958,10 @@ export async function startRailwayEmulator(opts: RailwayEmulatorOptions = {}): P
     const server = createServer((req, res) => {
       const target = activeTarget(domainRec);
       if (!target) return fallback(res, 404, 'Application not found');
+      if (!runtime && opts.stubRuntime) {
+        res.writeHead(200, { 'content-type': 'application/json' });
+        return void res.end('{"status":"ok"}');
+      }
       if (target.port === null || target.exited) return fallback(res, 502, 'Application failed to respond');
       const headers: OutgoingHttpHeaders = {
         ...withoutHopByHop(req.headers),
