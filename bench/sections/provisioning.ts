@@ -46,6 +46,7 @@ async function startPlane(deployMs: number, operationMs: number): Promise<Plane>
     env: { ...process.env, ...h.env },
     stdio: ['ignore', 'ignore', 'inherit'],
   });
+  await workersReady(h);
   return {
     h,
     worker,
@@ -55,6 +56,12 @@ async function startPlane(deployMs: number, operationMs: number): Promise<Plane>
       await h.close();
     },
   };
+}
+
+/** Until the worker process listens on every queue (its start-up stays out of the figures). */
+async function workersReady(h: Harness): Promise<void> {
+  const queues = h.plane.ctx.queues.all();
+  while ((await Promise.all(queues.map((q) => q.getWorkersCount()))).some((n) => n === 0)) await new Promise((r) => setTimeout(r, 50));
 }
 
 /** utime + stime of a process, in ms. */

@@ -61,12 +61,17 @@ export class PgCustomerDatabases implements CustomerDatabases {
   }
 
   async seedWorkspace(instanceId: string, files: WorkspaceFile[], key: { hash: string; label: string | null }): Promise<void> {
-    await this.with(instanceId, async (client) => {
-      await client.query('BEGIN');
-      for (const file of files) await addFile(client, file);
-      await client.query('INSERT INTO api_keys (key_hash, label) VALUES ($1, $2) ON CONFLICT (key_hash) DO NOTHING', [key.hash, key.label]);
-      await client.query('COMMIT');
-    });
+    // One statement (so one round trip, and all or nothing): the missing files, then the key's hash.
+    await this.with(instanceId, (client) =>
+      client.query(
+        `WITH files AS (
+           INSERT INTO workspace_files (path, content, sha256)
+           SELECT * FROM unnest($1::text[], $2::text[], $3::text[]) ON CONFLICT (path) DO NOTHING
+         )
+         INSERT INTO api_keys (key_hash, label) VALUES ($4, $5) ON CONFLICT (key_hash) DO NOTHING`,
+        [files.map((f) => f.path), files.map((f) => f.content), files.map((f) => fileSha256(f.content)), key.hash, key.label],
+      ),
+    );
   }
 
   async updateWorkspace(instanceId: string, files: { add: WorkspaceFile[]; replace: WorkspaceFile[] }): Promise<void> {

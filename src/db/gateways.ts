@@ -6,6 +6,7 @@ import { PgCustomerDatabases, type CustomerDatabases } from './customerDatabases
 import { PgInstanceLocks, type InstanceLocks } from './instanceLocks.ts';
 import { PgInstances, type Instances } from './instances.ts';
 import type { Db } from './pool.ts';
+import { PgProviderTimings, type ProviderTimings } from './providerTimings.ts';
 import { PgStepLedger, type StepLedger } from './steps.ts';
 import { PgStripeEvents, type StripeEvents } from './stripeEvents.ts';
 import { PgSubscriptions, type Subscriptions } from './subscriptions.ts';
@@ -22,6 +23,8 @@ export interface Gateways {
   usageNotices: UsageNotices;
   locks: InstanceLocks;
   customerDbs: CustomerDatabases;
+  /** How long providers took, so steps poll near when they are likely done. */
+  timings: ProviderTimings;
 }
 
 export function pgGateways(db: Db, secrets: SecretStore, databaseUrl: string): Gateways {
@@ -35,5 +38,6 @@ export function pgGateways(db: Db, secrets: SecretStore, databaseUrl: string): G
     usageNotices: new PgUsageNotices(db),
     locks: new PgInstanceLocks(databaseUrl),
     customerDbs: new PgCustomerDatabases(secrets),
+    timings: new PgProviderTimings(db),
   };
 }

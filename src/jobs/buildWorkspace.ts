@@ -21,7 +21,8 @@ export const buildWorkspace: StepHandler = async (ctx, { instance, log, progress
     throw new PermanentError('no database connection for this instance: create-branch has not completed');
   }
 
-  await restoreFromArchive(ctx, instance, log);
+  // Only a reactivation (a later generation) can have an archive to restore.
+  if (instance.generation > 1) await restoreFromArchive(ctx, instance, log);
 
   const files = renderWorkspace({
     workspaceId: instance.workspace_id,

@@ -8,6 +8,7 @@ import { planByName } from '../../core/plans.ts';
 import { STEPS, type ProvisionData } from '../queues/catalogue.ts';
 import { raiseJobIncident } from '../operations/incidents.ts';
 import type { StepHandler } from './step.ts';
+import { nextPollDelay } from './pollTiming.ts';
 
 export interface DeployData extends ProvisionData {
   serviceId?: string;
@@ -16,15 +17,17 @@ export interface DeployData extends ProvisionData {
   deploymentId?: string;
   deployStartedAt?: number;
   polls?: number;
+  /** When the deployment was last seen under way, in ms from its start. */
+  pendingMs?: number;
+  /** Set once it waited for an operator's approval: its duration says nothing of the provider's. */
+  approvalAsked?: boolean;
 }
 
 /** How far the provider's clock may be behind ours when a re-run looks for the deployment it asked for. */
 const CLOCK_SKEW_MS = 60_000;
 
-/** Polling backs off: 0.5 s, 1 s, 2 s … up to 15 s, so a 60 s deployment costs about 8 status queries. */
-export function pollDelay(polls: number, initialMs = 500, maxMs = 15_000): number {
-  return Math.min(initialMs * 2 ** polls, maxMs);
-}
+/** What deployments of this compute provider are recorded as in the provider timings. */
+const timingKind = (ctx: { compute: { kind: string } }) => `deployment:${ctx.compute.kind}`;
 
 export const deploy: StepHandler<DeployData> = async (ctx, { job, instance, log, progress, done, waitFor }) => {
   const data = job.data;
@@ -47,35 +50,37 @@ export const deploy: StepHandler<DeployData> = async (ctx, { job, instance, log,
       await log(`deployment ${deploymentId} started`);
     }
     await progress(30);
-    return waitFor(pollDelay(0), { ...data, serviceId, deploymentId, deployStartedAt: Date.now(), polls: 0 });
+    const typical = await ctx.timings.typical(timingKind(ctx));
+    return waitFor(nextPollDelay(0, typical), { ...data, serviceId, deploymentId, deployStartedAt: Date.now(), polls: 0 });
   }
 
   const { serviceId, deploymentId } = data as Required<DeployData>;
   const { state, detail } = await ctx.compute.deploymentState(serviceId, deploymentId);
+  const elapsed = Date.now() - (data.deployStartedAt ?? Date.now());
+  const polls = (data.polls ?? 0) + 1;
   switch (state) {
     case 'success':
       await ctx.instances.update(instance.id, { service_id: serviceId });
-      await log(`deployment ${deploymentId} succeeded after ${data.polls} status checks`);
-      return done({ serviceId, deploymentId });
+      if (!data.approvalAsked) await ctx.timings.record(timingKind(ctx), { pendingMs: data.pendingMs ?? 0, readyMs: elapsed });
+      await log(`deployment ${deploymentId} succeeded after ${polls} status checks (${(elapsed / 1000).toFixed(1)} s)`);
+      return done({ serviceId, deploymentId, readyAfterMs: elapsed });
     case 'failed':
       throw new PermanentError(`deployment ${deploymentId} failed${detail ? `: ${detail}` : ''}`);
     case 'needs_approval': {
       // An operator approves it in the provider's dashboard; meanwhile the step keeps watching (slowly, holding no
       // slot) until the approval or the deploy timeout, and operators are told once.
       await raiseJobIncident(ctx, job, 'deployment.needs_approval', `deployment ${deploymentId} needs an operator's approval in the provider's dashboard`);
-      if (Date.now() - (data.deployStartedAt ?? Date.now()) > ctx.config.deployTimeoutMs) {
+      if (elapsed > ctx.config.deployTimeoutMs) {
         throw new PermanentError(`deployment ${deploymentId} was not approved within ${Math.round(ctx.config.deployTimeoutMs / 1000)} s`);
       }
-      const polls = (data.polls ?? 0) + 1;
-      return waitFor(pollDelay(polls), { ...data, polls });
+      return waitFor(nextPollDelay(elapsed, null), { ...data, polls, approvalAsked: true });
     }
     case 'in_progress': {
-      const elapsed = Date.now() - (data.deployStartedAt ?? Date.now());
       const timeoutMs = ctx.config.deployTimeoutMs;
       if (elapsed > timeoutMs) throw new PermanentError(`deployment ${deploymentId} did not finish in ${Math.round(timeoutMs / 1000)} s`);
-      const polls = (data.polls ?? 0) + 1;
       await progress(Math.min(90, 30 + polls * 5));
-      return waitFor(pollDelay(polls), { ...data, polls });
+      const typical = data.approvalAsked ? null : await ctx.timings.typical(timingKind(ctx));
+      return waitFor(nextPollDelay(elapsed, typical), { ...data, polls, pendingMs: elapsed });
     }
   }
 };

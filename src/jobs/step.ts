@@ -42,12 +42,21 @@ export async function runStep<D extends ProvisionData>(
   // A cancellation waits for the step running now; the steps after it do nothing (they deploy or send no key).
   if (instance.cancel_requested_at) return { skipped: 'the subscription is being cancelled' };
   await clearFailure(ctx, instance, step);
-  await ctx.steps.started(instanceId, step, job.attemptsMade + 1);
+  const attempt = job.attemptsMade + 1;
+  // A re-run after a wait of the same attempt is the same run in the ledger: it is already there, waiting.
+  const resumed = job.data.waitingAttempt === attempt;
+  if (!resumed) await ctx.steps.started(instanceId, step, attempt);
+  // Log lines and progress are kept and written once at the end of the run: one Redis call, not one per line.
+  const lines: string[] = [];
+  let progress: number | undefined;
+  const flushLog = async () => {
+    if (lines.length) await job.log(lines.splice(0).join('\n'));
+  };
   const tools: StepTools<D> = {
     job,
     instance,
-    log: async (line) => void (await job.log(`${new Date().toISOString()} ${line}`)),
-    progress: (percent) => job.updateProgress(percent),
+    log: async (line) => void lines.push(`${new Date().toISOString()} ${line}`),
+    progress: async (percent) => void (progress = percent),
     done: (result = {}) => ({ done: result }),
     waitFor: (waitMs, data) => ({ waitMs, data }),
   };
@@ -57,14 +66,16 @@ export async function runStep<D extends ProvisionData>(
     outcome = await handler(ctx, tools);
   } catch (err) {
     if (err instanceof RateLimitedError) {
-      await job.log(`${new Date().toISOString()} ${err.message}: pausing ${job.queueName} for ${err.retryAfterMs} ms`);
+      await tools.log(`${err.message}: pausing ${job.queueName} for ${err.retryAfterMs} ms`);
+      await flushLog();
       await ctx.jobs.pause(job.queueName as QueueName, err.retryAfterMs);
       throw Worker.RateLimitError();
     }
     maskError(err); // what BullMQ keeps (failedReason, stacktrace) is shown in Bull Board
     const final = isFinalFailure(job, err);
     const reason = errorMessage(err);
-    await job.log(`${new Date().toISOString()} ${final ? 'failed for good' : 'failed, will retry'}: ${reason}`);
+    await tools.log(`${final ? 'failed for good' : 'failed, will retry'}: ${reason}`);
+    await flushLog();
     if (final) {
       // A re-run by an operator starts the step afresh (a new deployment, a new deadline), not from stale wait state.
       await job.updateData({ instanceId, workspaceId: job.data.workspaceId, generation: job.data.generation } as D);
@@ -76,12 +87,15 @@ export async function runStep<D extends ProvisionData>(
   }
 
   if ('waitMs' in outcome) {
-    await job.updateData(outcome.data);
-    await ctx.steps.waiting(instanceId, step);
+    await Promise.all([
+      job.updateData({ ...outcome.data, waitingAttempt: attempt }),
+      resumed ? undefined : ctx.steps.waiting(instanceId, step),
+      progress === undefined ? undefined : job.updateProgress(progress),
+      flushLog(),
+    ]);
     await job.moveToDelayed(Date.now() + outcome.waitMs, token);
     throw new DelayedError();
   }
-  await ctx.steps.completed(instanceId, step, outcome.done);
-  await job.updateProgress(100);
+  await Promise.all([ctx.steps.completed(instanceId, step, outcome.done), flushLog()]);
   return outcome.done;
 }

@@ -16,7 +16,10 @@ class SmtpMailer implements Mailer {
     url: string,
     private readonly from: string,
   ) {
-    this.transport = nodemailer.createTransport(url);
+    // Pooled: connections (and their TLS and login) are reused across mails instead of made per mail.
+    const pooled = new URL(url);
+    if (!pooled.searchParams.has('pool')) pooled.searchParams.set('pool', 'true');
+    this.transport = nodemailer.createTransport(pooled.toString());
   }
 
   async send(message: MailMessage): Promise<void> {

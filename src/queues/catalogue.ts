@@ -63,6 +63,8 @@ export interface ProvisionData {
   workspaceId: string;
   /** The instance's provisioning run: 1, then one more for each reactivation. */
   generation?: number;
+  /** Set by the step runner while the step waits: the attempt that waits (its re-runs are that attempt's, in the ledger). */
+  waitingAttempt?: number;
 }
 
 /** cancel, archive and purge. */

@@ -16,13 +16,22 @@ export function redisConnection(url: string): ConnectionOptions {
   };
 }
 
-function defaultJobOptions(attempts: number): DefaultJobOptions {
+/**
+ * Kept history is bounded, so Redis and the workers stay small however many customers there are (the steps ledger
+ * and the audit in Postgres keep what happened). Jobs whose deterministic id is what makes a repeat add nothing
+ * (a Stripe redelivery, which comes for up to 3 days, and the lifecycle jobs it adds) are kept a week; the
+ * provisioning steps and alerts, whose repeats do nothing anyway, a day and at most 1,000 a queue. Failed jobs stay
+ * 30 days (at most 10,000 a queue): long enough for an operator to act on each incident.
+ */
+const KEPT_A_WEEK: ReadonlySet<QueueName> = new Set([QUEUES.stripeEvents, QUEUES.lifecycle]);
+
+function defaultJobOptions(attempts: number, queue: QueueName | 'flow'): DefaultJobOptions {
+  const week = queue !== 'flow' && KEPT_A_WEEK.has(queue);
   return {
     attempts,
     backoff: { type: 'jittered' },
-    // Completed jobs stay a week for Bull Board; failed ones stay until an operator acts on them.
-    removeOnComplete: { age: 7 * 24 * 3600, count: 50_000 },
-    removeOnFail: false,
+    removeOnComplete: week ? { age: 7 * 24 * 3600, count: 50_000 } : { age: 24 * 3600, count: 1_000 },
+    removeOnFail: { age: 30 * 24 * 3600, count: 10_000 },
   };
 }
 
@@ -41,7 +50,7 @@ export class Queues {
   get(name: QueueName): Queue {
     let queue = this.queues.get(name);
     if (!queue) {
-      queue = new Queue(name, { connection: this.connection, prefix: this.prefix, defaultJobOptions: defaultJobOptions(this.attempts) });
+      queue = new Queue(name, { connection: this.connection, prefix: this.prefix, defaultJobOptions: defaultJobOptions(this.attempts, name) });
       this.queues.set(name, queue);
     }
     return queue;
@@ -51,8 +60,9 @@ export class Queues {
     return Object.values(QUEUES).map((name) => this.get(name));
   }
 
+  /** The provisioning flow's jobs' options. */
   jobOptions(): DefaultJobOptions {
-    return defaultJobOptions(this.attempts);
+    return defaultJobOptions(this.attempts, 'flow');
   }
 
   async close(): Promise<void> {

@@ -19,6 +19,8 @@ import type { StepLedger, StepRow } from '../../src/db/steps.ts';
 import type { StripeEvents } from '../../src/db/stripeEvents.ts';
 import type { Subscriptions } from '../../src/db/subscriptions.ts';
 import type { UsageNotice, UsageNotices } from '../../src/db/usageNotices.ts';
+import type { ProviderTimings, TimingSample } from '../../src/db/providerTimings.ts';
+import type { TypicalDuration } from '../../src/jobs/pollTiming.ts';
 import { nextStatus, TRANSITIONS, type InstanceEvent, type TransitionRequest } from '../../src/instances/stateMachine.ts';
 import { INSTANCE_SECRETS, instanceOwner } from '../../src/instances/secrets.ts';
 import type { JobContext, JobHandle } from '../../src/jobs/context.ts';
@@ -337,6 +339,20 @@ export class FakeUsageNotices implements UsageNotices {
 
   async find(instanceId: string, month: string, threshold: number): Promise<UsageNotice | undefined> {
     return this.notices.get(`${instanceId}/${month}/${threshold}`);
+  }
+}
+
+export class FakeTimings implements ProviderTimings {
+  readonly samples = new Map<string, TimingSample[]>();
+
+  async record(kind: string, sample: TimingSample): Promise<void> {
+    this.samples.set(kind, [...(this.samples.get(kind) ?? []), sample]);
+  }
+
+  async typical(kind: string): Promise<TypicalDuration | null> {
+    const samples = this.samples.get(kind) ?? [];
+    if (!samples.length) return null;
+    return { fastMs: Math.min(...samples.map((s) => s.pendingMs)), slowMs: Math.max(...samples.map((s) => s.readyMs)), samples: samples.length };
   }
 }
 
@@ -700,6 +716,7 @@ export interface Fakes {
   archiveRecords: FakeArchiveRecords;
   stripeEvents: FakeStripeEvents;
   usageNotices: FakeUsageNotices;
+  timings: FakeTimings;
   locks: FakeLocks;
   secrets: FakeSecrets;
   customerDbs: FakeCustomerDbs;
@@ -739,6 +756,7 @@ export function fakeContext(env: Record<string, string> = {}): Fakes {
     archiveRecords: new FakeArchiveRecords(calls),
     stripeEvents: new FakeStripeEvents(calls),
     usageNotices: new FakeUsageNotices(),
+    timings: new FakeTimings(),
     locks: new FakeLocks(),
     secrets,
     customerDbs: new FakeCustomerDbs(calls, secrets),

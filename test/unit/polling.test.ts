@@ -1,18 +1,39 @@
 import { expect } from 'chai';
-import { pollDelay } from '../../src/jobs/deploy.ts';
+import { nextPollDelay, POLL, type TypicalDuration } from '../../src/jobs/pollTiming.ts';
 import { deploymentStateOf } from '../../src/providers/compute/railway.ts';
 
+/** The times a deployment that ends at `endMs` is looked at, until it is seen done. */
+function looks(endMs: number, typical: TypicalDuration | null): number[] {
+  const at: number[] = [];
+  let elapsed = 0;
+  do {
+    elapsed += nextPollDelay(elapsed, typical);
+    at.push(elapsed);
+  } while (elapsed < endMs);
+  return at;
+}
+
 describe('deployment polling', () => {
-  it('backs off, so a deployment that takes 60 s costs at most 10 status queries', () => {
-    let elapsed = 0;
-    let queries = 0;
-    while (elapsed < 60_000) {
-      elapsed += pollDelay(queries);
-      queries++;
-    }
-    expect(queries).to.be.at.most(10);
-    expect(pollDelay(0)).to.equal(500);
-    expect(pollDelay(50)).to.equal(15_000); // capped
+  it('without history, doubles the wait from half a second up to 15 s: a 60 s deployment costs at most 10 looks', () => {
+    expect(looks(60_000, null).length).to.be.at.most(10);
+    expect(nextPollDelay(0, null)).to.equal(POLL.initialMs);
+    expect(nextPollDelay(10 * 60_000, null)).to.equal(POLL.maxMs);
+  });
+
+  it('with history of 20 s deployments, sees one of the usual length within the brief interval of its end, in three looks or fewer', () => {
+    const typical = { fastMs: 19_800, slowMs: 20_100, samples: 50 };
+    const seen = looks(20_000, typical);
+    expect(seen[0]).to.equal(19_800); // no look before the fastest usual one could be done
+    expect(seen.at(-1)! - 20_000).to.be.at.most(POLL.briefMinMs);
+    expect(seen.length).to.be.at.most(3);
+  });
+
+  it('keeps looks few when usual durations spread, and backs off again for one far slower than usual', () => {
+    const spread = { fastMs: 60_000, slowMs: 180_000, samples: 50 };
+    expect(looks(180_000, spread).length).to.be.at.most(1 + 120_000 / POLL.briefMaxMs + 1);
+    const slow = looks(10 * 60_000, { fastMs: 19_800, slowMs: 20_100, samples: 50 });
+    expect(slow.length).to.be.at.most(10 + 40);
+    expect(nextPollDelay(5 * 60_000, { fastMs: 19_800, slowMs: 20_100, samples: 50 })).to.equal(POLL.maxMs);
   });
 
   it('reads every Railway deployment status', () => {

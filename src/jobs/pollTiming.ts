@@ -1,0 +1,35 @@
+/**
+ * When to look again at work a provider is doing (a deployment). With no history, the wait doubles from half a
+ * second (so a deployment of d is seen by 2d, in log2(d) looks). With history, the first look is when the fastest
+ * usual ones were still under way, then looks come briefly until the slow usual ones were done, and only past that
+ * does the wait double again: a deployment of the usual length is seen within the brief interval of its end, in
+ * two or three looks.
+ */
+
+/** From recent samples: fastMs, the 10th percentile of when work was last seen under way; slowMs, the 90th of when it was seen done. */
+export interface TypicalDuration {
+  fastMs: number;
+  slowMs: number;
+  samples: number;
+}
+
+export const POLL = {
+  initialMs: 500,
+  maxMs: 15_000,
+  /** The brief interval near the typical end; wider when usual durations spread, so the looks stay few. */
+  briefMinMs: 200,
+  briefMaxMs: 5_000,
+  /** Brief looks go on this long past the slow usual end. */
+  graceMs: 1_000,
+} as const;
+
+/** How long to wait before the next look, `elapsedMs` after the work started. */
+export function nextPollDelay(elapsedMs: number, typical: TypicalDuration | null): number {
+  if (typical) {
+    if (elapsedMs < typical.fastMs) return typical.fastMs - elapsedMs;
+    if (elapsedMs < typical.slowMs + POLL.graceMs) {
+      return Math.min(Math.max((typical.slowMs - typical.fastMs) / 4, POLL.briefMinMs), POLL.briefMaxMs);
+    }
+  }
+  return Math.min(Math.max(elapsedMs, POLL.initialMs), POLL.maxMs);
+}
