@@ -10,11 +10,12 @@ import type { JobContext } from '../jobs/context.ts';
 export async function teardownInstance(
   ctx: Pick<JobContext, 'compute' | 'database' | 'secrets' | 'instances'>,
   instance: Parameters<typeof resourceRefs>[0] & { id: string; service_requested_at: Date | null },
-): Promise<{ serviceId: string; databaseName: string }> {
+): Promise<{ serviceId: string | null; databaseName: string }> {
   const { serviceId, database } = resourceRefs(instance);
   const owner = instanceOwner(instance.id);
   // A service never asked for was never made: nothing to delete, and nothing to look for by name.
-  if (instance.service_id || instance.service_requested_at) {
+  const hadService = Boolean(instance.service_id || instance.service_requested_at);
+  if (hadService) {
     await ctx.compute.deleteService(serviceId);
     // Gone: a reactivation makes a new one instead of using this id.
     await ctx.instances.update(instance.id, { service_id: null, service_requested_at: null });
@@ -23,5 +24,5 @@ export async function teardownInstance(
   await ctx.database.deleteDatabase(database);
   await ctx.secrets.delete(owner, INSTANCE_SECRETS.databaseUrl);
   await ctx.secrets.delete(owner, INSTANCE_SECRETS.runtimeSecret);
-  return { serviceId, databaseName: database.databaseName };
+  return { serviceId: hadService ? serviceId : null, databaseName: database.databaseName };
 }
