@@ -51,9 +51,8 @@ export class RailwayComputeProvider implements ComputeProvider {
     if (name.length > MAX_SERVICE_NAME) throw new PermanentError(`service name ${name} is longer than ${MAX_SERVICE_NAME} characters`);
     const found = options.mayExist ? await this.findService(name) : undefined;
     if (found) return { serviceId: found, created: false };
-    const { source } = this.config;
     const data = await this.call<{ serviceCreate: { id: string } }>('serviceCreate', {
-      input: { ...this.scope(), name, source: 'image' in source ? { image: source.image } : { repo: source.repo } },
+      input: { ...this.scope(), name, source: this.source() },
     });
     return { serviceId: data.serviceCreate.id, created: true };
   }
@@ -79,7 +78,7 @@ export class RailwayComputeProvider implements ComputeProvider {
    * (the image, or the repository with the runtime's Dockerfile, and the runtime's healthcheck).
    */
   async configure(serviceId: string, settings: { variables: Record<string, string>; limits: Pick<Plan, 'cpu' | 'memoryMb'> }): Promise<void> {
-    const { source } = this.config;
+    const source = this.source();
     await this.call('configure', {
       ...this.envScope(),
       serviceId,
@@ -92,10 +91,7 @@ export class RailwayComputeProvider implements ComputeProvider {
       },
       vCPUs: settings.limits.cpu,
       memoryGB: settings.limits.memoryMb / 1024,
-      instance:
-        'image' in source
-          ? { source: { image: source.image }, healthcheckPath: RUNTIME_HEALTHCHECK_PATH }
-          : { source: { repo: source.repo }, dockerfilePath: RUNTIME_DOCKERFILE, healthcheckPath: RUNTIME_HEALTHCHECK_PATH },
+      instance: { source, healthcheckPath: RUNTIME_HEALTHCHECK_PATH, ...(source.repo ? { dockerfilePath: RUNTIME_DOCKERFILE } : {}) },
     });
   }
 
@@ -156,6 +152,12 @@ export class RailwayComputeProvider implements ComputeProvider {
       after = data.project.services.pageInfo.hasNextPage ? data.project.services.pageInfo.endCursor : null;
     } while (after);
     return undefined;
+  }
+
+  /** Railway's ServiceSourceInput: the prebuilt image, or the repository. */
+  private source(): { image?: string; repo?: string } {
+    const { source } = this.config;
+    return 'image' in source ? { image: source.image } : { repo: source.repo };
   }
 
   private scope() {
