@@ -60,8 +60,11 @@ export interface RailwayConfig {
   auth: { kind: 'bearer' | 'project'; token: string };
   projectId: string;
   environmentId: string;
-  /** The runtime's GitHub repository, owner/name. */
-  repo: string;
+  /**
+   * What each customer's service runs: a prebuilt runtime image (CLAWDBOT_IMAGE, pulled and started, no build), or
+   * the runtime built from its GitHub repository (CLAWDBOT_REPO, owner/name) with runtime/Dockerfile.
+   */
+  source: { image: string } | { repo: string };
   /** Railway serves public domains over https; tests against the emulator use http. */
   domainScheme: 'https' | 'http';
   /** The port the runtime listens on inside the service. */
@@ -188,17 +191,35 @@ function railwayConfig(r: Reader): RailwayConfig {
     if (!value) r.problems.push(`${name} is required with COMPUTE_PROVIDER=railway`);
     return value ?? '';
   };
-  const repo = required('CLAWDBOT_REPO');
+  const image = r.optional('CLAWDBOT_IMAGE');
+  const repo = r.optional('CLAWDBOT_REPO');
+  if (!image && !repo) r.problems.push('CLAWDBOT_IMAGE or CLAWDBOT_REPO is required with COMPUTE_PROVIDER=railway');
+  if (image && !isImageReference(image)) {
+    r.problems.push(`CLAWDBOT_IMAGE must be an image reference such as ghcr.io/owner/runtime:1.4.0 or …@sha256:<digest> (got "${image}")`);
+  }
   if (repo && !/^[\w.-]+\/[\w.-]+$/.test(repo)) r.problems.push(`CLAWDBOT_REPO must be owner/name (got "${repo}")`);
   return {
     apiUrl: r.url('RAILWAY_API_URL', 'https://backboard.railway.com/graphql/v2', ['http:', 'https:'])!,
     auth: token ? { kind: 'bearer', token } : { kind: 'project', token: projectToken ?? '' },
     projectId: required('RAILWAY_PROJECT_ID'),
     environmentId: required('RAILWAY_ENVIRONMENT_ID'),
-    repo,
+    // The prebuilt image wins when both are set: no customer waits for a build.
+    source: image ? { image } : { repo: repo ?? '' },
     domainScheme: r.oneOf('RAILWAY_DOMAIN_SCHEME', 'https', ['https', 'http'] as const),
     runtimePort: r.int('RUNTIME_PORT', 8080, 1, 65535),
   };
+}
+
+// A container image reference as Docker reads it: [registry[:port]/]path[:tag][@algorithm:hex]. The path is
+// lowercase; a tag is up to 128 word characters, dots and dashes.
+const REGISTRY = String.raw`(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*(?::[0-9]+)?/)`;
+const PATH_COMPONENT = String.raw`[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*`;
+const IMAGE_REFERENCE = new RegExp(
+  String.raw`^${REGISTRY}?${PATH_COMPONENT}(?:/${PATH_COMPONENT})*(?::[\w][\w.-]{0,127})?(?:@[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,})?$`,
+);
+
+export function isImageReference(value: string): boolean {
+  return value.length <= 512 && IMAGE_REFERENCE.test(value);
 }
 
 function neonConfig(r: Reader): NeonConfig {

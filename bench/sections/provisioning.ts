@@ -40,7 +40,7 @@ async function startPlane(deployMs: number, operationMs: number): Promise<Plane>
       HEALTH_CHECK_INTERVAL: '250ms',
       HEALTH_CHECK_MAX_INTERVAL: '5s',
     },
-    { webOnly: true, cloud: { railway: { deployMs, stubRuntime: true, runtime: undefined }, neon: { operationMs } } },
+    { webOnly: true, cloud: { railway: { deployMs, stubRuntime: true, builds: {}, runtime: undefined }, neon: { operationMs } } },
   );
   const worker = spawn(process.execPath, ['--import', 'tsx', 'src/bin/worker.ts'], {
     env: { ...process.env, ...h.env },

@@ -32,6 +32,8 @@ export interface InstanceRow {
   compute_provider: string;
   database_provider: string;
   service_id: string | null;
+  /** When create-service asked for the service (set before asking): with no service_id, it may exist unrecorded. */
+  service_requested_at: Date | null;
   access_url: string | null;
   branch_id: string | null;
   database_name: string | null;
@@ -63,7 +65,7 @@ export interface InstanceWithCustomer extends InstanceRow {
 
 /** Columns a step or job records as it goes (the status and what changes with it are written by transitions). */
 export type InstanceFields = Partial<
-  Pick<InstanceRow, 'plan' | 'service_id' | 'access_url' | 'branch_id' | 'database_name' | 'database_role' | 'api_key_hash' | 'api_key_label' | 'cancel_requested_at'>
+  Pick<InstanceRow, 'plan' | 'service_id' | 'service_requested_at' | 'access_url' | 'branch_id' | 'database_name' | 'database_role' | 'api_key_hash' | 'api_key_label' | 'cancel_requested_at'>
 >;
 
 export interface Instances {

@@ -17,7 +17,7 @@ export async function abandon(ctx: JobContext, job: JobHandle<ProvisionData>, to
 
   await stopProvisionFlow(ctx, instance, job, token);
   const { serviceId, databaseName } = await teardownInstance(ctx, instance);
-  const undone = [`service ${serviceId}`, 'workspace', `database ${databaseName}`];
+  const undone = [serviceId ? `service ${serviceId}` : 'no service (none was asked for)', 'workspace', `database ${databaseName}`];
   await job.log(`undone: ${undone.join(', ')}`);
 
   await ctx.instances.transition(instance.id, 'abandoned', { actor: 'operator', detail: { undone } });

@@ -27,7 +27,7 @@ function runtimeVariables(
   return vars;
 }
 
-/** Hands the service its whole configuration for a plan: every variable (one upsert) and the plan's limits. */
+/** Hands the service its whole configuration for a plan: every variable and the plan's limits (one provider call). */
 export async function configureService(
   ctx: Pick<JobContext, 'config' | 'secrets' | 'customerDbs' | 'compute'>,
   instance: { id: string; workspace_id: string },
@@ -36,6 +36,5 @@ export async function configureService(
 ): Promise<void> {
   const databaseUrl = await ctx.customerDbs.connectionUrl(instance.id);
   const runtimeSecret = await ctx.secrets.putIfAbsent(instanceOwner(instance.id), INSTANCE_SECRETS.runtimeSecret, randomBytes(32).toString('base64url'));
-  await ctx.compute.setVariables(serviceId, runtimeVariables(ctx, instance, plan, { databaseUrl, runtimeSecret }));
-  await ctx.compute.setLimits(serviceId, plan);
+  await ctx.compute.configure(serviceId, { variables: runtimeVariables(ctx, instance, plan, { databaseUrl, runtimeSecret }), limits: plan });
 }

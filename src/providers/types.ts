@@ -1,21 +1,24 @@
 /** The interfaces jobs use for side effects. Jobs hold the logic; providers hold the I/O. */
 import type { Plan } from '../../core/plans.ts';
 
-export interface ServiceRef {
-  serviceId: string;
-  /** Where the instance answers HTTP: the public domain (cloud) or a loopback port (local). */
-  accessUrl: string;
-}
-
 /** A deployment's state, reduced from what each provider reports. */
 export type DeploymentState = 'in_progress' | 'success' | 'failed' | 'needs_approval';
 
 export interface ComputeProvider {
   readonly kind: string;
-  /** Finds the service by its deterministic name, or creates it with a public address. */
-  findOrCreateService(name: string): Promise<ServiceRef>;
-  setVariables(serviceId: string, variables: Record<string, string>): Promise<void>;
-  setLimits(serviceId: string, limits: Pick<Plan, 'cpu' | 'memoryMb'>): Promise<void>;
+  /**
+   * Creates the service named `name` (no lookup: the caller records the id at once). With `mayExist`, an earlier run
+   * asked for it and may have died before recording its id: the service is then first looked for by its name, the
+   * one lookup that may cost more than a call (Railway lists the project's services), made only in that recovery.
+   */
+  createService(name: string, options?: { mayExist?: boolean }): Promise<{ serviceId: string; created: boolean }>;
+  /**
+   * Where the service answers HTTP (the public domain in the cloud, a loopback port locally), made once. `fresh`:
+   * the service was just created, so it has none yet to look for.
+   */
+  accessUrl(serviceId: string, options?: { fresh?: boolean }): Promise<string>;
+  /** The service's whole configuration for a plan: every variable (no deploy yet) and the plan's CPU and memory. */
+  configure(serviceId: string, settings: { variables: Record<string, string>; limits: Pick<Plan, 'cpu' | 'memoryMb'> }): Promise<void>;
   deploy(serviceId: string): Promise<{ deploymentId: string }>;
   deploymentState(serviceId: string, deploymentId: string): Promise<{ state: DeploymentState; detail?: string }>;
   /** The service's newest deployment, so a step that died after deploying adopts it instead of deploying again. */

@@ -535,6 +535,59 @@ describe('Railway GraphQL emulator with graphql-request', () => {
       expect(emulator.logsOf(second).join('\n')).to.match(/status SUCCESS/);
     });
 
+    it('runs what the source builds: a repo by the instance’s Dockerfile path, an image by its reference', async () => {
+      const spec = { command: process.execPath, args: ['-e', SERVER] };
+      emulator = await startRailwayEmulator({
+        deployMs: 60,
+        healthcheckTimeoutMs: 100,
+        builds: {
+          repos: { 'clawdbot/runtime': { Dockerfile: { unhealthy: 'a control plane' }, 'runtime/Dockerfile': spec } },
+          images: { 'ghcr.io/clawdbot/runtime:1.0.0': spec },
+        },
+      });
+      project = emulator.createProject();
+      const client = account();
+      const update = (serviceId: string, input: Record<string, unknown>) =>
+        client.request(
+          'mutation Update($serviceId: String!, $environmentId: String, $input: ServiceInstanceUpdateInput!) { serviceInstanceUpdate(serviceId: $serviceId, environmentId: $environmentId, input: $input) }',
+          { serviceId, environmentId: project.environmentId, input },
+        );
+      const deployed = async (serviceId: string) => emulator.waitForDeployment(await deploy(client, serviceId));
+
+      // Railway's default, the root Dockerfile: it runs, but nothing in it answers (no healthcheck to fail it).
+      const root = await createService(client, 'root');
+      const { serviceDomainCreate } = await client.request<{ serviceDomainCreate: { domain: string } }>(op('ServiceDomainCreate'), {
+        serviceId: root, environmentId: project.environmentId,
+      });
+      expect(await deployed(root)).to.include({ status: 'SUCCESS', runs: 'unhealthy: a control plane', running: false });
+      expect((await fetch(`http://${serviceDomainCreate.domain}/`)).status).to.equal(502);
+      // With a healthcheck path Railway fails it.
+      await update(root, { healthcheckPath: '/health' });
+      const unhealthy = await deployed(root);
+      expect(unhealthy.status).to.equal('FAILED');
+      expect(emulator.logsOf(unhealthy.id).join('\n')).to.include('healthcheck failed: /health never answered 200');
+
+      // runtime/Dockerfile runs the runtime; a path the repository does not have fails the build.
+      const built = await createService(client, 'built');
+      await update(built, { dockerfilePath: 'runtime/Dockerfile', startCommand: 'ignored', healthcheckPath: '/' });
+      expect(emulator.settingsOf(built)).to.deep.equal({ dockerfilePath: 'runtime/Dockerfile', startCommand: 'ignored', healthcheckPath: '/', rootDirectory: null });
+      const state = await client.request<{ serviceInstance: { dockerfilePath: string; healthcheckPath: string } }>(
+        'query($serviceId: String!, $environmentId: String!) { serviceInstance(serviceId: $serviceId, environmentId: $environmentId) { dockerfilePath healthcheckPath } }',
+        { serviceId: built, environmentId: project.environmentId },
+      );
+      expect(state.serviceInstance).to.deep.equal({ dockerfilePath: 'runtime/Dockerfile', healthcheckPath: '/' });
+      expect(await deployed(built)).to.include({ status: 'SUCCESS', runs: `runtime: ${process.execPath} -e ${SERVER}`, running: true });
+      await update(built, { dockerfilePath: 'nope/Dockerfile' });
+      const missing = await deployed(built);
+      expect(missing).to.include({ status: 'FAILED', runs: 'build failed: Dockerfile `nope/Dockerfile` does not exist in clawdbot/runtime' });
+
+      // An image runs what the image holds; switching a service's source to it takes effect at the next deployment.
+      await update(built, { source: { image: 'ghcr.io/clawdbot/runtime:1.0.0' } });
+      expect(emulator.services().find((x) => x.id === built)!.source).to.deep.equal({ repo: null, image: 'ghcr.io/clawdbot/runtime:1.0.0' });
+      expect(await deployed(built)).to.include({ status: 'SUCCESS', running: true });
+      expect(emulator.operationCounts()).to.include({ Update: 4, ServiceDeploy: 5 });
+    });
+
     it('ends FAILED when the process exits while deploying', async () => {
       emulator = await startRailwayEmulator({ deployMs: 60, runtime: { command: process.execPath, args: ['-e', 'process.exit(3)'] } });
       project = emulator.createProject();

@@ -30,11 +30,20 @@
 //   `runtime` is configured (a SUCCESS deployment then has no process behind it) (both with
 //   `x-railway-fallback: true`, as Railway's edge does). One generated domain per service instance
 //   (`maxServiceDomains`, default 1), as the dashboard offers one.
-// - Deployments: QUEUED → BUILDING → DEPLOYING → SUCCESS over `deployMs` (20% / 50% / 30%). With `opts.runtime`
-//   the real process is spawned when DEPLOYING starts, with EXACTLY the deployment's variables (a snapshot taken
-//   when the deployment was triggered) plus `PORT` (a free local port, overriding any PORT variable) and
-//   `HOST=127.0.0.1` (plus `runtime.env`, empty by default: pass e.g. PATH when the command needs it). SUCCESS waits
-//   until the port accepts connections (or `runtime.healthcheckPath` answers 200, like Railway's healthcheck). The
+// - Builds: what a deployment runs is what Railway would build from the service's source, decided when the
+//   deployment is triggered. `opts.builds.repos[repo][dockerfilePath]` and `opts.builds.images[image]` say what a
+//   repository's Dockerfiles and what images run (a repo's `dockerfilePath` is the instance's, set with
+//   `serviceInstanceUpdate`, else `Dockerfile` at the root, as Railway defaults). A Dockerfile path the repo's map
+//   lacks FAILS the build ("Dockerfile not found"); a source with no map runs `opts.runtime`. An output
+//   `{ unhealthy }` runs something that never answers the runtime's healthcheck (say, a control plane): with a
+//   healthcheck path the deployment ends FAILED after `healthcheckTimeoutMs`, as Railway fails it; without one it
+//   reaches SUCCESS with nothing answering behind the domain (502). `startCommand` is kept but not emulated.
+// - Deployments: QUEUED → BUILDING → DEPLOYING → SUCCESS over `deployMs` (20% / 50% / 30%). When the build's output
+//   is a process (`RuntimeSpec`) it is spawned when DEPLOYING starts, with EXACTLY the deployment's variables (a
+//   snapshot taken when the deployment was triggered) plus `PORT` (a free local port, overriding any PORT variable)
+//   and `HOST=127.0.0.1` (plus `env`, empty by default: pass e.g. PATH when the command needs it). SUCCESS waits
+//   until the port accepts connections, or until the healthcheck path (the instance's `healthcheckPath`, else the
+//   spec's) answers 200, like Railway's healthcheck. The
 //   process exiting while DEPLOYING → FAILED; exiting after SUCCESS → CRASHED (no restart policy is emulated). When a
 //   new deployment of the instance reaches SUCCESS the previous one is REMOVED and its process stopped (zero-downtime
 //   swap); a new deployment supersedes in-progress ones (they become REMOVED). `deploymentStop` stops the process and
@@ -196,17 +205,31 @@ export interface RuntimeSpec {
   onOutput?: (line: string, deploymentId: string, stream: 'stdout' | 'stderr') => void;
 }
 
+/** What a build outputs: a process to spawn, or something that never answers the runtime's healthcheck. */
+export type BuildOutput = RuntimeSpec | { unhealthy: string };
+
+export interface Builds {
+  /** By repository (owner/name), then Dockerfile path (`Dockerfile` is the root one): what that build runs. */
+  repos?: Record<string, Record<string, BuildOutput>>;
+  /** By image reference: what the image runs. */
+  images?: Record<string, BuildOutput>;
+}
+
 export interface RailwayEmulatorOptions {
   /** Total QUEUED → SUCCESS time in ms (20% queued, 50% building, 30% deploying). Default 300. */
   deployMs?: number;
-  /** Starts the real process for each deployment that reaches DEPLOYING. */
+  /** What builds of which sources run (see the header). */
+  builds?: Builds;
+  /** Starts the real process for each deployment of a source `builds` does not map. */
   runtime?: RuntimeSpec;
   /**
-   * Without `runtime`: a SUCCESS deployment's domain answers every request 200 `{"status":"ok"}` itself, a stand-in
-   * for a healthy runtime that costs no process (benchmarks of a thousand services). Default false (502, as without a
-   * process).
+   * A SUCCESS deployment whose build runs nothing (no `builds` entry and no `runtime`) answers every request 200
+   * `{"status":"ok"}` at its domain itself: a stand-in for a healthy runtime that costs no process (benchmarks of a
+   * thousand services). Default false (502, as without a process).
    */
   stubRuntime?: boolean;
+  /** How long the healthcheck of an `{ unhealthy }` deployment waits before FAILED. Default 1 000 ms. */
+  healthcheckTimeoutMs?: number;
   /** Requests per second before 429 (Railway: 10 Hobby, 50 Pro). Default unlimited. */
   ratePerSecond?: number;
   /** Requests per hour before 429 (Railway: 1000 Hobby, 10 000 Pro). Default unlimited. */
@@ -282,10 +305,20 @@ export interface DeploymentSnapshot {
   commitSha: string | null;
   /** The variables the deployment was triggered with. */
   variables: Record<string, string>;
+  /** What the build runs: `runtime: <command args>`, `unhealthy: <what>`, `build failed: <why>`, or `nothing`. */
+  runs: string;
   /** Local port and pid of the runtime process, when one was started. */
   port: number | null;
   pid: number | null;
   running: boolean;
+}
+
+/** The service instance settings `serviceInstanceUpdate` changes that the emulator keeps. */
+export interface InstanceSettings {
+  dockerfilePath: string | null;
+  startCommand: string | null;
+  healthcheckPath: string | null;
+  rootDirectory: string | null;
 }
 
 export interface Limits {
@@ -326,6 +359,9 @@ export interface RailwayEmulator {
   deployment(id: string): DeploymentSnapshot | undefined;
   variablesOf(serviceId: string, environmentId?: string): Record<string, string>;
   limitsOf(serviceId: string, environmentId?: string): Limits | null;
+  settingsOf(serviceId: string, environmentId?: string): InstanceSettings | null;
+  /** Number of requests per operation name (anonymous ones as `(anonymous)`). */
+  operationCounts(filter?: (call: CallRecord) => boolean): Record<string, number>;
   logsOf(deploymentId: string): string[];
   /** Resolves when the deployment's status is one of `statuses` (default: any non-in-progress status). */
   waitForDeployment(id: string, statuses?: DeploymentStatus[], timeoutMs?: number): Promise<DeploymentSnapshot>;
@@ -356,7 +392,7 @@ interface ServiceRec {
 }
 interface InstanceRec {
   id: string; serviceId: string; environmentId: string; createdAt: Date; updatedAt: Date;
-  variables: Record<string, string>; limits: Limits | null;
+  variables: Record<string, string>; limits: Limits | null; settings: InstanceSettings;
 }
 interface DeploymentRec {
   id: string; serviceId: string; environmentId: string; projectId: string;
@@ -364,6 +400,8 @@ interface DeploymentRec {
   createdAt: Date; updatedAt: Date; statusUpdatedAt: Date;
   deploymentStopped: boolean; commitSha: string | null; variables: Record<string, string>;
   forcedEnd: ForcedDeploymentEnd | null; approve: (() => void) | null;
+  /** What the build outputs (null: nothing to run), or why it fails; and the healthcheck path it is checked on. */
+  build: { output: BuildOutput | null; failure: string | null; healthcheckPath: string | null };
   proc: ChildProcess | null; port: number | null; exited: boolean; exit: Promise<void> | null; stopping: boolean;
   logs: string[];
 }
@@ -581,6 +619,8 @@ export async function startRailwayEmulator(opts: RailwayEmulatorOptions = {}): P
   const planLimits = opts.planLimits ?? { vCPUs: 32, memoryGB: 32 };
   const maxServiceDomains = opts.maxServiceDomains ?? 1;
   const runtime = opts.runtime;
+  const builds = opts.builds ?? {};
+  const healthcheckTimeoutMs = opts.healthcheckTimeoutMs ?? 1_000;
   let deployMs = opts.deployMs ?? 300;
   const limiter = opts.ratePerSecond !== undefined || opts.ratePerHour !== undefined
     ? new RateLimiter(opts.ratePerSecond, opts.ratePerHour) : null;
@@ -719,9 +759,9 @@ export async function startRailwayEmulator(opts: RailwayEmulatorOptions = {}): P
       id: i.id, serviceId: i.serviceId, environmentId: i.environmentId, serviceName: s.name,
       createdAt: i.createdAt, updatedAt: i.updatedAt, deletedAt: s.deletedAt,
       source: s.source, builder: 'RAILPACK', restartPolicyType: 'ON_FAILURE', restartPolicyMaxRetries: 10,
-      watchPatterns: [], isUpdatable: true, numReplicas: 1, region: 'us-west2', startCommand: null, buildCommand: null,
-      rootDirectory: null, healthcheckPath: runtime?.healthcheckPath ?? null, healthcheckTimeout: null, sleepApplication: false,
-      cronSchedule: null, upstreamUrl: null, railwayConfigFile: null, dockerfilePath: null,
+      watchPatterns: [], isUpdatable: true, numReplicas: 1, region: 'us-west2', buildCommand: null,
+      rootDirectory: i.settings.rootDirectory, healthcheckPath: i.settings.healthcheckPath, healthcheckTimeout: null, sleepApplication: false,
+      cronSchedule: null, upstreamUrl: null, railwayConfigFile: null, dockerfilePath: i.settings.dockerfilePath, startCommand: i.settings.startCommand,
       latestDeployment: () => {
         const d = instanceDeployments(i)[0];
         return d ? deploymentView(d) : null;
@@ -774,6 +814,33 @@ export async function startRailwayEmulator(opts: RailwayEmulatorOptions = {}): P
     if (d.logs.length > 2000) d.logs.splice(0, d.logs.length - 2000);
   }
 
+  const isProcess = (output: BuildOutput | null): output is RuntimeSpec => output !== null && 'command' in output;
+
+  /** What Railway would build from the instance's source and settings now, as the deployment will run it. */
+  function buildOf(inst: InstanceRec, s: ServiceRec): DeploymentRec['build'] {
+    const fallback = { output: runtime ?? null, failure: null };
+    let resolved: { output: BuildOutput | null; failure: string | null } = fallback;
+    if (s.source?.image) {
+      const output = builds.images?.[s.source.image];
+      if (output) resolved = { output, failure: null };
+    } else if (s.source?.repo) {
+      const files = builds.repos?.[s.source.repo];
+      const path = inst.settings.dockerfilePath ?? 'Dockerfile';
+      if (files) {
+        const output = files[path];
+        resolved = output ? { output, failure: null } : { output: null, failure: `Dockerfile \`${path}\` does not exist in ${s.source.repo}` };
+      }
+    }
+    const healthcheckPath = inst.settings.healthcheckPath ?? (isProcess(resolved.output) ? resolved.output.healthcheckPath ?? null : null);
+    return { ...resolved, healthcheckPath };
+  }
+
+  function describeBuild(b: DeploymentRec['build']): string {
+    if (b.failure) return `build failed: ${b.failure}`;
+    if (!b.output) return 'nothing';
+    return isProcess(b.output) ? `runtime: ${[b.output.command, ...b.output.args].join(' ')}` : `unhealthy: ${b.output.unhealthy}`;
+  }
+
   function createDeployment(inst: InstanceRec, commitSha: string | null): DeploymentRec {
     const now = new Date();
     const s = services.get(inst.serviceId) as ServiceRec;
@@ -781,7 +848,7 @@ export async function startRailwayEmulator(opts: RailwayEmulatorOptions = {}): P
       id: randomUUID(), serviceId: inst.serviceId, environmentId: inst.environmentId, projectId: s.projectId,
       status: 'QUEUED', history: [{ status: 'QUEUED', at: now.getTime() }],
       createdAt: now, updatedAt: now, statusUpdatedAt: now, deploymentStopped: false, commitSha,
-      variables: { ...inst.variables }, forcedEnd: forcedEnds.shift() ?? null, approve: null,
+      variables: { ...inst.variables }, forcedEnd: forcedEnds.shift() ?? null, approve: null, build: buildOf(inst, s),
       proc: null, port: null, exited: false, exit: null, stopping: false, logs: [],
     };
     // A new deployment supersedes the instance's in-progress ones.
@@ -818,8 +885,13 @@ export async function startRailwayEmulator(opts: RailwayEmulatorOptions = {}): P
       log(d, '[railway-emulator] build failed (injected)');
       return setStatus(d, 'FAILED');
     }
+    if (d.build.failure) {
+      log(d, `[railway-emulator] build failed: ${d.build.failure}`);
+      return setStatus(d, 'FAILED');
+    }
+    const output = d.build.output;
     setStatus(d, 'DEPLOYING');
-    if (runtime && d.forcedEnd !== 'CRASHED') await startProcess(d, runtime);
+    if (isProcess(output) && d.forcedEnd !== 'CRASHED') await startProcess(d, output);
     await sleep(total * 0.3);
     if (!live(d)) return;
     if (d.forcedEnd === 'CRASHED') {
@@ -827,8 +899,18 @@ export async function startRailwayEmulator(opts: RailwayEmulatorOptions = {}): P
       d.deploymentStopped = true;
       return setStatus(d, 'CRASHED');
     }
-    if (runtime) {
-      const ready = await waitReady(d, runtime);
+    if (output && !isProcess(output)) {
+      log(d, `[railway-emulator] running ${output.unhealthy}`);
+      if (d.build.healthcheckPath) {
+        await sleep(healthcheckTimeoutMs);
+        if (!live(d)) return;
+        log(d, `[railway-emulator] healthcheck failed: ${d.build.healthcheckPath} never answered 200 within ${healthcheckTimeoutMs} ms`);
+        d.deploymentStopped = true;
+        return setStatus(d, 'FAILED');
+      }
+    }
+    if (isProcess(output)) {
+      const ready = await waitReady(d, output, d.build.healthcheckPath);
       if (!live(d)) return;
       if (!ready) {
         log(d, '[railway-emulator] healthcheck failed: the process did not become ready in time');
@@ -906,11 +988,11 @@ export async function startRailwayEmulator(opts: RailwayEmulatorOptions = {}): P
     });
   }
 
-  async function waitReady(d: DeploymentRec, spec: RuntimeSpec): Promise<boolean> {
+  async function waitReady(d: DeploymentRec, spec: RuntimeSpec, healthcheckPath: string | null): Promise<boolean> {
     const deadline = Date.now() + (spec.startTimeoutMs ?? 30_000);
     while (live(d)) {
       if (d.exited || d.port === null) return false;
-      const ok = spec.healthcheckPath ? await probeHttp(d.port, spec.healthcheckPath) : await probeTcp(d.port);
+      const ok = healthcheckPath ? await probeHttp(d.port, healthcheckPath) : await probeTcp(d.port);
       if (ok && !d.exited) return true;
       if (Date.now() > deadline) return false;
       await sleep(20);
@@ -918,7 +1000,7 @@ export async function startRailwayEmulator(opts: RailwayEmulatorOptions = {}): P
     return false;
   }
 
-  async function stopProcess(d: DeploymentRec, graceMs = runtime?.stopGraceMs ?? 2000): Promise<void> {
+  async function stopProcess(d: DeploymentRec, graceMs = (isProcess(d.build.output) ? d.build.output.stopGraceMs : undefined) ?? 2000): Promise<void> {
     const proc = d.proc;
     if (!proc || d.exited) return;
     d.stopping = true;
@@ -958,7 +1040,7 @@ export async function startRailwayEmulator(opts: RailwayEmulatorOptions = {}): P
     const server = createServer((req, res) => {
       const target = activeTarget(domainRec);
       if (!target) return fallback(res, 404, 'Application not found');
-      if (!runtime && opts.stubRuntime) {
+      if (opts.stubRuntime && target.build.output === null) {
         res.writeHead(200, { 'content-type': 'application/json' });
         return void res.end('{"status":"ok"}');
       }
@@ -1116,7 +1198,10 @@ export async function startRailwayEmulator(opts: RailwayEmulatorOptions = {}): P
       };
       services.set(s.id, s);
       for (const env of envs) {
-        const inst: InstanceRec = { id: randomUUID(), serviceId: s.id, environmentId: env.id, createdAt: now, updatedAt: now, variables: { ...variables }, limits: null };
+        const inst: InstanceRec = {
+          id: randomUUID(), serviceId: s.id, environmentId: env.id, createdAt: now, updatedAt: now, variables: { ...variables }, limits: null,
+          settings: { dockerfilePath: null, startCommand: null, healthcheckPath: null, rootDirectory: null },
+        };
         instances.set(instKey(s.id, env.id), inst);
         if (opts.deployOnCreate && s.source) createDeployment(inst, null);
       }
@@ -1169,6 +1254,30 @@ export async function startRailwayEmulator(opts: RailwayEmulatorOptions = {}): P
       const inst = requireInstance(ctx, str(input, 'serviceId'), str(input, 'environmentId'));
       inst.limits = { ...(inst.limits ?? {}), ...checkLimits(input) };
       inst.updatedAt = new Date();
+      return true;
+    },
+    serviceInstanceUpdate: (a, ctx) => {
+      const s = requireService(ctx, str(a, 'serviceId'));
+      const environmentId = optStr(a, 'environmentId');
+      const insts = environmentId
+        ? [requireInstance(ctx, s.id, environmentId)]
+        : [...instances.values()].filter((i) => i.serviceId === s.id && canSeeEnv(ctx, envById(i.environmentId) as EnvRec));
+      const input = a['input'] as Args;
+      const source = input['source'] as { repo?: string | null; image?: string | null } | null | undefined;
+      if (source) {
+        const repo = source.repo ?? null;
+        const image = source.image ?? null;
+        if (repo !== null && !/^[\w.-]+\/[\w.-]+$/.test(repo)) throw err(`Invalid repository "${repo}": expected owner/name`);
+        // Forked environments are not emulated: the source is the service's.
+        s.source = repo !== null || image !== null ? { repo, image } : null;
+        s.updatedAt = new Date();
+      }
+      for (const inst of insts) {
+        for (const key of ['dockerfilePath', 'startCommand', 'healthcheckPath', 'rootDirectory'] as const) {
+          if (key in input) inst.settings[key] = (input[key] as string | null | undefined) ?? null;
+        }
+        inst.updatedAt = new Date();
+      }
       return true;
     },
     serviceInstanceDeployV2: (a, ctx) =>
@@ -1478,7 +1587,7 @@ export async function startRailwayEmulator(opts: RailwayEmulatorOptions = {}): P
   const deploymentSnapshot = (d: DeploymentRec): DeploymentSnapshot => ({
     id: d.id, serviceId: d.serviceId, environmentId: d.environmentId, status: d.status, history: d.history.map((h) => ({ ...h })),
     createdAt: d.createdAt.toISOString(), deploymentStopped: d.deploymentStopped, commitSha: d.commitSha,
-    variables: { ...d.variables }, port: d.port, pid: d.proc?.pid ?? null, running: d.proc !== null && !d.exited,
+    variables: { ...d.variables }, runs: describeBuild(d.build), port: d.port, pid: d.proc?.pid ?? null, running: d.proc !== null && !d.exited,
   });
   const defaultInstance = (serviceId: string, environmentId?: string): InstanceRec | undefined => {
     if (environmentId) return instances.get(instKey(serviceId, environmentId));
@@ -1495,6 +1604,15 @@ export async function startRailwayEmulator(opts: RailwayEmulatorOptions = {}): P
       for (const c of calls) {
         if (filter && !filter(c)) continue;
         for (const f of c.fieldNames) out[f] = (out[f] ?? 0) + 1;
+      }
+      return out;
+    },
+    operationCounts(filter) {
+      const out: Record<string, number> = {};
+      for (const c of calls) {
+        if (filter && !filter(c)) continue;
+        const name = c.operationName ?? '(anonymous)';
+        out[name] = (out[name] ?? 0) + 1;
       }
       return out;
     },
@@ -1532,6 +1650,10 @@ export async function startRailwayEmulator(opts: RailwayEmulatorOptions = {}): P
     limitsOf(serviceId, environmentId) {
       const l = defaultInstance(serviceId, environmentId)?.limits;
       return l ? { ...l } : null;
+    },
+    settingsOf(serviceId, environmentId) {
+      const inst = defaultInstance(serviceId, environmentId);
+      return inst ? { ...inst.settings } : null;
     },
     logsOf(deploymentId) {
       return [...(deployments.get(deploymentId)?.logs ?? [])];

@@ -97,6 +97,13 @@ async function waitFor<T>(what: string, probe: () => Promise<T | undefined>, tim
   }
 }
 
+
+/** The service and its address, as create-service asks for them. */
+async function service(p: LocalComputeProvider, name: string): Promise<{ serviceId: string; accessUrl: string }> {
+  const { serviceId } = await p.createService(name);
+  return { serviceId, accessUrl: await p.accessUrl(serviceId) };
+}
+
 describe('LocalComputeProvider (real processes)', function () {
   this.timeout(30_000);
 
@@ -199,11 +206,13 @@ describe('LocalComputeProvider (real processes)', function () {
     });
   });
 
-  it('findOrCreateService returns the same service and port for the same name, a new port for another name', async () => {
+  it('createService is idempotent by name (one row, one port); another name gets another port', async () => {
     const p = provider();
-    const a1 = await p.findOrCreateService('svc-a');
-    const a2 = await p.findOrCreateService('svc-a');
-    const b = await p.findOrCreateService('svc-b');
+    expect(await p.createService('svc-a')).to.deep.equal({ serviceId: 'svc-a', created: true });
+    expect(await p.createService('svc-a')).to.deep.equal({ serviceId: 'svc-a', created: false });
+    const a1 = await service(p, 'svc-a');
+    const a2 = await service(p, 'svc-a');
+    const b = await service(p, 'svc-b');
     expect(a1.serviceId).to.equal('svc-a');
     expect(a1.accessUrl).to.match(/^http:\/\/127\.0\.0\.1:\d+$/);
     expect(a2).to.deep.equal(a1);
@@ -218,9 +227,9 @@ describe('LocalComputeProvider (real processes)', function () {
     expect(await row('svc-b')).to.equal(undefined);
   });
 
-  it('5 concurrent findOrCreateService calls for a new name make one row and agree on it', async () => {
+  it('5 concurrent createService calls for a new name make one row and agree on it', async () => {
     const p = provider();
-    const refs = await Promise.all([1, 2, 3, 4, 5].map(() => p.findOrCreateService('svc-conc')));
+    const refs = await Promise.all([1, 2, 3, 4, 5].map(() => service(p, 'svc-conc')));
     expect(new Set(refs.map((r) => JSON.stringify(r))).size).to.equal(1);
     const { rows } = await pool.query<Row>('SELECT * FROM local_services WHERE name = $1', ['svc-conc']);
     expect(rows).to.have.length(1);
@@ -228,11 +237,13 @@ describe('LocalComputeProvider (real processes)', function () {
     await p.deleteService('svc-conc');
   });
 
-  it('setVariables, setLimits and deploy refuse a service that does not exist (and create none)', async () => {
+  it('setVariables, setLimits, configure, accessUrl and deploy refuse a service that does not exist (and create none)', async () => {
     const p = provider();
     for (const call of [
       () => p.setVariables('svc-ghost', { A: 'b' }),
       () => p.setLimits('svc-ghost', { cpu: 1, memoryMb: 512 }),
+      () => p.configure('svc-ghost', { variables: { A: 'b' }, limits: { cpu: 1, memoryMb: 512 } }),
+      () => p.accessUrl('svc-ghost'),
       () => p.deploy('svc-ghost'),
     ]) {
       let error: Error | undefined;
@@ -259,7 +270,7 @@ describe('LocalComputeProvider (real processes)', function () {
     });
 
     it('setVariables + setLimits + deploy → in_progress, then success, and /health answers 200', async () => {
-      ({ accessUrl } = await rt.findOrCreateService('rt'));
+      ({ accessUrl } = await service(rt, 'rt'));
       await rt.setVariables('rt', variables());
       await rt.setLimits('rt', { cpu: 0.5, memoryMb: 512 });
       // A deployment is only a success once the runtime has stayed up a moment (a few hundred ms): with the clock
@@ -363,7 +374,7 @@ describe('LocalComputeProvider (real processes)', function () {
 
   it("gives the child only the variables it was given: the parent's environment does not leak", async () => {
     const p = provider({ args: ENV_ECHO });
-    const { accessUrl } = await p.findOrCreateService('svc-env');
+    const { accessUrl } = await service(p, 'svc-env');
     const marker = `PROV_TEST_LEAK_${id.toUpperCase()}`;
     process.env[marker] = 'must-not-leak';
     try {
@@ -394,7 +405,7 @@ describe('LocalComputeProvider (real processes)', function () {
 
   it('reports a runtime that keeps exiting as failed (crash loop)', async () => {
     const p = provider({ args: ['-e', 'process.exit(3)'], restartBaseMs: 10, maxRestartsPerMinute: 3 });
-    await p.findOrCreateService('svc-crash');
+    await service(p, 'svc-crash');
     await p.setVariables('svc-crash', {});
     const { deploymentId } = await p.deploy('svc-crash');
     const first = await p.deploymentState('svc-crash', deploymentId);
@@ -414,7 +425,7 @@ describe('LocalComputeProvider (real processes)', function () {
 
   it('stop: desired_state stopped, process gone, deployment no longer success; restore() leaves it; deleteService removes row and secret', async () => {
     const p = provider({ args: ENV_ECHO });
-    const { accessUrl } = await p.findOrCreateService('svc-stop');
+    const { accessUrl } = await service(p, 'svc-stop');
     await p.setVariables('svc-stop', { GIVEN_VAR: 'x' });
     const { deploymentId } = await p.deploy('svc-stop');
     await stateOf(p, 'svc-stop', deploymentId, 'success');
@@ -442,7 +453,7 @@ describe('LocalComputeProvider (real processes)', function () {
   it('two worker processes on one machine: a redeploy or delete by one is not undone by the other', async () => {
     const a = provider({ args: ENV_ECHO });
     const b = provider({ args: ENV_ECHO });
-    const { accessUrl } = await a.findOrCreateService('svc-two');
+    const { accessUrl } = await service(a, 'svc-two');
     await a.setVariables('svc-two', { GENERATION: 'one' });
     const first = await a.deploy('svc-two');
     await stateOf(a, 'svc-two', first.deploymentId, 'success');

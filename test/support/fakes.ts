@@ -95,6 +95,7 @@ export class FakeInstances implements Instances {
       compute_provider: 'local',
       database_provider: 'local',
       service_id: null,
+      service_requested_at: null,
       access_url: null,
       branch_id: null,
       database_name: null,
@@ -601,20 +602,22 @@ export class FakeCompute implements ComputeProvider {
     return service;
   }
 
-  async findOrCreateService(name: string) {
-    this.calls.push(`compute.findOrCreateService ${name}`);
+  async createService(name: string, options: { mayExist?: boolean } = {}) {
+    this.calls.push(`compute.createService ${name}${options.mayExist ? ' (may exist)' : ''}`);
+    const created = !this.services.has(name);
     this.service(name);
-    return { serviceId: name, accessUrl: `http://${name}.test` };
+    return { serviceId: name, created };
   }
 
-  async setVariables(serviceId: string, variables: Record<string, string>): Promise<void> {
-    this.calls.push(`compute.setVariables ${serviceId}`);
-    Object.assign(this.service(serviceId).variables, variables);
+  async accessUrl(serviceId: string, options: { fresh?: boolean } = {}) {
+    this.calls.push(`compute.accessUrl ${serviceId}${options.fresh ? ' (fresh)' : ''}`);
+    return `http://${serviceId}.test`;
   }
 
-  async setLimits(serviceId: string, limits: object): Promise<void> {
-    this.calls.push(`compute.setLimits ${serviceId}`);
-    this.service(serviceId).limits = limits;
+  async configure(serviceId: string, settings: { variables: Record<string, string>; limits: object }): Promise<void> {
+    this.calls.push(`compute.configure ${serviceId}`);
+    Object.assign(this.service(serviceId).variables, settings.variables);
+    this.service(serviceId).limits = settings.limits;
   }
 
   async deploy(serviceId: string) {

@@ -4,6 +4,7 @@
  * (customer databases and roles, runtime processes, Redis keys) is removed by close().
  */
 import { randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -20,12 +21,43 @@ import { startSmtpCapture, type SmtpCapture } from '../emulators/smtpCapture.ts'
 import { signedWebhook, startStripeEmulator, type StripeEmulator } from '../emulators/stripeEmulator.ts';
 import { startAnthropicEmulator, type AnthropicEmulator } from '../emulators/anthropicEmulator.ts';
 import { freePort } from '../../src/providers/compute/local.ts';
-import { startRailwayEmulator, type RailwayEmulator, type RailwayEmulatorOptions } from '../emulators/railwayEmulator.ts';
+import {
+  startRailwayEmulator,
+  type BuildOutput,
+  type RailwayEmulator,
+  type RailwayEmulatorOptions,
+  type RuntimeSpec,
+} from '../emulators/railwayEmulator.ts';
 import { startNeonEmulator, type NeonEmulator, type NeonEmulatorOptions } from '../emulators/neonEmulator.ts';
 
 export const ADMIN = { user: 'operator', password: 'test-board-password', token: 'test-admin-token-0123456789' };
 export const WEBHOOK_SECRET = 'whsec_test_secret_for_e2e';
 const PG_ADMIN = 'postgres://postgres@127.0.0.1:5432';
+/** The repository the cloud harness builds customers' services from (CLAWDBOT_REPO): this one. */
+export const RUNTIME_REPO = 'clawdbot/runtime';
+/** A prebuilt runtime image a test may set as CLAWDBOT_IMAGE: what runtime/Dockerfile builds. */
+export const RUNTIME_IMAGE = 'ghcr.io/clawdbot/runtime:test';
+
+/** The command of a Dockerfile's last CMD instruction (exec form, or shell form run by /bin/sh -c). */
+export function dockerfileCmd(dockerfile: string): string[] {
+  // Instructions, with continued lines joined (so a HEALTHCHECK's own CMD stays part of the HEALTHCHECK).
+  const instructions = dockerfile.replace(/\\\r?\n/g, ' ').split('\n').map((line) => line.trim());
+  const cmd = instructions.filter((line) => /^CMD\s/i.test(line)).at(-1)?.replace(/^CMD\s+/i, '').trim();
+  if (!cmd) return [];
+  return cmd.startsWith('[') ? (JSON.parse(cmd) as string[]) : ['/bin/sh', '-c', cmd];
+}
+
+/**
+ * What a build of one of this repository's Dockerfiles runs, read from its CMD: the runtime's entry point is spawned
+ * for real (node being this node); anything else (the root Dockerfile's `npm start`, the control plane) is never
+ * started, as its own Redis and migrations have no place here: to the emulator it never answers the runtime's
+ * healthcheck, which is what Railway would see.
+ */
+function whatRuns(dockerfile: string, runtime: RuntimeSpec): BuildOutput {
+  const cmd = dockerfileCmd(readFileSync(path.resolve(dockerfile), 'utf8'));
+  if (cmd[0] === 'node' && JSON.stringify(cmd.slice(1)) === JSON.stringify(runtime.args)) return runtime;
+  return { unhealthy: `${dockerfile}: ${cmd.join(' ') || 'no CMD'}` };
+}
 
 export interface InstanceView {
   instanceId: string;
@@ -89,10 +121,15 @@ export async function startHarness(env: Record<string, string> = {}, options: Ha
   let neon: NeonEmulator | undefined;
   const cloudEnv: Record<string, string> = {};
   if (options.cloud) {
-    // The emulated Railway starts the real runtime for each deployment, as Railway would build and run the repo.
+    // The emulated Railway runs what Railway would build: this repository's Dockerfiles (by the path the service is
+    // configured with) and the prebuilt image. Only the runtime is really started.
+    const runtime: RuntimeSpec = { command: process.execPath, args: ['--import', 'tsx', 'runtime/src/main.ts'], env: { PATH: process.env.PATH ?? '' }, cwd: process.cwd() };
     railway = await startRailwayEmulator({
       deployMs: 300,
-      runtime: { command: process.execPath, args: ['--import', 'tsx', 'runtime/src/main.ts'], env: { PATH: process.env.PATH ?? '' }, cwd: process.cwd() },
+      builds: {
+        repos: { [RUNTIME_REPO]: { Dockerfile: whatRuns('Dockerfile', runtime), 'runtime/Dockerfile': whatRuns('runtime/Dockerfile', runtime) } },
+        images: { [RUNTIME_IMAGE]: whatRuns('runtime/Dockerfile', runtime) },
+      },
       ...options.cloud.railway,
     });
     neon = await startNeonEmulator({ prefix: `neon_${id}`, ...options.cloud.neon });
@@ -105,7 +142,7 @@ export async function startHarness(env: Record<string, string> = {}, options: Ha
       RAILWAY_PROJECT_ID: project.projectId,
       RAILWAY_ENVIRONMENT_ID: project.environmentId,
       RAILWAY_DOMAIN_SCHEME: 'http',
-      CLAWDBOT_REPO: 'clawdbot/runtime',
+      CLAWDBOT_REPO: RUNTIME_REPO,
       DATABASE_PROVIDER: 'neon',
       NEON_API_URL: neon.url,
       NEON_API_KEY: neon.apiKey,

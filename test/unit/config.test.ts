@@ -324,6 +324,28 @@ describe('config', () => {
       );
       expect(err.problems).to.deep.equal(['CLAWDBOT_REPO must be owner/name (got "https://github.com/x")']);
     });
+
+    describe('what services run: CLAWDBOT_IMAGE or CLAWDBOT_REPO', () => {
+      const RAILWAY = { COMPUTE_PROVIDER: 'railway', RAILWAY_TOKEN: 't', RAILWAY_PROJECT_ID: 'p', RAILWAY_ENVIRONMENT_ID: 'e' };
+
+      it('builds the repository, or runs the prebuilt image (which wins when both are set)', () => {
+        expect(loadConfig({ ...RAILWAY, CLAWDBOT_REPO: 'clawdbot/runtime' }, cwd).railway!.source).to.deep.equal({ repo: 'clawdbot/runtime' });
+        for (const image of ['ghcr.io/clawdbot/runtime:1.4.0', 'clawdbot/runtime', 'registry.example.com:5000/team/runtime@sha256:' + 'a'.repeat(64)]) {
+          expect(loadConfig({ ...RAILWAY, CLAWDBOT_IMAGE: image }, cwd).railway!.source, image).to.deep.equal({ image });
+        }
+        const both = loadConfig({ ...RAILWAY, CLAWDBOT_IMAGE: 'ghcr.io/clawdbot/runtime:1.4.0', CLAWDBOT_REPO: 'clawdbot/runtime' }, cwd);
+        expect(both.railway!.source).to.deep.equal({ image: 'ghcr.io/clawdbot/runtime:1.4.0' });
+      });
+
+      it('requires one of them, and names a malformed image reference', () => {
+        expect(configError(() => loadConfig(RAILWAY, cwd)).problems).to.deep.equal(['CLAWDBOT_IMAGE or CLAWDBOT_REPO is required with COMPUTE_PROVIDER=railway']);
+        for (const image of ['https://ghcr.io/clawdbot/runtime', 'ghcr.io/Clawdbot/Runtime', 'ghcr.io/clawdbot/runtime:', 'runtime latest', 'ghcr.io/x/y@sha256:nothex']) {
+          const [problem, ...more] = configError(() => loadConfig({ ...RAILWAY, CLAWDBOT_IMAGE: image }, cwd)).problems;
+          expect(more, image).to.deep.equal([]);
+          expect(problem, image).to.match(/^CLAWDBOT_IMAGE must be an image reference/).and.include(`(got "${image}")`);
+        }
+      });
+    });
   });
 
   describe('rate limits and log level', () => {

@@ -11,7 +11,7 @@ import path from 'node:path';
 import type { Db } from '../../db/pool.ts';
 import type { SecretStore } from '../../secrets.ts';
 import type { Plan } from '../../../core/plans.ts';
-import type { ComputeProvider, DeploymentState, ServiceRef } from '../types.ts';
+import type { ComputeProvider, DeploymentState } from '../types.ts';
 import { logger } from '../../../core/logger.ts';
 
 export interface LocalComputeOptions {
@@ -62,18 +62,30 @@ export class LocalComputeProvider implements ComputeProvider {
     mkdirSync(options.logDir, { recursive: true });
   }
 
-  async findOrCreateService(name: string): Promise<ServiceRef> {
+  /** A local service is its row, one per name: creating is idempotent, so `mayExist` changes nothing here. */
+  async createService(name: string): Promise<{ serviceId: string; created: boolean }> {
+    let created = false;
     let row = await this.row(name);
     // A port the OS calls free may already belong to a service that is not running yet: then take another.
     for (let tries = 0; !row && tries < 5; tries++) {
-      await this.db.query(
+      const inserted = await this.db.query(
         `INSERT INTO local_services (name, port, desired_state) VALUES ($1, $2, 'stopped') ON CONFLICT DO NOTHING`,
         [name, await freePort()],
       );
+      created ||= inserted.rowCount === 1;
       row = await this.row(name);
     }
     if (!row) throw new Error(`no free port found for local service ${name}`);
-    return { serviceId: name, accessUrl: `http://127.0.0.1:${row.port}` };
+    return { serviceId: name, created };
+  }
+
+  async accessUrl(serviceId: string): Promise<string> {
+    return `http://127.0.0.1:${(await this.requireRow(serviceId)).port}`;
+  }
+
+  async configure(serviceId: string, settings: { variables: Record<string, string>; limits: Pick<Plan, 'cpu' | 'memoryMb'> }): Promise<void> {
+    await this.setVariables(serviceId, settings.variables);
+    await this.setLimits(serviceId, settings.limits);
   }
 
   async setVariables(serviceId: string, variables: Record<string, string>): Promise<void> {

@@ -1,14 +1,16 @@
 /**
  * Railway compute provider (graphql-request against Railway's public GraphQL API). Each customer is a service
- * created from the runtime's GitHub repository, found again by its deterministic name on a re-run; variables go in
- * one upsert with deploys skipped; CPU and memory come from the plan; a deployment is polled by id.
- * 429 pauses the compute queue globally until Railway's window resets; GraphQL errors in a 200 are errors.
+ * created from the prebuilt runtime image or from the runtime's GitHub repository (built with runtime/Dockerfile).
+ * Every call names the service by the id the control plane recorded: none lists the project's services except the
+ * recovery of a service whose id was never recorded, so a provision costs the same at 1 customer as at 10,000.
+ * Variables, limits and build settings go in one request; a deployment is polled by id. 429 pauses the compute
+ * queue globally until Railway's window resets; GraphQL errors in a 200 are errors.
  */
 import { ClientError, GraphQLClient } from 'graphql-request';
 import type { RailwayConfig } from '../../config.ts';
 import { isTransientNetworkError, parseRetryAfter, PermanentError, RateLimitedError, TransientError } from '../../errors.ts';
 import type { Plan } from '../../../core/plans.ts';
-import type { ComputeProvider, DeploymentState, ServiceRef } from '../types.ts';
+import type { ComputeProvider, DeploymentState } from '../types.ts';
 import { RAILWAY_DOCUMENTS as DOCS } from './railwayDocuments.ts';
 
 const REQUEST_TIMEOUT_MS = 20_000;
@@ -28,10 +30,15 @@ export function deploymentStateOf(status: string): DeploymentState {
   return 'in_progress'; // the known in-progress states, and any state Railway adds later
 }
 
+/** What Railway builds from the repository: the runtime's Dockerfile (the root Dockerfile is the control plane's). */
+export const RUNTIME_DOCKERFILE = 'runtime/Dockerfile';
+/** Railway routes traffic to a deployment (and calls it SUCCESS) only once the runtime answers this with 200. */
+export const RUNTIME_HEALTHCHECK_PATH = '/health';
+
 export class RailwayComputeProvider implements ComputeProvider {
   readonly kind = 'railway';
   private readonly client: GraphQLClient;
-  /** Calls made, by operation: the provision's API budget is measured from this. */
+  /** Requests made, by operation: the provision's API budget is measured from this. */
   readonly calls = new Map<string, number>();
 
   constructor(private readonly config: RailwayConfig) {
@@ -40,20 +47,52 @@ export class RailwayComputeProvider implements ComputeProvider {
     this.client = new GraphQLClient(config.apiUrl, { headers: auth });
   }
 
-  async findOrCreateService(name: string): Promise<ServiceRef> {
+  async createService(name: string, options: { mayExist?: boolean } = {}): Promise<{ serviceId: string; created: boolean }> {
     if (name.length > MAX_SERVICE_NAME) throw new PermanentError(`service name ${name} is longer than ${MAX_SERVICE_NAME} characters`);
-    const serviceId = (await this.findService(name)) ?? (await this.createService(name));
-    return { serviceId, accessUrl: `${this.config.domainScheme}://${await this.ensureDomain(serviceId)}` };
-  }
-
-  async setVariables(serviceId: string, variables: Record<string, string>): Promise<void> {
-    await this.call<{ variableCollectionUpsert: boolean }>('variablesUpsert', {
-      input: { ...this.scope(), serviceId, variables, skipDeploys: true },
+    const found = options.mayExist ? await this.findService(name) : undefined;
+    if (found) return { serviceId: found, created: false };
+    const data = await this.call<{ serviceCreate: { id: string } }>('serviceCreate', {
+      input: { ...this.scope(), name, source: this.source() },
     });
+    return { serviceId: data.serviceCreate.id, created: true };
   }
 
-  async setLimits(serviceId: string, limits: Pick<Plan, 'cpu' | 'memoryMb'>): Promise<void> {
-    await this.call('limitsUpdate', { ...this.envScope(), serviceId, vCPUs: limits.cpu, memoryGB: limits.memoryMb / 1024 });
+  /** The service's public domain, created once: looked up first only when the service was not just created. */
+  async accessUrl(serviceId: string, options: { fresh?: boolean } = {}): Promise<string> {
+    const scheme = this.config.domainScheme;
+    if (!options.fresh) {
+      const found = await this.call<{ domains: { serviceDomains: { domain: string }[] } }>('serviceDomains', { ...this.scope(), serviceId });
+      const existing = found.domains.serviceDomains[0]?.domain;
+      if (existing) return `${scheme}://${existing}`;
+    }
+    const created = await this.call<{ serviceDomainCreate: { domain: string } }>('serviceDomainCreate', {
+      ...this.envScope(),
+      serviceId,
+      targetPort: this.config.runtimePort,
+    });
+    return `${scheme}://${created.serviceDomainCreate.domain}`;
+  }
+
+  /**
+   * One request: every variable (deploys skipped), the plan's CPU and memory, and what the service builds and runs
+   * (the image, or the repository with the runtime's Dockerfile, and the runtime's healthcheck).
+   */
+  async configure(serviceId: string, settings: { variables: Record<string, string>; limits: Pick<Plan, 'cpu' | 'memoryMb'> }): Promise<void> {
+    const source = this.source();
+    await this.call('configure', {
+      ...this.envScope(),
+      serviceId,
+      variables: {
+        ...this.scope(),
+        serviceId,
+        // The runtime listens where the domain sends traffic (Railway would otherwise pick a PORT of its own).
+        variables: { ...settings.variables, PORT: String(this.config.runtimePort) },
+        skipDeploys: true,
+      },
+      vCPUs: settings.limits.cpu,
+      memoryGB: settings.limits.memoryMb / 1024,
+      instance: { source, healthcheckPath: RUNTIME_HEALTHCHECK_PATH, ...(source.repo ? { dockerfilePath: RUNTIME_DOCKERFILE } : {}) },
+    });
   }
 
   async deploy(serviceId: string): Promise<{ deploymentId: string }> {
@@ -102,6 +141,7 @@ export class RailwayComputeProvider implements ComputeProvider {
 
   async close(): Promise<void> {}
 
+  /** Recovery only (a service asked for, its id never recorded): Railway has no lookup by name, so this lists. */
   private async findService(name: string): Promise<string | undefined> {
     let after: string | null = null;
     do {
@@ -114,24 +154,10 @@ export class RailwayComputeProvider implements ComputeProvider {
     return undefined;
   }
 
-  private async createService(name: string): Promise<string> {
-    const data = await this.call<{ serviceCreate: { id: string } }>('serviceCreate', {
-      input: { ...this.scope(), name, source: { repo: this.config.repo } },
-    });
-    return data.serviceCreate.id;
-  }
-
-  /** The service's public domain, created once (looked up first, so a re-run does not add a second). */
-  private async ensureDomain(serviceId: string): Promise<string> {
-    const found = await this.call<{ domains: { serviceDomains: { domain: string }[] } }>('serviceDomains', { ...this.scope(), serviceId });
-    const existing = found.domains.serviceDomains[0]?.domain;
-    if (existing) return existing;
-    const created = await this.call<{ serviceDomainCreate: { domain: string } }>('serviceDomainCreate', {
-      ...this.envScope(),
-      serviceId,
-      targetPort: this.config.runtimePort,
-    });
-    return created.serviceDomainCreate.domain;
+  /** Railway's ServiceSourceInput: the prebuilt image, or the repository. */
+  private source(): { image?: string; repo?: string } {
+    const { source } = this.config;
+    return 'image' in source ? { image: source.image } : { repo: source.repo };
   }
 
   private scope() {

@@ -3,6 +3,7 @@
  * (test/fixtures/railway/schema.graphql), so a field Railway does not have can never ship.
  */
 export const RAILWAY_DOCUMENTS = {
+  /** Only to recover a service whose id was never recorded: Railway has no lookup by name. */
   projectServices: /* GraphQL */ `
     query ProjectServices($projectId: String!, $after: String) {
       project(id: $projectId) {
@@ -16,6 +17,7 @@ export const RAILWAY_DOCUMENTS = {
     mutation ServiceCreate($input: ServiceCreateInput!) {
       serviceCreate(input: $input) { id name }
     }`,
+  /** Only when the service was not just created (a re-run may find the domain an earlier run made). */
   serviceDomains: /* GraphQL */ `
     query ServiceDomains($projectId: String!, $environmentId: String!, $serviceId: String!) {
       domains(projectId: $projectId, environmentId: $environmentId, serviceId: $serviceId) {
@@ -26,13 +28,22 @@ export const RAILWAY_DOCUMENTS = {
     mutation ServiceDomainCreate($serviceId: String!, $environmentId: String!, $targetPort: Int) {
       serviceDomainCreate(input: { serviceId: $serviceId, environmentId: $environmentId, targetPort: $targetPort }) { id domain }
     }`,
-  variablesUpsert: /* GraphQL */ `
-    mutation VariablesUpsert($input: VariableCollectionUpsertInput!) {
-      variableCollectionUpsert(input: $input)
-    }`,
-  limitsUpdate: /* GraphQL */ `
-    mutation LimitsUpdate($serviceId: String!, $environmentId: String!, $vCPUs: Float, $memoryGB: Float) {
+  /**
+   * A service's whole configuration in one request (mutations run in order): its variables, its limits, and what it
+   * builds and runs.
+   */
+  configure: /* GraphQL */ `
+    mutation Configure(
+      $serviceId: String!
+      $environmentId: String!
+      $variables: VariableCollectionUpsertInput!
+      $vCPUs: Float
+      $memoryGB: Float
+      $instance: ServiceInstanceUpdateInput!
+    ) {
+      variableCollectionUpsert(input: $variables)
       serviceInstanceLimitsUpdate(input: { serviceId: $serviceId, environmentId: $environmentId, vCPUs: $vCPUs, memoryGB: $memoryGB })
+      serviceInstanceUpdate(serviceId: $serviceId, environmentId: $environmentId, input: $instance)
     }`,
   deploy: /* GraphQL */ `
     mutation Deploy($serviceId: String!, $environmentId: String!) {

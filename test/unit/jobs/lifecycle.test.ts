@@ -110,6 +110,7 @@ describe('lifecycle jobs (fakes)', () => {
         `archiveRecords.save ${location}`,
         'archiveRecords.markVerified',
         'compute.deleteService claw-svc',
+        'instances.update service_id,service_requested_at',
         'secrets.delete pending_api_key',
         `database.deleteDatabase claw_${instance.workspace_id.slice(3)}`,
         'secrets.delete database_url',
@@ -117,7 +118,7 @@ describe('lifecycle jobs (fakes)', () => {
         'instances.transition archived',
         'audit.record instance.archived',
       ]);
-      expect(f.instances.get(instance.id)).to.include({ status: 'archived', access_url: null });
+      expect(f.instances.get(instance.id)).to.include({ status: 'archived', access_url: null, service_id: null });
       expect(f.audit.entries.at(-1)!.detail).to.deep.include({ rows: { ...zeroCounts(), memories: 1, workspace_files: 1 } });
       expect(f.secrets.values.size).to.equal(0);
     });
@@ -227,7 +228,7 @@ describe('lifecycle jobs (fakes)', () => {
       expect(db.files.get('STATE.json')).to.include('"pro"');
       expect(f.compute.services.get('claw-svc')!.variables).to.include({ PLAN: 'pro' });
       expect(f.instances.get(instance.id).plan).to.equal('pro');
-      expect(f.calls.indexOf('compute.setVariables claw-svc')).to.be.below(f.calls.indexOf('compute.deploy claw-svc'));
+      expect(f.calls.indexOf('compute.configure claw-svc')).to.be.below(f.calls.indexOf('compute.deploy claw-svc'));
 
       f.calls.length = 0;
       expect(await resize(f.ctx, new FakeJob('resize', { instanceId: instance.id, plan: 'pro' as const }))).to.deep.equal({ unchanged: 'pro' });
@@ -297,16 +298,18 @@ describe('lifecycle jobs (fakes)', () => {
 
     it('removes the flow, undoes what was made newest first, and marks the instance abandoned once', async () => {
       const f = fakeContext();
-      const instance = f.instances.add({ status: 'failed', failed_step: 'health-check' });
+      // create-service asked for the service and died before recording its id: it is deleted by its name.
+      const instance = f.instances.add({ status: 'failed', failed_step: 'create-service', service_requested_at: new Date() });
       await f.customerDbs.give(instance.id);
       f.calls.length = 0;
       const job = new FakeJob('abandon', { instanceId: instance.id, workspaceId: instance.workspace_id });
       await abandon(f.ctx, job);
       await abandon(f.ctx, job); // an operator's second click, or a retry after a crash
       const slug = instance.workspace_id.slice(3);
-      expect(f.calls.slice(0, 7)).to.deep.equal([
+      expect(f.calls.slice(0, 8)).to.deep.equal([
         'jobs.removeProvisionFlow',
         `compute.deleteService claw-${slug}`,
+        'instances.update service_id,service_requested_at',
         'secrets.delete pending_api_key',
         `database.deleteDatabase claw_${slug}`,
         'secrets.delete database_url',
@@ -314,6 +317,14 @@ describe('lifecycle jobs (fakes)', () => {
         'instances.transition abandoned',
       ]);
       expect(f.audit.actions(instance.id)).to.deep.equal(['instance.abandoned']);
+      expect(f.instances.get(instance.id).status).to.equal('abandoned');
+    });
+
+    it('deletes no service when none was ever asked for (and looks for none by name)', async () => {
+      const f = fakeContext();
+      const instance = f.instances.add({ status: 'failed', failed_step: 'create-branch' });
+      await abandon(f.ctx, new FakeJob('abandon', { instanceId: instance.id, workspaceId: instance.workspace_id }));
+      expect(f.calls.filter((c) => c.startsWith('compute.'))).to.deep.equal([]);
       expect(f.instances.get(instance.id).status).to.equal('abandoned');
     });
   });

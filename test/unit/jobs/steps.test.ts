@@ -8,6 +8,7 @@ import { PermanentError, RateLimitedError } from '../../../src/errors.ts';
 import { INSTANCE_SECRETS, instanceOwner } from '../../../src/instances/secrets.ts';
 import { buildWorkspace } from '../../../src/jobs/buildWorkspace.ts';
 import { createBranch, type CreateBranchData } from '../../../src/jobs/createBranch.ts';
+import { createService } from '../../../src/jobs/createService.ts';
 import { deploy, type DeployData } from '../../../src/jobs/deploy.ts';
 import { finalize } from '../../../src/jobs/finalize.ts';
 import { sendWelcomeEmail } from '../../../src/jobs/sendWelcomeEmail.ts';
@@ -130,6 +131,67 @@ describe('step runner (fakes)', () => {
 });
 
 describe('provisioning steps (fakes)', () => {
+  describe('create-service', () => {
+    const computeCalls = (f: Fakes) => f.calls.filter((c) => c.startsWith('compute.') || c.startsWith('instances.update'));
+
+    it('records that it asks, then creates the service with no lookup, recording its id and then its address', async () => {
+      const f = fakeContext();
+      const instance = f.instances.add({ status: 'provisioning' });
+      const name = `claw-${instance.workspace_id.slice(3)}`;
+      expect(await run(f, createService, stepJob(f, 'create-service', instance.id))).to.deep.equal({ serviceId: name, accessUrl: `http://${name}.test` });
+      expect(computeCalls(f)).to.deep.equal([
+        'instances.update service_requested_at',
+        `compute.createService ${name}`,
+        'instances.update service_id',
+        `compute.accessUrl ${name} (fresh)`,
+        'instances.update access_url',
+      ]);
+      f.calls.length = 0;
+      await run(f, createService, stepJob(f, 'create-service', instance.id)); // a re-run: all is recorded
+      expect(computeCalls(f)).to.deep.equal([]);
+    });
+
+    it('looks the service up by name only when an earlier run asked for it and recorded no id', async () => {
+      const f = fakeContext();
+      const instance = f.instances.add({ status: 'provisioning', service_requested_at: new Date() });
+      const name = `claw-${instance.workspace_id.slice(3)}`;
+      f.compute.services.set(name, { variables: {}, deployments: [], running: false }); // made, its answer lost
+      await run(f, createService, stepJob(f, 'create-service', instance.id));
+      expect(computeCalls(f)).to.deep.equal([
+        `compute.createService ${name} (may exist)`,
+        'instances.update service_id',
+        `compute.accessUrl ${name}`, // it may have its domain already: looked up before one is made
+        'instances.update access_url',
+      ]);
+      expect(f.instances.get(instance.id)).to.include({ service_id: name });
+    });
+
+    it('finds its address again when the service was recorded but the address was not', async () => {
+      const f = fakeContext();
+      const instance = f.instances.add({ status: 'provisioning', service_id: 'svc-recorded', service_requested_at: new Date() });
+      await run(f, createService, stepJob(f, 'create-service', instance.id));
+      expect(computeCalls(f)).to.deep.equal(['compute.accessUrl svc-recorded', 'instances.update access_url']);
+    });
+
+    it('forgets the request when the provider refused it or rate-limited it (nothing was made), not when the answer was lost', async () => {
+      const f = fakeContext();
+      const instance = f.instances.add({ status: 'provisioning' });
+      const real = f.compute.createService.bind(f.compute);
+      f.compute.createService = () => Promise.reject(new RateLimitedError('Railway rate limit reached (serviceCreate)', 1_000));
+      await rejection(run(f, createService, stepJob(f, 'create-service', instance.id)));
+      expect(f.instances.get(instance.id).service_requested_at).to.equal(null);
+
+      f.compute.createService = () => Promise.reject(new Error('socket hang up'));
+      await rejection(run(f, createService, stepJob(f, 'create-service', instance.id)));
+      expect(f.instances.get(instance.id).service_requested_at).to.be.instanceOf(Date);
+
+      f.compute.createService = real;
+      f.calls.length = 0;
+      await run(f, createService, stepJob(f, 'create-service', instance.id));
+      expect(f.calls).to.include(`compute.createService claw-${instance.workspace_id.slice(3)} (may exist)`);
+    });
+  });
+
   describe('create-branch', () => {
     it('waits without a worker while the provider makes the database, then registers it and applies the schema', async () => {
       const f = fakeContext();
