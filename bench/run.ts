@@ -1,83 +1,77 @@
 /**
- * Benchmarks, each printed as a ratio against a baseline measured in the same process on the same machine:
+ * `npm run bench`: every section of bench/sections, each figure beside an anchor measured in the same run, printed
+ * as one markdown table and written to bench/results.json (docs/performance.md keeps a full run's table).
  *
- * 1. Waiting holds no slot: N provisions at once with WORKER_CONCURRENCY=2, against one provision alone. Each
- *    instance is a stub server that becomes healthy 2 s after it starts (like a slow deployment, but costing no CPU,
- *    so the machine's two cores do not blur the result). If waiting held a slot, N provisions would take about N/2
- *    times as long as one; since it does not, they take about as long as one.
- * 2. Webhook intake: signed Stripe deliveries (verify, record, enqueue, answer) against GET /health on the same
- *    server, so the ratio is the cost of intake over a bare round trip.
+ *   BENCH_SIZE=full (default) | smoke   the sizes the goals are stated at, or seconds-long sizes that only prove the
+ *                                       suite runs (the test suite runs the smoke size; it asserts no timing)
+ *   BENCH_ONLY=provisioning,memory      run only these sections
+ *   BENCH_RESULTS=path                  where the JSON goes (default bench/results.json)
+ *   BENCH_<NAME>=n                      a section's size (see each section)
  *
- * Run with `npm run bench` (Redis and Postgres on localhost, like the tests). BENCH_PROVISIONS sets N (default 12).
+ * Redis and Postgres on localhost, as for the tests; the cloud providers and the model are the emulators.
  */
-import { performance } from 'node:perf_hooks';
-import { startHarness, type Harness } from '../test/support/harness.ts';
+import { writeFile } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { markdownTable, ratio, type BenchOptions, type BenchRow, type BenchSection } from './lib/report.ts';
+import provisioning from './sections/provisioning.ts';
 
-const N = Number(process.env.BENCH_PROVISIONS ?? 12);
-const WEBHOOKS = 300;
-/** A server that answers 200 on every path, 2 s after it starts (no spaces: RUNTIME_ARGS is split on them). */
-const SLOW_STUB = "setTimeout(()=>require('http').createServer((q,s)=>s.end('ok')).listen(process.env.PORT,'127.0.0.1'),2000)";
+const SECTIONS: Record<string, BenchSection> = {
+  provisioning,
+};
 
-async function provisionAll(h: Harness, count: number, tag: string): Promise<number> {
-  const started = performance.now();
-  const customers = await Promise.all(
-    Array.from({ length: count }, async (_, i) => {
-      const response = await h.admin('/api/admin/provision', {
-        method: 'POST',
-        body: JSON.stringify({ email: `bench-${tag}-${i}@example.com`, plan: 'starter' }),
-      });
-      return ((await response.json()) as { customerId: string }).customerId;
-    }),
-  );
-  await Promise.all(customers.map((id) => h.waitForStatus(id, ['active'], 120_000)));
-  return performance.now() - started;
+export interface BenchResults {
+  size: BenchOptions['size'];
+  startedAt: string;
+  machine: { cpus: string; cores: number; memoryGb: number; node: string; platform: string };
+  sections: Record<string, { seconds: number; rows: (BenchRow & { ratio: number | null })[] }>;
 }
 
-function percentile(sorted: number[], p: number): number {
-  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
-}
-
-async function timeRequests(count: number, request: (i: number) => Promise<Response>): Promise<number[]> {
-  const times: number[] = [];
-  for (let i = 0; i < count; i++) {
-    const t = performance.now();
-    const response = await request(i);
-    await response.arrayBuffer();
-    if (response.status !== 200) throw new Error(`HTTP ${response.status}`);
-    times.push(performance.now() - t);
+export async function runBench(options: BenchOptions, only?: string[]): Promise<BenchResults> {
+  const names = only?.length ? only : Object.keys(SECTIONS);
+  const unknown = names.filter((n) => !SECTIONS[n]);
+  if (unknown.length) throw new Error(`unknown bench section(s): ${unknown.join(', ')} (have: ${Object.keys(SECTIONS).join(', ')})`);
+  const results: BenchResults = {
+    size: options.size,
+    startedAt: new Date().toISOString(),
+    machine: {
+      cpus: os.cpus()[0]?.model ?? 'unknown',
+      cores: os.cpus().length,
+      memoryGb: Math.round(os.totalmem() / 2 ** 30),
+      node: process.version,
+      platform: `${os.platform()} ${os.release()}`,
+    },
+    sections: {},
+  };
+  for (const name of names) {
+    const started = Date.now();
+    const rows = await SECTIONS[name]!(options);
+    results.sections[name] = { seconds: Math.round((Date.now() - started) / 1000), rows: rows.map((r) => ({ ...r, ratio: ratio(r) })) };
   }
-  return times.sort((a, b) => a - b);
+  return results;
 }
 
 async function main(): Promise<void> {
-  const h = await startHarness({
-    WORKER_CONCURRENCY: '2',
-    LOG_LEVEL: 'warn',
-    RUNTIME_ARGS: `-e ${SLOW_STUB}`,
-  });
-  try {
-    await provisionAll(h, 1, 'warmup'); // first-use costs (connections, module loading) stay out of the baseline
-    const rssBefore = process.memoryUsage().rss;
-    const one = await provisionAll(h, 1, 'baseline');
-    const many = await provisionAll(h, N, 'load');
-    const rssAfter = process.memoryUsage().rss;
-
-    const customer = h.stripe.createCustomer({ email: 'bench-hooks@example.com' });
-    const health = await timeRequests(WEBHOOKS, () => fetch(`${h.url}/health`));
-    // An event type that is recorded and acknowledged but starts nothing, so only intake is measured.
-    const hooks = await timeRequests(WEBHOOKS, () => h.deliver(h.stripe.event('customer.updated', customer)));
-
-    const rows: [string, string, string, string][] = [
-      ['provisions to active', `1: ${one.toFixed(0)} ms`, `${N}: ${many.toFixed(0)} ms`, `${(many / one).toFixed(2)}x (slot-holding would be ~${(N / 2).toFixed(1)}x)`],
-      ['webhook intake p50', `health ${percentile(health, 50).toFixed(2)} ms`, `webhook ${percentile(hooks, 50).toFixed(2)} ms`, `${(percentile(hooks, 50) / percentile(health, 50)).toFixed(2)}x`],
-      ['webhook intake p99', `health ${percentile(health, 99).toFixed(2)} ms`, `webhook ${percentile(hooks, 99).toFixed(2)} ms`, `${(percentile(hooks, 99) / percentile(health, 99)).toFixed(2)}x`],
-      ['control-plane RSS', `${(rssBefore / 2 ** 20).toFixed(0)} MB`, `${(rssAfter / 2 ** 20).toFixed(0)} MB`, `${(rssAfter / rssBefore).toFixed(2)}x after ${N + 1} more provisions`],
-    ];
-    console.log(['benchmark', 'baseline', 'measured', 'ratio'].join(' | '));
-    for (const row of rows) console.log(row.join(' | '));
-  } finally {
-    await h.close();
-  }
+  const size = process.env.BENCH_SIZE ?? 'full';
+  if (size !== 'full' && size !== 'smoke') throw new Error(`BENCH_SIZE must be full or smoke (got ${size})`);
+  const only = process.env.BENCH_ONLY?.split(',').map((s) => s.trim()).filter(Boolean);
+  const results = await runBench({ size }, only);
+  const rows = Object.values(results.sections).flatMap((s) => s.rows);
+  const { machine } = results;
+  console.log(`\n${size} run, ${results.startedAt}: ${machine.cores} × ${machine.cpus}, ${machine.memoryGb} GB, Node ${machine.node}\n`);
+  console.log(markdownTable(rows));
+  const out = process.env.BENCH_RESULTS ?? path.join(path.dirname(fileURLToPath(import.meta.url)), 'results.json');
+  await writeFile(out, `${JSON.stringify(results, null, 2)}\n`);
+  console.log(`\nwritten to ${out}`);
 }
 
-await main();
+if (process.argv[1] === fileURLToPath(import.meta.url)) {
+  main().then(
+    () => process.exit(0),
+    (err: Error) => {
+      console.error(err);
+      process.exit(1);
+    },
+  );
+}

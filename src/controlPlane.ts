@@ -40,7 +40,9 @@ export interface ControlPlane {
 export async function startControlPlane(config: Config, roles: { web: boolean; worker: boolean }): Promise<ControlPlane> {
   setLogLevel(config.logLevel);
   await ensureDatabase(config.databaseUrl);
-  const db = createPool(config.databaseUrl);
+  // Sized to the work that may query at once: a worker's slots (several queues share them, most of a step's time is
+  // spent with providers), at least 10 for the web alone, at most 50 connections a process.
+  const db = createPool(config.databaseUrl, roles.worker ? Math.min(50, Math.max(10, config.worker.concurrency * 2)) : 10);
   const applied = await migrate(db);
   if (applied.length) log.info('migrations applied', { migrations: applied.join(',') });
 

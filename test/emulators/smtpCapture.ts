@@ -1,4 +1,5 @@
 // A real SMTP server (smtp-server) that parses every message it accepts (mailparser), for tests that send mail.
+import type { Socket } from 'node:net';
 import { Arrivals } from '../support/arrivals.ts';
 import type { AddressInfo } from 'node:net';
 import { SMTPServer } from 'smtp-server';
@@ -29,6 +30,9 @@ export async function startSmtpCapture(): Promise<SmtpCapture> {
   const server = new SMTPServer({
     authOptional: true,
     disabledCommands: ['STARTTLS'],
+    // No reverse DNS of the client: on a closed network each lookup waits for its timeout.
+    disableReverseLookup: true,
+    name: 'smtp.clawdbot.test',
     logger: false,
     closeTimeout: 500,
     onData(stream, session, callback) {
@@ -48,6 +52,8 @@ export async function startSmtpCapture(): Promise<SmtpCapture> {
       }, callback);
     },
   });
+  // Replies go out at once (no Nagle delay waiting for the client's delayed ACK on loopback).
+  server.server.on('connection', (socket: Socket) => socket.setNoDelay(true));
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const { port } = server.server.address() as AddressInfo;
 
