@@ -7,7 +7,8 @@
  * warm-up. Anchor and product alternate, twice; each figure is the median of its runs.
  *
  * Sizes: BENCH_INTAKE_SECONDS (window per run: smoke 1, full 10), BENCH_INTAKE_WARMUP_SECONDS (smoke 0.3, full 2),
- * BENCH_INTAKE_ROUNDS (2), BENCH_INTAKE_CONNECTIONS (50).
+ * BENCH_INTAKE_ROUNDS (2), BENCH_INTAKE_CONNECTIONS (50). BENCH_INTAKE_CPU_PROF=<dir> writes a CPU profile of each
+ * server (node --cpu-prof) under <dir>/anchor and <dir>/product.
  */
 import { randomBytes } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
@@ -42,6 +43,7 @@ const webhookIntake: BenchSection = async (options: BenchOptions): Promise<Bench
   const rounds = Math.round(sized('INTAKE_ROUNDS', options, { smoke: 2, full: 2 }));
   const connections = Math.round(sized('INTAKE_CONNECTIONS', options, { smoke: 50, full: 50 }));
 
+  const profileDir = process.env.BENCH_INTAKE_CPU_PROF;
   const id = randomBytes(4).toString('hex');
   const secret = `whsec_bench${randomBytes(16).toString('hex')}`;
   const anchorPrefix = `{bench-anchor-${id}}`;
@@ -51,7 +53,8 @@ const webhookIntake: BenchSection = async (options: BenchOptions): Promise<Bench
   let anchor: Awaited<ReturnType<typeof startBareIntake>> | undefined;
   let product: BenchChild | undefined;
   try {
-    anchor = await startBareIntake({ secret, prefix: anchorPrefix, redisUrl: REDIS_URL });
+    const profile = (which: string) => (profileDir ? ['--cpu-prof', `--cpu-prof-dir=${path.join(profileDir, which)}`] : []);
+    anchor = await startBareIntake({ secret, prefix: anchorPrefix, redisUrl: REDIS_URL }, profile('anchor'));
     product = await startChild(WEB, {
       env: {
         PORT: '0',
@@ -64,7 +67,7 @@ const webhookIntake: BenchSection = async (options: BenchOptions): Promise<Bench
         ADMIN_PASSWORD: randomBytes(18).toString('base64url'),
         ADMIN_TOKEN: randomBytes(32).toString('base64url'),
       },
-      nodeArgs: process.env.BENCH_INTAKE_CPU_PROF ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_INTAKE_CPU_PROF}`] : [],
+      nodeArgs: profile('product'),
       ready: /web listening url=(\S+)/,
     });
     const targets = { anchor: `${anchor.url}/webhooks/stripe`, product: `${product.ready[1]}/webhooks/stripe` };
