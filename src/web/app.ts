@@ -26,8 +26,8 @@ export interface WebDeps extends Pick<Gateways, 'instances' | 'steps' | 'audit' 
 export function createWebApp(deps: WebDeps): Koa {
   const app = new Koa({ proxy: deps.config.production });
   app.use(jsonErrors);
-  app.use(bullBoard(deps.queues, deps.config.admin));
 
+  // The Stripe intake and the health check come first: nothing else (Bull Board, its auth) runs before them.
   const router = new Router();
   router.post('/webhooks/stripe', stripeWebhook({ stripeEvents: deps.stripeEvents, jobs: deps.jobs, webhookSecret: deps.config.stripe.webhookSecret }));
   router.get('/health', async (ctx) => {
@@ -39,9 +39,11 @@ export function createWebApp(deps: WebDeps): Koa {
     ctx.status = ok ? 200 : 503;
     ctx.body = { status: ok ? 'ok' : 'unavailable', postgres: checks[0]!.status === 'fulfilled', redis: checks[1]!.status === 'fulfilled' };
   });
+  app.use(router.routes()).use(router.allowedMethods());
+  app.use(bullBoard(deps.queues, deps.config.admin));
+
   const admin = adminApi(deps);
   const runtimes = runtimeApi(deps);
-  app.use(router.routes()).use(router.allowedMethods());
   app.use(runtimes.routes()).use(runtimes.allowedMethods());
   app.use(admin.routes()).use(admin.allowedMethods());
   return app;

@@ -46,7 +46,9 @@ export function stripeWebhook(deps: { stripeEvents: StripeEvents; jobs: JobQueue
       // and nothing if it is there.
       await deps.jobs.addStripeEvent(event.type, event.id);
     }
-    log.info('event received', { id: event.id, type: event.type, duplicate, handled });
+    // An event acted on is logged; one only recorded (most of what Stripe sends) is in stripe_events, and logged at
+    // debug, so that a burst of them costs no log line each.
+    (handled ? log.info : log.debug)('event received', { id: event.id, type: event.type, duplicate, handled });
     ctx.status = 200;
     ctx.body = { received: true, duplicate, handled };
   };
