@@ -16,9 +16,11 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { markdownTable, ratio, type BenchOptions, type BenchRow, type BenchSection } from './lib/report.ts';
 import provisioning from './sections/provisioning.ts';
+import webhookIntake from './sections/webhookIntake.ts';
 
 const SECTIONS: Record<string, BenchSection> = {
   provisioning,
+  intake: webhookIntake,
 };
 
 export interface BenchResults {
