@@ -177,6 +177,7 @@ export function memorySearchSql(query: MemoryQuery): { text: string; values: unk
   const quoted = (lexeme: string): string => `chr(39) || ${doubled(doubled(lexeme, 92), 39)} || chr(39)`;
   const anyOf = (from: string): string => `SELECT coalesce(string_agg(${quoted('lexeme')}, ' | '), '')::tsquery FROM ${from}`;
   const words = param(q);
+  // 'any': the words' lexemes (those plainto_tsquery would find) joined by "or".
   const tsquery = query.match === 'any' ? anyOf('lexemes') : `SELECT websearch_to_tsquery('english', ${words})`;
   const row = 'm.id, m.content, m.tags, m.source, m.created_at, m.search';
   const matches = (alias: string): string => `${alias}.search @@ (SELECT query FROM s)${tagged(alias)}`;
@@ -190,10 +191,11 @@ export function memorySearchSql(query: MemoryQuery): { text: string; values: unk
   const widerRuns = `${recent} < ${C} AND (${recent} >= ${promising} OR ${few} > ${C})`;
   // ts_rank_cd costs about the square of the query's words, and in a query of "or"s alone a word the memory lacks
   // adds nothing: a long message is ranked, memory by memory, with the words that memory holds (the same rank).
+  const held = anyOf('unnest(tsvector_to_array(search)) AS l (lexeme) WHERE lexeme IN (SELECT lexeme FROM lexemes)');
   const rank =
     query.match === 'any'
       ? `CASE WHEN ${count('lexemes')} <= ${MEMORY_SEARCH_RANK_WORDS} THEN ts_rank_cd(search, (SELECT query FROM s))
-  ELSE ts_rank_cd(search, (${anyOf('unnest(tsvector_to_array(search)) AS l (lexeme) WHERE lexeme IN (SELECT lexeme FROM lexemes)')})) END`
+  ELSE ts_rank_cd(search, (${held})) END`
       : 'ts_rank_cd(search, (SELECT query FROM s))';
   const text = `WITH lexemes AS MATERIALIZED (
   SELECT lexeme FROM unnest(tsvector_to_array(to_tsvector('english', ${words}))) AS l (lexeme)),
