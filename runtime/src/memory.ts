@@ -103,9 +103,51 @@ function dailyLogEntry(content: string, tags: string[]): string {
 }
 
 /**
+ * A search with words ranks a bounded set of candidates, never every match: ranking is the expensive part
+ * (ts_rank_cd on each row, after fetching each row from the table), and a common word matches a fifth of a large
+ * table. The candidates are
+ *
+ * 1. the newest MEMORY_SEARCH_CANDIDATES matches (highest id: the most recently stored), found in the cheapest
+ *    way for how common the words are, each step only when the ones before fell short. The newest
+ *    MEMORY_SEARCH_RECENT memories, read backwards on the primary key and stopping at enough matches, serve a
+ *    common word (`recent`). When they hold few matches, the GIN index is asked for one match more than needed
+ *    (`few`): a word with no more matches than that has them all ranked, so its search answers exactly what
+ *    ranking every match would, wherever in the table its memories sit. A word in between (enough among the
+ *    newest to promise enough further back, or more than `few` can hold) is looked for in the newest
+ *    MEMORY_SEARCH_WINDOW memories (`wider`), and when even those hold too few, every match is fetched from the
+ *    GIN index and the newest kept (`older`: each is fetched, but only those are ranked).
+ * 2. in a search with "or" (so every 'any' search of several words), also every memory holding a rare word of
+ *    the query: one in at most MEMORY_SEARCH_RARE_HITS memories, for up to MEMORY_SEARCH_RARE_WORDS such words
+ *    (`rare`). So the memory behind a rare name in a chat message is found even when a common word of the same
+ *    message fills the newest matches. A word seen in more than MEMORY_SEARCH_RARE_HITS of the newest matches is
+ *    common by that count alone and is not looked up.
+ *
+ * The candidates are ranked by ts_rank_cd and ordered by rank, then recency, as before. What this gives up: an
+ * old memory matching only common words (each in more than MEMORY_SEARCH_CANDIDATES memories) is not found behind
+ * the newer matches, even where it would rank higher (say, it repeats the word or holds more of the words).
+ */
+export const MEMORY_SEARCH_CANDIDATES = 200;
+/** How many of the newest memories are read first, for a common word's newest matches. */
+export const MEMORY_SEARCH_RECENT = 2_000;
+/** How many are read for a word in between, before every match is fetched from the GIN index. */
+export const MEMORY_SEARCH_WINDOW = 10_000;
+/** A word in at most this many memories (with the tag, if any) is rare: all its memories are candidates. */
+export const MEMORY_SEARCH_RARE_HITS = 32;
+/** At most this many words of one query are looked up as possibly rare, the least often seen first. */
+export const MEMORY_SEARCH_RARE_WORDS = 16;
+/**
+ * An 'any' search of more words than this (a pasted text, say) ranks each candidate with only the words it holds:
+ * the same rank, at a cost that does not grow with the square of the message as ts_rank_cd's does.
+ */
+export const MEMORY_SEARCH_RANK_WORDS = 16;
+
+/**
  * The parameterized SQL searchMemories runs (exported so a test can EXPLAIN exactly that). Conditions are only
- * added when used, so each shape is one the planner serves from the GIN indexes: `search @@ query` from
- * memories_search_idx, `tags @> ARRAY[tag]` from memories_tags_idx.
+ * added when used, so each shape is one the planner serves from the indexes: `search @@ query` from
+ * memories_search_idx, `tags @> ARRAY[tag]` from memories_tags_idx, the newest memories from memories_pkey. A step
+ * that is not needed does not run (a one-time filter on a count of the step before). The query reaches the
+ * planner as the value of a materialized CTE, not as a constant, so it never sees a common word: seeing one, it
+ * would pick a sequential scan for the GIN steps, which only run for words that turned out to be rarer.
  */
 export function memorySearchSql(query: MemoryQuery): { text: string; values: unknown[] } {
   const values: unknown[] = [];
@@ -116,27 +158,75 @@ export function memorySearchSql(query: MemoryQuery): { text: string; values: unk
   // Postgres text cannot hold NUL; anything else is data to websearch_to_tsquery, which never fails on syntax.
   const q = query.q?.replace(/\u0000/g, ' ').trim() ?? '';
   const limit = clampLimit(query.limit);
-  const columns = 'm.id::text AS id, m.content, m.tags, m.source, m.created_at';
-  const where: string[] = [];
-  let from = 'memories m';
-  let rank = '0::real';
-  let order = 'm.created_at DESC, m.id DESC';
-  if (q !== '') {
-    const tsquery =
-      query.match === 'any'
-        ? // plainto_tsquery joins the lexemes with ' & '; a lexeme never holds a space, so this turns AND into OR.
-          `replace(plainto_tsquery('english', ${param(q)})::text, ' & ', ' | ')::tsquery`
-        : `websearch_to_tsquery('english', ${param(q)})`;
-    from += ` CROSS JOIN (SELECT ${tsquery} AS query) AS s`;
-    where.push('m.search @@ s.query');
-    rank = 'ts_rank_cd(m.search, s.query)';
-    order = `rank DESC, ${order}`;
+  const tag = query.tag === undefined ? null : param(query.tag);
+  const tagged = (alias: string): string => (tag === null ? '' : ` AND ${alias}.tags @> ARRAY[${tag}::text]`);
+  const output = 'id::text AS id, content, tags, source, created_at';
+
+  if (q === '') {
+    const text =
+      `SELECT ${output}, 0::real AS rank FROM memories m` +
+      (tag === null ? '' : ` WHERE m.tags @> ARRAY[${tag}::text]`) +
+      ` ORDER BY created_at DESC, m.id DESC LIMIT ${param(limit)}`;
+    return { text, values };
   }
-  if (query.tag !== undefined) where.push(`m.tags @> ARRAY[${param(query.tag)}::text]`);
-  const text =
-    `SELECT ${columns}, ${rank} AS rank FROM ${from}` +
-    (where.length ? ` WHERE ${where.join(' AND ')}` : '') +
-    ` ORDER BY ${order} LIMIT ${param(limit)}`;
+
+  const C = MEMORY_SEARCH_CANDIDATES;
+  const R = MEMORY_SEARCH_RARE_HITS;
+  // A lexeme as tsquery input: quoted, with its quotes (39) and backslashes (92) doubled.
+  const doubled = (text: string, c: number): string => `replace(${text}, chr(${c}), repeat(chr(${c}), 2))`;
+  const quoted = (lexeme: string): string => `chr(39) || ${doubled(doubled(lexeme, 92), 39)} || chr(39)`;
+  const anyOf = (from: string): string => `SELECT coalesce(string_agg(${quoted('lexeme')}, ' | '), '')::tsquery FROM ${from}`;
+  const words = param(q);
+  // 'any': the words' lexemes (those plainto_tsquery would find) joined by "or".
+  const tsquery = query.match === 'any' ? anyOf('lexemes') : `SELECT websearch_to_tsquery('english', ${words})`;
+  const row = 'm.id, m.content, m.tags, m.source, m.created_at, m.search';
+  const matches = (alias: string): string => `${alias}.search @@ (SELECT query FROM s)${tagged(alias)}`;
+  const count = (cte: string): string => `(SELECT count(*) FROM ${cte})`;
+  const window = (size: number, gate: string): string =>
+    `SELECT w.* FROM (SELECT ${row} FROM memories m ORDER BY m.id DESC LIMIT ${size}) w
+  WHERE ${gate}${matches('w')} ORDER BY w.id DESC LIMIT ${C}`;
+  // So many matches among the newest RECENT make the newest WINDOW likely to hold enough: no need to ask GIN.
+  const promising = Math.ceil((C * MEMORY_SEARCH_RECENT) / MEMORY_SEARCH_WINDOW);
+  const [recent, few, wider] = [count('recent'), count('few'), count('wider')];
+  const widerRuns = `${recent} < ${C} AND (${recent} >= ${promising} OR ${few} > ${C})`;
+  // ts_rank_cd costs about the square of the query's words, and in a query of "or"s alone a word the memory lacks
+  // adds nothing: a long message is ranked, memory by memory, with the words that memory holds (the same rank).
+  const held = anyOf('unnest(tsvector_to_array(search)) AS l (lexeme) WHERE lexeme IN (SELECT lexeme FROM lexemes)');
+  const rank =
+    query.match === 'any'
+      ? `CASE WHEN ${count('lexemes')} <= ${MEMORY_SEARCH_RANK_WORDS} THEN ts_rank_cd(search, (SELECT query FROM s))
+  ELSE ts_rank_cd(search, (${held})) END`
+      : 'ts_rank_cd(search, (SELECT query FROM s))';
+  const text = `WITH lexemes AS MATERIALIZED (
+  SELECT lexeme FROM unnest(tsvector_to_array(to_tsvector('english', ${words}))) AS l (lexeme)),
+s AS MATERIALIZED (SELECT (${tsquery}) AS query),
+recent AS MATERIALIZED (${window(MEMORY_SEARCH_RECENT, '')}),
+few AS MATERIALIZED (SELECT ${row} FROM memories m WHERE ${recent} < ${promising} AND ${matches('m')} LIMIT ${C + 1}),
+wider AS MATERIALIZED (${window(MEMORY_SEARCH_WINDOW, `${widerRuns} AND `)}),
+older AS MATERIALIZED (SELECT m.id FROM memories m WHERE ${widerRuns} AND ${wider} < ${C} AND ${matches('m')}),
+newest AS MATERIALIZED (
+  SELECT * FROM recent WHERE ${recent} = ${C}
+  UNION ALL SELECT * FROM few WHERE ${recent} < ${promising} AND ${few} <= ${C}
+  UNION ALL SELECT * FROM wider WHERE ${wider} = ${C}
+  UNION ALL
+  SELECT ${row} FROM memories m WHERE m.id = ANY (ARRAY(SELECT id FROM older ORDER BY id DESC LIMIT ${C}))),
+words AS MATERIALIZED (
+  SELECT lexeme FROM lexemes WHERE ${count('newest')} = ${C} AND position(' | ' IN (SELECT query FROM s)::text) > 0),
+seen AS (
+  SELECT l.lexeme, count(*) AS hits FROM newest n CROSS JOIN LATERAL unnest(tsvector_to_array(n.search)) AS l (lexeme)
+  WHERE l.lexeme IN (SELECT lexeme FROM words) GROUP BY l.lexeme),
+probes AS (
+  SELECT (${quoted('w.lexeme')})::tsquery AS query FROM words w LEFT JOIN seen USING (lexeme)
+  WHERE coalesce(seen.hits, 0) <= ${R}
+  ORDER BY coalesce(seen.hits, 0), length(w.lexeme) DESC, w.lexeme LIMIT ${MEMORY_SEARCH_RARE_WORDS}),
+rare AS MATERIALIZED (
+  SELECT r.id, r.content, r.tags, r.source, r.created_at, r.search FROM probes p CROSS JOIN LATERAL (
+    SELECT f.*, count(*) OVER () AS hits
+    FROM (SELECT ${row} FROM memories m WHERE m.search @@ p.query${tagged('m')} LIMIT ${R + 1}) f) r
+  WHERE r.hits <= ${R} AND r.search @@ (SELECT query FROM s)),
+candidates AS (SELECT DISTINCT ON (id) * FROM (SELECT * FROM newest UNION ALL SELECT * FROM rare) u ORDER BY id)
+SELECT ${output}, ${rank} AS rank FROM candidates
+ORDER BY rank DESC, created_at DESC, candidates.id DESC LIMIT ${param(limit)}`;
   return { text, values };
 }
 

@@ -16,9 +16,12 @@ import {
   addMemory,
   deleteMemory,
   memoryRoutes,
+  MEMORY_SEARCH_CANDIDATES,
+  MEMORY_SEARCH_RANK_WORDS,
   memorySearchSql,
   searchMemories,
   type MemoryHit,
+  type MemoryQuery,
 } from '../../runtime/src/memory.ts';
 import { dailyLogPath, WorkspaceStore } from '../../runtime/src/workspace.ts';
 
@@ -348,3 +351,215 @@ describe('runtime memory', () => {
   });
 });
 
+
+describe('runtime memory search over many matches', () => {
+  const dbName = `rt_memsearch_${randomBytes(6).toString('hex')}`;
+  const admin = new pg.Client({ connectionString: `${PG_SERVER}/postgres` });
+  let pool: pg.Pool;
+  const BULK = 12_000;
+  const special: Record<string, string> = {};
+
+  async function store(content: string, tags: string[], minutesAgo: number): Promise<string> {
+    const { rows } = await pool.query(
+      `INSERT INTO memories (content, tags, created_at) VALUES ($1, $2, now() - make_interval(mins => $3)) RETURNING id::text AS id`,
+      [content, tags, minutesAgo],
+    );
+    return rows[0].id;
+  }
+
+  before(async () => {
+    await admin.connect();
+    pool = (await createRuntimeDatabase(dbName)).pool;
+    // Stored first, so the oldest: each is behind thousands of newer matches of 'coffee'.
+    special.grinder = await store('The coffee grinder from Zanzibar needs new burrs', ['kitchen'], 100_000);
+    special.budget = await store('Coffee, coffee, coffee: the office coffee budget is spent', [], 99_999);
+    special.trip = await store('Zanzibar trip: the ferry leaves at nine', ['travel'], 99_998);
+    special.wifi = await store('The wifi password is with bob@example.com, the scripts in /usr/local/bin', ['tech'], 99_997);
+    // Then BULK notes, one a minute: 'coffee' in every other one, a tree name in every fifth, 'tea' only in the
+    // oldest thousand (so in none of the newest MEMORY_SEARCH_WINDOW), and on notes with coffee: the tag kitchen on
+    // every tenth, garden on every fortieth, pantry on every fiftieth of the oldest 1,500.
+    await pool.query(
+      `INSERT INTO memories (content, tags, created_at)
+       SELECT 'note ' || n || ' about ' || CASE WHEN n % 2 = 0 THEN 'coffee and ' ELSE '' END
+                || (ARRAY['maple', 'cedar', 'birch', 'aspen', 'larch'])[n % 5 + 1]
+                || CASE WHEN n <= 1000 AND n % 4 = 0 THEN ' with tea' ELSE '' END,
+              ARRAY['bulk'] || CASE WHEN n % 10 = 0 THEN ARRAY['kitchen'] ELSE '{}' END
+                            || CASE WHEN n % 40 = 0 THEN ARRAY['garden'] ELSE '{}' END
+                            || CASE WHEN n % 50 = 0 AND n <= 1500 THEN ARRAY['pantry'] ELSE '{}' END,
+              now() - make_interval(mins => $1 - n)
+       FROM generate_series(1, $1::int) AS n`,
+      [BULK],
+    );
+    special.fresh = await store('Fresh coffee beans arrived: coffee for a month', ['kitchen'], 0);
+    await pool.query('VACUUM ANALYZE memories');
+  });
+
+  after(async () => {
+    await pool?.end();
+    await admin.query(`DROP DATABASE IF EXISTS ${dbName} WITH (FORCE)`);
+    await admin.end();
+  });
+
+  /**
+   * What the search promises, written independently of it: the newest MEMORY_SEARCH_CANDIDATES matches (with the
+   * tag), ranked by ts_rank_cd, then newest first.
+   */
+  async function newestRanked(q: string, options: { tag?: string; limit?: number; all?: boolean } = {}): Promise<string[]> {
+    const { rows } = await pool.query(
+      `SELECT id::text AS id FROM (
+         SELECT id, search, created_at FROM memories
+         WHERE search @@ websearch_to_tsquery('english', $1) AND ($2::text IS NULL OR tags @> ARRAY[$2])
+         ORDER BY id DESC LIMIT $3) c
+       ORDER BY ts_rank_cd(search, websearch_to_tsquery('english', $1)) DESC, created_at DESC, id DESC LIMIT $4`,
+      [q, options.tag ?? null, options.all ? 1_000_000 : MEMORY_SEARCH_CANDIDATES, options.limit ?? 20],
+    );
+    return rows.map((row) => row.id);
+  }
+  const ids = (hits: MemoryHit[]): string[] => hits.map((hit) => hit.id);
+
+  function expectRankedThenNewest(hits: MemoryHit[]): void {
+    for (let i = 1; i < hits.length; i++) {
+      const [a, b] = [hits[i - 1]!, hits[i]!];
+      expect(a.rank, `${a.id} before ${b.id}`).to.be.at.least(b.rank);
+      if (a.rank === b.rank) expect(a.createdAt >= b.createdAt, `${a.id} before ${b.id}`).to.equal(true);
+    }
+  }
+
+  it('ranks the newest matches of a common word: the newest, and one that repeats the word, come first', async () => {
+    const { rows } = await pool.query(`SELECT count(*)::int AS n FROM memories WHERE search @@ to_tsquery('english', 'coffee')`);
+    expect(rows[0].n).to.equal(BULK / 2 + 3);
+    for (const match of ['all', 'any'] as const) {
+      const hits = await searchMemories(pool, { q: 'coffee', match });
+      expect(hits).to.have.length(20);
+      expect(hits[0]!.id).to.equal(special.fresh);
+      expect(ids(hits)).to.deep.equal(await newestRanked('coffee'));
+      expectRankedThenNewest(hits);
+      expect(hits[0]).to.have.all.keys('id', 'content', 'tags', 'source', 'createdAt', 'rank');
+      expect(hits[0]!.rank).to.be.greaterThan(hits[1]!.rank);
+    }
+    // The trade-off, on purpose: ranking every match would put the old memory that says coffee four times
+    // first; it is behind 3,000 newer matches, so it is not a candidate.
+    expect((await newestRanked('coffee', { all: true }))[0]).to.equal(special.budget);
+    expect(ids(await searchMemories(pool, { q: 'coffee', limit: 100 }))).not.to.include(special.budget);
+  });
+
+  it('honours the limit', async () => {
+    expect(await searchMemories(pool, { q: 'coffee', limit: 100 })).to.have.length(100);
+    expect(ids(await searchMemories(pool, { q: 'coffee', limit: 1 }))).to.deep.equal([special.fresh]);
+    expect(ids(await searchMemories(pool, { q: 'maple', limit: 100 }))).to.deep.equal(await newestRanked('maple', { limit: 100 }));
+  });
+
+  it('finds a rare word wherever it sits, and ranks every match of a word that is not common', async () => {
+    for (const match of ['all', 'any'] as const) {
+      expect(ids(await searchMemories(pool, { q: 'zanzibar', match }))).to.have.members([special.grinder, special.trip]);
+      expect(ids(await searchMemories(pool, { q: 'grinder', match }))).to.deep.equal([special.grinder]);
+    }
+    // Every word must match: one rare word makes the whole search rare, and exact.
+    expect(ids(await searchMemories(pool, { q: 'coffee grinder' }))).to.deep.equal([special.grinder]);
+    // 250 matches, all older than the newest MEMORY_SEARCH_WINDOW memories: the newest 200 of them, from the index.
+    const tea = await searchMemories(pool, { q: 'tea', limit: 100 });
+    expect(ids(tea)).to.deep.equal(await newestRanked('tea', { limit: 100 }));
+    expect(Number(tea[0]!.id)).to.be.lessThan(Number(special.fresh) - BULK + 1000);
+    expectRankedThenNewest(tea);
+    // A phrase and an exclusion are still the query's own.
+    expect(ids(await searchMemories(pool, { q: '"coffee grinder"' }))).to.deep.equal([special.grinder]);
+    expect(ids(await searchMemories(pool, { q: 'zanzibar -ferry' }))).to.deep.equal([special.grinder]);
+  });
+
+  it("finds the memory behind a message's rare words ('any'), though the message's common words fill the newest", async () => {
+    const hits = await searchMemories(pool, { q: 'Where is the coffee grinder I bought in Zanzibar?', match: 'any', limit: 8 });
+    expect(hits).to.have.length(8);
+    expect(hits[0]!.id).to.equal(special.grinder);
+    expectRankedThenNewest(hits);
+    // After it, memories holding two of the words before those holding one, newest first among equals.
+    expect(hits[1]!.id).to.equal(special.fresh);
+
+    // A long message ranks each memory with the words it holds: the same rank as with the whole message.
+    const filler = Array.from({ length: MEMORY_SEARCH_RANK_WORDS }, (_, i) => `word${i}`).join(' ');
+    const long = `Is the coffee grinder from Zanzibar on the maple shelf? ${filler}`;
+    const longHits = await searchMemories(pool, { q: long, match: 'any', limit: 50 });
+    expect(longHits[0]!.id).to.equal(special.grinder);
+    const { rows: full } = await pool.query(
+      `SELECT id::text AS id, ts_rank_cd(search, replace(plainto_tsquery('english', $1)::text, ' & ', ' | ')::tsquery) AS rank,
+              cardinality(tsvector_to_array(to_tsvector('english', $1))) AS words
+       FROM memories WHERE id = ANY ($2::bigint[])`,
+      [long, ids(longHits)],
+    );
+    expect(full[0].words).to.be.greaterThan(MEMORY_SEARCH_RANK_WORDS);
+    expect(longHits.map((hit) => [hit.id, hit.rank])).to.have.deep.members(full.map((row) => [row.id, row.rank]));
+    expectRankedThenNewest(longHits);
+
+    // Rare words that are not plain words: each is looked up as a lexeme of its own.
+    const wifi = await searchMemories(pool, { q: 'coffee, maple: the scripts of bob@example.com in /usr/local/bin', match: 'any', limit: 3 });
+    expect(wifi[0]!.id).to.equal(special.wifi);
+    // "or" in the web-search syntax is an 'any' within an 'all' search.
+    expect(ids(await searchMemories(pool, { q: 'coffee or grinder or zanzibar', limit: 3 }))[0]).to.equal(special.grinder);
+  });
+
+  it('narrows to a tag: a common word with a common tag, and with a tag on few of its memories', async () => {
+    // One in ten of the newest memories, and one in forty.
+    expect(ids(await searchMemories(pool, { q: 'coffee', tag: 'garden', limit: 50 }))).to.deep.equal(
+      await newestRanked('coffee', { tag: 'garden', limit: 50 }),
+    );
+    const kitchen = await searchMemories(pool, { q: 'coffee', tag: 'kitchen', limit: 50 });
+    expect(kitchen[0]!.id).to.equal(special.fresh);
+    expect(kitchen.every((hit) => hit.tags.includes('kitchen'))).to.equal(true);
+    expect(ids(kitchen)).to.deep.equal(await newestRanked('coffee', { tag: 'kitchen', limit: 50 }));
+    // 30 old memories tagged pantry: every one is ranked.
+    const pantry = await searchMemories(pool, { q: 'coffee', tag: 'pantry', limit: 100 });
+    expect(pantry).to.have.length(30);
+    expect(ids(pantry)).to.deep.equal(await newestRanked('coffee', { tag: 'pantry', limit: 100, all: true }));
+    expect(ids(await searchMemories(pool, { q: 'zanzibar', tag: 'kitchen', match: 'any' }))).to.deep.equal([special.grinder]);
+    expect(await searchMemories(pool, { q: 'zanzibar', tag: 'pantry' })).to.deep.equal([]);
+  });
+
+  it('takes the matches from where they are cheapest for how common the words are, never a scan of the table', async () => {
+    /** The plan, and which steps (CTEs) read the table: EXPLAIN ANALYZE counts no loops for a step not run. */
+    async function plan(query: MemoryQuery): Promise<{ text: string; ran: (cte: string) => boolean }> {
+      const { text, values } = memorySearchSql(query);
+      const { rows } = await pool.query(`EXPLAIN (ANALYZE, FORMAT JSON) ${text}`, values);
+      const root = rows[0]['QUERY PLAN'][0].Plan as PlanNode;
+      const isCte = (node: PlanNode): boolean => node['Subplan Name']?.startsWith('CTE ') ?? false;
+      const all = (node: PlanNode): PlanNode[] => [node, ...(node.Plans ?? []).flatMap(all)];
+      const own = (node: PlanNode): PlanNode[] => [node, ...(node.Plans ?? []).filter((n) => !isCte(n)).flatMap(own)];
+      const { rows: lines } = await pool.query(`EXPLAIN ${text}`, values);
+      return {
+        text: lines.map((row: { 'QUERY PLAN': string }) => row['QUERY PLAN']).join('\n'),
+        ran: (cte) =>
+          own(all(root).find((node) => node['Subplan Name'] === `CTE ${cte}`)!).some(
+            (node) => node['Relation Name'] === 'memories' && node['Actual Loops'] > 0,
+          ),
+      };
+    }
+    const message = 'where is the coffee grinder from zanzibar';
+    const expected: Array<[MemoryQuery, string[]]> = [
+      // A common word: the newest memories hold enough; neither index is asked.
+      [{ q: 'coffee' }, ['recent']],
+      [{ q: 'coffee', match: 'any' }, ['recent']],
+      [{ q: 'coffee', tag: 'kitchen' }, ['recent']],
+      // A message also has its rare words looked up.
+      [{ q: message, match: 'any' }, ['recent', 'rare']],
+      // Enough among the newest to promise enough a little further back.
+      [{ q: 'coffee', tag: 'garden' }, ['recent', 'wider']],
+      // Rare: the GIN index has them all.
+      [{ q: 'zanzibar' }, ['recent', 'few']],
+      [{ q: 'coffee', tag: 'pantry' }, ['recent', 'few']],
+      // Not rare, but not among the newest memories either.
+      [{ q: 'tea' }, ['recent', 'few', 'wider', 'older']],
+    ];
+    for (const [query, steps] of expected) {
+      const { text, ran } = await plan(query);
+      expect(text, text).to.match(/Index Scan Backward using memories_pkey on memories/);
+      expect(text, text).to.match(/Bitmap Index Scan on memories_search_idx/);
+      expect(text, text).not.to.match(/Seq Scan on memories/);
+      expect(['recent', 'few', 'wider', 'older', 'rare'].filter(ran), JSON.stringify(query)).to.deep.equal(steps);
+    }
+  });
+});
+
+interface PlanNode {
+  'Relation Name'?: string;
+  'Subplan Name'?: string;
+  'Actual Loops': number;
+  Plans?: PlanNode[];
+}
