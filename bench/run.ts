@@ -17,10 +17,12 @@ import { fileURLToPath } from 'node:url';
 import { markdownTable, ratio, type BenchOptions, type BenchRow, type BenchSection } from './lib/report.ts';
 import provisioning from './sections/provisioning.ts';
 import webhookIntake from './sections/webhookIntake.ts';
+import memorySearch from './sections/memorySearch.ts';
 
 const SECTIONS: Record<string, BenchSection> = {
   provisioning,
   intake: webhookIntake,
+  memory: memorySearch,
 };
 
 export interface BenchResults {
