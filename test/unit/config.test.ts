@@ -314,7 +314,7 @@ describe('config', () => {
       );
       expect(config.railway).to.deep.include({ apiUrl: 'https://backboard.railway.com/graphql/v2', projectId: 'p1', domainScheme: 'https', runtimePort: 8080 });
       expect(config.railway!.auth).to.deep.equal({ kind: 'project', token: 'proj-token' });
-      expect(config.neon).to.deep.equal({ apiUrl: 'https://console.neon.tech/api/v2', apiKey: 'neon-key', projectIds: ['proj-a', 'proj-b'] });
+      expect(config.neon).to.deep.equal({ apiUrl: 'https://console.neon.tech/api/v2', apiKey: 'neon-key', projectIds: ['proj-a', 'proj-b'], branchLimit: 5_000 });
       expect(loadConfig({}, cwd)).to.deep.include({ railway: null, neon: null, computeProvider: 'local', databaseProvider: 'local' });
     });
 
