@@ -212,7 +212,7 @@ function neonConfig(r: Reader): NeonConfig {
     apiUrl: r.url('NEON_API_URL', 'https://console.neon.tech/api/v2', ['http:', 'https:'])!,
     apiKey: apiKey ?? '',
     projectIds,
-    branchLimit: r.int('NEON_BRANCH_LIMIT', 5_000, 2),
+    branchLimit: r.int('NEON_BRANCH_LIMIT', 5_000, 2, 1_000_000),
   };
 }
 

@@ -17,7 +17,7 @@ function budget(h: Harness): { railway: number; neon: number } {
 
 /** Railway and Neon calls one provision may make (documented in docs/cloud-providers.md). */
 const RAILWAY_BUDGET = 14;
-const NEON_BUDGET = 16;
+const NEON_BUDGET = 9;
 
 describe('provisioning on Railway and Neon (emulated)', function () {
   this.timeout(90_000);

@@ -318,6 +318,13 @@ describe('config', () => {
       expect(loadConfig({}, cwd)).to.deep.include({ railway: null, neon: null, computeProvider: 'local', databaseProvider: 'local' });
     });
 
+    it('reads the branch limit of a Neon project (NEON_BRANCH_LIMIT) and refuses one below 2', () => {
+      const neon = { DATABASE_PROVIDER: 'neon', NEON_API_KEY: 'k', NEON_PROJECT_IDS: 'p' };
+      expect(loadConfig({ ...neon, NEON_BRANCH_LIMIT: '25' }, cwd).neon!.branchLimit).to.equal(25);
+      const err = configError(() => loadConfig({ ...neon, NEON_BRANCH_LIMIT: '1' }, cwd));
+      expect(err.problems).to.deep.equal(['NEON_BRANCH_LIMIT must be an integer between 2 and 1000000 (got "1")']);
+    });
+
     it('refuses a repository that is not owner/name', () => {
       const err = configError(() =>
         loadConfig({ COMPUTE_PROVIDER: 'railway', RAILWAY_TOKEN: 't', RAILWAY_PROJECT_ID: 'p', RAILWAY_ENVIRONMENT_ID: 'e', CLAWDBOT_REPO: 'https://github.com/x' }, cwd),

@@ -37,6 +37,7 @@
  * PermanentError with Neon's message. Messages name ids and the call, never the API key or a URI; the AxiosError
  * (whose config carries the Authorization header) is never attached as a cause.
  */
+import { performance } from 'node:perf_hooks';
 import { createApiClient, EndpointType, type Api, type Branch, type Operation } from '@neondatabase/api-client';
 import type { NeonConfig } from '../../config.ts';
 import type { CapacityAlert, NeonPlacements, ProjectLoad } from '../../db/neonPlacements.ts';
@@ -136,8 +137,9 @@ interface StepState {
 
 export class NeonDatabaseProvider implements DatabaseProvider {
   readonly kind = 'neon';
-  /** Requests sent by this instance (for budgets and benchmarks). */
+  /** Requests sent by this instance, and the time spent waiting for their answers (for budgets and benchmarks). */
   apiCalls = 0;
+  apiMs = 0;
   private readonly api: Api<unknown>;
   private readonly pollMinMs: number;
   private readonly pollMaxMs: number;
@@ -514,6 +516,7 @@ export class NeonDatabaseProvider implements DatabaseProvider {
 
   private async call<T>(what: string, request: () => Promise<T>): Promise<T> {
     this.apiCalls++;
+    const started = performance.now();
     try {
       return await request();
     } catch (err) {
@@ -534,6 +537,8 @@ export class NeonDatabaseProvider implements DatabaseProvider {
         typeof body.message === 'string' ? this.clean(body.message) : '',
         parseRetryAfter(typeof header === 'string' ? header : header === undefined || header === null ? undefined : String(header)),
       );
+    } finally {
+      this.apiMs += performance.now() - started;
     }
   }
 
