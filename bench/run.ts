@@ -18,11 +18,13 @@ import { markdownTable, ratio, type BenchOptions, type BenchRow, type BenchSecti
 import provisioning from './sections/provisioning.ts';
 import webhookIntake from './sections/webhookIntake.ts';
 import memorySearch from './sections/memorySearch.ts';
+import neonProvision from './sections/neonProvision.ts';
 
 const SECTIONS: Record<string, BenchSection> = {
   provisioning,
   intake: webhookIntake,
   memory: memorySearch,
+  neon: neonProvision,
 };
 
 export interface BenchResults {

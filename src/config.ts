@@ -74,8 +74,10 @@ export interface RailwayConfig {
 export interface NeonConfig {
   apiUrl: string;
   apiKey: string;
-  /** Customers are spread over these projects (a project holds 5,000 branches and 20 active computes). */
+  /** Each new customer is placed in the one of these projects with the most room (branchLimit minus branches). */
   projectIds: string[];
+  /** Branches a project may hold, the default branch included (Neon's paid plans: 5,000 per project). */
+  branchLimit: number;
 }
 
 export class ConfigError extends Error {
@@ -231,6 +233,7 @@ function neonConfig(r: Reader): NeonConfig {
     apiUrl: r.url('NEON_API_URL', 'https://console.neon.tech/api/v2', ['http:', 'https:'])!,
     apiKey: apiKey ?? '',
     projectIds,
+    branchLimit: r.int('NEON_BRANCH_LIMIT', 5_000, 2, 1_000_000),
   };
 }
 

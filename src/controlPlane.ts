@@ -6,6 +6,7 @@ import type { Server } from 'node:http';
 import type { Worker } from 'bullmq';
 import type { Config } from './config.ts';
 import { migrate } from './db/migrate.ts';
+import { PgNeonPlacements } from './db/neonPlacements.ts';
 import { pgGateways } from './db/gateways.ts';
 import { createPool, ensureDatabase } from './db/pool.ts';
 import type { JobContext } from './jobs/context.ts';
@@ -57,7 +58,7 @@ export async function startControlPlane(config: Config, roles: { web: boolean; w
   });
   const compute: ComputeProvider = config.railway ? new RailwayComputeProvider(config.railway) : local;
   const localDatabase = new LocalDatabaseProvider(db, config.databaseUrl, secrets);
-  const database: DatabaseProvider = config.neon ? new NeonDatabaseProvider(config.neon) : localDatabase;
+  const database: DatabaseProvider = config.neon ? new NeonDatabaseProvider(config.neon, new PgNeonPlacements(db)) : localDatabase;
   if (roles.worker && database === localDatabase) await localDatabase.init();
   const ctx: JobContext & { queues: Queues } = {
     config,

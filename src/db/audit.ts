@@ -24,6 +24,16 @@ export interface AuditLog {
    * job already: then null. Null too when the instance does not exist.
    */
   recordJobIncident(instanceId: string, action: string, detail: { step: string; jobId: string; reason: string }): Promise<string | null>;
+  /**
+   * Records an incident (actor worker) unless one with this key was recorded already (then null), whichever job
+   * reports it: a pool filling up is one incident however many sign-ups see it.
+   */
+  recordIncidentOnce(
+    action: string,
+    key: string,
+    detail: { step: string; jobId: string; title: string; reason: string },
+    instanceId: string | null,
+  ): Promise<string | null>;
   incident(auditId: string): Promise<Incident | undefined>;
 }
 
@@ -50,6 +60,22 @@ export class PgAuditLog implements AuditLog {
          SELECT 1 FROM audit WHERE instance_id = $1 AND action = $4 AND detail->>'jobId' = $3)
        RETURNING id`,
       [instanceId, JSON.stringify(detail), detail.jobId, action],
+    );
+    return rows[0]?.id ?? null;
+  }
+
+  async recordIncidentOnce(
+    action: string,
+    key: string,
+    detail: { step: string; jobId: string; title: string; reason: string },
+    instanceId: string | null,
+  ): Promise<string | null> {
+    const { rows } = await this.db.query<{ id: string }>(
+      `INSERT INTO audit (actor, action, customer_id, instance_id, detail)
+       SELECT 'worker', $1, (SELECT customer_id FROM instances WHERE id = $2), $2, $3
+       ON CONFLICT ((detail ->> 'incidentKey')) WHERE detail ? 'incidentKey' DO NOTHING
+       RETURNING id`,
+      [action, instanceId, JSON.stringify({ ...detail, incidentKey: key })],
     );
     return rows[0]?.id ?? null;
   }

@@ -32,6 +32,14 @@ async function describe(ctx: JobContext, data: AlertData): Promise<Omit<Alert, '
     };
   }
   const instance = incident.instanceId ? await ctx.instances.byId(incident.instanceId) : undefined;
+  if (incident.action === 'provider.alert') {
+    return {
+      title: detail.title ?? 'A provider needs an operator',
+      customer: `none in particular (first seen provisioning ${instance ? `${instance.email ?? 'no email'}, ${instance.workspace_id}` : (incident.instanceId ?? 'unknown')})`,
+      step: detail.step ?? 'unknown',
+      reason: detail.reason ?? 'unknown',
+    };
+  }
   return {
     title: TITLES[incident.action]?.(detail.step ?? '') ?? 'Provisioning failed',
     customer: instance

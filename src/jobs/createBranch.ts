@@ -2,6 +2,7 @@
 import { instanceResources } from '../instances/resources.ts';
 import type { StepHandler } from './step.ts';
 import { PermanentError } from '../errors.ts';
+import { raiseProviderAlert } from '../operations/incidents.ts';
 import type { ProvisionData } from '../queues/catalogue.ts';
 import type { DatabaseProgress } from '../providers/types.ts';
 
@@ -14,6 +15,8 @@ export interface CreateBranchData extends ProvisionData {
 export const createBranch: StepHandler<CreateBranchData> = async (ctx, { job, instance, log, progress, done, waitFor }) => {
   const { databaseName } = instanceResources(instance.workspace_id);
   const result = await ctx.database.ensureDatabase(databaseName, job.data.database);
+  // Before the progress is saved: a crash here makes the provider hand the alerts back on the re-run.
+  for (const alert of result.alerts ?? []) await raiseProviderAlert(ctx, job, alert);
   if ('pending' in result) {
     const waitingSince = job.data.waitingSince ?? Date.now();
     if (Date.now() - waitingSince > ctx.config.databaseReadyTimeoutMs) {

@@ -10,6 +10,7 @@ import { maskSecrets } from '../../core/logger.ts';
 import { canHappen, IllegalTransitionError, type InstanceStatus } from '../instances/stateMachine.ts';
 import { isJobName, JOB_IDS, JOBS, QUEUES, type QueueName } from '../queues/catalogue.ts';
 import type { JobContext, JobHandle } from '../jobs/context.ts';
+import type { ProviderAlert } from '../providers/types.ts';
 
 type Where = { queue: QueueName; jobId: string };
 
@@ -97,6 +98,25 @@ export async function raiseJobIncident(
   const instanceId = (job.data as { instanceId?: string }).instanceId;
   if (!instanceId) return;
   const auditId = await ctx.audit.recordJobIncident(instanceId, action, { step: job.name, jobId: job.id!, reason: maskSecrets(reason).slice(0, 2000) });
+  if (auditId) await ctx.jobs.addAlerts(auditId, { queue: job.queueName as QueueName, jobId: job.id! });
+}
+
+/**
+ * What a provider asked operators to be told (say, a Neon project at 80 % of its branch limit): one incident per
+ * alert key, whichever job reports it and however often, with its Slack post and email.
+ */
+export async function raiseProviderAlert(
+  ctx: Pick<JobContext, 'audit' | 'jobs'>,
+  job: Pick<JobHandle, 'id' | 'name' | 'data' | 'queueName'>,
+  alert: ProviderAlert,
+): Promise<void> {
+  const instanceId = (job.data as { instanceId?: string }).instanceId ?? null;
+  const auditId = await ctx.audit.recordIncidentOnce(
+    'provider.alert',
+    alert.key,
+    { step: job.name, jobId: job.id!, title: alert.title, reason: maskSecrets(alert.reason).slice(0, 2000) },
+    instanceId,
+  );
   if (auditId) await ctx.jobs.addAlerts(auditId, { queue: job.queueName as QueueName, jobId: job.id! });
 }
 

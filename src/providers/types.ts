@@ -38,9 +38,17 @@ export interface DatabaseRef {
 /** Where a provider is in making a database (ids and counters only: it is kept in the step's job data). */
 export type DatabaseProgress = Record<string, string | number | string[]>;
 
-export type EnsureDatabaseResult =
+/** Something operators must hear about once (say, a pool filling up): raised as an incident, at most once per key. */
+export interface ProviderAlert {
+  key: string;
+  title: string;
+  reason: string;
+}
+
+export type EnsureDatabaseResult = (
   | { ready: DatabaseRef & { connectionUrl: string } }
-  | { pending: DatabaseProgress; retryInMs: number; detail: string };
+  | { pending: DatabaseProgress; retryInMs: number; detail: string }
+) & { alerts?: ProviderAlert[] };
 
 export interface DatabaseProvider {
   readonly kind: string;

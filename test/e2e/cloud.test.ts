@@ -16,7 +16,7 @@ function budget(h: Harness): { railway: number; neon: number } {
 
 /** Railway requests (deployment status polls included) and Neon calls one provision may make (docs/cloud-providers.md). */
 const RAILWAY_BUDGET = 10;
-const NEON_BUDGET = 16;
+const NEON_BUDGET = 9;
 
 describe('provisioning on Railway and Neon (emulated)', function () {
   this.timeout(90_000);

@@ -292,4 +292,57 @@ describe('Neon emulator with @neondatabase/api-client', function () {
     const rows = await query(data.connection_uris![0]!.connection_uri, 'SELECT current_database()');
     expect(rows).to.deep.equal([{ current_database: emulator.realDatabaseName(project.projectId, data.branch.id, 'neondb') }]);
   });
+
+  it('creates a read-write endpoint for a branch without one (start_compute, then active), refuses a second (409)', async () => {
+    const project = await emulator.createProject({ defaultDatabase: true });
+    const created = await api.createProjectBranch(project.projectId, { branch: { name: 'no-compute' } });
+    expect(created.data.endpoints).to.deep.equal([]);
+    expect(created.data.operations.map((o) => o.action)).to.deep.equal(['create_branch']);
+    await emulator.idle(project.projectId);
+    const branchId = created.data.branch.id;
+    // Without a compute, a role and a database start no operation.
+    const role = await api.createProjectBranchRole(project.projectId, branchId, { role: { name: 'owner' } });
+    expect(role.data.operations).to.deep.equal([]);
+    const db = await api.createProjectBranchDatabase(project.projectId, branchId, { database: { name: 'app', owner_name: 'owner' } });
+    expect(db.data.operations).to.deep.equal([]);
+
+    emulator.holdOperations();
+    const endpoint = await api.createProjectEndpoint(project.projectId, { endpoint: { branch_id: branchId, type: EndpointType.ReadWrite } });
+    expect(endpoint.status).to.equal(201);
+    expect(endpoint.data.endpoint).to.include({ branch_id: branchId, type: 'read_write', current_state: 'init' });
+    expect(endpoint.data.operations.map((o) => [o.action, o.endpoint_id])).to.deep.equal([['start_compute', endpoint.data.endpoint.id]]);
+    const second = await rejection(api.createProjectEndpoint(project.projectId, { endpoint: { branch_id: branchId, type: EndpointType.ReadWrite } }));
+    expect(second.status).to.equal(409);
+    const locked = await rejection(api.createProjectBranchRole(project.projectId, branchId, { role: { name: 'other' } }));
+    expect(locked.status).to.equal(423);
+    emulator.releaseOperations();
+    await emulator.idle(project.projectId);
+    expect((await api.getProjectEndpoint(project.projectId, endpoint.data.endpoint.id)).data.endpoint.current_state).to.equal('active');
+    const { data } = await api.getConnectionUri({ projectId: project.projectId, branch_id: branchId, database_name: 'app', role_name: 'owner' });
+    expect(await query(data.uri, 'SELECT current_user AS u')).to.deep.equal([{ u: emulator.realRoleName(project.projectId, branchId, 'owner') }]);
+    expect((await rejection(api.createProjectEndpoint(project.projectId, { endpoint: { branch_id: 'br-none-000000', type: EndpointType.ReadWrite } }))).status).to.equal(404);
+  });
+
+  it('enforces a branch limit per project (default branch included): 422 BRANCHES_LIMIT_EXCEEDED, after the name check', async () => {
+    const project = await emulator.createProject({ maxBranches: 3, existingBranches: 1 });
+    expect(emulator.branches(project.projectId).map((b) => [b.branch.name, b.branch.current_state])).to.deep.equal([
+      ['main', 'ready'],
+      ['existing-1', 'ready'],
+    ]);
+    expect((await api.countProjectBranches({ projectId: project.projectId })).data.count).to.equal(2);
+    await api.createProjectBranch(project.projectId, { branch: { name: 'third' } });
+    await emulator.idle(project.projectId);
+    const full = await rejection(api.createProjectBranch(project.projectId, { branch: { name: 'fourth' } }));
+    expect(full.status).to.equal(422);
+    expect(full.data.code).to.equal('BRANCHES_LIMIT_EXCEEDED');
+    expect(full.data.message).to.match(/limit of 3/);
+    expect((await rejection(api.createProjectBranch(project.projectId, { branch: { name: 'third' } }))).status).to.equal(409);
+    // Other projects keep the emulator's default.
+    const other = await emulator.createProject();
+    for (const name of ['x', 'y', 'z']) {
+      await api.createProjectBranch(other.projectId, { branch: { name } });
+      await emulator.idle(other.projectId);
+    }
+    expect(emulator.branches(other.projectId)).to.have.length(4);
+  });
 });

@@ -27,13 +27,18 @@
 //   databases, but inherited databases are created EMPTY (no data is copied; real Neon copies the data).
 //
 // Operations: every mutation returns operations (create branch: `create_branch` + `start_compute` when an endpoint is
-// asked for; roles and databases: `apply_config` when the branch has an endpoint; delete branch: `suspend_compute` +
-// `delete_timeline`). The first is `running`, the others `scheduling` until half of `operationMs`; all end `finished`
-// after `operationMs` (default 150 ms; timers unref'd). While any operation of a project is not terminal, every
-// further mutating request on that project (one that would create operations) answers 423 with Neon's message. GETs
-// never answer 423. Requests are validated (400/404/409) before the 423 check. The real SQL runs before the response,
-// so objects exist (and accept connections) as soon as the 201 arrives; real Neon only accepts connections once
-// `start_compute` has finished, so clients must wait for operations anyway.
+// asked for; create endpoint: `start_compute`; roles and databases: `apply_config` when the branch has an endpoint,
+// none without one; delete branch: `suspend_compute` + `delete_timeline`). The first is `running`, the others
+// `scheduling` until half of `operationMs`; all end `finished` after `operationMs` (default 150 ms; timers unref'd).
+// While any operation of a project is not terminal, every further mutating request on that project (creating or
+// deleting a branch, endpoint, role or database) answers 423 with Neon's message, as Neon runs one operation at a time
+// per project. GETs never answer 423. Requests are validated (400/404/409) before the 423 check. The real SQL runs
+// before the response, so objects exist (and accept connections) as soon as the 201 arrives; real Neon only accepts
+// connections once `start_compute` has finished, so clients must wait for operations anyway.
+//
+// Branch limit: a project holds at most `maxBranchesPerProject` live branches, its default branch included (or its
+// own `createProject({ maxBranches })`); one more answers 422 `BRANCHES_LIMIT_EXCEEDED` (a guess: the spec does not
+// document the cap), after the name check (a duplicate name is a 409 even in a full project).
 //
 // Fault injection is consumed in request-arrival order: failNext (answered instead of handled), slowNext (handled,
 // then the answer is held back: the mutation HAS happened when a client times out, as in real life),
@@ -159,7 +164,7 @@ export interface NeonEmulatorOptions {
   prefix?: string;
   /** Admin (superuser) connection string for the local Postgres. Default postgres://postgres@127.0.0.1:5432/postgres. */
   pgAdminUrl?: string;
-  /** Branch cap per project (live branches, default branch included). Default 5000, as Neon's paid plans. */
+  /** Branch cap per project (live branches, default branch included). Default 5000, as Neon's paid plans; a project can set its own. */
   maxBranchesPerProject?: number;
   /** When false, reveal_password answers 412 like a project without `store_passwords`. Default true. */
   storePasswords?: boolean;
@@ -171,6 +176,10 @@ export interface CreateProjectOptions {
   name?: string;
   /** Give the default branch a real role + database that new branches inherit, like Neon's neondb_owner/neondb. */
   defaultDatabase?: boolean | { role: string; database: string };
+  /** This project's branch cap (default: the emulator's maxBranchesPerProject). */
+  maxBranches?: number;
+  /** Branches it already has besides the default one (`existing-1`, ...: ready, no endpoint), as if made earlier. */
+  existingBranches?: number;
 }
 
 export interface FailOptions {
@@ -235,6 +244,7 @@ interface ProjectState {
   deletedBranchIds: Set<string>;
   operations: NeonOperation[];
   lock: Promise<unknown>;
+  maxBranches: number;
 }
 
 interface Reply { status: number; body?: unknown; headers?: OutgoingHttpHeaders }
@@ -576,7 +586,7 @@ export async function startNeonEmulator(opts: NeonEmulatorOptions = {}): Promise
       const parent = project.branches.get(parentId) ?? fail(404, 'parent branch not found');
       if (typeof name === 'string' && [...project.branches.values()].some((b) => b.branch.name === name)) fail(409, 'branch already exists');
       // Guess: the spec does not document the branch cap; CI code reports 422 with this code.
-      if (project.branches.size >= maxBranches) fail(422, `number of branches exceeds the limit of ${maxBranches}`, 'BRANCHES_LIMIT_EXCEEDED');
+      if (project.branches.size >= project.maxBranches) fail(422, `number of branches exceeds the limit of ${project.maxBranches}`, 'BRANCHES_LIMIT_EXCEEDED');
       assertUnlocked(project);
 
       const state = newBranchState(project, name as string | undefined, parent, false);
@@ -723,6 +733,27 @@ export async function startNeonEmulator(opts: NeonEmulatorOptions = {}): Promise
   const listEndpoints: Handler = (ctx) => {
     const branch = getBranch(getProject(ctx.params.project_id!), ctx.params.branch_id!);
     return { status: 200, body: { endpoints: branch.endpoints } };
+  };
+  const createEndpoint: Handler = async (ctx) => {
+    const project = getProject(ctx.params.project_id!);
+    const request = objectBody(ctx, 'endpoint');
+    if (typeof request.branch_id !== 'string' || !ID_PATTERN.test(request.branch_id)) fail(400, 'endpoint branch_id is required');
+    if (request.type !== 'read_write' && request.type !== 'read_only') fail(400, 'endpoint type must be read_write or read_only');
+    return withLock(project, async () => {
+      const branch = getBranch(project, request.branch_id as string);
+      // The spec: "If the specified branch already has a read-write compute endpoint, the operation fails."
+      if (request.type === 'read_write' && readWrite(branch)) fail(409, 'read-write endpoint already exists');
+      assertUnlocked(project);
+      const endpoint = newEndpoint(project, branch, request, false);
+      branch.endpoints.push(endpoint);
+      const operations = startOperations(project, [{ action: 'start_compute', branch_id: branch.branch.id, endpoint_id: endpoint.id }], (ok) => {
+        if (!ok) return;
+        const now = iso(Date.now());
+        Object.assign(endpoint, { current_state: 'active', started_at: now, updated_at: now });
+        delete endpoint.pending_state;
+      });
+      return { status: 201, body: { endpoint, operations } };
+    });
   };
   const getEndpoint: Handler = (ctx) => {
     const project = getProject(ctx.params.project_id!);
@@ -876,6 +907,7 @@ export async function startNeonEmulator(opts: NeonEmulatorOptions = {}): Promise
   route('GET', '/projects/{project_id}/branches/{branch_id}', getBranchHandler);
   route('DELETE', '/projects/{project_id}/branches/{branch_id}', deleteBranch);
   route('GET', '/projects/{project_id}/branches/{branch_id}/endpoints', listEndpoints);
+  route('POST', '/projects/{project_id}/endpoints', createEndpoint);
   route('GET', '/projects/{project_id}/endpoints/{endpoint_id}', getEndpoint);
   route('POST', '/projects/{project_id}/branches/{branch_id}/roles', createRole);
   route('GET', '/projects/{project_id}/branches/{branch_id}/roles', listRoles);
@@ -1054,6 +1086,7 @@ export async function startNeonEmulator(opts: NeonEmulatorOptions = {}): Promise
         deletedBranchIds: new Set(),
         operations: [],
         lock: Promise.resolve(),
+        maxBranches: options.maxBranches ?? maxBranches,
       };
       const main = newBranchState(project, 'main', undefined, true);
       project.defaultBranchId = main.branch.id;
@@ -1064,6 +1097,14 @@ export async function startNeonEmulator(opts: NeonEmulatorOptions = {}): Promise
         await addDatabase(project, main, names.database, names.role);
       }
       project.branches.set(main.branch.id, main);
+      for (let i = 1; i <= (options.existingBranches ?? 0); i++) {
+        const branch = newBranchState(project, `existing-${i}`, main, false);
+        for (const role of main.roles.values()) await addRole(project, branch, role.role.name, role.password);
+        for (const db of main.databases.values()) await addDatabase(project, branch, db.database.name, db.database.owner_name);
+        Object.assign(branch.branch, { current_state: 'ready' });
+        delete branch.branch.pending_state;
+        project.branches.set(branch.branch.id, branch);
+      }
       projects.set(id, project);
       return { projectId: id, defaultBranchId: main.branch.id };
     },

@@ -35,6 +35,7 @@ import type {
   EnsureDatabaseResult,
   Mailer,
   MailMessage,
+  ProviderAlert,
 } from '../../src/providers/types.ts';
 import type { StepName } from '../../src/queues/catalogue.ts';
 import type { JobQueue } from '../../src/queues/jobQueue.ts';
@@ -61,6 +62,16 @@ export class FakeAudit implements AuditLog {
   async recordJobIncident(instanceId: string, action: string, detail: { step: string; jobId: string; reason: string }): Promise<string | null> {
     if (this.entries.some((e) => e.instanceId === instanceId && e.action === action && (e.detail as { jobId?: string }).jobId === detail.jobId)) return null;
     return this.record({ actor: 'worker', action, instanceId, detail });
+  }
+
+  async recordIncidentOnce(
+    action: string,
+    key: string,
+    detail: { step: string; jobId: string; title: string; reason: string },
+    instanceId: string | null,
+  ): Promise<string | null> {
+    if (this.entries.some((e) => (e.detail as { incidentKey?: string }).incidentKey === key)) return null;
+    return this.record({ actor: 'worker', action, instanceId, detail: { ...detail, incidentKey: key } });
   }
 
   async incident(auditId: string): Promise<Incident | undefined> {
@@ -655,6 +666,8 @@ export class FakeDatabaseProvider implements DatabaseProvider {
   readonly kind = 'fake';
   /** How many calls answer pending before the database is ready. */
   pendingPolls = 0;
+  /** Alerts every answer carries (as the Neon provider hands back its capacity alerts until they are saved). */
+  alerts: ProviderAlert[] = [];
   readonly deleted: DatabaseRef[] = [];
 
   constructor(private readonly calls: Trace) {}
@@ -663,9 +676,12 @@ export class FakeDatabaseProvider implements DatabaseProvider {
     this.calls.push(`database.ensureDatabase ${name}`);
     if (this.pendingPolls > 0) {
       this.pendingPolls--;
-      return { pending: { operation: 'op-1', ...progress }, retryInMs: 500, detail: 'branch creating' };
+      return { pending: { operation: 'op-1', ...progress }, retryInMs: 500, detail: 'branch creating', ...(this.alerts.length ? { alerts: this.alerts } : {}) };
     }
-    return { ready: { branchId: `br-${name}`, databaseName: name, roleName: name, connectionUrl: `postgres://${name}@db/${name}` } };
+    return {
+      ready: { branchId: `br-${name}`, databaseName: name, roleName: name, connectionUrl: `postgres://${name}@db/${name}` },
+      ...(this.alerts.length ? { alerts: this.alerts } : {}),
+    };
   }
 
   async deleteDatabase(ref: DatabaseRef): Promise<void> {

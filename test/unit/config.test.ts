@@ -314,8 +314,15 @@ describe('config', () => {
       );
       expect(config.railway).to.deep.include({ apiUrl: 'https://backboard.railway.com/graphql/v2', projectId: 'p1', domainScheme: 'https', runtimePort: 8080 });
       expect(config.railway!.auth).to.deep.equal({ kind: 'project', token: 'proj-token' });
-      expect(config.neon).to.deep.equal({ apiUrl: 'https://console.neon.tech/api/v2', apiKey: 'neon-key', projectIds: ['proj-a', 'proj-b'] });
+      expect(config.neon).to.deep.equal({ apiUrl: 'https://console.neon.tech/api/v2', apiKey: 'neon-key', projectIds: ['proj-a', 'proj-b'], branchLimit: 5_000 });
       expect(loadConfig({}, cwd)).to.deep.include({ railway: null, neon: null, computeProvider: 'local', databaseProvider: 'local' });
+    });
+
+    it('reads the branch limit of a Neon project (NEON_BRANCH_LIMIT) and refuses one below 2', () => {
+      const neon = { DATABASE_PROVIDER: 'neon', NEON_API_KEY: 'k', NEON_PROJECT_IDS: 'p' };
+      expect(loadConfig({ ...neon, NEON_BRANCH_LIMIT: '25' }, cwd).neon!.branchLimit).to.equal(25);
+      const err = configError(() => loadConfig({ ...neon, NEON_BRANCH_LIMIT: '1' }, cwd));
+      expect(err.problems).to.deep.equal(['NEON_BRANCH_LIMIT must be an integer between 2 and 1000000 (got "1")']);
     });
 
     it('refuses a repository that is not owner/name', () => {

@@ -211,6 +211,24 @@ describe('provisioning steps (fakes)', () => {
       expect(at('instances.update')).to.be.below(at('customerDbs.applySchema'));
     });
 
+    it('raises the alert a provider hands back (a Neon project at 80 %) as one incident, however often it comes', async () => {
+      const f = fakeContext();
+      const alert = { key: 'neon-capacity/pool-a/1', title: 'Neon project pool-a reached 80 % of its branch limit', reason: 'holds 4 of 5 branches' };
+      f.database.alerts = [alert];
+      f.database.pendingPolls = 1;
+      const instance = f.instances.add({ status: 'provisioning' });
+      const job = stepJob<CreateBranchData>(f, 'create-branch', instance.id);
+      // The run that placed the customer, then the same alert again (a re-run that lost its progress), then ready.
+      expect(await rejection(run(f, createBranch, job))).to.be.instanceOf(DelayedError);
+      await run(f, createBranch, job);
+      const other = f.instances.add({ status: 'provisioning' });
+      await run(f, createBranch, stepJob<CreateBranchData>(f, 'create-branch', other.id)); // another sign-up sees it too
+      expect(f.audit.entries.map((e) => [e.action, e.instanceId])).to.deep.equal([['provider.alert', instance.id]]);
+      expect(f.audit.entries[0]!.detail).to.deep.include({ step: 'create-branch', title: alert.title, reason: alert.reason, incidentKey: alert.key });
+      expect(f.jobs.of('addAlerts')).to.deep.equal([[f.audit.entries[0]!.id, { queue: 'provision', jobId: job.id }]]);
+      expect(f.instances.get(instance.id).status).to.equal('provisioning');
+    });
+
     it('gives up when the database is not ready in time', async () => {
       const f = fakeContext({ DATABASE_READY_TIMEOUT: '1s' });
       const instance = f.instances.add({ status: 'provisioning' });
