@@ -295,12 +295,20 @@ describe('runtime rate limit and heartbeat', function () {
   });
   const env = () => ({ ANTHROPIC_API_KEY: model.apiKey, ANTHROPIC_BASE_URL: model.url });
 
-  it('limits requests per key, with Retry-After', async () => {
+  it('limits requests per key, with Retry-After, and says the limit in RateLimit-* headers', async () => {
     const f = await startRuntimeFixture({ env: { ...env(), RATE_LIMIT: '3/m' } });
     fixtures.push(f);
-    const codes: number[] = [];
-    for (let i = 0; i < 4; i++) codes.push((await fetch(`${f.url}/status`, { headers: { authorization: `Bearer ${f.key}` } })).status);
-    expect(codes).to.deep.equal([200, 200, 200, 429]);
+    const answers: { status: number; limit: string | null; remaining: string | null; policy: string | null; reset: number }[] = [];
+    for (let i = 0; i < 4; i++) {
+      const response = await fetch(`${f.url}/status`, { headers: { authorization: `Bearer ${f.key}` } });
+      const header = (name: string) => response.headers.get(name);
+      answers.push({ status: response.status, limit: header('ratelimit-limit'), remaining: header('ratelimit-remaining'), policy: header('ratelimit-policy'), reset: Number(header('ratelimit-reset')) });
+    }
+    // One token comes back every 20 s at 3/m: the four requests see the bucket drain.
+    expect(answers.map(({ status, limit, remaining, policy }) => ({ status, limit, remaining, policy }))).to.deep.equal(
+      [200, 200, 200, 429].map((status, i) => ({ status, limit: '3', remaining: String(Math.max(0, 2 - i)), policy: '3;w=60' })),
+    );
+    for (const { reset } of answers) expect(reset).to.be.within(1, 60);
     // Another spelling of the same key is the same key.
     for (const header of [`bearer ${f.key}`, `BEARER  ${f.key}`]) {
       expect((await fetch(`${f.url}/status`, { headers: { authorization: header } })).status, header).to.equal(429);
