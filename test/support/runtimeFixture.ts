@@ -1,11 +1,16 @@
 /**
- * One customer's runtime, started in this process against its own throwaway database (schema applied, workspace
- * rendered and seeded, an API key issued), as the control plane would deploy it. close() removes it all.
+ * One customer's runtime, started against its own throwaway database (schema applied, workspace rendered and
+ * seeded, an API key issued), as the control plane would deploy it: in this process, or as its own child process
+ * (`node --import tsx runtime/src/main.ts`, as the local compute provider runs it) so its CPU is its own. close()
+ * removes it all.
  */
+import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { once } from 'node:events';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import { generateApiKey, hashApiKey } from '../../core/apiKey.ts';
 import { quoteIdent } from '../../core/postgres.ts';
@@ -17,6 +22,13 @@ import { applyRuntimeSchema } from '../../core/runtimeSchema.ts';
 import { startRuntime } from '../../runtime/src/server.ts';
 
 const SERVER = 'postgres://postgres@127.0.0.1:5432';
+const REPO = fileURLToPath(new URL('../..', import.meta.url));
+const RUNTIME_MAIN = path.join(REPO, 'runtime/src/main.ts');
+
+interface Running {
+  url: string;
+  close(): Promise<void>;
+}
 
 export interface RuntimeFixture {
   url: string;
@@ -35,6 +47,8 @@ export async function startRuntimeFixture(options: {
   env?: Record<string, string>;
   /** Workspace files to use instead of the rendered ones, by path. */
   files?: Record<string, string>;
+  /** Runs the runtime as a child process (env passed as its environment, NODE_OPTIONS included) instead of in this one. */
+  childProcess?: boolean;
 }): Promise<RuntimeFixture> {
   const plan = PLANS[options.plan ?? 'starter'];
   const id = randomBytes(5).toString('hex');
@@ -81,7 +95,9 @@ export async function startRuntimeFixture(options: {
     HEARTBEAT_INTERVAL: '0',
     ...options.env,
   };
-  let running = await startRuntime(loadRuntimeConfig(baseEnv));
+  const start = (env: Record<string, string>): Promise<Running> =>
+    options.childProcess ? startRuntimeProcess(env) : startRuntime(loadRuntimeConfig(env));
+  let running = await start(baseEnv);
   const fixture: RuntimeFixture = {
     url: running.url,
     key,
@@ -90,7 +106,7 @@ export async function startRuntimeFixture(options: {
     workspaceDir,
     async restart(env = {}) {
       await running.close();
-      running = await startRuntime(loadRuntimeConfig({ ...baseEnv, PORT: new URL(fixture.url).port, ...env }));
+      running = await start({ ...baseEnv, PORT: new URL(fixture.url).port, ...env });
     },
     async close() {
       await running.close();
@@ -103,6 +119,39 @@ export async function startRuntimeFixture(options: {
     },
   };
   return fixture;
+}
+
+/** The runtime's entry point in a child process: up once it says which port it listens on; close() is SIGTERM. */
+async function startRuntimeProcess(env: Record<string, string>): Promise<Running> {
+  const child = spawn(process.execPath, ['--import', 'tsx', RUNTIME_MAIN], {
+    cwd: REPO,
+    env: { PATH: process.env.PATH ?? '/usr/bin:/bin', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let output = '';
+  child.stdout.on('data', (chunk: Buffer) => (output += chunk.toString()));
+  child.stderr.on('data', (chunk: Buffer) => (output += chunk.toString()));
+  const exited = once(child, 'exit');
+  const port = await new Promise<string>((resolve, reject) => {
+    const listening = () => {
+      const match = /listening on (\d+)/.exec(output);
+      if (match) {
+        child.stdout.off('data', listening);
+        resolve(match[1]!);
+      }
+    };
+    child.stdout.on('data', listening);
+    exited.then(([code]) => reject(new Error(`runtime exited with ${code} before listening: ${output.trim()}`)), reject);
+  });
+  return {
+    url: `http://127.0.0.1:${port}`,
+    async close() {
+      if (child.exitCode === null && child.signalCode === null) {
+        child.kill('SIGTERM');
+        await exited;
+      }
+    },
+  };
 }
 
 /** Reads a server-sent-events response, recording each event and when it arrived. */
