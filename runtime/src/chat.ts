@@ -6,7 +6,6 @@
 import { PassThrough } from 'node:stream';
 import Router from '@koa/router';
 import type pg from 'pg';
-import { inTransaction } from '../../core/postgres.ts';
 import { HttpError } from '../../core/http/httpError.ts';
 import { readJsonBody } from '../../core/http/rawBody.ts';
 import type { RuntimeContext, TurnInput, TurnResult } from './context.ts';
@@ -15,7 +14,7 @@ import type { Model, ModelMessage } from './model.ts';
 import { Notifier } from './notifier.ts';
 import { buildSystemPrompt } from './prompt.ts';
 import { listSkills } from './skills.ts';
-import { addTokens, claimNotices, dayOf, monthOf, releaseMessage, reserveMessage } from './usage.ts';
+import { claimNotices, dayOf, monthOf, releaseMessage, reserveMessage } from './usage.ts';
 import { dailyLogPath } from './workspace.ts';
 
 const MAX_MESSAGE_CHARS = 20_000;
@@ -28,6 +27,8 @@ export interface PendingTurn {
   conversationId: string;
   used: number;
   at: Date;
+  /** The recent history and the system prompt, read while the message was being counted. */
+  context: Promise<{ history: ModelMessage[]; system: string }>;
 }
 
 export interface Chat {
@@ -45,22 +46,32 @@ export function createChat(ctx: ChatContext, model: Model): Chat {
 
   async function begin(input: TurnInput): Promise<PendingTurn> {
     const at = new Date();
-    if (input.conversationId !== undefined) await requireConversation(ctx.db, input.conversationId);
-    const used = await reserveMessage(ctx.db, ctx.config.messageLimit, at);
+    // What the prompt needs does not depend on the count, so it is read meanwhile (a new conversation has no history).
+    // A refused turn leaves it unread; finish answers for its failure.
+    const context = readContext(input, at);
+    context.catch(() => undefined);
+    const used = await reserveMessage(ctx.db, ctx.config.messageLimit, at, input.conversationId);
     try {
       const conversationId = input.conversationId ?? (await newConversation(ctx.db, input));
-      return { input, conversationId, used, at };
+      return { input, conversationId, used, at, context };
     } catch (err) {
       await releaseMessage(ctx.db, dayOf(at));
       throw err;
     }
   }
 
-  async function finish({ input, conversationId, used, at: now }: PendingTurn, onText?: (text: string) => void): Promise<TurnResult> {
+  async function readContext(input: TurnInput, now: Date): Promise<{ history: ModelMessage[]; system: string }> {
+    const [history, system] = await Promise.all([
+      input.conversationId === undefined ? [] : recentMessages(ctx.db, input.conversationId, ctx.config.historyMessages),
+      systemPrompt(ctx, input.message, now),
+    ]);
+    return { history, system };
+  }
+
+  async function finish({ input, conversationId, used, at: now, context }: PendingTurn, onText?: (text: string) => void): Promise<TurnResult> {
     let reply;
     try {
-      const history = await recentMessages(ctx.db, conversationId, ctx.config.historyMessages);
-      const system = await systemPrompt(ctx, input.message, now);
+      const { history, system } = await context;
       const request = { system, messages: alternating([...history, { role: 'user', content: input.message }]) };
       reply = onText ? await model.stream(request, onText) : await model.complete(request);
       await storeTurn(ctx.db, conversationId, input.message, reply, dayOf(now));
@@ -82,11 +93,6 @@ export function createChat(ctx: ChatContext, model: Model): Chat {
   }
 
   return { begin, finish, runTurn: async (input) => finish(await begin(input)) };
-}
-
-async function requireConversation(db: pg.Pool, id: string): Promise<void> {
-  const { rowCount } = await db.query('SELECT 1 FROM conversations WHERE id = $1', [id]);
-  if (!rowCount) throw new HttpError(404, 'not_found', `no conversation ${id}`);
 }
 
 async function newConversation(db: pg.Pool, input: TurnInput): Promise<string> {
@@ -152,15 +158,19 @@ async function storeTurn(
   reply: { text: string; inputTokens: number; outputTokens: number },
   day: string,
 ): Promise<void> {
-  await inTransaction(db, async (client) => {
-    await client.query(
-      `INSERT INTO conversation_messages (conversation_id, role, content, input_tokens, output_tokens)
-       VALUES ($1, 'user', $2, $3, NULL), ($1, 'assistant', $4, NULL, $5)`,
-      [conversationId, message, reply.inputTokens, reply.text, reply.outputTokens],
-    );
-    await client.query('UPDATE conversations SET updated_at = now() WHERE id = $1', [conversationId]);
-    await addTokens(client, day, reply.inputTokens, reply.outputTokens);
-  });
+  // One statement, so one round trip and all or nothing: the two messages, the conversation's time, the day's tokens.
+  await db.query(
+    `WITH stored AS (
+       INSERT INTO conversation_messages (conversation_id, role, content, input_tokens, output_tokens)
+       VALUES ($1, 'user', $2, $3, NULL), ($1, 'assistant', $4, NULL, $5)
+     ), touched AS (
+       UPDATE conversations SET updated_at = now() WHERE id = $1
+     )
+     INSERT INTO usage_tracking (day, input_tokens, output_tokens) VALUES ($6, $7, $8)
+     ON CONFLICT (day) DO UPDATE SET input_tokens = usage_tracking.input_tokens + EXCLUDED.input_tokens,
+       output_tokens = usage_tracking.output_tokens + EXCLUDED.output_tokens`,
+    [conversationId, message, reply.inputTokens, reply.text, reply.outputTokens, day, reply.inputTokens, reply.outputTokens],
+  );
 }
 
 function parseChatBody(body: unknown): TurnInput & { stream: boolean } {
