@@ -70,23 +70,25 @@ export function createChat(ctx: ChatContext, model: Model): Chat {
 
   async function finish({ input, conversationId, used, at: now, context }: PendingTurn, onText?: (text: string) => void): Promise<TurnResult> {
     let reply;
+    let unsent: boolean;
     try {
       const { history, system } = await context;
       const request = { system, messages: alternating([...history, { role: 'user', content: input.message }]) };
       reply = onText ? await model.stream(request, onText) : await model.complete(request);
-      await storeTurn(ctx.db, conversationId, input.message, reply, dayOf(now));
+      unsent = await storeTurn(ctx.db, conversationId, input.message, reply, now);
     } catch (err) {
       await releaseMessage(ctx.db, dayOf(now)).catch(() => undefined); // the turn did not happen: not counted
       throw err;
     }
-    void notifyThresholds(used, now);
+    void notifyThresholds(used, now, unsent);
     return { reply: reply.text, conversationId, usage: { inputTokens: reply.inputTokens, outputTokens: reply.outputTokens } };
   }
 
-  async function notifyThresholds(used: number, now: Date): Promise<void> {
+  /** Claims the thresholds this turn reached; sends what is unsent (this turn's claims, or older ones seen unsent). */
+  async function notifyThresholds(used: number, now: Date, unsent: boolean): Promise<void> {
     try {
-      await claimNotices(ctx.db, used, ctx.config.messageLimit, now);
-      await notifier.sendPending(monthOf(now).month);
+      const reached = await claimNotices(ctx.db, used, ctx.config.messageLimit, now);
+      if (reached > 0 || unsent) await notifier.sendPending(monthOf(now).month);
     } catch (err) {
       console.error(`runtime ${ctx.config.workspaceId}: usage notice failed: ${(err as Error).message}`);
     }
@@ -151,15 +153,18 @@ async function systemPrompt(ctx: ChatContext, message: string, now: Date): Promi
   });
 }
 
+/**
+ * Stores the turn in one statement, so one round trip and all or nothing: the two messages, the conversation's time,
+ * the day's tokens. Says whether the month has usage notices claimed but not sent yet.
+ */
 async function storeTurn(
   db: pg.Pool,
   conversationId: string,
   message: string,
   reply: { text: string; inputTokens: number; outputTokens: number },
-  day: string,
-): Promise<void> {
-  // One statement, so one round trip and all or nothing: the two messages, the conversation's time, the day's tokens.
-  await db.query(
+  now: Date,
+): Promise<boolean> {
+  const { rows } = await db.query<{ unsent: boolean }>(
     `WITH stored AS (
        INSERT INTO conversation_messages (conversation_id, role, content, input_tokens, output_tokens)
        VALUES ($1, 'user', $2, $3, NULL), ($1, 'assistant', $4, NULL, $5)
@@ -168,9 +173,11 @@ async function storeTurn(
      )
      INSERT INTO usage_tracking (day, input_tokens, output_tokens) VALUES ($6, $7, $8)
      ON CONFLICT (day) DO UPDATE SET input_tokens = usage_tracking.input_tokens + EXCLUDED.input_tokens,
-       output_tokens = usage_tracking.output_tokens + EXCLUDED.output_tokens`,
-    [conversationId, message, reply.inputTokens, reply.text, reply.outputTokens, day, reply.inputTokens, reply.outputTokens],
+       output_tokens = usage_tracking.output_tokens + EXCLUDED.output_tokens
+     RETURNING EXISTS (SELECT 1 FROM usage_notices WHERE month = $9 AND sent_at IS NULL) AS unsent`,
+    [conversationId, message, reply.inputTokens, reply.text, reply.outputTokens, dayOf(now), reply.inputTokens, reply.outputTokens, monthOf(now).month],
   );
+  return rows[0]!.unsent;
 }
 
 function parseChatBody(body: unknown): TurnInput & { stream: boolean } {

@@ -83,13 +83,18 @@ export async function releaseMessage(db: pg.Pool, day: string): Promise<void> {
   await db.query('UPDATE usage_tracking SET messages = greatest(messages - 1, 0) WHERE day = $1', [day]);
 }
 
-/** Records each threshold this count has reached, once a month (across processes); the notifier sends them. */
-export async function claimNotices(db: pg.Pool, used: number, limit: number, now: Date): Promise<void> {
-  for (const threshold of NOTICE_THRESHOLDS.filter((t) => used * 100 >= t * limit)) {
+/**
+ * Records each threshold this count has reached, once a month (across processes); the notifier sends them.
+ * Returns how many thresholds the count has reached (claimed now or before).
+ */
+export async function claimNotices(db: pg.Pool, used: number, limit: number, now: Date): Promise<number> {
+  const reached = NOTICE_THRESHOLDS.filter((t) => used * 100 >= t * limit);
+  for (const threshold of reached) {
     await db.query('INSERT INTO usage_notices (month, threshold, used) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING', [
       monthOf(now).month,
       threshold,
       used,
     ]);
   }
+  return reached.length;
 }

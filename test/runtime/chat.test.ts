@@ -143,6 +143,25 @@ describe('runtime chat', function () {
     expect(receiver.rejected).to.equal(0);
   });
 
+  it('sends a notice claimed earlier but never delivered with the next turn, even one far below the thresholds', async () => {
+    // Bob's runtime, redeployed with a control plane to report to; his month has a notice claimed by a runtime that
+    // could not deliver it (the control plane was down, or the runtime was replaced meanwhile).
+    await bob.restart({ CONTROL_PLANE_URL: receiver.url, CONTROL_PLANE_SECRET: 'notice-secret-for-tests' });
+    try {
+      const month = new Date().toISOString().slice(0, 7);
+      await bob.db.query('INSERT INTO usage_notices (month, threshold, used) VALUES ($1, 80, 80000)', [month]);
+      expect((await post(bob, '/api/chat', { message: 'hello' })).status).to.equal(200);
+      expect((await status(bob)).usage.messages).to.be.below(10);
+      await waitUntil(async () => (await bob.db.query('SELECT 1 FROM usage_notices WHERE sent_at IS NOT NULL')).rowCount === 1);
+      expect(receiver.notices.filter((n) => n.workspaceId === bob.workspaceId)).to.deep.equal([
+        { workspaceId: bob.workspaceId, month, threshold: 80, used: 80000, limit: 100000 },
+      ]);
+    } finally {
+      await bob.db.query('DELETE FROM usage_notices');
+      await bob.restart();
+    }
+  });
+
   it('retries a 429 from the model and counts the turn once', async () => {
     const before = (await status(bob)).usage.messages;
     model.failNext(1, 429, { retryAfterSeconds: 0 });

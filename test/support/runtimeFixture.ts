@@ -61,64 +61,74 @@ export async function startRuntimeFixture(options: {
   const databaseUrl = `${SERVER}/${database}`;
   const db = new pg.Pool({ connectionString: databaseUrl, max: 3 });
   db.on('error', () => undefined); // connections ended by the DROP DATABASE in close()
-  const key = generateApiKey();
-  const client = await db.connect();
+  let workspaceDir: string | undefined;
+  /** The database and the workspace directory: removed by close(), or at once when the runtime fails to start. */
+  const remove = async () => {
+    await db.end();
+    const cleanup = new pg.Client({ connectionString: `${SERVER}/postgres` });
+    await cleanup.connect();
+    await cleanup.query(`DROP DATABASE IF EXISTS ${quoteIdent(database)} WITH (FORCE)`);
+    await cleanup.end();
+    if (workspaceDir) await rm(workspaceDir, { recursive: true, force: true });
+  };
   try {
-    await applyRuntimeSchema(client);
-    const files = renderWorkspace({
+    const key = generateApiKey();
+    const client = await db.connect();
+    try {
+      await applyRuntimeSchema(client);
+      const files = renderWorkspace({
+        workspaceId,
+        customer: { name: options.name ?? 'Test Customer', email: `${id}@example.com` },
+        plan,
+        createdAt: new Date(),
+      });
+      for (const [p, content] of Object.entries(options.files ?? {})) {
+        const existing = files.find((f) => f.path === p);
+        if (existing) existing.content = content;
+        else files.push({ path: p, content });
+      }
+      for (const file of files) {
+        await client.query('INSERT INTO workspace_files (path, content, sha256) VALUES ($1, $2, $3)', [file.path, file.content, fileSha256(file.content)]);
+      }
+      await client.query('INSERT INTO api_keys (key_hash, label) VALUES ($1, $2)', [hashApiKey(key), 'fixture']);
+    } finally {
+      client.release();
+    }
+    const dir = (workspaceDir = await mkdtemp(path.join(tmpdir(), 'rt-fixture-')));
+    const baseEnv = {
+      PORT: '0',
+      HOST: '127.0.0.1',
+      DATABASE_URL: databaseUrl,
+      WORKSPACE_ID: workspaceId,
+      WORKSPACE_DIR: dir,
+      PLAN: plan.name,
+      MESSAGE_LIMIT: String(plan.messageLimit),
+      HEARTBEAT_INTERVAL: '0',
+      ...options.env,
+    };
+    const start = (env: Record<string, string>): Promise<Running> =>
+      options.childProcess ? startRuntimeProcess(env) : startRuntime(loadRuntimeConfig(env));
+    let running = await start(baseEnv);
+    const fixture: RuntimeFixture = {
+      url: running.url,
+      key,
       workspaceId,
-      customer: { name: options.name ?? 'Test Customer', email: `${id}@example.com` },
-      plan,
-      createdAt: new Date(),
-    });
-    for (const [p, content] of Object.entries(options.files ?? {})) {
-      const existing = files.find((f) => f.path === p);
-      if (existing) existing.content = content;
-      else files.push({ path: p, content });
-    }
-    for (const file of files) {
-      await client.query('INSERT INTO workspace_files (path, content, sha256) VALUES ($1, $2, $3)', [file.path, file.content, fileSha256(file.content)]);
-    }
-    await client.query('INSERT INTO api_keys (key_hash, label) VALUES ($1, $2)', [hashApiKey(key), 'fixture']);
-  } finally {
-    client.release();
+      db,
+      workspaceDir: dir,
+      async restart(env = {}) {
+        await running.close();
+        running = await start({ ...baseEnv, PORT: new URL(fixture.url).port, ...env });
+      },
+      async close() {
+        await running.close();
+        await remove();
+      },
+    };
+    return fixture;
+  } catch (err) {
+    await remove();
+    throw err;
   }
-  const workspaceDir = await mkdtemp(path.join(tmpdir(), 'rt-fixture-'));
-  const baseEnv = {
-    PORT: '0',
-    HOST: '127.0.0.1',
-    DATABASE_URL: databaseUrl,
-    WORKSPACE_ID: workspaceId,
-    WORKSPACE_DIR: workspaceDir,
-    PLAN: plan.name,
-    MESSAGE_LIMIT: String(plan.messageLimit),
-    HEARTBEAT_INTERVAL: '0',
-    ...options.env,
-  };
-  const start = (env: Record<string, string>): Promise<Running> =>
-    options.childProcess ? startRuntimeProcess(env) : startRuntime(loadRuntimeConfig(env));
-  let running = await start(baseEnv);
-  const fixture: RuntimeFixture = {
-    url: running.url,
-    key,
-    workspaceId,
-    db,
-    workspaceDir,
-    async restart(env = {}) {
-      await running.close();
-      running = await start({ ...baseEnv, PORT: new URL(fixture.url).port, ...env });
-    },
-    async close() {
-      await running.close();
-      await db.end();
-      const cleanup = new pg.Client({ connectionString: `${SERVER}/postgres` });
-      await cleanup.connect();
-      await cleanup.query(`DROP DATABASE IF EXISTS ${quoteIdent(database)} WITH (FORCE)`);
-      await cleanup.end();
-      await rm(workspaceDir, { recursive: true, force: true });
-    },
-  };
-  return fixture;
 }
 
 /** The runtime's entry point in a child process: up once it says which port it listens on; close() is SIGTERM. */
