@@ -28,6 +28,8 @@ export interface Plan {
   title: string;
   /** Messages a month; the runtime refuses chat past it. */
   messageLimit: number;
+  /** Requests a minute per API key to the customer's runtime (its RATE_LIMIT); past it, 429. */
+  requestsPerMinute: number;
   /** Agents the customer may define; null means unlimited. */
   agentLimit: number | null;
   features: readonly Feature[];
@@ -43,6 +45,7 @@ export const PLANS: Readonly<Record<PlanName, Plan>> = {
     name: 'starter',
     title: 'Starter',
     messageLimit: 5_000,
+    requestsPerMinute: 60,
     agentLimit: 3,
     features: ['chat', 'memory', 'web_search'],
     cpu: 0.5,
@@ -53,6 +56,7 @@ export const PLANS: Readonly<Record<PlanName, Plan>> = {
     name: 'pro',
     title: 'Pro',
     messageLimit: 20_000,
+    requestsPerMinute: 120,
     agentLimit: 10,
     features: ['chat', 'memory', 'web_search', 'gmail', 'calendar', 'browser'],
     cpu: 1,
@@ -63,6 +67,7 @@ export const PLANS: Readonly<Record<PlanName, Plan>> = {
     name: 'team',
     title: 'Team',
     messageLimit: 100_000,
+    requestsPerMinute: 300,
     agentLimit: null,
     features: ALL_FEATURES,
     cpu: 2,
@@ -70,6 +75,11 @@ export const PLANS: Readonly<Record<PlanName, Plan>> = {
     databaseMb: 2048,
   },
 };
+
+/** A plan's request rate as the runtime's RATE_LIMIT reads it: '60/m'. */
+export function requestRate(plan: Pick<Plan, 'requestsPerMinute'>): string {
+  return `${plan.requestsPerMinute}/m`;
+}
 
 /** The product's live Stripe prices; other Stripe accounts override them through config. */
 export const DEFAULT_PRICE_IDS: Readonly<Record<PlanName, string>> = {

@@ -6,7 +6,6 @@
 import { PassThrough } from 'node:stream';
 import Router from '@koa/router';
 import type pg from 'pg';
-import { inTransaction } from '../../core/postgres.ts';
 import { HttpError } from '../../core/http/httpError.ts';
 import { readJsonBody } from '../../core/http/rawBody.ts';
 import type { RuntimeContext, TurnInput, TurnResult } from './context.ts';
@@ -15,7 +14,7 @@ import type { Model, ModelMessage } from './model.ts';
 import { Notifier } from './notifier.ts';
 import { buildSystemPrompt } from './prompt.ts';
 import { listSkills } from './skills.ts';
-import { addTokens, claimNotices, dayOf, monthOf, releaseMessage, reserveMessage } from './usage.ts';
+import { claimNotices, dayOf, monthOf, releaseMessage, reserveMessage } from './usage.ts';
 import { dailyLogPath } from './workspace.ts';
 
 const MAX_MESSAGE_CHARS = 20_000;
@@ -28,6 +27,8 @@ export interface PendingTurn {
   conversationId: string;
   used: number;
   at: Date;
+  /** The recent history and the system prompt, read while the message was being counted. */
+  context: Promise<{ history: ModelMessage[]; system: string }>;
 }
 
 export interface Chat {
@@ -45,48 +46,55 @@ export function createChat(ctx: ChatContext, model: Model): Chat {
 
   async function begin(input: TurnInput): Promise<PendingTurn> {
     const at = new Date();
-    if (input.conversationId !== undefined) await requireConversation(ctx.db, input.conversationId);
-    const used = await reserveMessage(ctx.db, ctx.config.messageLimit, at);
+    // What the prompt needs does not depend on the count, so it is read meanwhile (a new conversation has no history).
+    // A refused turn leaves it unread; finish answers for its failure.
+    const context = readContext(input, at);
+    context.catch(() => undefined);
+    const used = await reserveMessage(ctx.db, ctx.config.messageLimit, at, input.conversationId);
     try {
       const conversationId = input.conversationId ?? (await newConversation(ctx.db, input));
-      return { input, conversationId, used, at };
+      return { input, conversationId, used, at, context };
     } catch (err) {
       await releaseMessage(ctx.db, dayOf(at));
       throw err;
     }
   }
 
-  async function finish({ input, conversationId, used, at: now }: PendingTurn, onText?: (text: string) => void): Promise<TurnResult> {
+  async function readContext(input: TurnInput, now: Date): Promise<{ history: ModelMessage[]; system: string }> {
+    const [history, system] = await Promise.all([
+      input.conversationId === undefined ? [] : recentMessages(ctx.db, input.conversationId, ctx.config.historyMessages),
+      systemPrompt(ctx, input.message, now),
+    ]);
+    return { history, system };
+  }
+
+  async function finish({ input, conversationId, used, at: now, context }: PendingTurn, onText?: (text: string) => void): Promise<TurnResult> {
     let reply;
+    let unsent: boolean;
     try {
-      const history = await recentMessages(ctx.db, conversationId, ctx.config.historyMessages);
-      const system = await systemPrompt(ctx, input.message, now);
+      const { history, system } = await context;
       const request = { system, messages: alternating([...history, { role: 'user', content: input.message }]) };
       reply = onText ? await model.stream(request, onText) : await model.complete(request);
-      await storeTurn(ctx.db, conversationId, input.message, reply, dayOf(now));
+      unsent = await storeTurn(ctx.db, conversationId, input.message, reply, now);
     } catch (err) {
       await releaseMessage(ctx.db, dayOf(now)).catch(() => undefined); // the turn did not happen: not counted
       throw err;
     }
-    void notifyThresholds(used, now);
+    void notifyThresholds(used, now, unsent);
     return { reply: reply.text, conversationId, usage: { inputTokens: reply.inputTokens, outputTokens: reply.outputTokens } };
   }
 
-  async function notifyThresholds(used: number, now: Date): Promise<void> {
+  /** Claims the thresholds this turn reached; sends what is unsent (this turn's claims, or older ones seen unsent). */
+  async function notifyThresholds(used: number, now: Date, unsent: boolean): Promise<void> {
     try {
-      await claimNotices(ctx.db, used, ctx.config.messageLimit, now);
-      await notifier.sendPending(monthOf(now).month);
+      const reached = await claimNotices(ctx.db, used, ctx.config.messageLimit, now);
+      if (reached > 0 || unsent) await notifier.sendPending(monthOf(now).month);
     } catch (err) {
       console.error(`runtime ${ctx.config.workspaceId}: usage notice failed: ${(err as Error).message}`);
     }
   }
 
   return { begin, finish, runTurn: async (input) => finish(await begin(input)) };
-}
-
-async function requireConversation(db: pg.Pool, id: string): Promise<void> {
-  const { rowCount } = await db.query('SELECT 1 FROM conversations WHERE id = $1', [id]);
-  if (!rowCount) throw new HttpError(404, 'not_found', `no conversation ${id}`);
 }
 
 async function newConversation(db: pg.Pool, input: TurnInput): Promise<string> {
@@ -145,22 +153,31 @@ async function systemPrompt(ctx: ChatContext, message: string, now: Date): Promi
   });
 }
 
+/**
+ * Stores the turn in one statement, so one round trip and all or nothing: the two messages, the conversation's time,
+ * the day's tokens. Says whether the month has usage notices claimed but not sent yet.
+ */
 async function storeTurn(
   db: pg.Pool,
   conversationId: string,
   message: string,
   reply: { text: string; inputTokens: number; outputTokens: number },
-  day: string,
-): Promise<void> {
-  await inTransaction(db, async (client) => {
-    await client.query(
-      `INSERT INTO conversation_messages (conversation_id, role, content, input_tokens, output_tokens)
-       VALUES ($1, 'user', $2, $3, NULL), ($1, 'assistant', $4, NULL, $5)`,
-      [conversationId, message, reply.inputTokens, reply.text, reply.outputTokens],
-    );
-    await client.query('UPDATE conversations SET updated_at = now() WHERE id = $1', [conversationId]);
-    await addTokens(client, day, reply.inputTokens, reply.outputTokens);
-  });
+  now: Date,
+): Promise<boolean> {
+  const { rows } = await db.query<{ unsent: boolean }>(
+    `WITH stored AS (
+       INSERT INTO conversation_messages (conversation_id, role, content, input_tokens, output_tokens)
+       VALUES ($1, 'user', $2, $3, NULL), ($1, 'assistant', $4, NULL, $5)
+     ), touched AS (
+       UPDATE conversations SET updated_at = now() WHERE id = $1
+     )
+     INSERT INTO usage_tracking (day, input_tokens, output_tokens) VALUES ($6, $7, $8)
+     ON CONFLICT (day) DO UPDATE SET input_tokens = usage_tracking.input_tokens + EXCLUDED.input_tokens,
+       output_tokens = usage_tracking.output_tokens + EXCLUDED.output_tokens
+     RETURNING EXISTS (SELECT 1 FROM usage_notices WHERE month = $9 AND sent_at IS NULL) AS unsent`,
+    [conversationId, message, reply.inputTokens, reply.text, reply.outputTokens, dayOf(now), reply.inputTokens, reply.outputTokens, monthOf(now).month],
+  );
+  return rows[0]!.unsent;
 }
 
 function parseChatBody(body: unknown): TurnInput & { stream: boolean } {

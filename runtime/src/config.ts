@@ -2,7 +2,7 @@
  * The runtime's whole configuration, read from env and validated in one place. Every problem is collected so an
  * operator fixes a broken deployment in one round; values of secrets (DATABASE_URL) never appear in the message.
  */
-import { ALL_FEATURES, PLANS, isPlanName, type Feature, type PlanName } from '../../core/plans.ts';
+import { ALL_FEATURES, PLANS, isPlanName, requestRate, type Feature, type PlanName } from '../../core/plans.ts';
 import { parseDuration, parseRate, type RateLimit } from '../../core/durations.ts';
 
 export const DEFAULT_RUNTIME_VERSION = '0.1.0';
@@ -33,7 +33,7 @@ export interface RuntimeConfig {
   /** Tokens the system prompt (workspace, memories) may take; history comes on top, up to historyMessages. */
   promptTokenBudget: number;
   historyMessages: number;
-  /** Requests per API key. */
+  /** Requests per API key; unset, the plan's rate. */
   rateLimit: RateLimit;
   /** 0 turns the heartbeat off. */
   heartbeatIntervalMs: number;
@@ -110,7 +110,7 @@ export function loadRuntimeConfig(env: NodeJS.ProcessEnv): RuntimeConfig {
     return text?.replace(/\/+$/, '');
   };
 
-  const rateText = read(env, 'RATE_LIMIT') ?? '60/m';
+  const rateText = read(env, 'RATE_LIMIT') ?? requestRate(PLANS[plan]);
   const rateLimit = parseRate(rateText);
   if (!rateLimit) problems.push(`RATE_LIMIT must be a rate such as 60/m or 5/s (got "${rateText}")`);
 

@@ -3,9 +3,10 @@
  * at 80 % and 100 % of it. A turn reserves its message before the model is asked (so concurrent turns cannot pass
  * the limit together) and gives it back if the turn fails, so a failed or retried turn is not counted.
  */
-import type pg from 'pg';
-import { inTransaction } from '../../core/postgres.ts';
+import pg from 'pg';
 import { HttpError } from '../../core/http/httpError.ts';
+
+const { escapeLiteral } = pg;
 
 export const NOTICE_THRESHOLDS = [80, 100] as const;
 
@@ -39,30 +40,42 @@ export async function monthUsage(db: Pick<pg.Pool, 'query'>, now: Date) {
 }
 
 /**
- * Counts one message for today if the month has room; otherwise a 429 saying when the month resets.
+ * Counts one message for today if the month has room; otherwise a 429 saying when the month resets. A turn in an
+ * existing conversation gives its id: a conversation that does not exist is a 404 and nothing is counted.
  * Returns the month's count including this message.
+ *
+ * One round trip: a simple query of two statements, which Postgres runs as one transaction. The advisory lock
+ * serializes reservations; the count is a statement of its own, so under READ COMMITTED its snapshot is taken after
+ * the lock is held and sees every reservation committed before. (A simple query takes no parameters: the values are
+ * quoted literals.)
  */
-export async function reserveMessage(db: pg.Pool, limit: number, now: Date): Promise<number> {
-  return inTransaction(db, async (client) => {
-    await client.query(`SELECT pg_advisory_xact_lock(hashtext('usage_tracking'))`);
-    const { messages } = await monthUsage(client, now);
-    if (messages >= limit) {
-      const resetsAt = `${monthOf(now).next}T00:00:00Z`;
-      throw new HttpError(
-        429,
-        'message_limit_reached',
-        `this plan's ${limit} messages for ${monthOf(now).month} are used up; the count resets at ${resetsAt}`,
-        { limit, used: messages, resetsAt },
-        { 'Retry-After': String(Math.ceil((Date.parse(resetsAt) - now.getTime()) / 1000)) },
-      );
-    }
-    await client.query(
-      `INSERT INTO usage_tracking (day, messages) VALUES ($1, 1)
-       ON CONFLICT (day) DO UPDATE SET messages = usage_tracking.messages + 1`,
-      [dayOf(now)],
+export async function reserveMessage(db: pg.Pool, limit: number, now: Date, conversationId?: string): Promise<number> {
+  const { month, first, next } = monthOf(now);
+  if (!Number.isSafeInteger(limit)) throw new TypeError(`message limit must be an integer (got ${limit})`);
+  const known = conversationId === undefined ? 'true' : `EXISTS (SELECT 1 FROM conversations WHERE id = ${escapeLiteral(conversationId)}::uuid)`;
+  const results = (await db.query(`
+    SELECT pg_advisory_xact_lock(hashtext('usage_tracking'));
+    WITH conversation AS (SELECT ${known} AS known),
+      month AS (SELECT coalesce(sum(messages), 0)::bigint AS used FROM usage_tracking WHERE day >= ${escapeLiteral(first)} AND day < ${escapeLiteral(next)}),
+      reserved AS (
+        INSERT INTO usage_tracking (day, messages) SELECT ${escapeLiteral(dayOf(now))}, 1 FROM conversation, month WHERE known AND used < ${limit}
+        ON CONFLICT (day) DO UPDATE SET messages = usage_tracking.messages + 1
+        RETURNING 1)
+    SELECT known, used, EXISTS (SELECT 1 FROM reserved) AS reserved FROM conversation, month`)) as unknown as pg.QueryResult[];
+  const { known: conversationKnown, used, reserved } = results[1]!.rows[0] as { known: boolean; used: string; reserved: boolean };
+  const messages = Number(used);
+  if (!conversationKnown) throw new HttpError(404, 'not_found', `no conversation ${conversationId}`);
+  if (!reserved) {
+    const resetsAt = `${next}T00:00:00Z`;
+    throw new HttpError(
+      429,
+      'message_limit_reached',
+      `this plan's ${limit} messages for ${month} are used up; the count resets at ${resetsAt}`,
+      { limit, used: messages, resetsAt },
+      { 'Retry-After': String(Math.ceil((Date.parse(resetsAt) - now.getTime()) / 1000)) },
     );
-    return messages + 1;
-  });
+  }
+  return messages + 1;
 }
 
 /** Gives back a reserved message whose turn failed. */
@@ -70,22 +83,18 @@ export async function releaseMessage(db: pg.Pool, day: string): Promise<void> {
   await db.query('UPDATE usage_tracking SET messages = greatest(messages - 1, 0) WHERE day = $1', [day]);
 }
 
-export async function addTokens(db: Pick<pg.Pool, 'query'>, day: string, input: number, output: number): Promise<void> {
-  await db.query(
-    `INSERT INTO usage_tracking (day, input_tokens, output_tokens) VALUES ($1, $2, $3)
-     ON CONFLICT (day) DO UPDATE SET input_tokens = usage_tracking.input_tokens + $2,
-       output_tokens = usage_tracking.output_tokens + $3`,
-    [day, input, output],
-  );
-}
-
-/** Records each threshold this count has reached, once a month (across processes); the notifier sends them. */
-export async function claimNotices(db: pg.Pool, used: number, limit: number, now: Date): Promise<void> {
-  for (const threshold of NOTICE_THRESHOLDS.filter((t) => used * 100 >= t * limit)) {
+/**
+ * Records each threshold this count has reached, once a month (across processes); the notifier sends them.
+ * Returns how many thresholds the count has reached (claimed now or before).
+ */
+export async function claimNotices(db: pg.Pool, used: number, limit: number, now: Date): Promise<number> {
+  const reached = NOTICE_THRESHOLDS.filter((t) => used * 100 >= t * limit);
+  for (const threshold of reached) {
     await db.query('INSERT INTO usage_notices (month, threshold, used) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING', [
       monthOf(now).month,
       threshold,
       used,
     ]);
   }
+  return reached.length;
 }

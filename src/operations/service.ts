@@ -2,7 +2,7 @@
 import { randomBytes } from 'node:crypto';
 import { INSTANCE_SECRETS, instanceOwner } from '../instances/secrets.ts';
 import type { JobContext } from '../jobs/context.ts';
-import type { Plan } from '../../core/plans.ts';
+import { requestRate, type Plan } from '../../core/plans.ts';
 
 /** The runtime's whole configuration, as env variables (secrets go straight from the sealed store to the provider). */
 function runtimeVariables(
@@ -17,6 +17,7 @@ function runtimeVariables(
     WORKSPACE_ID: instance.workspace_id,
     PLAN: plan.name,
     MESSAGE_LIMIT: String(plan.messageLimit),
+    RATE_LIMIT: requestRate(plan),
     FEATURES: plan.features.join(','),
     CONTROL_PLANE_URL: runtime.callbackUrl,
     CONTROL_PLANE_SECRET: secrets.runtimeSecret,

@@ -50,7 +50,7 @@ describe('provisioning on Railway and Neon (emulated)', function () {
     // What the service was given: limits from the plan, every variable, the database URL of its Neon branch.
     expect(h.railway!.limitsOf(service!.id)).to.deep.equal({ vCPUs: 1, memoryGB: 1 });
     const vars = h.railway!.variablesOf(service!.id);
-    expect(vars).to.include({ PLAN: 'pro', MESSAGE_LIMIT: '20000', ANTHROPIC_BASE_URL: h.model.url });
+    expect(vars).to.include({ PLAN: 'pro', MESSAGE_LIMIT: '20000', RATE_LIMIT: '120/m', ANTHROPIC_BASE_URL: h.model.url });
     expect(vars.DATABASE_URL).to.match(/^postgres(ql)?:\/\//);
     expect(h.neon!.branches(h.config.neon!.projectIds[0]!).filter((b) => b.branch.name.startsWith('claw_'))).to.have.length(1);
 

@@ -322,6 +322,20 @@ describe('Anthropic emulator with @anthropic-ai/sdk', () => {
     expect(emulator.requests.map((r) => r.status)).to.deep.equal([529, 200]);
   });
 
+  it('holds every answer for the set latency until it is set back to 0', async () => {
+    emulator.latency(600_000); // far beyond the client's timeout, however slow the machine
+    for (const content of ['x', 'y']) {
+      const error = await thrown(() => client({ timeout: 150, maxRetries: 0 }).messages.create({ model: MODEL, max_tokens: 32, messages: [{ role: 'user', content }] }));
+      expect(error).to.be.instanceOf(APIConnectionTimeoutError);
+    }
+    expect(emulator.requests.map((r) => r.status)).to.deep.equal([null, null]); // neither was answered
+    expect(() => emulator.latency(-1)).to.throw(RangeError);
+
+    emulator.latency(0);
+    const message = await client({ timeout: 2000 }).messages.create({ model: MODEL, max_tokens: 32, messages: [{ role: 'user', content: 'z' }] });
+    expect(message.content[0]).to.deep.equal({ type: 'text', text: 'Echo: z' });
+  });
+
   it('times out the SDK with APIConnectionTimeoutError when slowNext delays the answer', async () => {
     emulator.slowNext(1, 600_000); // far beyond the client's timeout, however slow the machine
     const error = await thrown(() =>
@@ -355,11 +369,12 @@ describe('Anthropic emulator with @anthropic-ai/sdk', () => {
     expect(counted.input_tokens).to.equal(2);
   });
 
-  it('reset() clears recorded requests, faults, the responder and the chunk delay', async () => {
+  it('reset() clears recorded requests, faults, the responder, the chunk delay and the latency', async () => {
     await rawPost({});
     emulator.respond(() => 'custom');
     // Delays no test would outwait: left in place, they would hold the request past the test's timeout.
     emulator.chunkDelay(600_000);
+    emulator.latency(600_000);
     emulator.failNext(3, 500);
     emulator.slowNext(3, 600_000);
     emulator.breakStreamNext(3, 0);

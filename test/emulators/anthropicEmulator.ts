@@ -5,8 +5,9 @@
 // parsing and error classes all run the SDK's own code.
 //
 // Replies are deterministic: the text comes from a settable responder (default: `Echo: <last user text>`),
-// usage is an estimate of ~4 characters per token. Faults are injected on demand (failNext, slowNext,
-// breakStreamNext, dropStreamNext) and consumed in request-arrival order.
+// usage is an estimate of ~4 characters per token. A set latency holds every answer like a model's thinking time.
+// Faults are injected on demand (failNext, slowNext, breakStreamNext, dropStreamNext) and consumed in
+// request-arrival order.
 import { createServer, type IncomingHttpHeaders, type IncomingMessage, type OutgoingHttpHeaders, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 
@@ -95,6 +96,8 @@ export interface AnthropicEmulator {
   respond(responder?: Responder): void;
   /** Delay in ms between streamed text deltas (default 0). */
   chunkDelay(ms: number): void;
+  /** Every request waits `ms` after its body is read before it is answered (a model's latency; default 0). */
+  latency(ms: number): void;
   /** The next `n` requests answer `status` with the real error type, body and headers. */
   failNext(n: number, status: number, opts?: FailOptions): void;
   /** The next `n` requests wait `ms` before answering (to trigger client timeouts). */
@@ -103,7 +106,7 @@ export interface AnthropicEmulator {
   breakStreamNext(n: number, afterChunks: number): void;
   /** The next `n` streaming responses send `afterChunks` text deltas, then the socket is destroyed. */
   dropStreamNext(n: number, afterChunks: number): void;
-  /** Clears recorded requests, the call count and pending faults; restores the default responder and chunk delay. */
+  /** Clears recorded requests, the call count and pending faults; restores the default responder, chunk delay and latency. */
   reset(): void;
   close(): Promise<void>;
 }
@@ -315,6 +318,7 @@ export async function startAnthropicEmulator(opts: { apiKey?: string } = {}): Pr
   const requests: RecordedRequest[] = [];
   let responder: Responder = echoResponder;
   let chunkDelayMs = 0;
+  let latencyMs = 0;
   let failures: Fault<{ status: number; opts: FailOptions }>[] = [];
   let slows: Fault<number>[] = [];
   let streamFaults: Fault<{ kind: 'error' | 'drop'; afterChunks: number }>[] = [];
@@ -481,6 +485,7 @@ export async function startAnthropicEmulator(opts: { apiKey?: string } = {}): Pr
     rec.stream = isObject(parsed) && parsed['stream'] === true;
 
     if (slowMs !== undefined && !(await wait(slowMs, signal))) return;
+    if (!(await wait(latencyMs, signal))) return;
     if (failure) return sendInjectedFailure(res, rec, failure.status, failure.opts);
 
     const isMessages = path === '/v1/messages';
@@ -563,6 +568,7 @@ export async function startAnthropicEmulator(opts: { apiKey?: string } = {}): Pr
     lastRequest: () => requests.at(-1),
     respond(next?: Responder) { responder = next ?? echoResponder; },
     chunkDelay(ms: number) { positive('chunkDelay', ms); chunkDelayMs = ms; },
+    latency(ms: number) { positive('latency', ms); latencyMs = ms; },
     failNext(n: number, status: number, fo: FailOptions = {}) {
       positive('failNext count', n);
       if (!Number.isInteger(status) || status < 400 || status > 599) throw new RangeError(`failNext status must be 4xx/5xx, got ${status}`);
@@ -590,6 +596,7 @@ export async function startAnthropicEmulator(opts: { apiKey?: string } = {}): Pr
       streamFaults = [];
       responder = echoResponder;
       chunkDelayMs = 0;
+      latencyMs = 0;
     },
     close() {
       closed ??= new Promise<void>((resolve) => {

@@ -143,6 +143,25 @@ describe('runtime chat', function () {
     expect(receiver.rejected).to.equal(0);
   });
 
+  it('sends a notice claimed earlier but never delivered with the next turn, even one far below the thresholds', async () => {
+    // Bob's runtime, redeployed with a control plane to report to; his month has a notice claimed by a runtime that
+    // could not deliver it (the control plane was down, or the runtime was replaced meanwhile).
+    await bob.restart({ CONTROL_PLANE_URL: receiver.url, CONTROL_PLANE_SECRET: 'notice-secret-for-tests' });
+    try {
+      const month = new Date().toISOString().slice(0, 7);
+      await bob.db.query('INSERT INTO usage_notices (month, threshold, used) VALUES ($1, 80, 80000)', [month]);
+      expect((await post(bob, '/api/chat', { message: 'hello' })).status).to.equal(200);
+      expect((await status(bob)).usage.messages).to.be.below(10);
+      await waitUntil(async () => (await bob.db.query('SELECT 1 FROM usage_notices WHERE sent_at IS NOT NULL')).rowCount === 1);
+      expect(receiver.notices.filter((n) => n.workspaceId === bob.workspaceId)).to.deep.equal([
+        { workspaceId: bob.workspaceId, month, threshold: 80, used: 80000, limit: 100000 },
+      ]);
+    } finally {
+      await bob.db.query('DELETE FROM usage_notices');
+      await bob.restart();
+    }
+  });
+
   it('retries a 429 from the model and counts the turn once', async () => {
     const before = (await status(bob)).usage.messages;
     model.failNext(1, 429, { retryAfterSeconds: 0 });
@@ -295,12 +314,20 @@ describe('runtime rate limit and heartbeat', function () {
   });
   const env = () => ({ ANTHROPIC_API_KEY: model.apiKey, ANTHROPIC_BASE_URL: model.url });
 
-  it('limits requests per key, with Retry-After', async () => {
+  it('limits requests per key, with Retry-After, and says the limit in RateLimit-* headers', async () => {
     const f = await startRuntimeFixture({ env: { ...env(), RATE_LIMIT: '3/m' } });
     fixtures.push(f);
-    const codes: number[] = [];
-    for (let i = 0; i < 4; i++) codes.push((await fetch(`${f.url}/status`, { headers: { authorization: `Bearer ${f.key}` } })).status);
-    expect(codes).to.deep.equal([200, 200, 200, 429]);
+    const answers: { status: number; limit: string | null; remaining: string | null; policy: string | null; reset: number }[] = [];
+    for (let i = 0; i < 4; i++) {
+      const response = await fetch(`${f.url}/status`, { headers: { authorization: `Bearer ${f.key}` } });
+      const header = (name: string) => response.headers.get(name);
+      answers.push({ status: response.status, limit: header('ratelimit-limit'), remaining: header('ratelimit-remaining'), policy: header('ratelimit-policy'), reset: Number(header('ratelimit-reset')) });
+    }
+    // One token comes back every 20 s at 3/m: the four requests see the bucket drain.
+    expect(answers.map(({ status, limit, remaining, policy }) => ({ status, limit, remaining, policy }))).to.deep.equal(
+      [200, 200, 200, 429].map((status, i) => ({ status, limit: '3', remaining: String(Math.max(0, 2 - i)), policy: '3;w=60' })),
+    );
+    for (const { reset } of answers) expect(reset).to.be.within(1, 60);
     // Another spelling of the same key is the same key.
     for (const header of [`bearer ${f.key}`, `BEARER  ${f.key}`]) {
       expect((await fetch(`${f.url}/status`, { headers: { authorization: header } })).status, header).to.equal(429);

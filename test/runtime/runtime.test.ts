@@ -99,9 +99,12 @@ describe('runtime config', () => {
     const config = loadRuntimeConfig({ ...required, PLAN: 'starter', MESSAGE_LIMIT: '5000', WORKSPACE_DIR: '' });
     expect(config).to.deep.include({ port: 8080, host: '0.0.0.0', workspaceDir: undefined, messageLimit: 5000 });
     expect(config.features).to.deep.equal(['chat', 'memory', 'web_search']);
+    expect(config.rateLimit).to.deep.equal({ max: 60, durationMs: 60_000 }); // the Starter plan's rate
     expect(config.version).to.be.a('string').and.not.empty;
-    const explicit = loadRuntimeConfig({ ...required, PLAN: 'team', MESSAGE_LIMIT: '1', FEATURES: ' chat , gmail,chat', PORT: '9000' });
-    expect(explicit).to.deep.include({ features: ['chat', 'gmail'], port: 9000 });
+    const team = loadRuntimeConfig({ ...required, PLAN: 'team', MESSAGE_LIMIT: '1' });
+    expect(team.rateLimit).to.deep.equal({ max: 300, durationMs: 60_000 });
+    const explicit = loadRuntimeConfig({ ...required, PLAN: 'team', MESSAGE_LIMIT: '1', FEATURES: ' chat , gmail,chat', PORT: '9000', RATE_LIMIT: '5/s' });
+    expect(explicit).to.deep.include({ features: ['chat', 'gmail'], port: 9000, rateLimit: { max: 5, durationMs: 1_000 } });
   });
 });
 

@@ -7,8 +7,10 @@ import {
   isPlanName,
   planByName,
   planForPrice,
+  requestRate,
   type PlanName,
 } from '../../core/plans.ts';
+import { parseRate } from '../../core/durations.ts';
 
 describe('plans', () => {
   describe('planForPrice', () => {
@@ -39,11 +41,12 @@ describe('plans', () => {
   });
 
   describe('limits and features', () => {
-    it('Starter: 5,000 messages, 3 agents, chat+memory+web_search, 0.5 CPU / 512 MB / 100 MB', () => {
+    it('Starter: 5,000 messages, 60 requests a minute, 3 agents, chat+memory+web_search, 0.5 CPU / 512 MB / 100 MB', () => {
       expect(PLANS.starter).to.deep.include({
         name: 'starter',
         title: 'Starter',
         messageLimit: 5000,
+        requestsPerMinute: 60,
         agentLimit: 3,
         cpu: 0.5,
         memoryMb: 512,
@@ -52,11 +55,12 @@ describe('plans', () => {
       expect(PLANS.starter.features).to.deep.equal(['chat', 'memory', 'web_search']);
     });
 
-    it('Pro: 20,000 messages, 10 agents, adds gmail+calendar+browser, 1 CPU / 1 GB / 500 MB', () => {
+    it('Pro: 20,000 messages, 120 requests a minute, 10 agents, adds gmail+calendar+browser, 1 CPU / 1 GB / 500 MB', () => {
       expect(PLANS.pro).to.deep.include({
         name: 'pro',
         title: 'Pro',
         messageLimit: 20000,
+        requestsPerMinute: 120,
         agentLimit: 10,
         cpu: 1,
         memoryMb: 1024,
@@ -65,11 +69,12 @@ describe('plans', () => {
       expect(PLANS.pro.features).to.deep.equal(['chat', 'memory', 'web_search', 'gmail', 'calendar', 'browser']);
     });
 
-    it('Team: 100,000 messages, unlimited agents, every feature, 2 CPU / 2 GB / 2 GB', () => {
+    it('Team: 100,000 messages, 300 requests a minute, unlimited agents, every feature, 2 CPU / 2 GB / 2 GB', () => {
       expect(PLANS.team).to.deep.include({
         name: 'team',
         title: 'Team',
         messageLimit: 100000,
+        requestsPerMinute: 300,
         agentLimit: null,
         cpu: 2,
         memoryMb: 2048,
@@ -82,6 +87,23 @@ describe('plans', () => {
     it('each plan includes everything the cheaper one does', () => {
       for (const f of PLANS.starter.features) expect(PLANS.pro.features).to.include(f);
       for (const f of PLANS.pro.features) expect(PLANS.team.features).to.include(f);
+    });
+
+    it('each plan allows more of every limit than the cheaper one', () => {
+      const order = [PLANS.starter, PLANS.pro, PLANS.team];
+      for (let i = 1; i < order.length; i++) {
+        const [cheaper, plan] = [order[i - 1]!, order[i]!];
+        for (const limit of ['messageLimit', 'requestsPerMinute', 'cpu', 'memoryMb', 'databaseMb'] as const) {
+          expect(plan[limit], `${plan.name} ${limit}`).to.be.greaterThan(cheaper[limit]);
+        }
+      }
+    });
+
+    it('gives the runtime each plan\'s request rate as RATE_LIMIT, which parses back to the same rate', () => {
+      for (const plan of Object.values(PLANS)) {
+        expect(requestRate(plan)).to.equal(`${plan.requestsPerMinute}/m`);
+        expect(parseRate(requestRate(plan))).to.deep.equal({ max: plan.requestsPerMinute, durationMs: 60_000 });
+      }
     });
 
     it('each plan is keyed by its own name', () => {

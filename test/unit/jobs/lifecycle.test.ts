@@ -226,7 +226,7 @@ describe('lifecycle jobs (fakes)', () => {
       expect(db.files.get('skills/chat/SKILL.md')).to.equal('tuned by the customer');
       expect(db.files.has('skills/gmail/SKILL.md')).to.equal(true);
       expect(db.files.get('STATE.json')).to.include('"pro"');
-      expect(f.compute.services.get('claw-svc')!.variables).to.include({ PLAN: 'pro' });
+      expect(f.compute.services.get('claw-svc')!.variables).to.include({ PLAN: 'pro', MESSAGE_LIMIT: '20000', RATE_LIMIT: '120/m' });
       expect(f.instances.get(instance.id).plan).to.equal('pro');
       expect(f.calls.indexOf('compute.configure claw-svc')).to.be.below(f.calls.indexOf('compute.deploy claw-svc'));
 

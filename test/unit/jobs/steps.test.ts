@@ -324,7 +324,7 @@ describe('provisioning steps (fakes)', () => {
       };
       const job = stepJob<DeployData>(f, 'deploy', instance.id);
       expect((await rejection(run(f, deploy, job)) as Error).message).to.equal('socket hang up');
-      expect(f.compute.services.get('claw-svc')!.variables).to.include({ PLAN: 'starter', WORKSPACE_ID: instance.workspace_id });
+      expect(f.compute.services.get('claw-svc')!.variables).to.include({ PLAN: 'starter', RATE_LIMIT: '60/m', WORKSPACE_ID: instance.workspace_id });
       const [made] = f.compute.services.get('claw-svc')!.deployments;
 
       f.compute.deploy = realDeploy;
