@@ -19,12 +19,14 @@ import provisioning from './sections/provisioning.ts';
 import webhookIntake from './sections/webhookIntake.ts';
 import memorySearch from './sections/memorySearch.ts';
 import neonProvision from './sections/neonProvision.ts';
+import chatOverhead from './sections/chatOverhead.ts';
 
 const SECTIONS: Record<string, BenchSection> = {
   provisioning,
   intake: webhookIntake,
   memory: memorySearch,
   neon: neonProvision,
+  chat: chatOverhead,
 };
 
 export interface BenchResults {

@@ -28,7 +28,13 @@ interface Plane {
   close(): Promise<void>;
 }
 
-async function startPlane(deployMs: number, operationMs: number): Promise<Plane> {
+/**
+ * Neon runs one operation at a time per project and a project holds 20 active computes, so a fleet is spread over
+ * a project per 20 customers (NEON_PROJECT_IDS), as docs/cloud-providers.md says to configure it.
+ */
+const neonProjectsFor = (customers: number) => Math.max(1, Math.ceil(customers / 20));
+
+async function startPlane(deployMs: number, operationMs: number, customers = 1): Promise<Plane> {
   const h = await startHarness(
     {
       LOG_LEVEL: 'error',
@@ -40,7 +46,7 @@ async function startPlane(deployMs: number, operationMs: number): Promise<Plane>
       HEALTH_CHECK_INTERVAL: '250ms',
       HEALTH_CHECK_MAX_INTERVAL: '5s',
     },
-    { webOnly: true, cloud: { railway: { deployMs, stubRuntime: true, builds: {}, runtime: undefined }, neon: { operationMs } } },
+    { webOnly: true, cloud: { railway: { deployMs, stubRuntime: true, builds: {}, runtime: undefined }, neon: { operationMs }, neonProjects: neonProjectsFor(customers) } },
   );
   const worker = spawn(process.execPath, ['--import', 'tsx', 'src/bin/worker.ts'], {
     env: { ...process.env, ...h.env },
@@ -160,7 +166,7 @@ const provisioning: BenchSection = async (options: BenchOptions) => {
     note: `median of ${runs}`,
   });
 
-  const plane = await startPlane(deployMs, instantOpMs);
+  const plane = await startPlane(deployMs, instantOpMs, many);
   let peakRss = 0;
   let makespan: number;
   let perProvisionMany: { railway: number; neon: number };
@@ -221,7 +227,7 @@ const provisioning: BenchSection = async (options: BenchOptions) => {
   const product: { ms: number; cpuMs: number }[] = [];
   for (let run = 0; run < runs; run++) {
     bare.push(await runBareFlows(burst));
-    const fast = await startPlane(0, instantOpMs);
+    const fast = await startPlane(0, instantOpMs, burst);
     try {
       const cpuBefore = cpuMsOf(fast.worker.pid!);
       const ms = await signUpAll(fast, burst, 'burst');
