@@ -42,11 +42,18 @@ export class SecretStore {
   /** Stores value unless a secret is already there; returns whichever is stored (safe under concurrent callers). */
   async putIfAbsent(owner: string, name: string, value: string): Promise<string> {
     const s = seal(this.key, value, `${owner}/${name}`);
-    await this.db.query(
-      `INSERT INTO secrets (owner, name, ciphertext, iv, tag) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (owner, name) DO NOTHING`,
+    // One round trip: the new secret, or the one already there (read in the same statement).
+    const { rows } = await this.db.query<Sealed>(
+      `WITH added AS (
+         INSERT INTO secrets (owner, name, ciphertext, iv, tag) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (owner, name) DO NOTHING
+         RETURNING ciphertext, iv, tag
+       )
+       SELECT ciphertext, iv, tag FROM added UNION ALL SELECT ciphertext, iv, tag FROM secrets WHERE owner = $1 AND name = $2`,
       [owner, name, s.ciphertext, s.iv, s.tag],
     );
-    return (await this.get(owner, name))!;
+    // A secret added by another writer after this statement began is not in its snapshot: read it again.
+    if (!rows[0]) return (await this.get(owner, name))!;
+    return open(this.key, rows[0], `${owner}/${name}`);
   }
 
   async get(owner: string, name: string): Promise<string | null> {

@@ -13,8 +13,10 @@
  * - one provision with set provider latencies (Neon operations, a deployment): the overhead over their sum.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';
+import pg from 'pg';
 import { startHarness, type Harness } from '../../test/support/harness.ts';
 import { median, sized, type BenchOptions, type BenchRow, type BenchSection } from '../lib/report.ts';
 
@@ -34,7 +36,14 @@ interface Plane {
  */
 const neonProjectsFor = (customers: number) => Math.max(1, Math.ceil(customers / 20));
 
+/**
+ * A control plane whose workers run in a child process. With `customers` above one (the scenarios of many sign-ups
+ * at once) every Neon branch opens one shared stand-in database instead of a real database each: making a thousand
+ * real databases would measure the Postgres server's CREATE DATABASE, not the orchestration.
+ */
 async function startPlane(deployMs: number, operationMs: number, customers = 1): Promise<Plane> {
+  const sharedDatabase = customers > 1 ? `bench_shared_${randomBytes(4).toString('hex')}` : undefined;
+  if (sharedDatabase) await adminQuery(`CREATE DATABASE ${sharedDatabase}`);
   const h = await startHarness(
     {
       LOG_LEVEL: 'error',
@@ -46,7 +55,7 @@ async function startPlane(deployMs: number, operationMs: number, customers = 1):
       HEALTH_CHECK_INTERVAL: '250ms',
       HEALTH_CHECK_MAX_INTERVAL: '5s',
     },
-    { webOnly: true, cloud: { railway: { deployMs, stubRuntime: true, builds: {}, runtime: undefined }, neon: { operationMs }, neonProjects: neonProjectsFor(customers) } },
+    { webOnly: true, cloud: { railway: { deployMs, stubRuntime: true, builds: {}, runtime: undefined }, neon: { operationMs, sharedDatabase }, neonProjects: neonProjectsFor(customers) } },
   );
   const worker = spawn(process.execPath, ['--import', 'tsx', 'src/bin/worker.ts'], {
     env: { ...process.env, ...h.env },
@@ -60,12 +69,23 @@ async function startPlane(deployMs: number, operationMs: number, customers = 1):
       worker.kill('SIGTERM');
       await new Promise((resolve) => worker.once('exit', resolve));
       await h.close();
+      if (sharedDatabase) await adminQuery(`DROP DATABASE IF EXISTS ${sharedDatabase} WITH (FORCE)`);
     },
   };
   // A control plane that has provisioned before: it polls by what its deployments took, and its connections and
   // modules are warm.
   await signUpAll(plane, 2, 'history');
   return plane;
+}
+
+async function adminQuery(sql: string): Promise<void> {
+  const client = new pg.Client({ connectionString: 'postgres://postgres@127.0.0.1:5432/postgres' });
+  await client.connect();
+  try {
+    await client.query(sql);
+  } finally {
+    await client.end();
+  }
 }
 
 /** Until the worker process listens on every queue (its start-up stays out of the figures). */

@@ -10,13 +10,14 @@ export interface StepRow {
 }
 
 export interface StepLedger {
-  /** The step runs (again): attempt n, no error, not finished; its first start time stays. */
-  started(instanceId: string, step: string, attempt: number): Promise<void>;
+  /** The step runs (again, since `at`): attempt n, no error, not finished; its first start time stays. */
+  started(instanceId: string, step: string, attempt: number, at?: Date): Promise<void>;
   /** An attempt failed and the step will be retried. */
   retrying(instanceId: string, step: string, error: string): Promise<void>;
   /** The step waits (a delayed re-run that holds no worker). */
   waiting(instanceId: string, step: string): Promise<void>;
-  completed(instanceId: string, step: string, result: object): Promise<void>;
+  /** Done; with `run`, a run not written as started (it ended at once) is written whole, in one statement. */
+  completed(instanceId: string, step: string, result: object, run?: { attempt: number; startedAt: Date }): Promise<void>;
   /** The step failed for good. */
   failed(instanceId: string, step: string, reason: string): Promise<void>;
   /** Another step of the instance that failed for good, if any. */
@@ -29,12 +30,12 @@ export interface StepLedger {
 export class PgStepLedger implements StepLedger {
   constructor(private readonly db: Db) {}
 
-  async started(instanceId: string, step: string, attempt: number): Promise<void> {
+  async started(instanceId: string, step: string, attempt: number, at = new Date()): Promise<void> {
     await this.db.query(
-      `INSERT INTO steps (instance_id, name, state, attempts, started_at) VALUES ($1, $2, 'running', $3, now())
+      `INSERT INTO steps (instance_id, name, state, attempts, started_at) VALUES ($1, $2, 'running', $3, $4)
        ON CONFLICT (instance_id, name) DO UPDATE SET state = 'running', attempts = $3, error = NULL,
-         started_at = COALESCE(steps.started_at, now()), finished_at = NULL`,
-      [instanceId, step, attempt],
+         started_at = COALESCE(steps.started_at, $4), finished_at = NULL`,
+      [instanceId, step, attempt, at],
     );
   }
 
@@ -46,7 +47,17 @@ export class PgStepLedger implements StepLedger {
     await this.db.query(`UPDATE steps SET state = 'waiting' WHERE instance_id = $1 AND name = $2`, [instanceId, step]);
   }
 
-  async completed(instanceId: string, step: string, result: object): Promise<void> {
+  async completed(instanceId: string, step: string, result: object, run?: { attempt: number; startedAt: Date }): Promise<void> {
+    if (run) {
+      await this.db.query(
+        `INSERT INTO steps (instance_id, name, state, attempts, started_at, finished_at, result)
+         VALUES ($1, $2, 'completed', $4, $5, now(), $3)
+         ON CONFLICT (instance_id, name) DO UPDATE SET state = 'completed', attempts = $4, error = NULL,
+           started_at = COALESCE(steps.started_at, $5), finished_at = now(), result = $3`,
+        [instanceId, step, JSON.stringify(result), run.attempt, run.startedAt],
+      );
+      return;
+    }
     await this.db.query(`UPDATE steps SET state = 'completed', finished_at = now(), result = $3 WHERE instance_id = $1 AND name = $2`, [
       instanceId,
       step,

@@ -154,10 +154,13 @@ export async function transition(db: Db, instanceId: string, event: InstanceEven
 
     const columns = Object.entries(set);
     const assignments = ['status = $2', ...columns.map(([column], i) => `${column} = $${i + 3}`), 'updated_at = now()'];
-    await tx.query(`UPDATE instances SET ${assignments.join(', ')} WHERE id = $1`, [instanceId, to, ...columns.map(([, v]) => v)]);
+    // The change and its audit row in one statement (one round trip).
+    const n = columns.length + 3;
     const audit = await tx.query<{ id: string }>(
-      'INSERT INTO audit (actor, action, customer_id, instance_id, detail) VALUES ($1, $2, $3, $4, $5) RETURNING id',
-      [request.actor, TRANSITIONS[event].action, row.customer_id, instanceId, JSON.stringify(request.detail ?? {})],
+      `WITH changed AS (UPDATE instances SET ${assignments.join(', ')} WHERE id = $1 RETURNING customer_id)
+       INSERT INTO audit (actor, action, customer_id, instance_id, detail)
+       SELECT $${n}, $${n + 1}, customer_id, $1, $${n + 2} FROM changed RETURNING id`,
+      [instanceId, to, ...columns.map(([, v]) => v), request.actor, TRANSITIONS[event].action, JSON.stringify(request.detail ?? {})],
     );
     await request.also?.(tx);
     return { from: row.status, to, customerId: row.customer_id, auditId: audit.rows[0]!.id };

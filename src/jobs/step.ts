@@ -11,6 +11,9 @@ import { maskError } from '../../core/logger.ts';
 import { clearFailure, isFinalFailure, markFailed } from '../operations/incidents.ts';
 import type { JobContext, JobHandle } from './context.ts';
 
+/** How long a run goes unwritten in the ledger before it is written as started. */
+const LEDGER_START_AFTER_MS = 200;
+
 export type StepResult = Record<string, string | number | boolean | null>;
 
 export type StepOutcome<D> = { done: StepResult } | { waitMs: number; data: D };
@@ -45,7 +48,12 @@ export async function runStep<D extends ProvisionData>(
   const attempt = job.attemptsMade + 1;
   // A re-run after a wait of the same attempt is the same run in the ledger: it is already there, waiting.
   const resumed = job.data.waitingAttempt === attempt;
-  if (!resumed) await ctx.steps.started(instanceId, step, attempt);
+  // A run that ends at once is written to the ledger once, when it ends; one still running after a moment is
+  // written as started then, so operators see it (and a run that fails or waits is always written first).
+  const startedAt = new Date();
+  let started: Promise<void> | undefined = resumed ? Promise.resolve() : undefined;
+  const markStarted = () => (started ??= ctx.steps.started(instanceId, step, attempt, startedAt));
+  const startTimer = resumed ? undefined : setTimeout(markStarted, LEDGER_START_AFTER_MS);
   // Log lines and progress are kept and written once at the end of the run: one Redis call, not one per line.
   const lines: string[] = [];
   let progress: number | undefined;
@@ -65,6 +73,8 @@ export async function runStep<D extends ProvisionData>(
   try {
     outcome = await handler(ctx, tools);
   } catch (err) {
+    clearTimeout(startTimer);
+    await markStarted();
     if (err instanceof RateLimitedError) {
       await tools.log(`${err.message}: pausing ${job.queueName} for ${err.retryAfterMs} ms`);
       await flushLog();
@@ -86,7 +96,9 @@ export async function runStep<D extends ProvisionData>(
     throw err;
   }
 
+  clearTimeout(startTimer);
   if ('waitMs' in outcome) {
+    await markStarted();
     await Promise.all([
       job.updateData({ ...outcome.data, waitingAttempt: attempt }),
       resumed ? undefined : ctx.steps.waiting(instanceId, step),
@@ -96,6 +108,8 @@ export async function runStep<D extends ProvisionData>(
     await job.moveToDelayed(Date.now() + outcome.waitMs, token);
     throw new DelayedError();
   }
-  await Promise.all([ctx.steps.completed(instanceId, step, outcome.done), flushLog()]);
+  const unwritten = started === undefined;
+  await started;
+  await Promise.all([ctx.steps.completed(instanceId, step, outcome.done, unwritten ? { attempt, startedAt } : undefined), flushLog()]);
   return outcome.done;
 }

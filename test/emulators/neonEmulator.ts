@@ -168,6 +168,12 @@ export interface NeonEmulatorOptions {
   maxBranchesPerProject?: number;
   /** When false, reveal_password answers 412 like a project without `store_passwords`. Default true. */
   storePasswords?: boolean;
+  /**
+   * A database of the local Postgres that every branch's connection URI opens (as the admin user), instead of a real
+   * database and role per branch: a stand-in that answers at once, for benchmarks of a thousand sign-ups, where
+   * creating a thousand real databases would measure the Postgres server. Isolation is not emulated. Default unset.
+   */
+  sharedDatabase?: string;
 }
 
 export interface CreateProjectOptions {
@@ -423,25 +429,30 @@ export async function startNeonEmulator(opts: NeonEmulatorOptions = {}): Promise
     branch.updatedMs = Date.now();
     branch.branch.updated_at = iso(branch.updatedMs);
   };
+  const shared = opts.sharedDatabase;
   const uriFor = (role: RoleState, database: DatabaseState): string =>
-    `postgresql://${encodeURIComponent(role.realName)}:${encodeURIComponent(role.password)}@${pgHost}:${pgPort}/${encodeURIComponent(database.realName)}`;
+    shared ? `postgresql://${admin.username || 'postgres'}@${pgHost}:${pgPort}/${encodeURIComponent(shared)}` : `postgresql://${encodeURIComponent(role.realName)}:${encodeURIComponent(role.password)}@${pgHost}:${pgPort}/${encodeURIComponent(database.realName)}`;
 
   const createRealRole = async (realRole: string, verifier: string, grantOn: string[]): Promise<void> => {
+    if (shared) return;
     await sql(`CREATE ROLE ${quoteIdent(realRole)} LOGIN PASSWORD ${quoteLiteral(verifier)}`);
     realRoles.add(realRole);
     for (const db of grantOn) await sql(`GRANT CONNECT, TEMPORARY ON DATABASE ${quoteIdent(db)} TO ${quoteIdent(realRole)}`);
   };
   const createRealDatabase = async (realDb: string, owner: string, branchRoles: string[]): Promise<void> => {
+    if (shared) return;
     await sql(`CREATE DATABASE ${quoteIdent(realDb)} OWNER ${quoteIdent(owner)} TEMPLATE template0 ENCODING 'UTF8'`);
     realDatabases.add(realDb);
     await sql(`REVOKE CONNECT, TEMPORARY ON DATABASE ${quoteIdent(realDb)} FROM PUBLIC`);
     for (const role of branchRoles) await sql(`GRANT CONNECT, TEMPORARY ON DATABASE ${quoteIdent(realDb)} TO ${quoteIdent(role)}`);
   };
   const dropRealDatabase = async (realDb: string): Promise<void> => {
+    if (shared) return;
     await sql(`DROP DATABASE IF EXISTS ${quoteIdent(realDb)} WITH (FORCE)`);
     realDatabases.delete(realDb);
   };
   const dropRealRole = async (realRole: string): Promise<void> => {
+    if (shared) return;
     await sql(`DROP ROLE IF EXISTS ${quoteIdent(realRole)}`);
     realRoles.delete(realRole);
   };

@@ -261,9 +261,9 @@ export class FakeSteps implements StepLedger {
     this.row(instanceId, step).state = 'waiting';
   }
 
-  async completed(instanceId: string, step: string, result: object): Promise<void> {
+  async completed(instanceId: string, step: string, result: object, run?: { attempt: number; startedAt: Date }): Promise<void> {
     this.calls.push(`steps.completed ${step}`);
-    Object.assign(this.row(instanceId, step), { state: 'completed', result, finished: Date.now() });
+    Object.assign(this.row(instanceId, step), { state: 'completed', result, finished: Date.now(), ...(run && { attempts: run.attempt, error: null }) });
   }
 
   async failed(instanceId: string, step: string, reason: string): Promise<void> {

@@ -29,13 +29,30 @@ function run<D extends ProvisionData>(f: Fakes, handler: StepHandler<D>, job: Fa
 }
 
 describe('step runner (fakes)', () => {
-  it('records a step running and then completed, and returns its result', async () => {
+  it('records a run that ends at once in one ledger write, and returns its result', async () => {
     const f = fakeContext();
     const instance = f.instances.add({ status: 'provisioning' });
     const result = await run(f, async (_ctx, { done }) => done({ serviceId: 'svc-1' }), stepJob(f, 'create-service', instance.id));
     expect(result).to.deep.equal({ serviceId: 'svc-1' });
     expect(f.steps.of(instance.id, 'create-service')).to.include({ state: 'completed', attempts: 1 });
-    expect(f.calls).to.deep.equal(['steps.started create-service', 'steps.completed create-service']);
+    expect(f.calls).to.deep.equal(['steps.completed create-service']);
+  });
+
+  it('records a run still going after a moment as running (operators see it), then completed', async () => {
+    const f = fakeContext();
+    const instance = f.instances.add({ status: 'provisioning' });
+    let during: string | undefined;
+    await run(
+      f,
+      async (_ctx, { done }) => {
+        await new Promise((r) => setTimeout(r, 400));
+        during = f.steps.of(instance.id, 'deploy')?.state;
+        return done();
+      },
+      stepJob(f, 'deploy', instance.id),
+    );
+    expect(during).to.equal('running');
+    expect(f.calls).to.deep.equal(['steps.started deploy', 'steps.completed deploy']);
   });
 
   it('runs nothing for an ended or abandoned instance (a stray retry in Bull Board)', async () => {
