@@ -1,5 +1,5 @@
 /** How long providers take: recorded samples, and the typical duration a step polls by (see ../jobs/pollTiming.ts). */
-import type { TypicalDuration } from '../jobs/pollTiming.ts';
+import { typicalOf, type TypicalDuration } from '../jobs/pollTiming.ts';
 import type { Db } from './pool.ts';
 
 export interface TimingSample {
@@ -16,7 +16,7 @@ export interface ProviderTimings {
 }
 
 /** Samples the typical duration is computed from, and how many of each kind are kept. */
-const RECENT = 50;
+const RECENT = 20;
 const KEPT = 500;
 /** The typical duration is read once in this long per process, not once per step. */
 const CACHE_MS = 30_000;
@@ -44,14 +44,14 @@ export class PgProviderTimings implements ProviderTimings {
   async typical(kind: string): Promise<TypicalDuration | null> {
     const cached = this.cache.get(kind);
     if (cached && Date.now() - cached.at < CACHE_MS) return cached.typical;
-    const { rows } = await this.db.query<{ fast: number | null; slow: number | null; samples: number }>(
-      `SELECT percentile_disc(0.1) WITHIN GROUP (ORDER BY pending_ms) AS fast,
-              percentile_disc(0.9) WITHIN GROUP (ORDER BY ready_ms) AS slow, count(*)::int AS samples
+    const { rows } = await this.db.query<{ seen_working: number | null; seen_done: number | null; samples: number }>(
+      `SELECT percentile_disc(0.9) WITHIN GROUP (ORDER BY pending_ms) AS seen_working,
+              percentile_disc(0.1) WITHIN GROUP (ORDER BY ready_ms) AS seen_done, count(*)::int AS samples
        FROM (SELECT pending_ms, ready_ms FROM provider_timings WHERE kind = $1 ORDER BY id DESC LIMIT ${RECENT}) recent`,
       [kind],
     );
     const row = rows[0]!;
-    const typical = row.samples > 0 ? { fastMs: row.fast!, slowMs: row.slow!, samples: row.samples } : null;
+    const typical = row.samples > 0 ? typicalOf(row.seen_working!, row.seen_done!, row.samples) : null;
     this.cache.set(kind, { at: Date.now(), typical });
     return typical;
   }

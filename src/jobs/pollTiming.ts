@@ -6,7 +6,7 @@
  * two or three looks.
  */
 
-/** From recent samples: fastMs, the 10th percentile of when work was last seen under way; slowMs, the 90th of when it was seen done. */
+/** When the usual work ends: between fastMs and slowMs. */
 export interface TypicalDuration {
   fastMs: number;
   slowMs: number;
@@ -22,6 +22,17 @@ export const POLL = {
   /** Brief looks go on this long past the slow usual end. */
   graceMs: 1_000,
 } as const;
+
+/**
+ * From recent samples, each the last time the work was seen under way and the time it was seen done: most work is
+ * still under way at `seenWorking` (the 90th percentile of the former) and done by `seenDone` (the 10th of the
+ * latter). Looks made near the end narrow each new sample, so the window closes in on the usual end within a few
+ * deployments, even from the wide samples of a first deployment seen by doubling waits; when durations spread the
+ * two cross, and the window is wide.
+ */
+export function typicalOf(seenWorking: number, seenDone: number, samples: number): TypicalDuration {
+  return { fastMs: Math.min(seenWorking, seenDone), slowMs: Math.max(seenWorking, seenDone), samples };
+}
 
 /** How long to wait before the next look, `elapsedMs` after the work started. */
 export function nextPollDelay(elapsedMs: number, typical: TypicalDuration | null): number {

@@ -52,7 +52,13 @@ export async function runStep<D extends ProvisionData>(
   // written as started then, so operators see it (and a run that fails or waits is always written first).
   const startedAt = new Date();
   let started: Promise<void> | undefined = resumed ? Promise.resolve() : undefined;
-  const markStarted = () => (started ??= ctx.steps.started(instanceId, step, attempt, startedAt));
+  const markStarted = () => {
+    if (!started) {
+      started = ctx.steps.started(instanceId, step, attempt, startedAt);
+      started.catch(() => undefined); // written from a timer: its failure surfaces where the run awaits it, not unhandled
+    }
+    return started;
+  };
   const startTimer = resumed ? undefined : setTimeout(markStarted, LEDGER_START_AFTER_MS);
   // Log lines and progress are kept and written once at the end of the run: one Redis call, not one per line.
   const lines: string[] = [];

@@ -20,7 +20,7 @@ import type { StripeEvents } from '../../src/db/stripeEvents.ts';
 import type { Subscriptions } from '../../src/db/subscriptions.ts';
 import type { UsageNotice, UsageNotices } from '../../src/db/usageNotices.ts';
 import type { ProviderTimings, TimingSample } from '../../src/db/providerTimings.ts';
-import type { TypicalDuration } from '../../src/jobs/pollTiming.ts';
+import { typicalOf, type TypicalDuration } from '../../src/jobs/pollTiming.ts';
 import { nextStatus, TRANSITIONS, type InstanceEvent, type TransitionRequest } from '../../src/instances/stateMachine.ts';
 import { INSTANCE_SECRETS, instanceOwner } from '../../src/instances/secrets.ts';
 import type { JobContext, JobHandle } from '../../src/jobs/context.ts';
@@ -364,7 +364,7 @@ export class FakeTimings implements ProviderTimings {
   async typical(kind: string): Promise<TypicalDuration | null> {
     const samples = this.samples.get(kind) ?? [];
     if (!samples.length) return null;
-    return { fastMs: Math.min(...samples.map((s) => s.pendingMs)), slowMs: Math.max(...samples.map((s) => s.readyMs)), samples: samples.length };
+    return typicalOf(Math.max(...samples.map((s) => s.pendingMs)), Math.min(...samples.map((s) => s.readyMs)), samples.length);
   }
 }
 

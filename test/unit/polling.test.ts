@@ -1,5 +1,5 @@
 import { expect } from 'chai';
-import { nextPollDelay, POLL, type TypicalDuration } from '../../src/jobs/pollTiming.ts';
+import { nextPollDelay, POLL, typicalOf, type TypicalDuration } from '../../src/jobs/pollTiming.ts';
 import { deploymentStateOf } from '../../src/providers/compute/railway.ts';
 
 /** The times a deployment that ends at `endMs` is looked at, until it is seen done. */
@@ -26,6 +26,22 @@ describe('deployment polling', () => {
     expect(seen[0]).to.equal(19_800); // no look before the fastest usual one could be done
     expect(seen.at(-1)! - 20_000).to.be.at.most(POLL.briefMinMs);
     expect(seen.length).to.be.at.most(3);
+  });
+
+  it('closes in on the usual end within a few deployments of 20 s, starting from none', () => {
+    const samples: { pendingMs: number; readyMs: number }[] = [];
+    const overshoots: number[] = [];
+    for (let deployment = 0; deployment < 5; deployment++) {
+      const typical = samples.length
+        ? typicalOf(Math.max(...samples.map((x) => x.pendingMs)), Math.min(...samples.map((x) => x.readyMs)), samples.length)
+        : null;
+      const seen = looks(20_000, typical);
+      expect(seen.length, `deployment ${deployment}`).to.be.at.most(10);
+      overshoots.push(seen.at(-1)! - 20_000);
+      samples.push({ pendingMs: seen.at(-2) ?? 0, readyMs: seen.at(-1)! });
+    }
+    expect(overshoots[0]).to.be.above(5_000); // the first one, seen by doubling waits
+    expect(overshoots.at(-1)).to.be.at.most(POLL.briefMinMs);
   });
 
   it('keeps looks few when usual durations spread, and backs off again for one far slower than usual', () => {
