@@ -134,21 +134,21 @@ export async function applyRuntimeSchema(db: SchemaConnection): Promise<void> {
   if (db instanceof pg.Pool) {
     throw new Error('applyRuntimeSchema needs a single connection (pg.Client or PoolClient), not a pg.Pool');
   }
-  await db.query('BEGIN');
+  // Two round trips whatever the number of migrations: the lock and what is applied, then what is missing and the
+  // commit (simple-protocol queries of several statements; every value in them is a constant of this module).
   try {
-    await db.query('SELECT pg_advisory_xact_lock($1)', [SCHEMA_LOCK_KEY]);
-    await db.query(`CREATE TABLE IF NOT EXISTS runtime_migrations (
-      version integer PRIMARY KEY,
-      applied_at timestamptz NOT NULL DEFAULT now()
-    )`);
-    const { rows } = (await db.query('SELECT version FROM runtime_migrations')) as pg.QueryResult<{ version: number }>;
-    const applied = new Set(rows.map((row) => row.version));
-    for (const migration of MIGRATIONS) {
-      if (applied.has(migration.version)) continue;
-      await db.query(migration.sql);
-      await db.query('INSERT INTO runtime_migrations (version) VALUES ($1)', [migration.version]);
-    }
-    await db.query('COMMIT');
+    const results = (await db.query(`BEGIN;
+      SELECT pg_advisory_xact_lock(${SCHEMA_LOCK_KEY});
+      CREATE TABLE IF NOT EXISTS runtime_migrations (
+        version integer PRIMARY KEY,
+        applied_at timestamptz NOT NULL DEFAULT now()
+      );
+      SELECT version FROM runtime_migrations`)) as unknown as pg.QueryResult<{ version: number }>[];
+    const applied = new Set(results.at(-1)!.rows.map((row) => row.version));
+    const missing = MIGRATIONS.filter((migration) => !applied.has(migration.version));
+    await db.query(
+      [...missing.map((m) => `${m.sql}\n;\nINSERT INTO runtime_migrations (version) VALUES (${Number(m.version)})`), 'COMMIT'].join(';\n'),
+    );
   } catch (err) {
     // A broken connection fails the rollback too; the original error is the one worth reporting.
     await db.query('ROLLBACK').catch(() => undefined);

@@ -14,8 +14,8 @@ export interface StepLedger {
   started(instanceId: string, step: string, attempt: number, at?: Date): Promise<void>;
   /** An attempt failed and the step will be retried. */
   retrying(instanceId: string, step: string, error: string): Promise<void>;
-  /** The step waits (a delayed re-run that holds no worker). */
-  waiting(instanceId: string, step: string): Promise<void>;
+  /** The step waits (a delayed re-run that holds no worker); with `run`, a run not written as started is written whole. */
+  waiting(instanceId: string, step: string, run?: { attempt: number; startedAt: Date }): Promise<void>;
   /** Done; with `run`, a run not written as started (it ended at once) is written whole, in one statement. */
   completed(instanceId: string, step: string, result: object, run?: { attempt: number; startedAt: Date }): Promise<void>;
   /** The step failed for good. */
@@ -43,7 +43,16 @@ export class PgStepLedger implements StepLedger {
     await this.db.query('UPDATE steps SET error = $3 WHERE instance_id = $1 AND name = $2', [instanceId, step, error.slice(0, 2000)]);
   }
 
-  async waiting(instanceId: string, step: string): Promise<void> {
+  async waiting(instanceId: string, step: string, run?: { attempt: number; startedAt: Date }): Promise<void> {
+    if (run) {
+      await this.db.query(
+        `INSERT INTO steps (instance_id, name, state, attempts, started_at) VALUES ($1, $2, 'waiting', $3, $4)
+         ON CONFLICT (instance_id, name) DO UPDATE SET state = 'waiting', attempts = $3, error = NULL,
+           started_at = COALESCE(steps.started_at, $4), finished_at = NULL`,
+        [instanceId, step, run.attempt, run.startedAt],
+      );
+      return;
+    }
     await this.db.query(`UPDATE steps SET state = 'waiting' WHERE instance_id = $1 AND name = $2`, [instanceId, step]);
   }
 

@@ -48,8 +48,8 @@ export async function runStep<D extends ProvisionData>(
   const attempt = job.attemptsMade + 1;
   // A re-run after a wait of the same attempt is the same run in the ledger: it is already there, waiting.
   const resumed = job.data.waitingAttempt === attempt;
-  // A run that ends at once is written to the ledger once, when it ends; one still running after a moment is
-  // written as started then, so operators see it (and a run that fails or waits is always written first).
+  // A run that ends (or waits) at once is written to the ledger once, when it does; one still running after a moment
+  // is written as started then, so operators see it (and a run that fails is written as started first).
   const startedAt = new Date();
   let started: Promise<void> | undefined = resumed ? Promise.resolve() : undefined;
   const markStarted = () => {
@@ -103,19 +103,19 @@ export async function runStep<D extends ProvisionData>(
   }
 
   clearTimeout(startTimer);
+  const unwritten = started === undefined;
+  await started;
+  const run = unwritten ? { attempt, startedAt } : undefined;
   if ('waitMs' in outcome) {
-    await markStarted();
     await Promise.all([
       job.updateData({ ...outcome.data, waitingAttempt: attempt }),
-      resumed ? undefined : ctx.steps.waiting(instanceId, step),
+      resumed ? undefined : ctx.steps.waiting(instanceId, step, run),
       progress === undefined ? undefined : job.updateProgress(progress),
       flushLog(),
     ]);
     await job.moveToDelayed(Date.now() + outcome.waitMs, token);
     throw new DelayedError();
   }
-  const unwritten = started === undefined;
-  await started;
-  await Promise.all([ctx.steps.completed(instanceId, step, outcome.done, unwritten ? { attempt, startedAt } : undefined), flushLog()]);
+  await Promise.all([ctx.steps.completed(instanceId, step, outcome.done, run), flushLog()]);
   return outcome.done;
 }

@@ -256,9 +256,9 @@ export class FakeSteps implements StepLedger {
     this.row(instanceId, step).error = error;
   }
 
-  async waiting(instanceId: string, step: string): Promise<void> {
+  async waiting(instanceId: string, step: string, run?: { attempt: number; startedAt: Date }): Promise<void> {
     this.calls.push(`steps.waiting ${step}`);
-    this.row(instanceId, step).state = 'waiting';
+    Object.assign(this.row(instanceId, step), { state: 'waiting', ...(run && { attempts: run.attempt, error: null, finished: null }) });
   }
 
   async completed(instanceId: string, step: string, result: object, run?: { attempt: number; startedAt: Date }): Promise<void> {
