@@ -1,9 +1,7 @@
 import { expect } from 'chai';
 import { randomBytes } from 'node:crypto';
-import pg from 'pg';
-import { migrate } from '../../src/db/migrate.ts';
-import { createPool, type Db } from '../../src/db/pool.ts';
-import { quoteIdent } from '../../core/postgres.ts';
+import type { Db } from '../../src/db/pool.ts';
+import { controlDb } from '../support/controlDb.ts';
 import {
   canHappen,
   ENDED_STATUSES,
@@ -96,30 +94,15 @@ describe('instance state machine', () => {
   });
 
   describe('transition() on the control-plane database', () => {
-    const dbName = `claw_sm_${randomBytes(4).toString('hex')}`;
-    const adminUrl = 'postgres://postgres@127.0.0.1:5432/postgres';
+    let control: Awaited<ReturnType<typeof controlDb>>;
     let db: Db;
 
-    const admin = async (sql: string): Promise<void> => {
-      const client = new pg.Client({ connectionString: adminUrl });
-      await client.connect();
-      try {
-        await client.query(sql);
-      } finally {
-        await client.end();
-      }
-    };
-
     before(async () => {
-      await admin(`CREATE DATABASE ${quoteIdent(dbName)}`);
-      db = createPool(`postgres://postgres@127.0.0.1:5432/${dbName}`);
-      await migrate(db);
+      control = await controlDb('claw_sm');
+      db = control.db;
     });
 
-    after(async () => {
-      await db?.end();
-      await admin(`DROP DATABASE IF EXISTS ${quoteIdent(dbName)} WITH (FORCE)`);
-    });
+    after(() => control?.drop());
 
     async function newInstance(status: InstanceStatus): Promise<string> {
       const { rows: c } = await db.query<{ id: string }>(`INSERT INTO customers (email) VALUES ('sm@example.com') RETURNING id`);

@@ -2,43 +2,24 @@
  * Recording Stripe events on a real Postgres: deliveries arriving together are recorded in batches, yet each event
  * is recorded once, exactly one delivery of a new event is told it recorded it, and a bad event fails alone.
  */
-import { randomBytes } from 'node:crypto';
 import { expect } from 'chai';
-import pg from 'pg';
-import { quoteIdent } from '../../core/postgres.ts';
-import { migrate } from '../../src/db/migrate.ts';
-import { createPool, type Db } from '../../src/db/pool.ts';
+import type { Db } from '../../src/db/pool.ts';
 import { PgStripeEvents } from '../../src/db/stripeEvents.ts';
+import { controlDb } from '../support/controlDb.ts';
 import { rejection } from '../support/rejection.ts';
 
-const PG = 'postgres://postgres@127.0.0.1:5432';
-
 describe('PgStripeEvents.record', () => {
-  const dbName = `cp_events_${randomBytes(5).toString('hex')}`;
+  let control: Awaited<ReturnType<typeof controlDb>>;
   let db: Db;
   let events: PgStripeEvents;
 
-  const admin = async (sql: string) => {
-    const client = new pg.Client({ connectionString: `${PG}/postgres` });
-    await client.connect();
-    try {
-      await client.query(sql);
-    } finally {
-      await client.end();
-    }
-  };
-
   before(async () => {
-    await admin(`CREATE DATABASE ${quoteIdent(dbName)}`);
-    db = createPool(`${PG}/${dbName}`);
-    await migrate(db);
+    control = await controlDb('cp_events');
+    db = control.db;
     events = new PgStripeEvents(db);
   });
 
-  after(async () => {
-    await db?.end();
-    await admin(`DROP DATABASE IF EXISTS ${quoteIdent(dbName)} WITH (FORCE)`);
-  });
+  after(() => control?.drop());
 
   const event = (id: string, extra: Record<string, unknown> = {}) => {
     const payload = JSON.stringify({ id, object: 'event', type: 'customer.updated', created: 1_700_000_000, data: { object: { id: 'cus_1' } }, ...extra });
