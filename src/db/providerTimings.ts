@@ -44,14 +44,14 @@ export class PgProviderTimings implements ProviderTimings {
   async typical(kind: string): Promise<TypicalDuration | null> {
     const cached = this.cache.get(kind);
     if (cached && Date.now() - cached.at < CACHE_MS) return cached.typical;
-    const { rows } = await this.db.query<{ seen_working: number | null; seen_done: number | null; samples: number }>(
+    const { rows } = await this.db.query<{ seen_working: number | null; seen_done: number | null }>(
       `SELECT percentile_disc(0.9) WITHIN GROUP (ORDER BY pending_ms) AS seen_working,
-              percentile_disc(0.1) WITHIN GROUP (ORDER BY ready_ms) AS seen_done, count(*)::int AS samples
+              percentile_disc(0.1) WITHIN GROUP (ORDER BY ready_ms) AS seen_done
        FROM (SELECT pending_ms, ready_ms FROM provider_timings WHERE kind = $1 ORDER BY id DESC LIMIT ${RECENT}) recent`,
       [kind],
     );
     const row = rows[0]!;
-    const typical = row.samples > 0 ? typicalOf(row.seen_working!, row.seen_done!, row.samples) : null;
+    const typical = row.seen_working === null ? null : typicalOf(row.seen_working, row.seen_done!);
     this.cache.set(kind, { at: Date.now(), typical });
     return typical;
   }

@@ -10,7 +10,6 @@
 export interface TypicalDuration {
   fastMs: number;
   slowMs: number;
-  samples: number;
 }
 
 export const POLL = {
@@ -30,8 +29,8 @@ export const POLL = {
  * deployments, even from the wide samples of a first deployment seen by doubling waits; when durations spread the
  * two cross, and the window is wide.
  */
-export function typicalOf(seenWorking: number, seenDone: number, samples: number): TypicalDuration {
-  return { fastMs: Math.min(seenWorking, seenDone), slowMs: Math.max(seenWorking, seenDone), samples };
+export function typicalOf(seenWorking: number, seenDone: number): TypicalDuration {
+  return { fastMs: Math.min(seenWorking, seenDone), slowMs: Math.max(seenWorking, seenDone) };
 }
 
 /** How long to wait before the next look, `elapsedMs` after the work started. */

@@ -364,7 +364,7 @@ export class FakeTimings implements ProviderTimings {
   async typical(kind: string): Promise<TypicalDuration | null> {
     const samples = this.samples.get(kind) ?? [];
     if (!samples.length) return null;
-    return typicalOf(Math.max(...samples.map((s) => s.pendingMs)), Math.min(...samples.map((s) => s.readyMs)), samples.length);
+    return typicalOf(Math.max(...samples.map((s) => s.pendingMs)), Math.min(...samples.map((s) => s.readyMs)));
   }
 }
 

@@ -21,7 +21,7 @@ describe('deployment polling', () => {
   });
 
   it('with history of 20 s deployments, sees one of the usual length within the brief interval of its end, in three looks or fewer', () => {
-    const typical = { fastMs: 19_800, slowMs: 20_100, samples: 50 };
+    const typical = { fastMs: 19_800, slowMs: 20_100 };
     const seen = looks(20_000, typical);
     expect(seen[0]).to.equal(19_800); // no look before the fastest usual one could be done
     expect(seen.at(-1)! - 20_000).to.be.at.most(POLL.briefMinMs);
@@ -33,7 +33,7 @@ describe('deployment polling', () => {
     const overshoots: number[] = [];
     for (let deployment = 0; deployment < 5; deployment++) {
       const typical = samples.length
-        ? typicalOf(Math.max(...samples.map((x) => x.pendingMs)), Math.min(...samples.map((x) => x.readyMs)), samples.length)
+        ? typicalOf(Math.max(...samples.map((x) => x.pendingMs)), Math.min(...samples.map((x) => x.readyMs)))
         : null;
       const seen = looks(20_000, typical);
       expect(seen.length, `deployment ${deployment}`).to.be.at.most(10);
@@ -45,11 +45,11 @@ describe('deployment polling', () => {
   });
 
   it('keeps looks few when usual durations spread, and backs off again for one far slower than usual', () => {
-    const spread = { fastMs: 60_000, slowMs: 180_000, samples: 50 };
+    const spread = { fastMs: 60_000, slowMs: 180_000 };
     expect(looks(180_000, spread).length).to.be.at.most(1 + 120_000 / POLL.briefMaxMs + 1);
-    const slow = looks(10 * 60_000, { fastMs: 19_800, slowMs: 20_100, samples: 50 });
+    const slow = looks(10 * 60_000, { fastMs: 19_800, slowMs: 20_100 });
     expect(slow.length).to.be.at.most(10 + 40);
-    expect(nextPollDelay(5 * 60_000, { fastMs: 19_800, slowMs: 20_100, samples: 50 })).to.equal(POLL.maxMs);
+    expect(nextPollDelay(5 * 60_000, { fastMs: 19_800, slowMs: 20_100 })).to.equal(POLL.maxMs);
   });
 
   it('reads every Railway deployment status', () => {
