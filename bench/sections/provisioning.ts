@@ -57,7 +57,9 @@ async function startPlane(deployMs: number, operationMs: number, customers = 1):
     },
     { webOnly: true, cloud: { railway: { deployMs, stubRuntime: true, builds: {}, runtime: undefined }, neon: { operationMs, sharedDatabase }, neonProjects: neonProjectsFor(customers) } },
   );
-  const worker = spawn(process.execPath, ['--import', 'tsx', 'src/bin/worker.ts'], {
+  // BENCH_PROFILE=<dir>: the worker writes a CPU profile and its round trips (bench/lib/roundTrips.ts) there.
+  const profile = process.env.BENCH_PROFILE ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_PROFILE}`, '--import', './bench/lib/roundTrips.ts'] : [];
+  const worker = spawn(process.execPath, ['--import', 'tsx', ...profile, 'src/bin/worker.ts'], {
     env: { ...process.env, ...h.env },
     stdio: ['ignore', 'ignore', 'inherit'],
   });

@@ -1,5 +1,6 @@
 /** Operator alerts: one Slack incoming-webhook post and one email to ALERT_EMAIL. */
 import { httpError, isTransientNetworkError, TransientError } from '../errors.ts';
+import { httpFetch } from './http.ts';
 import type { Mailer } from './types.ts';
 import { logger } from '../../core/logger.ts';
 
@@ -25,7 +26,7 @@ export class Alerter {
     const text = `:rotating_light: ${alert.title}\n*Customer:* ${alert.customer}\n*Step:* ${alert.step}\n*Reason:* ${alert.reason}\n<${alert.link}|Open in Bull Board>`;
     let response: Response;
     try {
-      response = await fetch(this.slackWebhookUrl, {
+      response = await httpFetch(this.slackWebhookUrl, {
         method: 'POST',
         headers: { 'content-type': 'application/json' },
         body: JSON.stringify({ text }),
