@@ -6,8 +6,6 @@
  */
 import { PermanentError } from '../errors.ts';
 import type { Db } from '../db/pool.ts';
-import { inTransaction } from '../../core/postgres.ts';
-import type pg from 'pg';
 
 export const INSTANCE_STATUSES = ['provisioning', 'active', 'failed', 'abandoned', 'suspended', 'cancelled', 'archived', 'purged'] as const;
 export type InstanceStatus = (typeof INSTANCE_STATUSES)[number];
@@ -117,8 +115,6 @@ export interface TransitionRequest {
    * is written and transition() returns null, as for a repeat.
    */
   when?: TransitionFields;
-  /** More writes that belong to the same change, in the same transaction (after the status is written). */
-  also?: (tx: pg.PoolClient) => Promise<void>;
 }
 
 export interface TransitionResult {
@@ -131,44 +127,36 @@ export interface TransitionResult {
 const COLUMN = /^[a-z_]+$/;
 
 /**
- * Moves an instance through `event`: locks its row, checks the transition, writes the status, `set` and the audit
- * row, all in one transaction. Returns null when nothing was to be done (already there, or `when` does not hold);
- * throws IllegalTransitionError for a change the table does not allow.
+ * Moves an instance through `event` in one statement: locks its row, checks the transition and `when`, writes the
+ * status, `set` and the audit row. Returns null when nothing was to be done (already there, or `when` does not
+ * hold); throws IllegalTransitionError for a change the table does not allow.
  */
 export async function transition(db: Db, instanceId: string, event: InstanceEvent, request: TransitionRequest): Promise<TransitionResult | null> {
-  const set = request.set ?? {};
-  const when = request.when ?? {};
-  for (const column of [...Object.keys(set), ...Object.keys(when)]) {
+  const set = Object.entries(request.set ?? {});
+  const when = Object.entries(request.when ?? {});
+  for (const [column] of [...set, ...when]) {
     if (!COLUMN.test(column) || column === 'status') throw new Error(`transition: invalid column ${column}`);
   }
-  return inTransaction(db, async (tx) => {
-    const { rows } = await tx.query<Record<string, unknown> & { status: InstanceStatus; customer_id: string }>(
-      'SELECT * FROM instances WHERE id = $1 FOR UPDATE',
-      [instanceId],
-    );
-    const row = rows[0];
-    if (!row) throw new PermanentError(`instance ${instanceId} does not exist`);
-    const to = nextStatus(instanceId, row.status, event);
-    if (to === null) return null;
-    if (!Object.entries(when).every(([column, value]) => sameValue(row[column], value))) return null;
-
-    const columns = Object.entries(set);
-    const assignments = ['status = $2', ...columns.map(([column], i) => `${column} = $${i + 3}`), 'updated_at = now()'];
-    // The change and its audit row in one statement (one round trip).
-    const n = columns.length + 3;
-    const audit = await tx.query<{ id: string }>(
-      `WITH changed AS (UPDATE instances SET ${assignments.join(', ')} WHERE id = $1 RETURNING customer_id)
-       INSERT INTO audit (actor, action, customer_id, instance_id, detail)
-       SELECT $${n}, $${n + 1}, customer_id, $1, $${n + 2} FROM changed RETURNING id`,
-      [instanceId, to, ...columns.map(([, v]) => v), request.actor, TRANSITIONS[event].action, JSON.stringify(request.detail ?? {})],
-    );
-    await request.also?.(tx);
-    return { from: row.status, to, customerId: row.customer_id, auditId: audit.rows[0]!.id };
-  });
-}
-
-function sameValue(actual: unknown, expected: TransitionFields[string]): boolean {
-  if (expected === null) return actual === null || actual === undefined;
-  if (expected instanceof Date) return actual instanceof Date && actual.getTime() === expected.getTime();
-  return actual === expected;
+  const { from, to, action } = TRANSITIONS[event];
+  const params: unknown[] = [instanceId, to, from, request.actor, action, JSON.stringify(request.detail ?? {})];
+  const param = (value: unknown) => `$${params.push(value)}`;
+  const assignments = [...set.map(([column, value]) => `${column} = ${param(value)}`), 'status = $2', 'updated_at = now()'];
+  const conditions = when.map(([column, value]) =>
+    value === null ? `i.${column} IS NULL` : value instanceof Date ? `date_trunc('milliseconds', i.${column}) = ${param(value)}` : `i.${column} = ${param(value)}`,
+  );
+  // The old status comes from the locked row (`old`); the UPDATE re-checks `when` on the row as it is now.
+  const { rows } = await db.query<{ status: InstanceStatus; customer_id: string; audit_id: string | null }>(
+    `WITH old AS (SELECT id, status, customer_id FROM instances WHERE id = $1 FOR UPDATE),
+     changed AS (UPDATE instances i SET ${assignments.join(', ')} FROM old
+                 WHERE i.id = old.id AND old.status = ANY($3::text[]) ${conditions.map((c) => `AND ${c}`).join(' ')}
+                 RETURNING i.customer_id),
+     audit AS (INSERT INTO audit (actor, action, customer_id, instance_id, detail) SELECT $4, $5, customer_id, $1, $6 FROM changed RETURNING id)
+     SELECT old.status, old.customer_id, (SELECT id FROM audit) AS audit_id FROM old`,
+    params,
+  );
+  const row = rows[0];
+  if (!row) throw new PermanentError(`instance ${instanceId} does not exist`);
+  if (row.audit_id) return { from: row.status, to, customerId: row.customer_id, auditId: row.audit_id };
+  nextStatus(instanceId, row.status, event); // throws for a change the table does not allow
+  return null;
 }

@@ -60,7 +60,7 @@ export const deploy: StepHandler<DeployData> = async (ctx, { job, instance, log,
   const polls = (data.polls ?? 0) + 1;
   switch (state) {
     case 'success':
-      await ctx.instances.update(instance.id, { service_id: serviceId });
+      if (instance.service_id !== serviceId) await ctx.instances.update(instance.id, { service_id: serviceId });
       if (!data.approvalAsked) await ctx.timings.record(timingKind(ctx), { pendingMs: data.pendingMs ?? 0, readyMs: elapsed });
       await log(`deployment ${deploymentId} succeeded after ${polls} status checks (${(elapsed / 1000).toFixed(1)} s)`);
       return done({ serviceId, deploymentId, readyAfterMs: elapsed });

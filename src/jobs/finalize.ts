@@ -7,8 +7,9 @@ export const finalize: StepHandler = async (ctx, { instance, log, done }) => {
   const activeAt = instance.active_at ?? new Date();
   const totalMs = activeAt.getTime() - instance.provision_started_at.getTime();
   await ctx.instances.transition(instance.id, 'provisioned', { actor: 'worker', set: { active_at: activeAt }, detail: { totalMs, timings } });
-  // A reactivation restored the customer's archive into their new database: it has served its purpose.
-  const restored = await ctx.archiveRecords.current(instance.id);
+  // A reactivation (a later generation) restored the customer's archive into their new database: it has served its
+  // purpose.
+  const restored = instance.generation > 1 ? await ctx.archiveRecords.current(instance.id) : undefined;
   if (restored) {
     await ctx.archives.delete(restored.location);
     await ctx.archiveRecords.markDeleted(instance.id);

@@ -156,14 +156,21 @@ describe('instance state machine', () => {
       expect(await statusOf(id)).to.deep.equal({ status: 'provisioning', failed_step: null });
     });
 
-    it('rolls the status back when a write that belongs to it fails', async () => {
+    it('writes neither the status nor the audit row when a column it sets is refused', async () => {
       const id = await newInstance('cancelled');
-      const error = await rejection(
-        transition(db, id, 'archived', { actor: 'worker', also: async (tx) => void (await tx.query('INSERT INTO no_such_table VALUES (1)')) }),
-      );
-      expect(error.message).to.match(/no_such_table/);
+      const error = await rejection(transition(db, id, 'archived', { actor: 'worker', set: { archived_at: 'not a time' } }));
+      expect(error.message).to.match(/invalid input syntax for type timestamp/);
       expect((await statusOf(id)).status).to.equal('cancelled');
       expect(await auditOf(id)).to.deep.equal([]);
+    });
+
+    it('compares a time in `when` to the millisecond, as it was read', async () => {
+      const id = await newInstance('provisioning');
+      await db.query(`UPDATE instances SET provision_started_at = '2026-12-03 10:00:00.123456+00' WHERE id = $1`, [id]);
+      const { rows } = await db.query<{ provision_started_at: Date }>('SELECT provision_started_at FROM instances WHERE id = $1', [id]);
+      const read = rows[0]!.provision_started_at;
+      expect(await transition(db, id, 'failed', { actor: 'worker', when: { provision_started_at: new Date(read.getTime() + 1) } })).to.equal(null);
+      expect(await transition(db, id, 'failed', { actor: 'worker', when: { provision_started_at: read } })).to.include({ to: 'failed' });
     });
 
     it('lets one of two concurrent identical changes through, once', async () => {

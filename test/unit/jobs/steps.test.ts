@@ -371,7 +371,7 @@ describe('provisioning steps (fakes)', () => {
   describe('finalize', () => {
     it('makes the instance active once (a re-run writes nothing) and deletes the archive a reactivation restored', async () => {
       const f = fakeContext();
-      const instance = f.instances.add({ status: 'provisioning', access_url: 'http://svc.test' });
+      const instance = f.instances.add({ status: 'provisioning', access_url: 'http://svc.test', generation: 2 });
       await f.archives.write('ws/1.jsonl.gz', archiveStream(instance.workspace_id, {}));
       await f.archiveRecords.save(instance.id, { location: 'ws/1.jsonl.gz', sizeBytes: 1, sha256: 'x', rowCounts: {} });
 
