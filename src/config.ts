@@ -9,6 +9,7 @@ import path from 'node:path';
 import { DEFAULT_PRICE_IDS, type PlanName } from '../core/plans.ts';
 import { LOG_LEVELS, type LogLevel } from '../core/logger.ts';
 import { parseDuration, parseRate, type RateLimit } from '../core/durations.ts';
+import { fileURLToPath } from 'node:url';
 
 
 export interface Config {
@@ -214,6 +215,14 @@ function railwayConfig(r: Reader): RailwayConfig {
 
 // A container image reference as Docker reads it: [registry[:port]/]path[:tag][@algorithm:hex]. The path is
 // lowercase; a tag is up to 128 word characters, dots and dashes.
+/**
+ * How the local compute provider starts a runtime: its compiled entry beside this module when the control plane
+ * runs compiled (dist/, as the image does), else its TypeScript source through tsx.
+ */
+const RUNTIME_ARGS = import.meta.url.endsWith('.js')
+  ? [fileURLToPath(new URL('../runtime/src/main.js', import.meta.url))]
+  : ['--import', 'tsx', fileURLToPath(new URL('../runtime/src/main.ts', import.meta.url))];
+
 const REGISTRY = String.raw`(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*(?::[0-9]+)?/)`;
 const PATH_COMPONENT = String.raw`[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*`;
 const IMAGE_REFERENCE = new RegExp(
@@ -324,7 +333,7 @@ export function loadConfig(env: Env = process.env, cwd = process.cwd()): Config 
     runtime: {
       command: r.string('RUNTIME_COMMAND', process.execPath),
       // A path with spaces in it stays one argument; RUNTIME_ARGS, when given, is split on whitespace.
-      args: r.raw('RUNTIME_ARGS')?.split(/\s+/) ?? ['--import', 'tsx', path.resolve(cwd, 'runtime/src/main.ts')],
+      args: r.raw('RUNTIME_ARGS')?.split(/\s+/) ?? RUNTIME_ARGS,
       workspacesDir: path.join(varDir, 'workspaces'),
       anthropicApiKey: r.optional('ANTHROPIC_API_KEY'),
       callbackUrl: '',

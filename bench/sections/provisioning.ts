@@ -1,8 +1,9 @@
 /**
  * Provisioning at scale, through the cloud emulators (Railway and Neon stand-ins answering at once, deployments that
  * take a set time, a stand-in runtime that costs no process), signed checkout webhooks in, `active` out. The web
- * side runs in this process; the workers run in a child process of their own (`src/bin/worker.ts`, production
- * defaults but WORKER_CONCURRENCY), whose CPU and memory are read from /proc.
+ * side runs in this process; the workers run in a child process of their own, compiled as the image runs them
+ * (`npm run build`, then `node dist/src/bin/worker.js`; production defaults but WORKER_CONCURRENCY), whose CPU and
+ * memory are read from /proc.
  *
  * Scenarios, each on a fresh control plane:
  * - one provision with a set deployment time (full 20 s, twice: the median), against that time (the critical path);
@@ -57,9 +58,10 @@ async function startPlane(deployMs: number, operationMs: number, customers = 1):
     },
     { webOnly: true, cloud: { railway: { deployMs, stubRuntime: true, builds: {}, runtime: undefined }, neon: { operationMs, sharedDatabase }, neonProjects: neonProjectsFor(customers) } },
   );
-  // BENCH_PROFILE=<dir>: the worker writes a CPU profile and its round trips (bench/lib/roundTrips.ts) there.
-  const profile = process.env.BENCH_PROFILE ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_PROFILE}`, '--import', './bench/lib/roundTrips.ts'] : [];
-  const worker = spawn(process.execPath, ['--import', 'tsx', ...profile, 'src/bin/worker.ts'], {
+  // The worker as the image runs it: compiled, started by node itself. BENCH_PROFILE=<dir>: it writes a CPU profile
+  // and its round trips (bench/lib/roundTrips.ts, through tsx) there.
+  const profile = process.env.BENCH_PROFILE ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_PROFILE}`, '--import', 'tsx', '--import', './bench/lib/roundTrips.ts'] : [];
+  const worker = spawn(process.execPath, [...profile, COMPILED_WORKER], {
     env: { ...process.env, ...h.env },
     stdio: ['ignore', 'ignore', 'inherit'],
   });
@@ -78,6 +80,15 @@ async function startPlane(deployMs: number, operationMs: number, customers = 1):
   // deployments took, and its connections and modules are warm.
   for (let i = 0; i < 3; i++) await signUpAll(plane, 1, `history${i}`);
   return plane;
+}
+
+/** The worker's entry point in what `npm run build` compiles (run once by the section, before any plane starts). */
+const COMPILED_WORKER = 'dist/src/bin/worker.js';
+
+async function build(): Promise<void> {
+  const child = spawn('npm', ['run', 'build'], { stdio: ['ignore', 'ignore', 'inherit'] });
+  const code = await new Promise((resolve) => child.once('exit', resolve));
+  if (code !== 0) throw new Error(`npm run build exited ${code}`);
 }
 
 async function adminQuery(sql: string): Promise<void> {
@@ -162,6 +173,7 @@ const provisioning: BenchSection = async (options: BenchOptions) => {
   const rows: BenchRow[] = [];
 
   // One provision alone, on a control plane that has provisioned before (it polls by what deployments took).
+  await build();
   const single: number[] = [];
   let perProvisionOne = { railway: 0, neon: 0 };
   const warm = await startPlane(deployMs, instantOpMs);

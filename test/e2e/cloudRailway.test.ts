@@ -80,7 +80,7 @@ describe('the Railway requests of a provision, and what its service runs (emulat
     const status = await fetch(`${view.accessUrl}/status`, { headers: { authorization: `Bearer ${key}` } });
     expect(status.status).to.equal(200);
 
-    // The same service as Railway builds it when nothing says which Dockerfile: the root one, `npm start`.
+    // The same service as Railway builds it when nothing says which Dockerfile: the root one, the control plane.
     const { serviceCreate } = await client.request<{ serviceCreate: { id: string } }>(RAILWAY_DOCUMENTS.serviceCreate, {
       input: { projectId: h.config.railway!.projectId, environmentId: h.config.railway!.environmentId, name: 'claw-defaults', source: { repo: RUNTIME_REPO } },
     });
@@ -95,7 +95,7 @@ describe('the Railway requests of a provision, and what its service runs (emulat
       serviceId: bare, environmentId: h.config.railway!.environmentId,
     });
     const wrong = await h.railway!.waitForDeployment(serviceInstanceDeployV2);
-    expect(wrong.runs).to.equal('unhealthy: Dockerfile: npm start');
+    expect(wrong.runs).to.equal('unhealthy: Dockerfile: node dist/src/bin/start.js');
     expect(wrong.running).to.equal(false);
     expect((await fetch(`http://${serviceDomainCreate.domain}/health`)).status).to.not.equal(200);
   });

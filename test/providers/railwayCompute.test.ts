@@ -46,7 +46,7 @@ describe('RailwayComputeProvider (against the emulator)', function () {
     railway = await startRailwayEmulator({
       deployMs: 150,
       builds: {
-        repos: { 'clawdbot/runtime': { Dockerfile: { unhealthy: 'the control plane (npm start)' }, [RUNTIME_DOCKERFILE]: stub } },
+        repos: { 'clawdbot/runtime': { Dockerfile: { unhealthy: 'the control plane' }, [RUNTIME_DOCKERFILE]: stub } },
         images: { [IMAGE]: stub },
       },
     });
@@ -132,7 +132,7 @@ describe('RailwayComputeProvider (against the emulator)', function () {
     // Created from the repo and deployed with Railway's defaults (what the provider did before): the root Dockerfile.
     const { serviceId: bare } = await provider.createService('claw-root-dockerfile');
     const wrong = await railway.waitForDeployment((await provider.deploy(bare)).deploymentId);
-    expect(wrong.runs).to.equal('unhealthy: the control plane (npm start)');
+    expect(wrong.runs).to.equal('unhealthy: the control plane');
     expect(wrong.running).to.equal(false);
 
     // As the provider configures it: runtime/Dockerfile, which runs the runtime.

@@ -47,15 +47,18 @@ export function dockerfileCmd(dockerfile: string): string[] {
   return cmd.startsWith('[') ? (JSON.parse(cmd) as string[]) : ['/bin/sh', '-c', cmd];
 }
 
+/** The runtime's entry point as its image runs it: compiled by `npm run build` (the tests run its source instead). */
+const RUNTIME_IMAGE_CMD = ['node', 'dist/runtime/src/main.js'];
+
 /**
  * What a build of one of this repository's Dockerfiles runs, read from its CMD: the runtime's entry point is spawned
- * for real (node being this node); anything else (the root Dockerfile's `npm start`, the control plane) is never
+ * for real (from its source, node being this node); anything else (the root Dockerfile's control plane) is never
  * started, as its own Redis and migrations have no place here: to the emulator it never answers the runtime's
  * healthcheck, which is what Railway would see.
  */
 function whatRuns(dockerfile: string, runtime: RuntimeSpec): BuildOutput {
   const cmd = dockerfileCmd(readFileSync(path.resolve(dockerfile), 'utf8'));
-  if (cmd[0] === 'node' && JSON.stringify(cmd.slice(1)) === JSON.stringify(runtime.args)) return runtime;
+  if (JSON.stringify(cmd) === JSON.stringify(RUNTIME_IMAGE_CMD)) return runtime;
   return { unhealthy: `${dockerfile}: ${cmd.join(' ') || 'no CMD'}` };
 }
 

@@ -12,7 +12,7 @@ import { createService } from '../../../src/jobs/createService.ts';
 import { deploy, type DeployData } from '../../../src/jobs/deploy.ts';
 import { finalize } from '../../../src/jobs/finalize.ts';
 import { sendWelcomeEmail } from '../../../src/jobs/sendWelcomeEmail.ts';
-import { runStep, type StepHandler } from '../../../src/jobs/step.ts';
+import { LEDGER_START_AFTER_MS, runStep, type StepHandler } from '../../../src/jobs/step.ts';
 import type { ProvisionData } from '../../../src/queues/catalogue.ts';
 import { archiveStream, FakeJob, fakeContext, type Fakes } from '../../support/fakes.ts';
 import { rejection } from '../../support/rejection.ts';
@@ -38,14 +38,15 @@ describe('step runner (fakes)', () => {
     expect(f.calls).to.deep.equal(['steps.completed create-service']);
   });
 
-  it('records a run still going after a moment as running (operators see it), then completed', async () => {
+  it('records a run still going after a moment as running (operators see it), then completed', async function () {
+    this.timeout(5_000);
     const f = fakeContext();
     const instance = f.instances.add({ status: 'provisioning' });
     let during: string | undefined;
     await run(
       f,
       async (_ctx, { done }) => {
-        await new Promise((r) => setTimeout(r, 400));
+        await new Promise((r) => setTimeout(r, LEDGER_START_AFTER_MS + 200));
         during = f.steps.of(instance.id, 'deploy')?.state;
         return done();
       },
