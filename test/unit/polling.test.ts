@@ -1,6 +1,7 @@
 import { expect } from 'chai';
 import { nextPollDelay, POLL, typicalOf, type TypicalDuration } from '../../src/jobs/pollTiming.ts';
 import { deploymentStateOf } from '../../src/providers/compute/railway.ts';
+import { OperationTimes } from '../../src/providers/database/neon.ts';
 
 /** The times a deployment that ends at `endMs` is looked at, until it is seen done. */
 function looks(endMs: number, typical: TypicalDuration | null): number[] {
@@ -59,5 +60,28 @@ describe('deployment polling', () => {
       WAITING: 'in_progress', BUILDING: 'in_progress', DEPLOYING: 'in_progress', SOMETHING_NEW: 'in_progress',
     };
     for (const [status, state] of Object.entries(expected)) expect(deploymentStateOf(status), status).to.equal(state);
+  });
+});
+
+describe('Neon operation times', () => {
+  it('starts from the initial guess, learns a moving average, and learns an operation done at once', () => {
+    const times = new OperationTimes(300, true);
+    expect(times.expected('create_branch')).to.equal(300);
+    times.observe('create_branch', 1_000);
+    expect(times.expected('create_branch')).to.equal(1_000);
+    times.observe('create_branch', 0);
+    expect(times.expected('create_branch')).to.equal(700);
+    times.observe('start_compute', 0);
+    expect(times.expected('start_compute')).to.equal(0);
+  });
+
+  it('ignores durations that are not durations, and learns nothing when told not to', () => {
+    const times = new OperationTimes(300, true);
+    times.observe('create_branch', -5);
+    times.observe('create_branch', Number.NaN);
+    expect(times.expected('create_branch')).to.equal(300);
+    const fixed = new OperationTimes(300, false);
+    fixed.observe('create_branch', 50);
+    expect(fixed.expected('create_branch')).to.equal(300);
   });
 });

@@ -112,8 +112,11 @@ const isBranchLimit = (err: unknown): boolean =>
   err instanceof NeonCallError &&
   (/BRANCHES_LIMIT_EXCEEDED/.test(err.code) || (err.status === 422 && /branch/i.test(err.neonMessage) && /limit/i.test(err.neonMessage)));
 
-/** How long Neon's operations take, per action: a moving average of the durations seen. */
-class OperationTimes {
+/**
+ * How long Neon's operations take, per action: a moving average of the durations seen. An operation Neon reports as
+ * taking 0 ms (done as soon as it started) counts too: its next wait is the shortest look.
+ */
+export class OperationTimes {
   private readonly seen = new Map<string, number>();
   constructor(
     private readonly initialMs: number,
@@ -125,7 +128,7 @@ class OperationTimes {
   }
 
   observe(action: string, ms: number): void {
-    if (!this.learn || !Number.isFinite(ms) || ms <= 0) return;
+    if (!this.learn || !Number.isFinite(ms) || ms < 0) return;
     const before = this.seen.get(action);
     this.seen.set(action, before === undefined ? ms : before * 0.7 + ms * 0.3);
   }
