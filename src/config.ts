@@ -6,10 +6,10 @@
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { DEFAULT_PRICE_IDS, type PlanName } from '../core/plans.ts';
 import { LOG_LEVELS, type LogLevel } from '../core/logger.ts';
 import { parseDuration, parseRate, type RateLimit } from '../core/durations.ts';
-import { fileURLToPath } from 'node:url';
 
 
 export interface Config {
@@ -213,8 +213,6 @@ function railwayConfig(r: Reader): RailwayConfig {
   };
 }
 
-// A container image reference as Docker reads it: [registry[:port]/]path[:tag][@algorithm:hex]. The path is
-// lowercase; a tag is up to 128 word characters, dots and dashes.
 /**
  * How the local compute provider starts a runtime: its compiled entry beside this module when the control plane
  * runs compiled (dist/, as the image does), else its TypeScript source through tsx.
@@ -223,6 +221,8 @@ const RUNTIME_ARGS = import.meta.url.endsWith('.js')
   ? [fileURLToPath(new URL('../runtime/src/main.js', import.meta.url))]
   : ['--import', 'tsx', fileURLToPath(new URL('../runtime/src/main.ts', import.meta.url))];
 
+// A container image reference as Docker reads it: [registry[:port]/]path[:tag][@algorithm:hex]. The path is
+// lowercase; a tag is up to 128 word characters, dots and dashes.
 const REGISTRY = String.raw`(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*(?::[0-9]+)?/)`;
 const PATH_COMPONENT = String.raw`[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*`;
 const IMAGE_REFERENCE = new RegExp(

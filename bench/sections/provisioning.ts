@@ -172,8 +172,8 @@ const provisioning: BenchSection = async (options: BenchOptions) => {
   const instantOpMs = 0;
   const rows: BenchRow[] = [];
 
-  // One provision alone, on a control plane that has provisioned before (it polls by what deployments took).
   await build();
+  // One provision alone, on a control plane that has provisioned before (it polls by what deployments took).
   const single: number[] = [];
   let perProvisionOne = { railway: 0, neon: 0 };
   const warm = await startPlane(deployMs, instantOpMs);

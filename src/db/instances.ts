@@ -84,7 +84,7 @@ export interface Instances {
   record(req: ProvisionRequest, providers: { compute: string; database: string }): Promise<InstanceWithCustomer>;
   update(id: string, fields: InstanceFields): Promise<void>;
   /** The instance's status changes through `event`, with its audit row (see the state machine). */
-  transition(id: string, event: InstanceEvent, request: Omit<TransitionRequest, 'also'>): Promise<TransitionResult | null>;
+  transition(id: string, event: InstanceEvent, request: TransitionRequest): Promise<TransitionResult | null>;
   /** When Stripe first reported the payment overdue: recorded now, unless it was already. */
   markPastDue(id: string): Promise<Date>;
   clearPastDue(id: string): Promise<void>;
@@ -166,7 +166,7 @@ export class PgInstances implements Instances {
     await this.db.query(`UPDATE instances SET ${sets}, updated_at = now() WHERE id = $1`, [id, ...entries.map(([, v]) => v)]);
   }
 
-  transition(id: string, event: InstanceEvent, request: Omit<TransitionRequest, 'also'>): Promise<TransitionResult | null> {
+  transition(id: string, event: InstanceEvent, request: TransitionRequest): Promise<TransitionResult | null> {
     return transition(this.db, id, event, request);
   }
 

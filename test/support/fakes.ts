@@ -173,7 +173,7 @@ export class FakeInstances implements Instances {
   }
 
   /** As the state machine's transition(): checked against the same table, with its audit row. */
-  async transition(id: string, event: InstanceEvent, request: Omit<TransitionRequest, 'also'>) {
+  async transition(id: string, event: InstanceEvent, request: TransitionRequest) {
     const row = this.get(id);
     const to = nextStatus(id, row.status, event);
     if (to === null) return null;
