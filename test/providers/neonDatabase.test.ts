@@ -176,6 +176,26 @@ describe('NeonDatabaseProvider against the Neon emulator', function () {
     first = { name, projectId, ready: run.ready };
   });
 
+  it('operations that usually end at once are looked at in the same run: one run and the same 7 requests', async () => {
+    const instant = await startNeonEmulator({ prefix: PREFIX, operationMs: 0 });
+    try {
+      const { projectId } = await instant.createProject({ projectId: 'clawdbot-pool-instant', defaultDatabase: true });
+      const fast = new NeonDatabaseProvider({ apiUrl: instant.url, apiKey: instant.apiKey, projectIds: [projectId], branchLimit: 5_000 }, new PgNeonPlacements(db), OPTIONS);
+      // The first provision learns that the operations take no time (it waits its first guess for each).
+      const learning = await provision(fast, newName(), { settle: instant });
+      expect(learning.steps).to.equal(3);
+      await turnsFree();
+      const before = instant.calls.length;
+      const run = await provision(fast, newName(), { settle: instant });
+      expect(run.steps).to.equal(1);
+      expect(requestsOf(instant.calls.slice(before))).to.deep.equal(ONE_PROVISION);
+      expect(await query(run.ready.connectionUrl, 'SELECT 1 AS ok')).to.deep.equal([{ ok: 1 }]);
+      for (const ready of [learning.ready, run.ready]) await fast.deleteDatabase(ready);
+    } finally {
+      await instant.close();
+    }
+  });
+
   it('a second full run finds everything by name (409s): nothing created, the same URL, in one run', async () => {
     await turnsFree();
     const postsBefore = posts(emulator);

@@ -309,7 +309,8 @@ export class NeonDatabaseProvider implements DatabaseProvider {
         if (op) this.times.observe(op.action, op.total_duration_ms);
         remaining.shift();
       }
-      set({ ...p, ops: [], polls: 0, firstMs: 0 });
+      // Our operations are done: the next turn, booked within our own span, may begin now.
+      set({ ...p, ops: [], polls: 0, firstMs: 0, turnAt: p.turnAt === null ? null : Math.min(p.turnAt, Date.now()) });
     }
 
     // 2. The branch, by exact name, in the placed project.
@@ -327,7 +328,7 @@ export class NeonDatabaseProvider implements DatabaseProvider {
           );
           set({ ...p, branchId: data.branch.id, stage: 'setup' });
           const waiting = this.afterMutation(set, p, data.operations, `creating branch ${data.branch.id}`, nextTurnAt);
-          if (waiting) return waiting;
+          if (waiting) return this.doneAlready(p) ? this.step(name, state, restarted) : waiting;
           break;
         } catch (err) {
           if (statusOf(err) === 409) {
@@ -362,7 +363,7 @@ export class NeonDatabaseProvider implements DatabaseProvider {
           this.times.observe(SETUP_REQUESTS, Date.now() - started);
           set({ ...p, stage: 'uri' });
           const waiting = this.afterMutation(set, p, data.operations, `starting endpoint ${data.endpoint.id} of branch ${branchId}`);
-          if (waiting) return waiting;
+          if (waiting) return this.doneAlready(p) ? this.step(name, state, restarted) : waiting;
         } catch (err) {
           // One read-write endpoint per branch: Neon refuses a second (409). Use the one an earlier attempt made.
           if (statusOf(err) !== 409 && statusOf(err) !== 422 && statusOf(err) !== 400) throw err;
@@ -481,6 +482,15 @@ export class NeonDatabaseProvider implements DatabaseProvider {
     const next = set({ ...p, ops, polls: 0, firstMs, turnAt: nextTurnAt });
     if (ops.length === 0) return undefined;
     return this.pollWait(next, Math.max(firstMs, (nextTurnAt ?? 0) - Date.now()), `${what} (${ops.length} operation${ops.length === 1 ? '' : 's'})`);
+  }
+
+  /**
+   * Whether the operations just started usually end before the shortest wait (as learned): then they are looked at
+   * in the same run, and a wait (a job round trip) comes only if they still run. Once per mutation: the look that
+   * finds them running waits as usual.
+   */
+  private doneAlready(p: Progress): boolean {
+    return p.firstMs <= this.pollMinMs && (p.turnAt === null || p.turnAt - Date.now() <= TURN_SLACK_MS);
   }
 
   /** `firstMs` doubled per look so far, within the bounds. */
