@@ -17,7 +17,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';
-import pg from 'pg';
+import { admin } from '../../test/support/controlDb.ts';
 import { startHarness, type Harness } from '../../test/support/harness.ts';
 import { median, sized, type BenchOptions, type BenchRow, type BenchSection } from '../lib/report.ts';
 
@@ -44,7 +44,7 @@ const neonProjectsFor = (customers: number) => Math.max(1, Math.ceil(customers /
  */
 async function startPlane(deployMs: number, operationMs: number, customers = 1): Promise<Plane> {
   const sharedDatabase = customers > 1 ? `bench_shared_${randomBytes(4).toString('hex')}` : undefined;
-  if (sharedDatabase) await adminQuery(`CREATE DATABASE ${sharedDatabase}`);
+  if (sharedDatabase) await admin(`CREATE DATABASE ${sharedDatabase}`);
   const h = await startHarness(
     {
       LOG_LEVEL: 'error',
@@ -73,7 +73,7 @@ async function startPlane(deployMs: number, operationMs: number, customers = 1):
       worker.kill('SIGTERM');
       await new Promise((resolve) => worker.once('exit', resolve));
       await h.close();
-      if (sharedDatabase) await adminQuery(`DROP DATABASE IF EXISTS ${sharedDatabase} WITH (FORCE)`);
+      if (sharedDatabase) await admin(`DROP DATABASE IF EXISTS ${sharedDatabase} WITH (FORCE)`);
     },
   };
   // A control plane that has provisioned before (three customers, one after another): it polls by what its
@@ -89,16 +89,6 @@ async function build(): Promise<void> {
   const child = spawn('npm', ['run', 'build'], { stdio: ['ignore', 'ignore', 'inherit'] });
   const code = await new Promise((resolve) => child.once('exit', resolve));
   if (code !== 0) throw new Error(`npm run build exited ${code}`);
-}
-
-async function adminQuery(sql: string): Promise<void> {
-  const client = new pg.Client({ connectionString: 'postgres://postgres@127.0.0.1:5432/postgres' });
-  await client.connect();
-  try {
-    await client.query(sql);
-  } finally {
-    await client.end();
-  }
 }
 
 /** Until the worker process listens on every queue (its start-up stays out of the figures). */

@@ -31,11 +31,16 @@ export class PgStepLedger implements StepLedger {
   constructor(private readonly db: Db) {}
 
   async started(instanceId: string, step: string, attempt: number, at = new Date()): Promise<void> {
+    await this.writeRun(instanceId, step, 'running', attempt, at);
+  }
+
+  /** A run (again) in `state`: attempt n, no error, not finished; the step's first start time stays. */
+  private async writeRun(instanceId: string, step: string, state: 'running' | 'waiting', attempt: number, at: Date): Promise<void> {
     await this.db.query(
-      `INSERT INTO steps (instance_id, name, state, attempts, started_at) VALUES ($1, $2, 'running', $3, $4)
-       ON CONFLICT (instance_id, name) DO UPDATE SET state = 'running', attempts = $3, error = NULL,
-         started_at = COALESCE(steps.started_at, $4), finished_at = NULL`,
-      [instanceId, step, attempt, at],
+      `INSERT INTO steps (instance_id, name, state, attempts, started_at) VALUES ($1, $2, $3, $4, $5)
+       ON CONFLICT (instance_id, name) DO UPDATE SET state = $3, attempts = $4, error = NULL,
+         started_at = COALESCE(steps.started_at, $5), finished_at = NULL`,
+      [instanceId, step, state, attempt, at],
     );
   }
 
@@ -44,15 +49,7 @@ export class PgStepLedger implements StepLedger {
   }
 
   async waiting(instanceId: string, step: string, run?: { attempt: number; startedAt: Date }): Promise<void> {
-    if (run) {
-      await this.db.query(
-        `INSERT INTO steps (instance_id, name, state, attempts, started_at) VALUES ($1, $2, 'waiting', $3, $4)
-         ON CONFLICT (instance_id, name) DO UPDATE SET state = 'waiting', attempts = $3, error = NULL,
-           started_at = COALESCE(steps.started_at, $4), finished_at = NULL`,
-        [instanceId, step, run.attempt, run.startedAt],
-      );
-      return;
-    }
+    if (run) return this.writeRun(instanceId, step, 'waiting', run.attempt, run.startedAt);
     await this.db.query(`UPDATE steps SET state = 'waiting' WHERE instance_id = $1 AND name = $2`, [instanceId, step]);
   }
 

@@ -73,15 +73,16 @@ const NO_BODY = new Set([101, 204, 205, 304]);
 
 /** `fetch` for a URL, its method, headers, a string or byte body and a signal: what graphql-request and the checks use. */
 export const httpFetch = async (input: string | URL | Request, init: RequestInit = {}): Promise<Response> => {
+  // A Request would carry its own method, headers and body: nothing here sends one, so it is refused, not half-read.
+  if (input instanceof Request) throw new TypeError('httpFetch takes a URL, not a Request');
   if (init.body !== undefined && init.body !== null && typeof init.body !== 'string' && !(init.body instanceof Uint8Array)) {
     throw new TypeError('httpFetch sends only string or byte bodies');
   }
-  const url = new URL(typeof input === 'string' || input instanceof URL ? input : input.url);
   let answer: HttpAnswer;
   try {
-    answer = await httpRequest(url, {
-      method: init.method ?? (input instanceof Request ? input.method : 'GET'),
-      headers: Object.fromEntries(new Headers(init.headers ?? (input instanceof Request ? input.headers : undefined))),
+    answer = await httpRequest(new URL(input), {
+      method: init.method ?? 'GET',
+      headers: Object.fromEntries(new Headers(init.headers)),
       body: init.body ?? undefined,
       signal: init.signal ?? undefined,
     });

@@ -90,12 +90,15 @@ describe('providers HTTP client', () => {
       expect(isTransientNetworkError(timedOut)).to.equal(true);
     });
 
-    it('refuses an answer over 16 MB and a body it cannot send', async () => {
+    it('refuses an answer over 16 MB, a body it cannot send and a Request', async () => {
       const huge = await httpFetch(`${base}/huge`).then(() => undefined, (err: unknown) => err);
       expect((huge as Error).cause).to.have.property('message').that.matches(/larger than/);
       const stream = new ReadableStream();
       const refused = await httpFetch(`${base}/echo`, { method: 'POST', body: stream }).then(() => undefined, (err: unknown) => err);
       expect(refused).to.be.instanceOf(TypeError).with.property('message').that.matches(/only string or byte bodies/);
+      const request = await httpFetch(new Request(`${base}/echo`, { method: 'POST', body: 'x' })).then(() => undefined, (err: unknown) => err);
+      expect(request).to.be.instanceOf(TypeError).with.property('message').that.matches(/a URL, not a Request/);
+      expect(seen).to.have.length(1); // the huge answer's request only: neither refused one was sent
     });
   });
 

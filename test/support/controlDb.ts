@@ -7,7 +7,8 @@ import { createPool, type Db } from '../../src/db/pool.ts';
 
 const SERVER = 'postgres://postgres@127.0.0.1:5432';
 
-async function admin(sql: string): Promise<void> {
+/** One statement as the local Postgres's admin, on a connection of its own (CREATE/DROP DATABASE). */
+export async function admin(sql: string): Promise<void> {
   const client = new pg.Client({ connectionString: `${SERVER}/postgres` });
   await client.connect();
   try {
