@@ -36,6 +36,20 @@ export interface Config {
   rateLimits: { compute: RateLimit | null; database: RateLimit | null };
   logLevel: LogLevel;
   healthCheck: { timeoutMs: number; initialDelayMs: number; maxDelayMs: number };
+  /**
+   * The health monitor (every active instance, each interval): consecutive failures before a restart, restarts
+   * within an hour before a crash loop stops them.
+   */
+  monitor: { intervalMs: number; failures: number; maxRestarts: number; concurrency: number; probeTimeoutMs: number };
+  /**
+   * The reconciler: how often it compares the providers with the control plane, how long an orphan is left alone.
+   * An interval of 0 turns that fleet job off (as for the monitor).
+   */
+  reconcile: { intervalMs: number; orphanGraceMs: number };
+  /** How long a provider may answer 429 without end before one alert says so. */
+  rateLimitAlertAfterMs: number;
+  /** A bearer token for GET /metrics besides ADMIN_TOKEN (a scraper need not hold the admin token), or null. */
+  metricsToken: string | null;
   deployTimeoutMs: number;
   /** How long create-branch waits for the database provider's operations. */
   databaseReadyTimeoutMs: number;
@@ -325,6 +339,19 @@ export function loadConfig(env: Env = process.env, cwd = process.cwd()): Config 
       archiveDir: path.resolve(cwd, r.string('ARCHIVE_DIR', path.join(varDir, 'archives'))),
       paymentGraceMs: r.duration('PAYMENT_GRACE', 7 * 86_400_000),
     },
+    monitor: {
+      intervalMs: r.duration('MONITOR_INTERVAL', 60_000),
+      failures: r.int('MONITOR_FAILURES', 3, 1, 100),
+      maxRestarts: r.int('MONITOR_MAX_RESTARTS', 5, 0, 1000),
+      concurrency: r.int('MONITOR_CONCURRENCY', 50, 1, 1000),
+      probeTimeoutMs: r.duration('MONITOR_PROBE_TIMEOUT', 5_000),
+    },
+    reconcile: {
+      intervalMs: r.duration('RECONCILE_INTERVAL', 10 * 60_000),
+      orphanGraceMs: r.duration('ORPHAN_GRACE', 3_600_000),
+    },
+    rateLimitAlertAfterMs: r.duration('RATE_LIMIT_ALERT_AFTER', 15 * 60_000),
+    metricsToken: r.optional('METRICS_TOKEN'),
     healthCheck: {
       timeoutMs: healthTimeoutMs,
       initialDelayMs: r.duration('HEALTH_CHECK_INTERVAL', 250),
@@ -359,6 +386,10 @@ export function loadConfig(env: Env = process.env, cwd = process.cwd()): Config 
     }
   }
 
+  for (const [name, ms] of [['MONITOR_INTERVAL', config.monitor.intervalMs], ['RECONCILE_INTERVAL', config.reconcile.intervalMs]] as const) {
+    if (ms !== 0 && ms < 100) r.problems.push(`${name} must be 0 (off) or at least 100ms`);
+  }
+  if (config.metricsToken !== null && config.metricsToken.length < 16) r.problems.push('METRICS_TOKEN must be at least 16 characters');
   if (config.queuePrefix.includes(':')) r.problems.push('QUEUE_PREFIX must not contain ":"');
   if (r.problems.length > 0) throw new ConfigError(r.problems);
   return config;

@@ -79,6 +79,7 @@ export async function startControlPlane(config: Config, roles: { web: boolean; w
     const restored = compute === local ? await local.restore() : 0;
     if (restored) log.info('local runtimes restored', { count: restored });
     workers = startWorkers(ctx);
+    await ctx.jobs.scheduleFleet({ monitor: config.monitor.intervalMs, reconcile: config.reconcile.intervalMs });
   }
 
   let server: Server | undefined;

@@ -25,6 +25,8 @@ import { reactivate } from './jobs/lifecycle/reactivation.ts';
 import { resize } from './jobs/lifecycle/resize.ts';
 import { dunningEmail, resume, suspend } from './jobs/lifecycle/billing.ts';
 import { recordFinalFailure, ReportedFailure } from './operations/incidents.ts';
+import { monitor } from './jobs/fleet/monitor.ts';
+import { reconcile } from './jobs/fleet/reconcile.ts';
 
 const log = logger('worker');
 
@@ -57,6 +59,8 @@ const HANDLERS: { [N in JobName]: Handler<JobData[N]> } = {
   'usage-email': sendUsageEmail,
   'alert-slack': sendAlert,
   'alert-email': sendAlert,
+  monitor,
+  reconcile,
 };
 
 function processor(ctx: JobContext, queue: QueueName): Processor {

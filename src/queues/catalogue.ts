@@ -15,6 +15,8 @@ export const QUEUES = {
   alerts: 'alerts',
   /** Operator actions and the rest of a subscription's life. */
   lifecycle: 'lifecycle',
+  /** Watching the fleet on a schedule: the health monitor and the reconciler. */
+  fleet: 'fleet',
 } as const;
 
 export type QueueName = (typeof QUEUES)[keyof typeof QUEUES];
@@ -111,6 +113,12 @@ export interface AlertData {
   jobId: string;
 }
 
+/** A scheduled fleet job (monitor, reconcile): each run works from the database, not from its data. */
+export interface FleetData {
+  /** A run asked for by an operator (POST /api/admin/reconcile?dryRun=true) reports what it would do and does nothing. */
+  dryRun?: boolean;
+}
+
 /** Every job's data by job name, but the Stripe events' (named after the event type, see STRIPE_EVENT_JOBS). */
 export interface JobData {
   'create-branch': ProvisionData;
@@ -132,6 +140,8 @@ export interface JobData {
   'usage-email': UsageEmailData;
   'alert-slack': AlertData;
   'alert-email': AlertData;
+  monitor: FleetData;
+  reconcile: FleetData;
 }
 
 export type JobName = keyof JobData;
@@ -162,6 +172,9 @@ export const JOBS: Record<JobName, { queue: QueueName; finalFailure: FinalFailur
   'usage-email': { queue: QUEUES.lifecycle, finalFailure: 'log' },
   'alert-slack': { queue: QUEUES.alerts, finalFailure: 'log' },
   'alert-email': { queue: QUEUES.alerts, finalFailure: 'log' },
+  // A fleet run that fails is logged; the next scheduled run starts afresh.
+  monitor: { queue: QUEUES.fleet, finalFailure: 'log' },
+  reconcile: { queue: QUEUES.fleet, finalFailure: 'log' },
 };
 
 export function isJobName(name: string): name is JobName {
@@ -196,4 +209,6 @@ export const JOB_IDS = {
   /** One email per instance, month and threshold. */
   usageEmail: (data: UsageEmailData) => jobId('usage', data.instanceId, data.month, String(data.threshold)),
   alert: (auditId: string, channel: AlertData['channel']) => jobId('alert', auditId, channel),
+  /** The job schedulers of the fleet jobs (one each, whatever the number of workers). */
+  fleetScheduler: (job: 'monitor' | 'reconcile') => jobId('scheduler', job),
 };

@@ -13,6 +13,7 @@ import {
   QUEUES,
   STEPS,
   type AlertData,
+  type FleetData,
   type JobData,
   type JobName,
   type LifecycleData,
@@ -60,6 +61,11 @@ export interface JobQueue {
   removeProvisionFlow(instance: InstanceKey & { generation: number }): Promise<{ running: string[] }>;
   /** Pauses a whole queue (every worker) after a provider's 429. */
   pause(queue: QueueName, ms: number): Promise<void>;
+  /**
+   * The fleet jobs' schedules (one scheduler each, however many workers call this; a changed interval replaces it,
+   * an interval of 0 removes it).
+   */
+  scheduleFleet(everyMs: Record<'monitor' | 'reconcile', number>): Promise<void>;
 }
 
 export class BullJobQueue implements JobQueue {
@@ -160,6 +166,23 @@ export class BullJobQueue implements JobQueue {
 
   async pause(queue: QueueName, ms: number): Promise<void> {
     await this.queues.get(queue).rateLimit(ms);
+  }
+
+  async scheduleFleet(everyMs: Record<'monitor' | 'reconcile', number>): Promise<void> {
+    const queue = this.queues.get(QUEUES.fleet);
+    for (const name of ['monitor', 'reconcile'] as const) {
+      if (everyMs[name] === 0) {
+        await queue.removeJobScheduler(JOB_IDS.fleetScheduler(name)); // turned off
+        continue;
+      }
+      const data: FleetData = {};
+      // Kept history of a job that runs every minute stays short: Postgres keeps what it found.
+      await queue.upsertJobScheduler(JOB_IDS.fleetScheduler(name), { every: everyMs[name] }, {
+        name,
+        data,
+        opts: { attempts: 1, removeOnComplete: { count: 100 }, removeOnFail: { count: 100 } },
+      });
+    }
   }
 }
 

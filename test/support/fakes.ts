@@ -582,6 +582,7 @@ export class FakeJobQueue implements JobQueue {
   addAlerts = (...args: unknown[]) => this.add('addAlerts', ...args);
   addAbandon = (...args: unknown[]) => this.add('addAbandon', ...args);
   pause = (...args: unknown[]) => this.add('pause', ...args);
+  scheduleFleet = (...args: unknown[]) => this.add('scheduleFleet', ...args);
 
   async retryFailed(): Promise<boolean> {
     return false;

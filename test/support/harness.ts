@@ -187,6 +187,9 @@ export async function startHarness(env: Record<string, string> = {}, options: Ha
     HEALTH_CHECK_TIMEOUT: '30s',
     HEALTH_CHECK_INTERVAL: '100ms',
     HEALTH_CHECK_MAX_INTERVAL: '500ms',
+    // The fleet jobs run only in the tests about them (their first run would add provider calls to every test).
+    MONITOR_INTERVAL: '0',
+    RECONCILE_INTERVAL: '0',
     ...cloudEnv,
     ...env,
   };
