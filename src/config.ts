@@ -40,7 +40,7 @@ export interface Config {
    * The health monitor (every active instance, each interval): consecutive failures before a restart, restarts
    * within an hour before a crash loop stops them.
    */
-  monitor: { intervalMs: number; failures: number; maxRestarts: number; concurrency: number; probeTimeoutMs: number };
+  monitor: { intervalMs: number; failures: number; maxRestarts: number; concurrency: number; probeTimeoutMs: number; startGraceMs: number };
   /**
    * The reconciler: how often it compares the providers with the control plane, how long an orphan is left alone.
    * An interval of 0 turns that fleet job off (as for the monitor).
@@ -345,6 +345,7 @@ export function loadConfig(env: Env = process.env, cwd = process.cwd()): Config 
       maxRestarts: r.int('MONITOR_MAX_RESTARTS', 5, 0, 1000),
       concurrency: r.int('MONITOR_CONCURRENCY', 50, 1, 1000),
       probeTimeoutMs: r.duration('MONITOR_PROBE_TIMEOUT', 5_000),
+      startGraceMs: r.duration('MONITOR_START_GRACE', 60_000),
     },
     reconcile: {
       intervalMs: r.duration('RECONCILE_INTERVAL', 10 * 60_000),

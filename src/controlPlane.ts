@@ -76,8 +76,8 @@ export async function startControlPlane(config: Config, roles: { web: boolean; w
 
   let workers: Worker[] = [];
   if (roles.worker) {
-    const restored = compute === local ? await local.restore() : 0;
-    if (restored) log.info('local runtimes restored', { count: restored });
+    // Local runtimes without a live supervisor (a restart of the control plane, a worker that died) are taken over.
+    if (compute === local) await local.startSupervising();
     workers = startWorkers(ctx);
     await ctx.jobs.scheduleFleet({ monitor: config.monitor.intervalMs, reconcile: config.reconcile.intervalMs });
   }

@@ -4,6 +4,7 @@ import { PgArchiveRecords, type ArchiveRecords } from './archives.ts';
 import { PgAuditLog, type AuditLog } from './audit.ts';
 import { PgCustomerDatabases, type CustomerDatabases } from './customerDatabases.ts';
 import { PgInstanceLocks, type InstanceLocks } from './instanceLocks.ts';
+import { PgInstanceHealth, type InstanceHealth } from './instanceHealth.ts';
 import { PgInstances, type Instances } from './instances.ts';
 import type { Db } from './pool.ts';
 import { PgProviderTimings, type ProviderTimings } from './providerTimings.ts';
@@ -25,6 +26,8 @@ export interface Gateways {
   customerDbs: CustomerDatabases;
   /** How long providers took, so steps poll near when they are likely done. */
   timings: ProviderTimings;
+  /** What the health monitor last saw of each active instance. */
+  health: InstanceHealth;
 }
 
 export function pgGateways(db: Db, secrets: SecretStore, databaseUrl: string): Gateways {
@@ -39,5 +42,6 @@ export function pgGateways(db: Db, secrets: SecretStore, databaseUrl: string): G
     locks: new PgInstanceLocks(databaseUrl),
     customerDbs: new PgCustomerDatabases(secrets),
     timings: new PgProviderTimings(db),
+    health: new PgInstanceHealth(db),
   };
 }

@@ -41,7 +41,8 @@ async function describe(ctx: JobContext, data: AlertData): Promise<Omit<Alert, '
     };
   }
   return {
-    title: TITLES[incident.action]?.(detail.step ?? '') ?? 'Provisioning failed',
+    // An incident that names itself (the health monitor's) is told as it was recorded.
+    title: detail.title ?? TITLES[incident.action]?.(detail.step ?? '') ?? 'Provisioning failed',
     customer: instance
       ? `${instance.email ?? 'no email'} (${instance.stripe_customer_id ?? 'comped'}, ${instance.workspace_id})`
       : (incident.instanceId ?? 'unknown'),

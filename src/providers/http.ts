@@ -25,6 +25,8 @@ export interface HttpRequest {
   headers?: Record<string, string>;
   body?: string | Uint8Array;
   signal?: AbortSignal;
+  /** A connection for this request only (closed after it), for hosts asked once in a long while. */
+  noKeepAlive?: boolean;
 }
 
 export interface HttpAnswer {
@@ -43,7 +45,7 @@ export function httpRequest(url: URL, request: HttpRequest = {}): Promise<HttpAn
   return new Promise((resolve, reject) => {
     const headers = { ...request.headers };
     if (body !== undefined) headers['content-length'] = String(Buffer.byteLength(body));
-    const req = (url.protocol === 'https:' ? https : http).request(url, { method: request.method ?? 'GET', headers, agent });
+    const req = (url.protocol === 'https:' ? https : http).request(url, { method: request.method ?? 'GET', headers, agent: request.noKeepAlive ? false : agent });
     const onAbort = () => req.destroy(signal!.reason);
     signal?.addEventListener('abort', onAbort, { once: true });
     const settle = (err: unknown, answer?: HttpAnswer) => {

@@ -25,7 +25,23 @@ export interface ComputeProvider {
   latestDeployment(serviceId: string): Promise<{ deploymentId: string; createdAt: Date } | null>;
   stop(serviceId: string): Promise<void>;
   deleteService(serviceId: string): Promise<void>;
+  /**
+   * Whether the service's runtime is running, as the provider sees it, for the health monitor. `cheap` providers
+   * (a process table) are asked at every probe; others (an API with a request budget) only once /health failed.
+   */
+  serviceState(serviceId: string): Promise<ServiceState>;
+  readonly serviceStateIsCheap: boolean;
+  /** The last lines the runtime wrote, secrets masked, where the provider keeps its log (local). */
+  recentLog?(serviceId: string): Promise<string[]>;
+  /** Starts the service's runtime again (the health monitor, after failures): what was done, for the incident. */
+  restart(serviceId: string): Promise<{ action: string }>;
   close(): Promise<void>;
+}
+
+export interface ServiceState {
+  running: boolean;
+  /** What the provider says (a process that exited and how, a deployment's status and id), for operators. */
+  detail: string;
 }
 
 export interface DatabaseRef {

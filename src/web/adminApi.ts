@@ -3,9 +3,10 @@ import { createHash, randomUUID } from 'node:crypto';
 import Router from '@koa/router';
 import type { Config } from '../config.ts';
 import type { AuditLog } from '../db/audit.ts';
+import type { InstanceHealth, InstanceListFilter } from '../db/instanceHealth.ts';
 import { UUID, type Instances, type InstanceWithCustomer } from '../db/instances.ts';
 import type { StepLedger } from '../db/steps.ts';
-import { canHappen, isEnded, type InstanceEvent } from '../instances/stateMachine.ts';
+import { canHappen, INSTANCE_STATUSES, isEnded, type InstanceEvent } from '../instances/stateMachine.ts';
 import { isPlanName, PLANS } from '../../core/plans.ts';
 import { startProvisioning } from '../provisioning.ts';
 import type { JobQueue } from '../queues/jobQueue.ts';
@@ -15,14 +16,17 @@ import { readJsonBody } from '../../core/http/rawBody.ts';
 
 const EMAIL = /^[^@\s<>"]{1,64}@[^@\s<>"]{1,253}\.[^@\s<>".]{2,63}$/;
 
-export function adminApi(deps: { config: Config; instances: Instances; steps: StepLedger; audit: AuditLog; jobs: JobQueue }): Router {
+const HEALTH_FILTERS = ['healthy', 'degraded', 'down', 'unknown'] as const;
+const LIST_LIMIT = { default: 50, max: 200 };
+
+export function adminApi(deps: { config: Config; instances: Instances; steps: StepLedger; audit: AuditLog; jobs: JobQueue; health: InstanceHealth }): Router {
   const router = new Router({ prefix: '/api' });
   router.use(requireAdminToken(deps.config.admin.token));
 
   router.get('/customers/:customerRef/instance', async (ctx) => {
     const instance = await deps.instances.forCustomer(ctx.params.customerRef!);
     if (!instance) throw new HttpError(404, 'not_found', 'no instance for this customer');
-    const steps = await deps.steps.list(instance.id);
+    const [steps, health] = await Promise.all([deps.steps.list(instance.id), deps.health.view(instance.id)]);
     ctx.body = {
       instanceId: instance.id,
       customerId: instance.customer_id,
@@ -37,6 +41,19 @@ export function adminApi(deps: { config: Config; instances: Instances; steps: St
       purgeAt: instance.purged_at ? null : instance.purge_at,
       purgedAt: instance.purged_at,
       steps: steps.map((s) => ({ name: s.name, state: s.state, startedAt: s.started_at, finishedAt: s.finished_at })),
+      // What the health monitor last saw; null until it has probed the instance (only active ones are probed).
+      health,
+    };
+  });
+
+  /** Instances newest first, with their health: ?status=&health=&limit=, and ?cursor= from the previous page. */
+  router.get('/admin/instances', async (ctx) => {
+    const filter = listFilter(ctx.query);
+    const page = await deps.health.list(filter);
+    const last = page.length === filter.limit ? page[page.length - 1] : undefined;
+    ctx.body = {
+      instances: page,
+      nextCursor: last ? Buffer.from(`${last.createdAt.toISOString()}|${last.instanceId}`).toString('base64url') : null,
     };
   });
 
@@ -118,6 +135,32 @@ export function adminApi(deps: { config: Config; instances: Instances; steps: St
   });
 
   return router;
+}
+
+function listFilter(query: Record<string, string | string[] | undefined>): InstanceListFilter {
+  const one = (name: string): string | undefined => {
+    const value = query[name];
+    if (Array.isArray(value)) throw new HttpError(400, 'invalid_request', `${name} must be given once`);
+    return value === '' ? undefined : value;
+  };
+  const problems: string[] = [];
+  const status = one('status');
+  if (status !== undefined && !(INSTANCE_STATUSES as readonly string[]).includes(status)) problems.push(`status must be one of ${INSTANCE_STATUSES.join(', ')}`);
+  const health = one('health');
+  if (health !== undefined && !(HEALTH_FILTERS as readonly string[]).includes(health)) problems.push(`health must be one of ${HEALTH_FILTERS.join(', ')}`);
+  const limitText = one('limit');
+  const limit = limitText === undefined ? LIST_LIMIT.default : /^\d{1,3}$/.test(limitText) ? Number(limitText) : NaN;
+  if (!(limit >= 1 && limit <= LIST_LIMIT.max)) problems.push(`limit must be an integer from 1 to ${LIST_LIMIT.max}`);
+  const cursor = one('cursor');
+  let after: InstanceListFilter['after'];
+  if (cursor !== undefined) {
+    const [at, id] = Buffer.from(cursor, 'base64url').toString('utf8').split('|');
+    const createdAt = new Date(at ?? '');
+    if (!id || !UUID.test(id) || Number.isNaN(createdAt.getTime())) problems.push('cursor must be a nextCursor this API gave');
+    else after = { createdAt, id };
+  }
+  if (problems.length) throw new HttpError(400, 'invalid_request', problems.join('; '));
+  return { status, health: health as InstanceListFilter['health'], after, limit };
 }
 
 /** A failed instance, to which an operator's `event` (a retry, abandoning it) can happen. */

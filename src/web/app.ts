@@ -14,7 +14,7 @@ import { stripeWebhook } from './stripeWebhook.ts';
 import { runtimeApi } from './runtimeApi.ts';
 import type { SecretStore } from '../secrets.ts';
 
-export interface WebDeps extends Pick<Gateways, 'instances' | 'steps' | 'audit' | 'stripeEvents' | 'usageNotices'> {
+export interface WebDeps extends Pick<Gateways, 'instances' | 'steps' | 'audit' | 'stripeEvents' | 'usageNotices' | 'health'> {
   config: Config;
   /** For the health check. */
   db: Db;

@@ -7,35 +7,9 @@ import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { expect } from 'chai';
 import pg from 'pg';
+import { ADMIN, dumpKeys, startHarness, waitUntil, type Harness } from '../support/harness.ts';
 import { INSTANCE_SECRETS, instanceOwner } from '../../src/instances/secrets.ts';
-import { ADMIN, dumpKeys, startHarness, waitUntil, type Harness, type InstanceView } from '../support/harness.ts';
-import type { CapturedMail } from '../emulators/smtpCapture.ts';
-
-const KEY_IN_MAIL = /claw_[0-9A-Za-z]{43}/;
-
-interface Provisioned {
-  customerId: string;
-  view: InstanceView;
-  mail: CapturedMail;
-  apiKey: string;
-  instanceId: string;
-  databaseUrl: string;
-}
-
-async function provision(h: Harness, email: string, name: string, plan: 'starter' | 'pro' | 'team' = 'starter'): Promise<Provisioned> {
-  const { customerId, event } = h.checkout({ email, name, plan });
-  const response = await h.deliver(event);
-  expect(response.status).to.equal(200);
-  const view = await h.waitForStatus(customerId, ['active', 'failed']);
-  expect(view.failure, JSON.stringify(view.failure)).to.equal(null);
-  expect(view.status).to.equal('active');
-  const mail = await h.smtp.waitFor((m) => m.to.includes(email) && m.subject === 'Your Clawdbot is ready');
-  const apiKey = KEY_IN_MAIL.exec(mail.text)?.[0];
-  expect(apiKey, 'the welcome email carries the API key').to.be.a('string');
-  const { rows } = await h.db.query<{ id: string }>('SELECT id FROM instances WHERE workspace_id = $1', [view.workspaceId]);
-  const databaseUrl = (await h.plane.ctx.secrets.get(instanceOwner(rows[0]!.id), INSTANCE_SECRETS.databaseUrl))!;
-  return { customerId, view, mail, apiKey: apiKey!, instanceId: rows[0]!.id, databaseUrl };
-}
+import { provision, type Provisioned } from '../support/provision.ts';
 
 async function canOpen(url: string): Promise<true | string> {
   const client = new pg.Client({ connectionString: url });
@@ -243,19 +217,6 @@ describe('provisioning end to end (local providers)', function () {
     expect(later.status).to.equal(200);
     const customers = await h.db.query('SELECT count(*)::int AS n FROM customers WHERE email = $1', ['carol@example.com']);
     expect(customers.rows[0].n).to.equal(1);
-  });
-
-  it('restarts a customer’s runtime that dies', async () => {
-    const pidOf = async () =>
-      (await h.db.query<{ pid: number }>('SELECT s.pid FROM local_services s JOIN instances i ON i.service_id = s.name WHERE i.id = $1', [
-        bob.instanceId,
-      ])).rows[0]!.pid;
-    const pid = await pidOf();
-    process.kill(pid, 'SIGKILL');
-    await waitUntil(async () => (await pidOf()) !== pid);
-    await waitUntil(async () => (await fetch(`${bob.view.accessUrl}/health`).catch(() => undefined))?.status === 200);
-    const status = await fetch(`${bob.view.accessUrl}/status`, { headers: { authorization: `Bearer ${bob.apiKey}` } });
-    expect(status.status).to.equal(200);
   });
 
   it('leaves no key, password or connection string anywhere in Redis', async () => {

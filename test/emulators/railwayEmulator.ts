@@ -48,6 +48,8 @@
 //   new deployment of the instance reaches SUCCESS the previous one is REMOVED and its process stopped (zero-downtime
 //   swap); a new deployment supersedes in-progress ones (they become REMOVED). `deploymentStop` stops the process and
 //   sets `deploymentStopped` (status unchanged); `deploymentRemove` / `serviceDelete` stop it and mark REMOVED.
+//   `deploymentRestart` runs a SUCCESS or CRASHED deployment's process again (DEPLOYING until it is ready, then
+//   SUCCESS; CRASHED if it never becomes ready).
 //   Processes run in their own process group, which is killed on stop and on `close()` (and on process exit).
 // - `serviceCreate` does not deploy unless `deployOnCreate: true` (the real behaviour is undocumented).
 //   `variableCollectionUpsert` without `skipDeploys: true` redeploys a service instance that has a deployment that is
@@ -1000,6 +1002,25 @@ export async function startRailwayEmulator(opts: RailwayEmulatorOptions = {}): P
     return false;
   }
 
+  /** deploymentRestart: the same deployment's container again (its process stopped first if it still runs). */
+  async function restartDeployment(d: DeploymentRec): Promise<void> {
+    const output = d.build.output;
+    if (d.proc && !d.exited) await stopProcess(d);
+    d.stopping = false;
+    d.exited = false;
+    d.deploymentStopped = false;
+    log(d, '[railway-emulator] restarting');
+    setStatus(d, 'DEPLOYING'); // in progress again until the process is ready (a process that exits now: FAILED)
+    if (!isProcess(output)) return setStatus(d, 'SUCCESS');
+    await startProcess(d, output);
+    const ready = await waitReady(d, output, d.build.healthcheckPath);
+    if (!live(d)) return;
+    if (ready) return setStatus(d, 'SUCCESS');
+    d.deploymentStopped = true;
+    await stopProcess(d);
+    setStatus(d, 'CRASHED');
+  }
+
   async function stopProcess(d: DeploymentRec, graceMs = (isProcess(d.build.output) ? d.build.output.stopGraceMs : undefined) ?? 2000): Promise<void> {
     const proc = d.proc;
     if (!proc || d.exited) return;
@@ -1297,6 +1318,12 @@ export async function startRailwayEmulator(opts: RailwayEmulatorOptions = {}): P
       const d = requireDeployment(ctx, str(a, 'id'));
       const inst = requireInstance(ctx, d.serviceId, d.environmentId);
       return deploymentView(createDeployment(inst, d.commitSha));
+    },
+    deploymentRestart: (a, ctx) => {
+      const d = requireDeployment(ctx, str(a, 'id'));
+      if (d.status !== 'SUCCESS' && d.status !== 'CRASHED') throw err('Deployment cannot be restarted');
+      void restartDeployment(d).catch((e: unknown) => log(d, `[railway-emulator] restart failed: ${String(e)}`));
+      return true;
     },
     deploymentApprove: (a, ctx) => {
       const d = requireDeployment(ctx, str(a, 'id'));

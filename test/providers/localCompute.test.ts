@@ -3,7 +3,7 @@
  * database (prov_test_<hex>), a customer database + role for the real runtime (prov_cust_<hex>), a temp log dir.
  * after() removes all of it and checks that no database, role, process or directory is left.
  *
- * The tests of the real runtime ('rt') run in order: deploy → redeploy → SIGKILL → close + restore.
+ * The tests of the real runtime ('rt') run in order: deploy → redeploy → SIGKILL + restart → close + adoption.
  */
 import { expect } from 'chai';
 import { randomBytes } from 'node:crypto';
@@ -332,22 +332,34 @@ describe('LocalComputeProvider (real processes)', function () {
       deploymentId = second.deploymentId;
     });
 
-    it('restarts a runtime killed with SIGKILL: a new pid appears and the service answers again', async () => {
+    it('records a runtime killed with SIGKILL as exited without restarting it; restart() brings it back on its port', async () => {
       const pid = (await row('rt'))!.pid!;
       expect(isAlive(pid)).to.equal(true);
+      expect(await rt.serviceState('rt')).to.include({ running: true });
       process.kill(pid, 'SIGKILL');
-      const newPid = await waitFor('a new pid', async () => {
+      const exited = await waitFor('the exit to be recorded', async () => {
         const r = await row('rt');
-        return r?.pid && r.pid !== pid ? r.pid : undefined;
+        return r && r.pid === null ? r : undefined;
       });
-      expect(isAlive(pid)).to.equal(false);
-      expect(isAlive(newPid)).to.equal(true);
+      expect((exited as Row & { exit_detail: string }).exit_detail).to.match(/SIGKILL/);
+      const state = await rt.serviceState('rt');
+      expect(state.running).to.equal(false);
+      expect(state.detail).to.match(/killed by SIGKILL/);
+      expect(await rt.recentLog('rt'), 'the runtime log shows').to.be.an('array').that.is.not.empty;
+      await new Promise((r) => setTimeout(r, 300));
+      expect((await row('rt'))!.pid, 'not restarted by the provider itself').to.equal(null);
+
+      const { action } = await rt.restart('rt');
+      expect(action).to.match(/pid \d+/);
+      const newPid = (await row('rt'))!.pid!;
+      expect(newPid).to.not.equal(pid);
       await healthy(accessUrl);
       await stateOf(rt, 'rt', deploymentId, 'success');
       expect((await row('rt'))!.desired_state).to.equal('running');
     });
 
-    it('close() stops the processes but keeps desired_state; a fresh provider restore()s and the runtime answers again', async () => {
+    it('close() as the last supervisor stops the processes but keeps desired_state; a new supervisor starts them again', async () => {
+      await rt.startSupervising();
       const pid = (await row('rt'))!.pid!;
       await rt.close();
       expect(isAlive(pid), 'closed runtime').to.equal(false);
@@ -355,20 +367,19 @@ describe('LocalComputeProvider (real processes)', function () {
       expect((await row('rt'))!.desired_state).to.equal('running');
 
       const restarted = provider(); // a new control plane process
-      expect(await restarted.restore()).to.equal(1);
+      expect(await restarted.startSupervising()).to.equal(1);
       const newPid = (await row('rt'))!.pid!;
       expect(newPid).to.not.equal(pid);
       await healthy(accessUrl);
       await stateOf(restarted, 'rt', deploymentId, 'success');
-      // Already running (and recognised as a runtime): a second restore starts nothing.
-      expect(await restarted.restore()).to.equal(0);
-      expect((await row('rt'))!.pid).to.equal(newPid);
+      expect((await pool.query('SELECT owner FROM local_services WHERE name = $1', ['rt'])).rows[0].owner).to.equal(restarted.supervisorId);
 
       await restarted.deleteService('rt');
       expect(isAlive(newPid)).to.equal(false);
       expect(await refused(portOf(accessUrl))).to.equal(true);
       expect(await row('rt')).to.equal(undefined);
       expect(await secretRows('local-service/rt')).to.equal(0);
+      await restarted.close();
     });
   });
 
@@ -403,27 +414,55 @@ describe('LocalComputeProvider (real processes)', function () {
     expect(await refused(portOf(accessUrl))).to.equal(true);
   });
 
-  it('reports a runtime that keeps exiting as failed (crash loop)', async () => {
-    const p = provider({ args: ['-e', 'process.exit(3)'], restartBaseMs: 10, maxRestartsPerMinute: 3 });
+  it('fails the deployment of a runtime that exits at once, with how it ended and its last log lines, and does not restart it', async () => {
+    const p = provider({ args: ['-e', 'console.error("cannot reach the database"); process.exit(3)'] });
     await service(p, 'svc-crash');
     await p.setVariables('svc-crash', {});
     const { deploymentId } = await p.deploy('svc-crash');
-    const first = await p.deploymentState('svc-crash', deploymentId);
-    expect(first.state).to.equal('in_progress');
     const firstPid = (await row('svc-crash'))!.pid;
+    expect(firstPid).to.be.a('number');
 
     const failed = await stateOf(p, 'svc-crash', deploymentId, 'failed');
-    expect(failed.detail).to.match(/crash loop/);
-    const pidNow = (await row('svc-crash'))!.pid;
-    expect(pidNow, 'it was restarted before giving up').to.not.equal(firstPid);
+    expect(failed.detail).to.match(/exited with code 3/);
+    expect(failed.detail).to.match(/cannot reach the database/);
+    await new Promise((r) => setTimeout(r, 300));
+    expect((await row('svc-crash'))!.pid, 'not restarted').to.equal(null);
 
     await p.deleteService('svc-crash');
     expect(await row('svc-crash')).to.equal(undefined);
-    await new Promise((r) => setTimeout(r, 100)); // a pending restart would have fired by now
-    expect(await row('svc-crash')).to.equal(undefined);
   });
 
-  it('stop: desired_state stopped, process gone, deployment no longer success; restore() leaves it; deleteService removes row and secret', async () => {
+  it('hands its runtimes over when it stops while another supervisor lives; adopts those whose supervisor died', async () => {
+    const a = provider({ args: ENV_ECHO, leaseMs: 600 });
+    const b = provider({ args: ENV_ECHO, leaseMs: 600 });
+    const { accessUrl } = await service(a, 'svc-hand');
+    await a.setVariables('svc-hand', {});
+    await a.startSupervising();
+    await b.startSupervising();
+    const { deploymentId } = await a.deploy('svc-hand');
+    await stateOf(a, 'svc-hand', deploymentId, 'success');
+    const pid = (await row('svc-hand'))!.pid!;
+    const owner = async () => (await pool.query('SELECT owner FROM local_services WHERE name = $1', ['svc-hand'])).rows[0].owner;
+    expect(await owner()).to.equal(a.supervisorId);
+
+    await a.close(); // another supervisor lives: the runtime keeps running and is handed over
+    expect(isAlive(pid), 'the runtime outlives its supervisor').to.equal(true);
+    await waitFor('b to adopt it', async () => ((await owner()) === b.supervisorId ? true : undefined));
+    expect((await row('svc-hand'))!.pid, 'the same process, not a second one').to.equal(pid);
+    expect((await get(`${accessUrl}/`)).status).to.equal(200);
+
+    // A supervisor that died holds a lease nobody renews: once it runs out, a live supervisor takes the runtime.
+    await pool.query(`UPDATE local_services SET owner = 'dead-worker', lease_until = now() - interval '1 second' WHERE name = $1`, ['svc-hand']);
+    await waitFor('b to adopt it again', async () => ((await owner()) === b.supervisorId ? true : undefined));
+    expect((await row('svc-hand'))!.pid).to.equal(pid);
+    // Adopted processes are watched too: one that ends is recorded as exited.
+    process.kill(pid, 'SIGKILL');
+    await waitFor('the exit to be recorded', async () => ((await row('svc-hand'))!.pid === null ? true : undefined));
+    await b.deleteService('svc-hand');
+    await b.close();
+  });
+
+  it('stop: desired_state stopped, process gone, deployment no longer success; a new supervisor leaves it; deleteService removes row and secret', async () => {
     const p = provider({ args: ENV_ECHO });
     const { accessUrl } = await service(p, 'svc-stop');
     await p.setVariables('svc-stop', { GIVEN_VAR: 'x' });
@@ -440,9 +479,11 @@ describe('LocalComputeProvider (real processes)', function () {
     expect(await refused(portOf(accessUrl)), 'port after stop').to.equal(true);
     expect((await p.deploymentState('svc-stop', deploymentId)).state).to.not.equal('success');
 
-    expect(await p.restore(), 'services restore() started').to.equal(0);
+    const supervisor = provider({ args: ENV_ECHO });
+    expect(await supervisor.startSupervising(), 'a stopped service is not adopted').to.equal(0);
     expect((await row('svc-stop'))!.pid).to.equal(null);
-    expect(await refused(portOf(accessUrl)), 'port after restore').to.equal(true);
+    expect(await refused(portOf(accessUrl)), 'port after a supervisor started').to.equal(true);
+    await supervisor.close();
 
     expect(await secretRows('local-service/svc-stop')).to.equal(1);
     await p.deleteService('svc-stop');
@@ -462,7 +503,7 @@ describe('LocalComputeProvider (real processes)', function () {
     await b.setVariables('svc-two', { GENERATION: 'two' });
     const second = await b.deploy('svc-two');
     await stateOf(b, 'svc-two', second.deploymentId, 'success');
-    await new Promise((r) => setTimeout(r, 600)); // past A's restart delay: A must not bring its old child back
+    await new Promise((r) => setTimeout(r, 600)); // A must not bring its old child back
     expect(isAlive(firstPid), 'the replaced runtime').to.equal(false);
     expect(JSON.parse((await get(`${accessUrl}/`)).body).GENERATION).to.equal('two');
     expect((await row('svc-two'))!.deployment_id).to.equal(second.deploymentId);

@@ -38,6 +38,8 @@ import type {
   ProviderAlert,
 } from '../../src/providers/types.ts';
 import type { StepName } from '../../src/queues/catalogue.ts';
+import type { HealthView, InstanceHealth, ListedInstance, MonitoredInstance } from '../../src/db/instanceHealth.ts';
+import type { HealthRecord } from '../../src/jobs/fleet/health.ts';
 import type { JobQueue } from '../../src/queues/jobQueue.ts';
 import type { WorkspaceFile } from '../../core/workspace/files.ts';
 
@@ -660,6 +662,19 @@ export class FakeCompute implements ComputeProvider {
     this.services.delete(serviceId);
   }
 
+  readonly serviceStateIsCheap = true;
+
+  async serviceState(serviceId: string) {
+    const running = this.services.get(serviceId)?.running ?? false;
+    return { running, detail: running ? 'running' : 'not running' };
+  }
+
+  async restart(serviceId: string) {
+    this.calls.push(`compute.restart ${serviceId}`);
+    this.service(serviceId).running = true;
+    return { action: 'restarted' };
+  }
+
   async close(): Promise<void> {}
 }
 
@@ -725,6 +740,29 @@ export class FakeStripe {
   }
 }
 
+/** The monitor's health records, in memory (the monitor itself is tested end to end on Postgres). */
+export class FakeHealth implements InstanceHealth {
+  readonly records = new Map<string, HealthRecord>();
+  async activePage(): Promise<MonitoredInstance[]> {
+    return [];
+  }
+  async save(records: { instanceId: string; health: HealthRecord }[]): Promise<void> {
+    for (const r of records) this.records.set(r.instanceId, r.health);
+  }
+  async forgetInactive(): Promise<number> {
+    return 0;
+  }
+  async view(): Promise<HealthView | null> {
+    return null;
+  }
+  async list(): Promise<ListedInstance[]> {
+    return [];
+  }
+  async exclusively<T>(fn: () => Promise<T>): Promise<T | null> {
+    return fn();
+  }
+}
+
 export interface Fakes {
   ctx: JobContext;
   calls: Trace;
@@ -737,6 +775,7 @@ export interface Fakes {
   stripeEvents: FakeStripeEvents;
   usageNotices: FakeUsageNotices;
   timings: FakeTimings;
+  health: FakeHealth;
   locks: FakeLocks;
   secrets: FakeSecrets;
   customerDbs: FakeCustomerDbs;
@@ -777,6 +816,7 @@ export function fakeContext(env: Record<string, string> = {}): Fakes {
     stripeEvents: new FakeStripeEvents(calls),
     usageNotices: new FakeUsageNotices(),
     timings: new FakeTimings(),
+    health: new FakeHealth(),
     locks: new FakeLocks(),
     secrets,
     customerDbs: new FakeCustomerDbs(calls, secrets),

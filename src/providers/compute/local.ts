@@ -1,18 +1,24 @@
 /**
- * Local compute provider: each service is a runtime process on this machine, on its own loopback port, restarted
- * if it dies. What should run is kept in Postgres (local_services, variables encrypted in secrets), so a restarted
- * control plane brings its customers' runtimes back.
+ * Local compute provider: each service is a runtime process on this machine, on its own loopback port. What should
+ * run is kept in Postgres (local_services, variables encrypted in secrets). A runtime is its own process group and
+ * writes its log straight to a file, so it outlives the worker that started it: each worker supervising runtimes
+ * holds a lease on them, renewed while it lives, and a worker that is alive adopts the runtimes whose lease ran out
+ * (their worker died) or was handed over (their worker stopped while another one was alive). The lease is taken in
+ * one statement, so two workers never run one runtime twice. A runtime that exits is recorded, not restarted: the
+ * health monitor restarts it through restart(), counting restarts and stopping a crash loop.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { createWriteStream, mkdirSync, readFileSync } from 'node:fs';
-import { rm } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import { closeSync, mkdirSync, openSync, readFileSync } from 'node:fs';
+import { open, rm } from 'node:fs/promises';
 import { createServer } from 'node:net';
+import { hostname } from 'node:os';
 import path from 'node:path';
 import type { Db } from '../../db/pool.ts';
 import type { SecretStore } from '../../secrets.ts';
 import type { Plan } from '../../../core/plans.ts';
-import type { ComputeProvider, DeploymentState } from '../types.ts';
-import { logger } from '../../../core/logger.ts';
+import type { ComputeProvider, DeploymentState, ServiceState } from '../types.ts';
+import { logger, maskSecrets } from '../../../core/logger.ts';
 
 export interface LocalComputeOptions {
   command: string;
@@ -20,10 +26,8 @@ export interface LocalComputeOptions {
   logDir: string;
   /** Each runtime keeps its workspace files under <workspacesDir>/<service>, filled from its database at start. */
   workspacesDir: string;
-  /** Restarts within a minute after which a service counts as crash-looping. */
-  maxRestartsPerMinute?: number;
-  /** First delay before restarting a runtime that exited; doubles up to 30 s. */
-  restartBaseMs?: number;
+  /** How long a worker's hold on its runtimes lasts unless renewed (it is renewed every third of it). Default 6 s. */
+  leaseMs?: number;
 }
 
 interface ServiceRow {
@@ -33,26 +37,39 @@ interface ServiceRow {
   pid: number | null;
   deployment_id: string | null;
   limits: Partial<Pick<Plan, 'cpu' | 'memoryMb'>>;
+  deployed_at: Date | null;
+  owner: string | null;
+  exit_detail: string | null;
 }
 
-interface Supervised {
-  child: ChildProcess;
+/** A runtime this worker supervises: its own child, or one adopted from a worker that left (no child handle). */
+interface Watched {
+  pid: number;
+  port: number;
+  child?: ChildProcess;
   startedAt: number;
-  deploymentId: string;
+  deploymentId: string | null;
+  /** Set when this worker ends it on purpose (stop, redeploy, close): its exit is not a crash. */
   stopping: boolean;
-  restarts: number[];
-  crashLooping: boolean;
   spawnError?: string;
-  restartTimer?: NodeJS.Timeout;
 }
 
 const log = logger('compute.local');
 /** How long a new runtime must stay up before its deployment counts as a success. */
 const STEADY_MS = 300;
+/** Lines of a runtime's log shown to operators with a failure. */
+const LOG_TAIL_LINES = 20;
+const DEFAULT_LEASE_MS = 6_000;
 
 export class LocalComputeProvider implements ComputeProvider {
   readonly kind = 'local';
-  private readonly processes = new Map<string, Supervised>();
+  readonly serviceStateIsCheap = true;
+  /** This process as a supervisor, unique across restarts and machines. */
+  readonly supervisorId = `${hostname()}/${process.pid}/${randomBytes(4).toString('hex')}`;
+  private readonly watched = new Map<string, Watched>();
+  private readonly leaseMs: number;
+  private tick?: NodeJS.Timeout;
+  private ticking?: Promise<void>;
 
   constructor(
     private readonly db: Db,
@@ -60,6 +77,7 @@ export class LocalComputeProvider implements ComputeProvider {
     private readonly options: LocalComputeOptions,
   ) {
     mkdirSync(options.logDir, { recursive: true });
+    this.leaseMs = options.leaseMs ?? DEFAULT_LEASE_MS;
   }
 
   /** A local service is its row, one per name: creating is idempotent, so `mayExist` changes nothing here. */
@@ -107,7 +125,7 @@ export class LocalComputeProvider implements ComputeProvider {
       `UPDATE local_services SET desired_state = 'running', deployment_id = $2, deployed_at = now() WHERE name = $1`,
       [serviceId, deploymentId],
     );
-    await this.start(await this.requireRow(serviceId));
+    await this.start(serviceId);
     return { deploymentId };
   }
 
@@ -115,33 +133,39 @@ export class LocalComputeProvider implements ComputeProvider {
     const row = await this.requireRow(serviceId);
     if (row.deployment_id !== deploymentId) return { state: 'failed', detail: 'deployment was superseded or removed' };
     if (row.desired_state === 'stopped') return { state: 'failed', detail: 'the service was stopped' };
-    const supervised = this.processes.get(serviceId);
-    if (supervised) {
-      // Supervised here: up for a moment is success; exiting and restarting is still in progress.
-      if (supervised.spawnError) return { state: 'failed', detail: `the runtime command could not start: ${supervised.spawnError}` };
-      if (supervised.crashLooping) return { state: 'failed', detail: 'the runtime keeps exiting (crash loop); see its log' };
-      const up = supervised.child.exitCode === null && supervised.child.signalCode === null;
-      return { state: up && Date.now() - supervised.startedAt >= STEADY_MS ? 'success' : 'in_progress' };
-    }
-    return { state: row.pid !== null && this.isOurRuntime(row.pid, row.port) ? 'success' : 'in_progress' };
+    const watched = this.watched.get(serviceId);
+    if (watched?.spawnError) return { state: 'failed', detail: `the runtime command could not start: ${watched.spawnError}` };
+    if (row.pid === null) return { state: 'failed', detail: `${row.exit_detail ?? 'the runtime exited'}${this.tailText(serviceId)}` };
+    if (!this.isOurRuntime(row.pid, row.port)) return { state: 'in_progress' }; // its supervisor has not recorded it yet
+    // Up for a moment is success (a runtime that cannot start exits at once).
+    const startedAt = watched?.pid === row.pid ? watched.startedAt : (row.deployed_at?.getTime() ?? 0);
+    return { state: Date.now() - startedAt >= STEADY_MS ? 'success' : 'in_progress' };
   }
 
   async latestDeployment(serviceId: string): Promise<{ deploymentId: string; createdAt: Date } | null> {
-    const { rows } = await this.db.query<{ deployment_id: string | null; deployed_at: Date | null }>(
-      'SELECT deployment_id, deployed_at FROM local_services WHERE name = $1',
-      [serviceId],
-    );
-    const row = rows[0];
+    const row = await this.row(serviceId);
     return row?.deployment_id && row.deployed_at ? { deploymentId: row.deployment_id, createdAt: row.deployed_at } : null;
+  }
+
+  async serviceState(serviceId: string): Promise<ServiceState> {
+    const row = await this.row(serviceId);
+    if (!row) return { running: false, detail: 'the service does not exist' };
+    if (row.desired_state === 'stopped') return { running: false, detail: 'the service is stopped' };
+    if (row.pid !== null && this.isOurRuntime(row.pid, row.port)) return { running: true, detail: `process ${row.pid} on port ${row.port}` };
+    return { running: false, detail: row.exit_detail ?? 'the runtime process is not running' };
+  }
+
+  async restart(serviceId: string): Promise<{ action: string }> {
+    const row = await this.requireRow(serviceId);
+    if (row.desired_state !== 'running') throw new Error(`local service ${serviceId} is stopped; deploy it instead`);
+    const pid = await this.start(serviceId);
+    return { action: `started a new runtime process (pid ${pid}) on port ${row.port}` };
   }
 
   async stop(serviceId: string): Promise<void> {
     const row = await this.row(serviceId);
-    await this.db.query(`UPDATE local_services SET desired_state = 'stopped', pid = NULL WHERE name = $1`, [serviceId]);
-    await this.kill(serviceId);
-    // A runtime supervised by another worker process on this machine: its supervisor sees the stopped state and
-    // does not restart it.
-    if (row?.pid && this.isOurRuntime(row.pid, row.port)) process.kill(row.pid, 'SIGTERM');
+    await this.db.query(`UPDATE local_services SET desired_state = 'stopped', pid = NULL, owner = NULL, lease_until = NULL WHERE name = $1`, [serviceId]);
+    await this.end(serviceId, row);
   }
 
   async deleteService(serviceId: string): Promise<void> {
@@ -156,19 +180,86 @@ export class LocalComputeProvider implements ComputeProvider {
   }
 
   /**
-   * Starts every service that should be running and is not (after a restart of the control plane). A runtime that
-   * is still alive, supervised by another worker process on this machine, is left to it.
+   * Makes this process a supervisor (workers only; the web never runs runtimes): adopts every runtime that should run
+   * and has no live supervisor, starting those that are not running, then keeps its leases and adopts again every
+   * third of a lease. Answers how many runtimes were adopted at once.
    */
-  async restore(): Promise<number> {
-    const { rows } = await this.db.query<ServiceRow>(`SELECT * FROM local_services WHERE desired_state = 'running'`);
-    const stopped = rows.filter((row) => row.pid === null || !this.isOurRuntime(row.pid, row.port));
-    for (const row of stopped) await this.start(row);
-    return stopped.length;
+  async startSupervising(): Promise<number> {
+    const adopted = await this.supervise();
+    this.tick = setInterval(() => {
+      this.ticking ??= this.supervise()
+        .then(() => undefined, (err: Error) => log.error('supervising local runtimes failed', { error: err.message }))
+        .finally(() => (this.ticking = undefined));
+    }, Math.max(50, Math.floor(this.leaseMs / 3)));
+    this.tick.unref();
+    return adopted;
   }
 
-  /** Stops the processes this control plane started, leaving their desired state for restore(). */
+  /**
+   * Stops supervising. Another live supervisor adopts these runtimes, which keep running meanwhile; without one (the
+   * last worker, or `npm start` alone) they are stopped, and a control plane started later starts them again.
+   */
   async close(): Promise<void> {
-    await Promise.all([...this.processes.keys()].map((name) => this.kill(name)));
+    clearInterval(this.tick);
+    await this.ticking;
+    if (!this.supervising()) return;
+    const { rows } = await this.db.query<{ others: boolean }>(
+      `WITH gone AS (DELETE FROM local_supervisors WHERE id = $1)
+       SELECT EXISTS (SELECT 1 FROM local_supervisors WHERE id <> $1 AND lease_until > now()) AS others`,
+      [this.supervisorId],
+    );
+    const handOver = rows[0]!.others;
+    if (!handOver) await Promise.all([...this.watched.keys()].map((name) => this.end(name)));
+    await this.db.query(`UPDATE local_services SET owner = NULL, lease_until = NULL WHERE owner = $1`, [this.supervisorId]);
+    for (const watched of this.watched.values()) {
+      watched.stopping = true; // its exit is no longer ours to record
+      watched.child?.unref();
+    }
+    this.watched.clear();
+    if (handOver) log.info('local runtimes handed over to another worker', { supervisor: this.supervisorId });
+  }
+
+  private supervising(): boolean {
+    return this.tick !== undefined;
+  }
+
+  /** One supervision round: renew, notice runtimes that ended while unwatched, adopt what has no supervisor. */
+  private async supervise(): Promise<number> {
+    const lease = `${this.leaseMs} milliseconds`;
+    await this.db.query(
+      `INSERT INTO local_supervisors (id, lease_until) VALUES ($1, now() + $2::interval)
+       ON CONFLICT (id) DO UPDATE SET lease_until = EXCLUDED.lease_until`,
+      [this.supervisorId, lease],
+    );
+    // Ours still: renewed. A runtime another worker took over (a restart by the monitor there) is no longer watched.
+    const { rows: owned } = await this.db.query<{ name: string }>(
+      `UPDATE local_services SET lease_until = now() + $2::interval WHERE owner = $1 RETURNING name`,
+      [this.supervisorId, lease],
+    );
+    const ours = new Set(owned.map((r) => r.name));
+    for (const [name, watched] of this.watched) {
+      if (!ours.has(name)) this.forget(name, watched);
+      else if (!watched.child && !this.isOurRuntime(watched.pid, watched.port)) await this.recordExit(name, watched, 'the runtime process ended');
+    }
+    // Adopted in one statement: a row is taken by one supervisor only.
+    const { rows: adopted } = await this.db.query<ServiceRow>(
+      `UPDATE local_services s SET owner = $1, lease_until = now() + $2::interval
+       FROM (SELECT name FROM local_services WHERE desired_state = 'running' AND (owner IS NULL OR lease_until < now())
+             FOR UPDATE SKIP LOCKED) free
+       WHERE s.name = free.name RETURNING s.*`,
+      [this.supervisorId, lease],
+    );
+    for (const row of adopted) {
+      if (row.pid !== null && this.isOurRuntime(row.pid, row.port)) {
+        this.watched.set(row.name, { pid: row.pid, port: row.port, startedAt: Date.now(), deploymentId: row.deployment_id, stopping: false });
+      } else if (row.pid !== null) {
+        // It was running when its supervisor left (a restart of the control plane, a worker killed with it): start it.
+        await this.start(row.name);
+      }
+      // A runtime that exited while its supervisor watched (pid NULL) is the health monitor's to restart.
+    }
+    if (adopted.length) log.info('local runtimes adopted', { count: adopted.length, supervisor: this.supervisorId });
+    return adopted.length;
   }
 
   private isOurRuntime(pid: number, port: number): boolean {
@@ -186,85 +277,121 @@ export class LocalComputeProvider implements ComputeProvider {
     return row;
   }
 
-  private async start(row: ServiceRow): Promise<void> {
-    await this.kill(row.name);
-    if (row.pid !== null && this.isOurRuntime(row.pid, row.port)) process.kill(row.pid, 'SIGTERM'); // a redeploy replaces it
-    const variables = JSON.parse((await this.secrets.get(secretOwner(row.name), 'variables')) ?? '{}') as Record<string, string>;
-    const supervised: Supervised = {
-      child: undefined as unknown as ChildProcess,
-      startedAt: Date.now(),
-      deploymentId: row.deployment_id ?? '',
-      stopping: false,
-      restarts: [],
-      crashLooping: false,
-    };
-    this.processes.set(row.name, supervised);
-    await this.spawnInto(supervised, row, variables);
-  }
-
-  private async spawnInto(supervised: Supervised, row: ServiceRow, variables: Record<string, string>): Promise<void> {
+  /** Takes the service over, ends whatever runs it now (this worker's or another's), and starts a new process. */
+  private async start(name: string): Promise<number> {
+    const { rows } = await this.db.query<ServiceRow>(
+      `UPDATE local_services SET owner = $2, lease_until = now() + $3::interval WHERE name = $1 RETURNING *`,
+      [name, this.supervisorId, `${this.leaseMs} milliseconds`],
+    );
+    const row = rows[0];
+    if (!row) throw new Error(`local service ${name} does not exist`);
+    await this.end(name, row);
+    const variables = JSON.parse((await this.secrets.get(secretOwner(name), 'variables')) ?? '{}') as Record<string, string>;
     const env: Record<string, string> = {
       PATH: process.env.PATH ?? '/usr/bin:/bin',
       NODE_ENV: process.env.NODE_ENV ?? 'production',
       ...variables,
-      WORKSPACE_DIR: this.workspaceDir(row.name),
+      WORKSPACE_DIR: this.workspaceDir(name),
       HOST: '127.0.0.1',
       PORT: String(row.port),
     };
     if (row.limits.memoryMb) env.NODE_OPTIONS = `--max-old-space-size=${Math.floor(row.limits.memoryMb * 0.75)}`;
-    const out = createWriteStream(path.join(this.options.logDir, `${row.name}.log`), { flags: 'a' });
-    // A log that cannot be written (disk full, directory gone) loses log lines, never the control plane.
-    out.on('error', (err) => log.error('runtime log not writable', { service: row.name, error: err.message }));
-    const child = spawn(this.options.command, this.options.args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
-    child.stdout?.pipe(out);
-    child.stderr?.pipe(out);
-    supervised.child = child;
-    supervised.startedAt = Date.now();
+    // The log file itself is the child's stdout and stderr (no pipe through this process), so the runtime keeps
+    // logging when its worker is gone.
+    const logFd = openSync(this.logPath(name), 'a');
+    let child: ChildProcess;
+    try {
+      child = spawn(this.options.command, this.options.args, { env, stdio: ['ignore', logFd, logFd], detached: true });
+    } finally {
+      closeSync(logFd);
+    }
+    const watched: Watched = { pid: child.pid ?? -1, port: row.port, child, startedAt: Date.now(), deploymentId: row.deployment_id, stopping: false };
+    this.watched.set(name, watched);
     child.on('exit', (code, signal) => {
-      out.end();
-      if (supervised.stopping || this.processes.get(row.name) !== supervised) return;
-      log.warn('runtime exited; restarting', { service: row.name, code, signal });
-      this.scheduleRestart(supervised, row, variables);
+      if (watched.stopping || this.watched.get(name) !== watched) return;
+      const how = signal ? `killed by ${signal}` : `exited with code ${code}`;
+      log.warn('runtime exited', { service: name, code, signal });
+      this.recordExit(name, watched, `the runtime process ${how}`).catch((err: Error) =>
+        log.error('could not record a runtime exit', { service: name, error: err.message }),
+      );
     });
     child.on('error', (err) => {
       // The command itself could not run (ENOENT, EACCES): no exit event follows, and retrying will not help.
-      supervised.spawnError = err.message;
-      log.error('runtime failed to start', { service: row.name, error: err.message });
+      watched.spawnError = err.message;
+      log.error('runtime failed to start', { service: name, error: err.message });
     });
-    await this.db.query('UPDATE local_services SET pid = $2 WHERE name = $1', [row.name, child.pid ?? null]);
+    await this.db.query('UPDATE local_services SET pid = $2, exited_at = NULL, exit_detail = NULL WHERE name = $1', [name, child.pid ?? null]);
+    return child.pid ?? -1;
   }
 
-  private scheduleRestart(supervised: Supervised, row: ServiceRow, variables: Record<string, string>): void {
-    const now = Date.now();
-    supervised.restarts = supervised.restarts.filter((t) => now - t < 60_000).concat(now);
-    supervised.crashLooping = supervised.restarts.length > (this.options.maxRestartsPerMinute ?? 5);
-    const delay = Math.min((this.options.restartBaseMs ?? 250) * 2 ** (supervised.restarts.length - 1), 30_000);
-    supervised.restartTimer = setTimeout(() => {
-      if (supervised.stopping) return;
-      this.restart(supervised, row, variables).catch((err: Error) =>
-        log.error('runtime restart failed', { service: row.name, error: err.message }),
-      );
-    }, delay);
+  /** A watched runtime ended on its own: recorded for the monitor (only while this worker still runs that process). */
+  private async recordExit(name: string, watched: Watched, detail: string): Promise<void> {
+    this.watched.delete(name);
+    await this.db.query(
+      `UPDATE local_services SET pid = NULL, exited_at = now(), exit_detail = $3 WHERE name = $1 AND pid = $2 AND owner = $4`,
+      [name, watched.pid, detail, this.supervisorId],
+    );
   }
 
-  /** Restarts a runtime only while it is still meant to run this deployment (another process may have moved on). */
-  private async restart(supervised: Supervised, row: ServiceRow, variables: Record<string, string>): Promise<void> {
-    const current = await this.row(row.name);
-    if (!current || current.desired_state !== 'running' || current.deployment_id !== supervised.deploymentId) {
-      if (this.processes.get(row.name) === supervised) this.processes.delete(row.name);
-      supervised.stopping = true;
-      return;
+  private forget(name: string, watched: Watched): void {
+    watched.stopping = true;
+    watched.child?.unref();
+    this.watched.delete(name);
+  }
+
+  /**
+   * Ends the service's running process: this worker's own child (SIGTERM, SIGKILL after 5 s), or a runtime another
+   * worker process on this machine runs (a redeploy or stop from here replaces it).
+   */
+  private async end(name: string, row?: ServiceRow): Promise<void> {
+    const watched = this.watched.get(name);
+    if (watched) {
+      this.watched.delete(name);
+      watched.stopping = true;
+      await terminate(watched.pid, watched.child);
     }
-    await this.spawnInto(supervised, row, variables);
+    if (row?.pid && row.pid !== watched?.pid && this.isOurRuntime(row.pid, row.port)) await terminate(row.pid);
   }
 
-  private async kill(name: string): Promise<void> {
-    const supervised = this.processes.get(name);
-    if (!supervised) return;
-    this.processes.delete(name);
-    supervised.stopping = true;
-    clearTimeout(supervised.restartTimer);
-    const { child } = supervised;
+  private logPath(name: string): string {
+    return path.join(this.options.logDir, `${name}.log`);
+  }
+
+  /** The last lines of the runtime's log, credentials masked. */
+  async recentLog(name: string): Promise<string[]> {
+    try {
+      const file = await open(this.logPath(name), 'r');
+      try {
+        const { size } = await file.stat();
+        const length = Math.min(size, 16 * 1024);
+        const buffer = Buffer.alloc(length);
+        await file.read(buffer, 0, length, size - length);
+        return maskSecrets(buffer.toString('utf8')).split('\n').filter(Boolean).slice(-LOG_TAIL_LINES);
+      } finally {
+        await file.close();
+      }
+    } catch {
+      return [];
+    }
+  }
+
+  private tailText(name: string): string {
+    try {
+      const lines = maskSecrets(readFileSync(this.logPath(name), 'utf8').slice(-4096)).split('\n').filter(Boolean).slice(-5);
+      return lines.length ? `; last log lines: ${lines.join(' | ')}` : '';
+    } catch {
+      return '';
+    }
+  }
+}
+
+function secretOwner(serviceName: string): string {
+  return `local-service/${serviceName}`;
+}
+
+/** SIGTERM, then SIGKILL after 5 s; resolves when the process is gone. */
+async function terminate(pid: number, child?: ChildProcess): Promise<void> {
+  if (child) {
     if (child.exitCode !== null || child.signalCode !== null) return;
     await new Promise<void>((resolve) => {
       const force = setTimeout(() => child.kill('SIGKILL'), 5_000);
@@ -274,11 +401,25 @@ export class LocalComputeProvider implements ComputeProvider {
       });
       child.kill('SIGTERM');
     });
+    return;
   }
-}
-
-function secretOwner(serviceName: string): string {
-  return `local-service/${serviceName}`;
+  const signal = (name: NodeJS.Signals | 0) => {
+    try {
+      process.kill(pid, name);
+      return true;
+    } catch {
+      return false; // gone
+    }
+  };
+  if (!signal('SIGTERM')) return;
+  const deadline = Date.now() + 5_000;
+  while (signal(0)) {
+    if (Date.now() > deadline) {
+      signal('SIGKILL');
+      return;
+    }
+    await new Promise((r) => setTimeout(r, 25));
+  }
 }
 
 /**

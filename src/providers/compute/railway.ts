@@ -11,7 +11,7 @@ import type { RailwayConfig } from '../../config.ts';
 import { isTransientNetworkError, parseRetryAfter, PermanentError, RateLimitedError, TransientError } from '../../errors.ts';
 import type { Plan } from '../../../core/plans.ts';
 import { httpFetch } from '../http.ts';
-import type { ComputeProvider, DeploymentState } from '../types.ts';
+import type { ComputeProvider, DeploymentState, ServiceState } from '../types.ts';
 import { RAILWAY_DOCUMENTS as DOCS } from './railwayDocuments.ts';
 
 const REQUEST_TIMEOUT_MS = 20_000;
@@ -38,6 +38,7 @@ export const RUNTIME_HEALTHCHECK_PATH = '/health';
 
 export class RailwayComputeProvider implements ComputeProvider {
   readonly kind = 'railway';
+  readonly serviceStateIsCheap = false;
   private readonly client: GraphQLClient;
   /** Requests made, by operation: the provision's API budget is measured from this. */
   readonly calls = new Map<string, number>();
@@ -126,6 +127,35 @@ export class RailwayComputeProvider implements ComputeProvider {
     const latest = data.serviceInstance.latestDeployment;
     if (latest && (SUCCEEDED.has(latest.status) || IN_PROGRESS.has(latest.status))) ids.add(latest.id);
     for (const id of ids) await this.call('deploymentRemove', { id });
+  }
+
+  /** The newest deployment's status: one request (made only when the instance's /health failed). */
+  async serviceState(serviceId: string): Promise<ServiceState> {
+    const latest = await this.latestWithStatus(serviceId);
+    if (!latest) return { running: false, detail: 'the service has no deployment' };
+    return { running: latest.status === 'SUCCESS', detail: `deployment ${latest.id} is ${latest.status}` };
+  }
+
+  /**
+   * Restarts the newest deployment when it runs or crashed (deploymentRestart: the same image, no build), else
+   * deploys the service again.
+   */
+  async restart(serviceId: string): Promise<{ action: string }> {
+    const latest = await this.latestWithStatus(serviceId);
+    if (latest && (latest.status === 'SUCCESS' || latest.status === 'CRASHED')) {
+      await this.call('deploymentRestart', { id: latest.id });
+      return { action: `restarted deployment ${latest.id} (it was ${latest.status})` };
+    }
+    const { deploymentId } = await this.deploy(serviceId);
+    return { action: `deployed again as ${deploymentId} (the newest deployment was ${latest ? `${latest.id}, ${latest.status}` : 'none'})` };
+  }
+
+  private async latestWithStatus(serviceId: string): Promise<{ id: string; status: string } | null> {
+    const data = await this.call<{ serviceInstance: { latestDeployment: { id: string; status: string } | null } }>('activeDeployments', {
+      ...this.envScope(),
+      serviceId,
+    });
+    return data.serviceInstance.latestDeployment;
   }
 
   /** Deletes by id; given a service name instead (a step died before recording the id), finds it first. */

@@ -60,6 +60,10 @@ export const RAILWAY_DOCUMENTS = {
         latestDeployment { id status createdAt }
       }
     }`,
+  deploymentRestart: /* GraphQL */ `
+    mutation DeploymentRestart($id: String!) {
+      deploymentRestart(id: $id)
+    }`,
   deploymentRemove: /* GraphQL */ `
     mutation DeploymentRemove($id: String!) {
       deploymentRemove(id: $id)
