@@ -20,6 +20,7 @@ import webhookIntake from './sections/webhookIntake.ts';
 import memorySearch from './sections/memorySearch.ts';
 import neonProvision from './sections/neonProvision.ts';
 import chatOverhead from './sections/chatOverhead.ts';
+import monitorCost from './sections/monitor.ts';
 
 const SECTIONS: Record<string, BenchSection> = {
   provisioning,
@@ -27,6 +28,7 @@ const SECTIONS: Record<string, BenchSection> = {
   memory: memorySearch,
   neon: neonProvision,
   chat: chatOverhead,
+  monitor: monitorCost,
 };
 
 export interface BenchResults {

@@ -3,6 +3,9 @@
  * restarted, alerted once and announced recovered once; a runtime that crashes at every start is stopped as a crash
  * loop; the admin API shows what the monitor saw.
  */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { once } from 'node:events';
+import { readdirSync, readFileSync } from 'node:fs';
 import { expect } from 'chai';
 import type pg from 'pg';
 import type { LocalComputeProvider } from '../../src/providers/compute/local.ts';
@@ -126,5 +129,100 @@ describe('health monitor (local runtimes)', function () {
     expect([loop.slack.length, loop.mail.length]).to.deep.equal([1, 1]);
     expect(loop.mail[0]!.text, loop.mail[0]!.text).to.match(/last log lines/).and.match(/DATABASE_URL/);
     expect(alertsAbout(h, ws, /was down and was restarted/).slack, 'one incident for the whole episode').to.have.length(1);
+  });
+});
+
+/** Processes whose environment says they serve `port` with the runtime's entry point: the runtimes on that port. */
+function runtimesOnPort(port: number): number[] {
+  const pids: number[] = [];
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const cmdline = readFileSync(`/proc/${entry}/cmdline`, 'utf8');
+      if (!cmdline.includes('runtime/src/main')) continue;
+      if (readFileSync(`/proc/${entry}/environ`, 'utf8').split('\0').includes(`PORT=${port}`)) pids.push(Number(entry));
+    } catch {
+      // gone meanwhile, or not ours to read
+    }
+  }
+  return pids;
+}
+
+describe('local runtimes outlive their worker', function () {
+  this.timeout(90_000);
+  let h: Harness;
+  const workers: ChildProcess[] = [];
+
+  before(async () => {
+    h = await startHarness({ MONITOR_INTERVAL: '3s' }, { webOnly: true });
+    for (let i = 0; i < 2; i++) {
+      workers.push(spawn(process.execPath, ['--import', 'tsx', 'src/bin/worker.ts'], { env: { PATH: process.env.PATH ?? '', ...h.env }, stdio: 'ignore' }));
+    }
+    const queues = h.plane.ctx.queues.all();
+    await waitUntil(async () => (await Promise.all(queues.map((q) => q.getWorkersCount()))).every((n) => n === 2), 30_000);
+  });
+  after(async () => {
+    for (const worker of workers) if (worker.exitCode === null) worker.kill('SIGTERM');
+    await Promise.all(workers.map((w) => (w.exitCode === null ? once(w, 'exit') : undefined)));
+    await h?.close();
+  });
+
+  it('SIGTERM the worker that runs a runtime: the other one runs it within an interval, never two processes for it', async () => {
+    const ann = await provision(h, 'ann@example.com', 'Ann Lee');
+    const service = async () =>
+      (await h.db.query<{ owner: string | null; pid: number | null; port: number }>(
+        'SELECT s.owner, s.pid, s.port FROM local_services s JOIN instances i ON i.service_id = s.name WHERE i.id = $1',
+        [ann.instanceId],
+      )).rows[0]!;
+    const before = await service();
+    const ownerPid = Number(before.owner!.split('/')[1]);
+    const owner = workers.find((w) => w.pid === ownerPid)!;
+    const other = workers.find((w) => w !== owner)!;
+    expect(owner, 'the runtime is supervised by one of the two workers').to.not.equal(undefined);
+    expect(runtimesOnPort(before.port)).to.deep.equal([before.pid]);
+
+    owner.kill('SIGTERM');
+    await once(owner, 'exit');
+    const handedOver = Date.now();
+    await waitUntil(async () => (await service()).owner?.split('/')[1] === String(other.pid), 3_000);
+    expect(Date.now() - handedOver, 'within an interval').to.be.lessThan(3_000);
+
+    const after = await service();
+    expect(runtimesOnPort(after.port), 'one process serves the port, the one recorded').to.deep.equal([after.pid]);
+    const status = await fetch(`${ann.view.accessUrl}/status`, { headers: { authorization: `Bearer ${ann.apiKey}` } });
+    expect(status.status).to.equal(200);
+  });
+});
+
+describe('health monitor (Railway emulator)', function () {
+  this.timeout(90_000);
+  let h: Harness;
+
+  before(async () => {
+    h = await startHarness(INTERVAL, { cloud: {} });
+  });
+  after(async () => h?.close());
+
+  it('a deployment that becomes CRASHED after success: one restart request, one incident, one recovery', async () => {
+    const ann = await provision(h, 'ann@example.com', 'Ann Lee');
+    await waitUntil(async () => (await healthOf(h, ann.customerId))?.state === 'healthy');
+    const { rows } = await h.db.query<{ service_id: string }>('SELECT service_id FROM instances WHERE id = $1', [ann.instanceId]);
+    h.railway!.resetCalls();
+    await h.railway!.crash(rows[0]!.service_id);
+    await waitUntil(async () => (await healthOf(h, ann.customerId))?.state !== 'healthy');
+    await waitUntil(async () => (await healthOf(h, ann.customerId))?.state === 'healthy', 20_000);
+    const ws = ann.view.workspaceId;
+    await waitUntil(async () => alertsAbout(h, ws, /healthy again/).mail.length === 1);
+    await new Promise((r) => setTimeout(r, 1_200));
+
+    expect(h.railway!.operationCounts()['DeploymentRestart'], 'restart requests').to.equal(1);
+    const down = alertsAbout(h, ws, /was down and was restarted/);
+    expect([down.slack.length, down.mail.length]).to.deep.equal([1, 1]);
+    expect(down.mail[0]!.text).to.match(/CRASHED/).and.match(/restarted deployment/);
+    const recovered = alertsAbout(h, ws, /healthy again/);
+    expect([recovered.slack.length, recovered.mail.length]).to.deep.equal([1, 1]);
+    expect((await healthOf(h, ann.customerId))!.restarts).to.equal(1);
+    const status = await fetch(`${ann.view.accessUrl}/status`, { headers: { authorization: `Bearer ${ann.apiKey}` } });
+    expect(status.status).to.equal(200);
   });
 });

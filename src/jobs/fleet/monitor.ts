@@ -67,22 +67,21 @@ async function probe(ctx: JobContext, instance: MonitoredInstance): Promise<Prob
     if (!state.running) return { state: 'down', error: state.detail, notRunning: true };
   }
   if (!instance.accessUrl) return { state: 'down', error: 'the instance has no access URL' };
-  let failure: string;
+  let failure: Probe;
   try {
     // A runtime is asked once an interval, longer than it keeps an idle connection: no connection is kept for it.
     const answer = await httpRequest(new URL('/health', instance.accessUrl), { signal: AbortSignal.timeout(ctx.config.monitor.probeTimeoutMs), noKeepAlive: true });
     if (answer.status === 200) return { state: 'healthy', error: null };
-    return { state: 'degraded', error: `GET /health answered ${answer.status}` };
+    failure = { state: 'degraded', error: `GET /health answered ${answer.status}` };
   } catch (err) {
-    failure = `GET /health failed: ${errorMessage(err)}`;
+    failure = { state: 'down', error: `GET /health failed: ${errorMessage(err)}` };
   }
-  // Asked only now where it costs an API request: what the provider says of a runtime that does not answer.
+  // Asked only now, at an episode's first failure, where it costs an API request: what the provider says of it.
   if (ours && !ctx.compute.serviceStateIsCheap && !instance.health?.failures) {
     const state = await ctx.compute.serviceState(instance.serviceId!).catch(() => undefined);
-    if (state) failure += ` (${ctx.compute.kind}: ${state.detail})`;
-    if (state && !state.running) return { state: 'down', error: maskSecrets(failure), notRunning: true };
+    if (state) failure = { ...failure, error: `${failure.error} (${ctx.compute.kind}: ${state.detail})`, notRunning: !state.running };
   }
-  return { state: 'down', error: maskSecrets(failure) };
+  return { ...failure, error: maskSecrets(failure.error!) };
 }
 
 /** Does what the assessment asked; answers the episode's incident id as it stands after. */
@@ -146,7 +145,7 @@ async function crashEvidence(ctx: JobContext, serviceId: string): Promise<string
 }
 
 /** fn over items, at most `limit` at a time, answers in the items' order. */
-async function mapLimited<T, R>(items: T[], limit: number, fn: (item: T) => Promise<R>): Promise<R[]> {
+export async function mapLimited<T, R>(items: T[], limit: number, fn: (item: T) => Promise<R>): Promise<R[]> {
   const results = new Array<R>(items.length);
   let next = 0;
   const lanes = Array.from({ length: Math.min(limit, items.length) }, async () => {
