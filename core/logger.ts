@@ -101,6 +101,8 @@ function prettifier(): (line: string) => string {
       translateTime: 'SYS:HH:MM:ss.l',
       ignore: 'scope',
       messageFormat: '{if scope}{scope}: {end}{message}',
+      // `error` is most often a message string: kept on the line, not printed as an error block below it.
+      errorLikeObjectKeys: ['err'],
     });
   }
   return pretty;
