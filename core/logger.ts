@@ -147,6 +147,7 @@ export function configureLogs(options: Partial<Settings>): void {
   generation++;
 }
 
+/** For a test that quiets a noisy stretch (a runtime crash-looping on purpose). */
 export function setLogLevel(level: LogLevel): void {
   configureLogs({ level });
 }
