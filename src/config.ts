@@ -8,7 +8,7 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { DEFAULT_PRICE_IDS, type PlanName } from '../core/plans.ts';
-import { LOG_LEVELS, type LogLevel } from '../core/logger.ts';
+import { defaultLogFormat, LOG_FORMATS, LOG_LEVELS, logFormatProblem, type LogFormat, type LogLevel } from '../core/logger.ts';
 import { parseDuration, parseRate, type RateLimit } from '../core/durations.ts';
 
 
@@ -35,6 +35,8 @@ export interface Config {
   /** Global per-provider job rates (all workers together), or null for no limit. */
   rateLimits: { compute: RateLimit | null; database: RateLimit | null };
   logLevel: LogLevel;
+  /** JSON lines, or pretty lines in development (pino-pretty). */
+  logFormat: LogFormat;
   healthCheck: { timeoutMs: number; initialDelayMs: number; maxDelayMs: number };
   /**
    * The health monitor (every active instance, each interval): consecutive failures before a restart, restarts
@@ -370,9 +372,12 @@ export function loadConfig(env: Env = process.env, cwd = process.cwd()): Config 
     },
     rateLimits: { compute: r.rate('COMPUTE_RATE_LIMIT'), database: r.rate('DATABASE_RATE_LIMIT') },
     logLevel: r.oneOf('LOG_LEVEL', 'info', LOG_LEVELS),
+    logFormat: r.oneOf('LOG_FORMAT', defaultLogFormat(production), LOG_FORMATS),
     generatedSecrets: r.generated,
   };
   config.runtime.callbackUrl = r.url('RUNTIME_CALLBACK_URL', null, ['http:', 'https:']) ?? config.publicUrl;
+  const logFormatIssue = logFormatProblem(config.logFormat, production);
+  if (logFormatIssue) r.problems.push(logFormatIssue);
   if (config.lifecycle.purgeAfterMs <= config.lifecycle.archiveAfterMs) r.problems.push('PURGE_AFTER must be longer than ARCHIVE_AFTER');
   if (production) {
     // Alert links point operators at Bull Board: they must name the real host.

@@ -10,7 +10,7 @@ import { PgNeonPlacements } from './db/neonPlacements.ts';
 import { pgGateways } from './db/gateways.ts';
 import { createPool, ensureDatabase } from './db/pool.ts';
 import type { JobContext } from './jobs/context.ts';
-import { logger, setLogLevel } from '../core/logger.ts';
+import { configureLogs, logger } from '../core/logger.ts';
 import { Alerter } from './providers/alerter.ts';
 import { LocalComputeProvider } from './providers/compute/local.ts';
 import { LocalDatabaseProvider } from './providers/database/local.ts';
@@ -39,7 +39,7 @@ export interface ControlPlane {
 }
 
 export async function startControlPlane(config: Config, roles: { web: boolean; worker: boolean }): Promise<ControlPlane> {
-  setLogLevel(config.logLevel);
+  configureLogs({ level: config.logLevel, format: config.logFormat });
   await ensureDatabase(config.databaseUrl);
   // Sized to the work that may query at once: a worker's slots (several queues share them, most of a step's time is
   // spent with providers), at least 10 for the web alone, at most 50 connections a process.

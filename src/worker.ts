@@ -4,8 +4,8 @@
  */
 import { Job, Worker, type Processor } from 'bullmq';
 import { backoffDelay, PermanentError } from './errors.ts';
-import { logger } from '../core/logger.ts';
-import { isJobName, QUEUES, type JobData, type JobName, type ProvisionData, type QueueName } from './queues/catalogue.ts';
+import { logger, withLogContext, type LogFields } from '../core/logger.ts';
+import { isJobName, JOB_IDS, QUEUES, STEPS, type JobData, type JobName, type ProvisionData, type QueueName } from './queues/catalogue.ts';
 import { redisConnection } from './queues/connection.ts';
 import type { JobContext, JobHandle } from './jobs/context.ts';
 import { runStep, type StepHandler } from './jobs/step.ts';
@@ -63,12 +63,25 @@ const HANDLERS: { [N in JobName]: Handler<JobData[N]> } = {
   reconcile,
 };
 
+const STEP_NAMES: readonly string[] = Object.values(STEPS);
+
+/**
+ * The ids on every line a job logs, however deep: its queue, id and name, the provisioning flow it belongs to (the
+ * flow's root job), its instance and workspace. The job adds the customer once it has read its instance.
+ */
+function jobBindings(queue: QueueName, job: Job): LogFields {
+  const { instanceId, workspaceId, generation } = (job.data ?? {}) as Partial<ProvisionData>;
+  const flow = workspaceId && STEP_NAMES.includes(job.name) ? JOB_IDS.step(workspaceId, STEPS.finalize, generation) : undefined;
+  return { queue, job: job.id, jobName: job.name, flow, instance: instanceId, workspace: workspaceId };
+}
+
 function processor(ctx: JobContext, queue: QueueName): Processor {
-  return async (job: Job, token?: string) => {
-    if (queue === QUEUES.stripeEvents) return handleStripeEvent(ctx, job);
-    if (isJobName(job.name)) return (HANDLERS[job.name] as Handler<unknown>)(ctx, job, token);
-    throw new PermanentError(`no handler for job ${job.name} on ${queue}`);
-  };
+  return (job: Job, token?: string) =>
+    withLogContext(jobBindings(queue, job), async () => {
+      if (queue === QUEUES.stripeEvents) return handleStripeEvent(ctx, job);
+      if (isJobName(job.name)) return (HANDLERS[job.name] as Handler<unknown>)(ctx, job, token);
+      throw new PermanentError(`no handler for job ${job.name} on ${queue}`);
+    });
 }
 
 export function startWorkers(ctx: JobContext): Worker[] {
@@ -86,13 +99,16 @@ export function startWorkers(ctx: JobContext): Worker[] {
       },
     });
     worker.on('failed', (job, err) => {
-      log.warn('job failed', { queue, job: job?.id, name: job?.name, attempt: job?.attemptsMade, reason: err.message });
-      if (job && !(err instanceof ReportedFailure)) void onFailed(ctx, job, err.message);
+      if (!job) return log.warn('job failed', { queue, reason: err.message });
+      withLogContext(jobBindings(queue, job), () => {
+        log.warn('job failed', { attempt: job.attemptsMade, reason: err.message });
+        if (!(err instanceof ReportedFailure)) void onFailed(ctx, job, err.message);
+      });
     });
     // A job whose worker died mid-step is failed by BullMQ itself once it has stalled too often; no handler saw it.
     worker.on('stalled', (id) => {
       Job.fromId(worker, id)
-        .then((job) => job && onFailed(ctx, job, job.failedReason || 'the job stalled too often (its worker died)'))
+        .then((job) => job && withLogContext(jobBindings(queue, job), () => onFailed(ctx, job, job.failedReason || 'the job stalled too often (its worker died)')))
         .catch((err: Error) => log.error('could not read a stalled job', { queue, job: id, error: err.message }));
     });
     worker.on('error', (err) => log.error('worker error', { queue, error: err.message }));
@@ -116,7 +132,7 @@ async function onFailed(ctx: JobContext, job: Job, reason: string): Promise<void
   try {
     if ((await job.getState()) === 'failed') await recordFinalFailure(ctx, job, reason);
   } catch (err) {
-    log.error('could not record a final failure', { job: job.id, error: (err as Error).message });
+    log.error('could not record a final failure', { error: (err as Error).message });
   }
 }
 

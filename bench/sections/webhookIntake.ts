@@ -66,9 +66,10 @@ const webhookIntake: BenchSection = async (options: BenchOptions): Promise<Bench
         SECRETS_KEY: randomBytes(32).toString('base64'),
         ADMIN_PASSWORD: randomBytes(18).toString('base64url'),
         ADMIN_TOKEN: randomBytes(32).toString('base64url'),
+        LOG_FORMAT: 'json',
       },
       nodeArgs: profile('product'),
-      ready: /web listening url=(\S+)/,
+      ready: /"url":"([^"]+)".*"message":"web listening"/,
     });
     const targets = { anchor: `${anchor.url}/webhooks/stripe`, product: `${product.ready[1]}/webhooks/stripe` };
 

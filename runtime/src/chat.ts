@@ -16,6 +16,9 @@ import { buildSystemPrompt } from './prompt.ts';
 import { listSkills } from './skills.ts';
 import { claimNotices, dayOf, monthOf, releaseMessage, reserveMessage } from './usage.ts';
 import { dailyLogPath } from './workspace.ts';
+import { logger } from '../../core/logger.ts';
+
+const log = logger('chat');
 
 const MAX_MESSAGE_CHARS = 20_000;
 const RELEVANT_MEMORIES = 8;
@@ -90,7 +93,7 @@ export function createChat(ctx: ChatContext, model: Model): Chat {
       const reached = await claimNotices(ctx.db, used, ctx.config.messageLimit, now);
       if (reached > 0 || unsent) await notifier.sendPending(monthOf(now).month);
     } catch (err) {
-      console.error(`runtime ${ctx.config.workspaceId}: usage notice failed: ${(err as Error).message}`);
+      log.error('usage notice failed', { error: (err as Error).message });
     }
   }
 
@@ -232,7 +235,7 @@ export function chatRoutes(deps: RuntimeContext & { chat: Chat }): Router {
       .then((result) => send!('done', result))
       .catch((err: unknown) => {
         const http = err instanceof HttpError ? err : undefined;
-        if (!http) console.error(`runtime chat stream failed: ${(err as Error).message}`);
+        if (!http) log.error('chat stream failed', { error: (err as Error).message });
         send!('error', { error: http?.code ?? 'internal_error', reason: http?.reason ?? 'internal error', ...(http?.extra ?? {}) });
       })
       .finally(() => events.end());

@@ -4,6 +4,7 @@
  */
 import { ALL_FEATURES, PLANS, isPlanName, requestRate, type Feature, type PlanName } from '../../core/plans.ts';
 import { parseDuration, parseRate, type RateLimit } from '../../core/durations.ts';
+import { defaultLogFormat, LOG_FORMATS, LOG_LEVELS, logFormatProblem, type LogFormat, type LogLevel } from '../../core/logger.ts';
 
 export const DEFAULT_RUNTIME_VERSION = '0.1.0';
 export const DEFAULT_MODEL = 'claude-sonnet-4-5';
@@ -39,6 +40,7 @@ export interface RuntimeConfig {
   heartbeatIntervalMs: number;
   /** Where usage notices go, signed with the secret; both unset means none are sent. */
   controlPlane: { url: string; secret: string } | undefined;
+  log: { level: LogLevel; format: LogFormat };
 }
 
 export class RuntimeConfigError extends Error {
@@ -131,6 +133,16 @@ export function loadRuntimeConfig(env: NodeJS.ProcessEnv): RuntimeConfig {
   const promptTokenBudget = positive('PROMPT_TOKEN_BUDGET', 8_000, 500);
   const historyMessages = positive('HISTORY_MESSAGES', 20, 0);
   const heartbeatIntervalMs = duration('HEARTBEAT_INTERVAL', 30 * 60_000);
+  const oneOf = <T extends string>(name: string, fallback: T, allowed: readonly T[]): T => {
+    const text = read(env, name) ?? fallback;
+    if ((allowed as readonly string[]).includes(text)) return text as T;
+    problems.push(`${name} must be one of ${allowed.join(', ')} (got "${text}")`);
+    return fallback;
+  };
+  const production = env.NODE_ENV === 'production';
+  const log = { level: oneOf('LOG_LEVEL', 'info', LOG_LEVELS), format: oneOf('LOG_FORMAT', defaultLogFormat(production), LOG_FORMATS) };
+  const logFormatIssue = logFormatProblem(log.format, production);
+  if (logFormatIssue) problems.push(logFormatIssue);
 
   if (problems.length > 0) throw new RuntimeConfigError(problems);
   return {
@@ -149,6 +161,7 @@ export function loadRuntimeConfig(env: NodeJS.ProcessEnv): RuntimeConfig {
     rateLimit: rateLimit!,
     heartbeatIntervalMs,
     controlPlane: controlPlaneUrl && controlPlaneSecret ? { url: controlPlaneUrl, secret: controlPlaneSecret } : undefined,
+    log,
   };
 }
 

@@ -5,6 +5,9 @@
 import { heartbeatTasks } from '../../core/workspace/formats.ts';
 import type { RuntimeContext } from './context.ts';
 import { appendToDailyLog } from './workspace.ts';
+import { logger } from '../../core/logger.ts';
+
+const log = logger('heartbeat');
 
 export type HeartbeatOutcome = { ran: false; reason: string } | { ran: true; tasks: number; reply: string };
 
@@ -28,7 +31,7 @@ export function startHeartbeat(ctx: Pick<RuntimeContext, 'workspace' | 'runTurn'
     if (running) return; // a slow turn never overlaps the next beat
     running = runHeartbeatOnce(ctx)
       .then(() => undefined)
-      .catch((err: Error) => console.error(`runtime ${ctx.config.workspaceId}: heartbeat failed: ${err.message}`))
+      .catch((err: Error) => log.error('heartbeat failed', { error: err.message }))
       .finally(() => {
         running = undefined;
       });

@@ -1,30 +1,36 @@
 /**
  * Entry point of one customer's runtime: configuration from env, then the server until SIGTERM/SIGINT.
- * Logs never carry DATABASE_URL or keys.
+ * Logs are JSON lines (pretty in development), each with the workspace id; they never carry DATABASE_URL or keys.
  */
-import { loadRuntimeConfig, type RuntimeConfig } from './config.ts';
+import { loadRuntimeConfig, RuntimeConfigError, type RuntimeConfig } from './config.ts';
 import { startRuntime } from './server.ts';
+import { configureLogs, logger } from '../../core/logger.ts';
+
+const log = logger('runtime');
 
 let config: RuntimeConfig;
 try {
   config = loadRuntimeConfig(process.env);
 } catch (err) {
-  console.error((err as Error).message);
+  // Before the config is read, lines are JSON at info: one line naming every problem.
+  if (err instanceof RuntimeConfigError) log.error('invalid configuration', { problems: err.problems });
+  else log.error('invalid configuration', { error: (err as Error).message });
   process.exit(1);
 }
+configureLogs({ ...config.log, bindings: { workspace: config.workspaceId } });
 
 const runtime = await startRuntime(config).catch((err: Error) => {
-  console.error(`runtime ${config.workspaceId} failed to start: ${err.message}`);
+  log.error('failed to start', { error: err.message });
   process.exit(1);
 });
-console.log(`runtime ${config.workspaceId} listening on ${new URL(runtime.url).port}`);
+log.info('listening', { port: Number(new URL(runtime.url).port) });
 
 async function shutdown(): Promise<void> {
   try {
     await runtime.close();
     process.exit(0);
   } catch (err) {
-    console.error(`runtime ${config.workspaceId} failed to shut down cleanly: ${(err as Error).message}`);
+    log.error('failed to shut down cleanly', { error: (err as Error).message });
     process.exit(1);
   }
 }

@@ -6,6 +6,9 @@
 import type pg from 'pg';
 import { NOTICE_PATH, NOTICE_SIGNATURE_HEADER, NOTICE_WORKSPACE_HEADER, signNotice } from '../../core/usageNotice.ts';
 import type { RuntimeConfig } from './config.ts';
+import { logger } from '../../core/logger.ts';
+
+const log = logger('usage-notices');
 
 export interface UsageNotice {
   month: string;
@@ -50,7 +53,7 @@ export class Notifier {
       }
       await new Promise((resolve) => setTimeout(resolve, 500 * 2 ** attempt));
     }
-    console.error(`runtime ${this.config.workspaceId}: usage notice ${notice.month} ${notice.threshold}% not delivered yet`);
+    log.warn('usage notice not delivered yet', { month: notice.month, threshold: notice.threshold });
     return false;
   }
 

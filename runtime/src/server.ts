@@ -24,6 +24,9 @@ import { WebhookProcessor } from './webhooks/processor.ts';
 import { webhookSourceRoutes } from './webhooks/sources.ts';
 import { webhookStats } from './webhooks/stats.ts';
 import { WorkspaceStore } from './workspace.ts';
+import { logger } from '../../core/logger.ts';
+
+const log = logger('runtime');
 
 const HEALTH_TIMEOUT_MS = 2_000;
 const POOL_MAX = 5;
@@ -80,7 +83,7 @@ export function createRuntimeApp(deps: RuntimeDeps): Koa {
   // A client that goes away mid-answer (a closed stream) is not an error worth a stack trace.
   app.on('error', (err: NodeJS.ErrnoException) => {
     if (err.code !== 'ERR_STREAM_PREMATURE_CLOSE' && err.code !== 'ECONNRESET' && err.code !== 'EPIPE') {
-      console.error(`runtime error: ${err.message}`);
+      log.error('request error', { error: err.message });
     }
   });
   app.use(jsonErrors);
@@ -113,7 +116,7 @@ export async function startRuntime(config: RuntimeConfig): Promise<RunningRuntim
     connectionTimeoutMillis: HEALTH_TIMEOUT_MS,
   });
   // An idle connection the server drops (restart, failover) must not crash the process; the pool replaces it.
-  db.on('error', (err) => console.error(`runtime database connection lost: ${err.message}`));
+  db.on('error', (err) => log.error('database connection lost', { error: err.message }));
   try {
     const client = await db.connect();
     try {

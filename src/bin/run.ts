@@ -11,7 +11,8 @@ export async function run(roles: { web: boolean; worker: boolean }): Promise<voi
     config = loadConfig();
   } catch (err) {
     if (err instanceof ConfigError) {
-      console.error(err.message);
+      // Before the config is read, lines are JSON at info: one line naming every problem.
+      log.error('invalid configuration', { problems: err.problems });
       process.exit(1);
     }
     throw err;

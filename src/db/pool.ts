@@ -1,14 +1,16 @@
 /** The control-plane Postgres pool, and creating its database on first start. */
 import pg from 'pg';
 import { inTransaction, quoteIdent } from '../../core/postgres.ts';
+import { logger } from '../../core/logger.ts';
 
+const log = logger('postgres');
 
 export type Db = pg.Pool;
 
 export function createPool(databaseUrl: string, max = 10): Db {
   const pool = new pg.Pool({ connectionString: databaseUrl, max });
   // An idle client losing its connection must not crash the process; the next query reconnects.
-  pool.on('error', (err) => console.error(`postgres pool: ${err.message}`));
+  pool.on('error', (err) => log.error('idle connection lost', { error: err.message }));
   return pool;
 }
 

@@ -2,10 +2,12 @@
  * The instance state machine: every status an instance can be in, every allowed transition with the event that
  * causes it, and the guards the rest of the control plane asks. Every status change goes through `transition()`,
  * which checks the change against this table and writes the status and its audit row in one transaction; an illegal
- * change is an IllegalTransitionError, never a silent overwrite. docs/lifecycle.md draws the diagram.
+ * change is an IllegalTransitionError, never a silent overwrite; each change is logged (./eventLog.ts).
+ * docs/lifecycle.md draws the diagram.
  */
 import { PermanentError } from '../errors.ts';
 import type { Db } from '../db/pool.ts';
+import { logInstanceEvent } from './eventLog.ts';
 
 export const INSTANCE_STATUSES = ['provisioning', 'active', 'failed', 'abandoned', 'suspended', 'cancelled', 'archived', 'purged'] as const;
 export type InstanceStatus = (typeof INSTANCE_STATUSES)[number];
@@ -128,8 +130,8 @@ const COLUMN = /^[a-z_]+$/;
 
 /**
  * Moves an instance through `event` in one statement: locks its row, checks the transition and `when`, writes the
- * status, `set` and the audit row. Returns null when nothing was to be done (already there, or `when` does not
- * hold); throws IllegalTransitionError for a change the table does not allow.
+ * status, `set` and the audit row, then logs the event. Returns null when nothing was to be done (already there,
+ * or `when` does not hold); throws IllegalTransitionError for a change the table does not allow.
  */
 export async function transition(db: Db, instanceId: string, event: InstanceEvent, request: TransitionRequest): Promise<TransitionResult | null> {
   const set = Object.entries(request.set ?? {});
@@ -145,18 +147,22 @@ export async function transition(db: Db, instanceId: string, event: InstanceEven
     value === null ? `i.${column} IS NULL` : value instanceof Date ? `date_trunc('milliseconds', i.${column}) = ${param(value)}` : `i.${column} = ${param(value)}`,
   );
   // The old status comes from the locked row (`old`); the UPDATE re-checks `when` on the row as it is now.
-  const { rows } = await db.query<{ status: InstanceStatus; customer_id: string; audit_id: string | null }>(
-    `WITH old AS (SELECT id, status, customer_id FROM instances WHERE id = $1 FOR UPDATE),
+  const { rows } = await db.query<{ status: InstanceStatus; customer_id: string; workspace_id: string; audit_id: string | null }>(
+    `WITH old AS (SELECT id, status, customer_id, workspace_id FROM instances WHERE id = $1 FOR UPDATE),
      changed AS (UPDATE instances i SET ${assignments.join(', ')} FROM old
                  WHERE i.id = old.id AND old.status = ANY($3::text[]) ${conditions.map((c) => `AND ${c}`).join(' ')}
                  RETURNING i.customer_id),
      audit AS (INSERT INTO audit (actor, action, customer_id, instance_id, detail) SELECT $4, $5, customer_id, $1, $6 FROM changed RETURNING id)
-     SELECT old.status, old.customer_id, (SELECT id FROM audit) AS audit_id FROM old`,
+     SELECT old.status, old.customer_id, old.workspace_id, (SELECT id FROM audit) AS audit_id FROM old`,
     params,
   );
   const row = rows[0];
   if (!row) throw new PermanentError(`instance ${instanceId} does not exist`);
-  if (row.audit_id) return { from: row.status, to, customerId: row.customer_id, auditId: row.audit_id };
+  if (row.audit_id) {
+    const ids = { instance: instanceId, workspace: row.workspace_id, customer: row.customer_id };
+    logInstanceEvent(event, ids, { from: row.status, to, actor: request.actor });
+    return { from: row.status, to, customerId: row.customer_id, auditId: row.audit_id };
+  }
   nextStatus(instanceId, row.status, event); // throws for a change the table does not allow
   return null;
 }

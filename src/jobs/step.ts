@@ -7,7 +7,7 @@ import type { ProvisionData, QueueName, StepName } from '../queues/catalogue.ts'
 import type { InstanceWithCustomer } from '../db/instances.ts';
 import { errorMessage, PermanentError, RateLimitedError } from '../errors.ts';
 import { stepsMayRun } from '../instances/stateMachine.ts';
-import { maskError } from '../../core/logger.ts';
+import { addLogContext, maskError } from '../../core/logger.ts';
 import { clearFailure, isFinalFailure, markFailed } from '../operations/incidents.ts';
 import type { JobContext, JobHandle } from './context.ts';
 
@@ -43,6 +43,7 @@ export async function runStep<D extends ProvisionData>(
   const { instanceId } = job.data;
   const instance = await ctx.instances.byId(instanceId);
   if (!instance) throw new PermanentError(`instance ${instanceId} does not exist`);
+  addLogContext({ customer: instance.customer_id });
   // A stray job of an abandoned or ended provisioning (say, retried by hand in Bull Board) must not rebuild anything.
   if (!stepsMayRun(instance.status)) return { skipped: `the instance is ${instance.status}` };
   // A cancellation waits for the step running now; the steps after it do nothing (they deploy or send no key).

@@ -31,6 +31,15 @@ function start(script: string, env: Record<string, string>): Proc {
   return { child, output: () => output, exited };
 }
 
+/** The log lines a process wrote (JSON, one event a line). */
+function logLines(proc: Proc): Record<string, unknown>[] {
+  return proc
+    .output()
+    .split('\n')
+    .filter((line) => line.startsWith('{'))
+    .map((line) => JSON.parse(line) as Record<string, unknown>);
+}
+
 describe('the web and worker processes', function () {
   this.timeout(60_000);
   const id = randomBytes(4).toString('hex');
@@ -46,6 +55,7 @@ describe('the web and worker processes', function () {
       VAR_DIR: varDir,
       ADMIN_TOKEN: 'proc-admin-token',
       HEALTH_CHECK_INTERVAL: '100ms',
+      LOG_FORMAT: 'json',
     };
   });
 
@@ -72,9 +82,11 @@ describe('the web and worker processes', function () {
 
   it('provisions with web and worker as separate processes, then drains both on SIGTERM', async () => {
     const web = start('src/bin/web.ts', { ...env, PORT: '0' });
-    await waitUntil(async () => /web listening url=(\S+)/.test(web.output()), 20_000);
-    const url = /web listening url=(\S+)/.exec(web.output())![1]!;
-    expect(web.output()).to.include('bullBoard=').and.include('/admin/queues');
+    const listening = () => logLines(web).find((line) => line.message === 'web listening');
+    await waitUntil(async () => listening() !== undefined, 20_000);
+    const url = listening()!.url as string;
+    expect(listening()).to.include({ level: 'info', scope: 'control-plane' });
+    expect(listening()!.bullBoard).to.include('/admin/queues');
     const worker = start('src/bin/worker.ts', env);
 
     const response = await fetch(`${url}/api/admin/provision`, {
@@ -101,7 +113,7 @@ describe('the web and worker processes', function () {
     web.child.kill('SIGTERM');
     expect(await worker.exited).to.equal(0);
     expect(await web.exited).to.equal(0);
-    expect(worker.output()).to.include('draining').and.include('stopped');
+    expect(logLines(worker).map((line) => line.message)).to.include.members(['draining', 'stopped']);
     // The worker stopped the runtimes it ran.
     await waitUntil(async () => (await fetch(`${view!.accessUrl}/health`).catch(() => undefined)) === undefined);
   });
@@ -109,7 +121,11 @@ describe('the web and worker processes', function () {
   it('refuses to start with bad configuration, naming every problem at once', async () => {
     const proc = start('src/bin/start.ts', { PORT: 'abc', REDIS_URL: 'http://nope', COMPUTE_PROVIDER: 'aws', VAR_DIR: varDir });
     expect(await proc.exited).to.equal(1);
-    expect(proc.output()).to.include('PORT').and.include('REDIS_URL').and.include('COMPUTE_PROVIDER');
+    // One JSON line, as an operator's log reader (Railway) takes it.
+    const [line, ...more] = logLines(proc);
+    expect(more).to.deep.equal([]);
+    expect(line).to.include({ level: 'error', message: 'invalid configuration' });
+    expect(JSON.stringify(line!.problems)).to.include('PORT').and.include('REDIS_URL').and.include('COMPUTE_PROVIDER');
   });
 
   it('refuses to start in production without its secrets', async () => {

@@ -312,7 +312,7 @@ describe('LocalComputeProvider (real processes)', function () {
       expect(sealed.rows[0]!.ciphertext.includes(Buffer.from(customerPassword))).to.equal(false);
 
       const log = await readFile(path.join(logDir, 'rt.log'), 'utf8');
-      expect(log).to.include(`listening on ${portOf(accessUrl)}`);
+      expect(log).to.include(`"port":${portOf(accessUrl)},"message":"listening"`);
     });
 
     it('a second deploy gets a new deploymentId; the old one reports failed (superseded), the new one success', async () => {

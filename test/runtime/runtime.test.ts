@@ -288,7 +288,7 @@ describe('runtime entry point', () => {
   function run(env: Record<string, string>, onLine?: (line: string) => void) {
     const child = spawn(process.execPath, ['--import', 'tsx', 'runtime/src/main.ts'], {
       cwd: PROJECT_ROOT,
-      env: { PATH: process.env.PATH ?? '', ...env },
+      env: { PATH: process.env.PATH ?? '', LOG_FORMAT: 'json', ...env },
     });
     let output = '';
     const collect = (chunk: Buffer) => {
@@ -303,15 +303,15 @@ describe('runtime entry point', () => {
     return { child, exited };
   }
 
-  it('listens, logs one line without secrets, and exits 0 on SIGTERM', async () => {
+  it('listens, logs one JSON line without secrets, and exits 0 on SIGTERM', async () => {
     const url = await createDatabase();
     let sawListening!: (port: string) => void;
     const listening = new Promise<string>((resolve) => (sawListening = resolve));
     const { child, exited } = run(
       { PORT: '0', HOST: '127.0.0.1', DATABASE_URL: url, WORKSPACE_ID: 'ws_main', PLAN: 'team', MESSAGE_LIMIT: '100000' },
       (line) => {
-        const match = /^runtime ws_main listening on (\d+)$/.exec(line);
-        if (match) sawListening(match[1]!);
+        const parsed = line.startsWith('{') ? (JSON.parse(line) as { message?: string; port?: number }) : {};
+        if (parsed.message === 'listening') sawListening(String(parsed.port));
       },
     );
     const port = await Promise.race([
@@ -322,12 +322,19 @@ describe('runtime entry point', () => {
     child.kill('SIGTERM');
     const { code, output } = await exited;
     expect(code).to.equal(0);
-    expect(output.trim()).to.equal(`runtime ws_main listening on ${port}`);
+    const lines = output.trim().split('\n');
+    expect(lines).to.have.length(1);
+    expect(JSON.parse(lines[0]!)).to.deep.include({ level: 'info', scope: 'runtime', workspace: 'ws_main', port: Number(port), message: 'listening' });
+    expect(output).to.not.include(url);
   });
 
-  it('prints every configuration problem and exits 1', async () => {
-    const { code, output } = await run({ PLAN: 'gold' }).exited;
+  it('logs every configuration problem in one line and exits 1', async () => {
+    const { code, output } = await run({ PLAN: 'gold', LOG_LEVEL: 'loud' }).exited;
     expect(code).to.equal(1);
-    for (const name of ['DATABASE_URL', 'WORKSPACE_ID', 'PLAN', 'MESSAGE_LIMIT']) expect(output).to.include(name);
+    const lines = output.trim().split('\n');
+    expect(lines).to.have.length(1);
+    const line = JSON.parse(lines[0]!) as { level: string; message: string; problems: string[] };
+    expect(line).to.include({ level: 'error', message: 'invalid configuration' });
+    for (const name of ['DATABASE_URL', 'WORKSPACE_ID', 'PLAN', 'MESSAGE_LIMIT', 'LOG_LEVEL']) expect(line.problems.join(' ')).to.include(name);
   });
 });

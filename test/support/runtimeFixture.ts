@@ -131,11 +131,11 @@ export async function startRuntimeFixture(options: {
   }
 }
 
-/** The runtime's entry point in a child process: up once it says which port it listens on; close() is SIGTERM. */
+/** The runtime's entry point in a child process: up once its log says which port it listens on; close() is SIGTERM. */
 async function startRuntimeProcess(env: Record<string, string>): Promise<Running> {
   const child = spawn(process.execPath, ['--import', 'tsx', RUNTIME_MAIN], {
     cwd: REPO,
-    env: { PATH: process.env.PATH ?? '/usr/bin:/bin', ...env },
+    env: { PATH: process.env.PATH ?? '/usr/bin:/bin', LOG_FORMAT: 'json', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let output = '';
@@ -144,10 +144,10 @@ async function startRuntimeProcess(env: Record<string, string>): Promise<Running
   const exited = once(child, 'exit');
   const port = await new Promise<string>((resolve, reject) => {
     const listening = () => {
-      const match = /listening on (\d+)/.exec(output);
+      const match = /^\{.*"message":"listening"\}$/m.exec(output);
       if (match) {
         child.stdout.off('data', listening);
-        resolve(match[1]!);
+        resolve(String((JSON.parse(match[0]) as { port: number }).port));
       }
     };
     child.stdout.on('data', listening);

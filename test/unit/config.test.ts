@@ -355,7 +355,7 @@ describe('config', () => {
     });
   });
 
-  describe('rate limits and log level', () => {
+  describe('rate limits and logs', () => {
     it('reads per-provider rates and the log level', () => {
       const config = loadConfig({ COMPUTE_RATE_LIMIT: '10/s', DATABASE_RATE_LIMIT: '700/m', LOG_LEVEL: 'warn' }, cwd);
       expect(config.rateLimits).to.deep.equal({ compute: { max: 10, durationMs: 1_000 }, database: { max: 700, durationMs: 60_000 } });
@@ -367,6 +367,16 @@ describe('config', () => {
       const err = configError(() => loadConfig({ COMPUTE_RATE_LIMIT: 'fast', DATABASE_RATE_LIMIT: '0/s', LOG_LEVEL: 'loud' }, cwd));
       expect(err.problems).to.have.length(3);
       expect(err.message).to.include('COMPUTE_RATE_LIMIT').and.include('DATABASE_RATE_LIMIT').and.include('LOG_LEVEL');
+    });
+
+    it('logs JSON lines in production and pretty lines in development (where pino-pretty is installed)', () => {
+      expect(loadConfig({ NODE_ENV: 'production', ...PRODUCTION_SECRETS }, cwd).logFormat).to.equal('json');
+      expect(loadConfig({}, cwd).logFormat).to.equal('pretty');
+      expect(loadConfig({ LOG_FORMAT: 'json' }, cwd).logFormat).to.equal('json');
+      expect(configError(() => loadConfig({ LOG_FORMAT: 'text' }, cwd)).problems).to.deep.equal(['LOG_FORMAT must be one of json, pretty (got "text")']);
+      expect(configError(() => loadConfig({ NODE_ENV: 'production', ...PRODUCTION_SECRETS, LOG_FORMAT: 'pretty' }, cwd)).problems).to.deep.equal([
+        'LOG_FORMAT=pretty is for development: production logs are JSON lines',
+      ]);
     });
   });
 

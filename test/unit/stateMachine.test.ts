@@ -2,6 +2,7 @@ import { expect } from 'chai';
 import { randomBytes } from 'node:crypto';
 import type { Db } from '../../src/db/pool.ts';
 import { controlDb } from '../support/controlDb.ts';
+import { configureLogs, logTo } from '../../core/logger.ts';
 import {
   canHappen,
   ENDED_STATUSES,
@@ -96,13 +97,20 @@ describe('instance state machine', () => {
   describe('transition() on the control-plane database', () => {
     let control: Awaited<ReturnType<typeof controlDb>>;
     let db: Db;
+    // What the changes log is kept here (and read by a test), not printed among the results.
+    let logged: Record<string, unknown>[] = [];
 
     before(async () => {
+      configureLogs({ level: 'info', format: 'json' }); // whatever an earlier test of this process set
+      logTo({ write: (line: string) => logged.push(JSON.parse(line) as Record<string, unknown>) });
       control = await controlDb('claw_sm');
       db = control.db;
     });
 
-    after(() => control?.drop());
+    after(async () => {
+      await control?.drop();
+      logTo(undefined);
+    });
 
     async function newInstance(status: InstanceStatus): Promise<string> {
       const { rows: c } = await db.query<{ id: string }>(`INSERT INTO customers (email) VALUES ('sm@example.com') RETURNING id`);
@@ -135,6 +143,20 @@ describe('instance state machine', () => {
       expect(await statusOf(id)).to.deep.equal({ status: 'failed', failed_step: 'deploy' });
       expect(await auditOf(id)).to.deep.equal([{ actor: 'worker', action: 'instance.failed', detail: { step: 'deploy' } }]);
       expect(result!.auditId).to.be.a('string');
+    });
+
+    it('logs each change once, with the event and the ids; a repeat or a refusal logs nothing', async () => {
+      const id = await newInstance('active');
+      const { rows } = await db.query<{ workspace_id: string; customer_id: string }>('SELECT workspace_id, customer_id FROM instances WHERE id = $1', [id]);
+      logged = [];
+      await transition(db, id, 'suspended', { actor: 'worker' });
+      await transition(db, id, 'suspended', { actor: 'worker' });
+      await rejection(transition(db, id, 'archived', { actor: 'worker' }));
+      await transition(db, id, 'cancelled', { actor: 'stripe:evt_1' });
+      expect(logged.map(({ time: _, ...line }) => line)).to.deep.equal([
+        { level: 'info', scope: 'instances', event: 'suspended', instance: id, workspace: rows[0]!.workspace_id, customer: rows[0]!.customer_id, from: 'active', to: 'suspended', actor: 'worker', message: 'instance suspended' },
+        { level: 'info', scope: 'instances', event: 'cancelled', instance: id, workspace: rows[0]!.workspace_id, customer: rows[0]!.customer_id, from: 'suspended', to: 'cancelled', actor: 'stripe:evt_1', message: 'instance cancelled' },
+      ]);
     });
 
     it('does nothing for a repeat, and refuses an illegal change without writing anything', async () => {

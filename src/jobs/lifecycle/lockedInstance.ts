@@ -6,6 +6,7 @@
 import { DelayedError } from 'bullmq';
 import type { InstanceWithCustomer } from '../../db/instances.ts';
 import { PermanentError } from '../../errors.ts';
+import { addLogContext } from '../../../core/logger.ts';
 import type { JobContext, JobHandle } from '../context.ts';
 
 /** What a lifecycle job returns (shown in Bull Board: ids, states and counts, never secrets). */
@@ -16,6 +17,7 @@ const RETRY_MS = 1_000;
 export async function loadInstance(ctx: Pick<JobContext, 'instances'>, id: string): Promise<InstanceWithCustomer> {
   const instance = await ctx.instances.byId(id);
   if (!instance) throw new PermanentError(`instance ${id} does not exist`);
+  addLogContext({ workspace: instance.workspace_id, customer: instance.customer_id });
   return instance;
 }
 

@@ -1,4 +1,5 @@
 import { PermanentError } from '../../errors.ts';
+import { logInstanceEvent } from '../../instances/eventLog.ts';
 import { isRunning } from '../../instances/stateMachine.ts';
 import { configureService } from '../../operations/service.ts';
 import { PLANS } from '../../../core/plans.ts';
@@ -39,6 +40,8 @@ export async function resize(ctx: JobContext, job: JobHandle<ResizeData>, token?
       instanceId: instance.id,
       detail: { from: instance.plan, to: plan.name, deploymentId },
     });
+    const ids = { instance: instance.id, workspace: instance.workspace_id, customer: instance.customer_id };
+    logInstanceEvent('resized', ids, { from: instance.plan, to: plan.name, deploymentId });
     return { from: instance.plan ?? '', to: plan.name, deploymentId };
   });
 }
