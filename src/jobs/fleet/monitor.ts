@@ -9,6 +9,7 @@ import { errorMessage } from '../../errors.ts';
 import { httpRequest } from '../../providers/http.ts';
 import { logger, maskSecrets } from '../../../core/logger.ts';
 import type { MonitoredInstance } from '../../db/instanceHealth.ts';
+import { logInstanceEvent } from '../../instances/eventLog.ts';
 import { QUEUES, type FleetData } from '../../queues/catalogue.ts';
 import type { JobContext, JobHandle } from '../context.ts';
 import { assess, type HealthAction, type HealthRecord, type Probe } from './health.ts';
@@ -97,7 +98,7 @@ async function act(ctx: JobContext, job: JobHandle<FleetData>, instance: Monitor
 
   if (action.kind === 'recovered') {
     report.recovered++;
-    log.info('instance recovered', ids);
+    logInstanceEvent('recovered', ids, { incident: action.incidentId });
     await incident('recovered', `recovered:${action.incidentId}`, 'A customer’s assistant is healthy again', `healthy again after incident ${action.incidentId} (last error: ${health.lastError ?? 'none'})`);
     return null;
   }
@@ -119,7 +120,7 @@ async function act(ctx: JobContext, job: JobHandle<FleetData>, instance: Monitor
   let tried: string;
   try {
     tried = instance.serviceId ? (await ctx.compute.restart(instance.serviceId)).action : 'nothing: the instance has no service';
-    log.info('instance restarted', { ...ids, failures: ctx.config.monitor.failures, reason: health.lastError, action: tried });
+    logInstanceEvent('restarted', ids, { failures: ctx.config.monitor.failures, reason: health.lastError, action: tried });
   } catch (err) {
     tried = `a restart, which failed: ${errorMessage(err)}`;
     log.error('instance restart failed', { ...ids, error: errorMessage(err) });
