@@ -31,6 +31,11 @@ export interface InstanceHealth {
   /** Forgets the health of instances that are no longer active (they are not probed). */
   forgetInactive(): Promise<number>;
   view(instanceId: string): Promise<HealthView | null>;
+  /**
+   * An operator fixed what made the instance crash-loop: its restarts are forgotten, so the monitor restarts it again
+   * at its next failures. False when it is not in a crash loop.
+   */
+  clearCrashLoop(instanceId: string): Promise<boolean>;
   /** Instances newest first with their health, filtered, a page after `after` (the last of the previous page). */
   list(filter: InstanceListFilter): Promise<ListedInstance[]>;
   /**
@@ -157,6 +162,14 @@ export class PgInstanceHealth implements InstanceHealth {
   async view(instanceId: string): Promise<HealthView | null> {
     const { rows } = await this.db.query<HealthRow>('SELECT * FROM instance_health WHERE instance_id = $1', [instanceId]);
     return rows[0] ? healthView(rows[0]) : null;
+  }
+
+  async clearCrashLoop(instanceId: string): Promise<boolean> {
+    const { rowCount } = await this.db.query(
+      `UPDATE instance_health SET crash_loop = false, failures = 0, restarts = '{}' WHERE instance_id = $1 AND crash_loop`,
+      [instanceId],
+    );
+    return rowCount === 1;
   }
 
   async list(filter: InstanceListFilter): Promise<ListedInstance[]> {

@@ -134,6 +134,16 @@ export function adminApi(deps: { config: Config; instances: Instances; steps: St
     ctx.body = { abandoning: instance.id };
   });
 
+  /** After fixing what made an instance crash-loop: the monitor restarts it again at its next failures. */
+  router.post('/admin/instances/:instanceId/clear-crash-loop', async (ctx) => {
+    const instanceId = ctx.params.instanceId!;
+    const instance = UUID.test(instanceId) ? await deps.instances.byId(instanceId) : undefined;
+    if (!instance) throw new HttpError(404, 'not_found', 'no such instance');
+    if (!(await deps.health.clearCrashLoop(instance.id))) throw new HttpError(409, 'not_crash_looping', 'the instance is not in a crash loop');
+    await deps.audit.record({ actor: 'admin-api', action: 'instance.crash_loop_cleared', customerId: instance.customer_id, instanceId: instance.id });
+    ctx.body = { cleared: instance.id };
+  });
+
   return router;
 }
 

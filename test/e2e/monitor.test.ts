@@ -113,6 +113,7 @@ describe('health monitor (local runtimes)', function () {
     // Its configuration loses DATABASE_URL: every start now fails at once.
     const { rows } = await h.db.query<{ service_id: string }>('SELECT service_id FROM instances WHERE id = $1', [bob.instanceId]);
     const compute = h.plane.ctx.compute as LocalComputeProvider;
+    const variables = JSON.parse((await h.plane.ctx.secrets.get(`local-service/${rows[0]!.service_id}`, 'variables'))!) as Record<string, string>;
     await compute.setVariables(rows[0]!.service_id, { WORKSPACE_ID: bob.view.workspaceId });
     process.kill((await pidOf(h.db, bob.instanceId))!, 'SIGKILL');
     await waitUntil(async () => (await healthOf(h, bob.customerId))?.crashLoop === true, 30_000);
@@ -129,6 +130,15 @@ describe('health monitor (local runtimes)', function () {
     expect([loop.slack.length, loop.mail.length]).to.deep.equal([1, 1]);
     expect(loop.mail[0]!.text, loop.mail[0]!.text).to.match(/last log lines/).and.match(/DATABASE_URL/);
     expect(alertsAbout(h, ws, /was down and was restarted/).slack, 'one incident for the whole episode').to.have.length(1);
+
+    // The operator fixes its configuration and clears the crash loop: the monitor restarts it, and it recovers.
+    const clear = () => h.admin(`/api/admin/instances/${bob.instanceId}/clear-crash-loop`, { method: 'POST' });
+    await compute.setVariables(rows[0]!.service_id, variables!);
+    expect((await clear()).status).to.equal(200);
+    expect((await clear()).status, 'cleared already').to.equal(409);
+    await waitUntil(async () => (await healthOf(h, bob.customerId))?.state === 'healthy', 20_000);
+    await waitUntil(async () => alertsAbout(h, ws, /healthy again/).mail.length === 1);
+    expect((await healthOf(h, bob.customerId))!).to.include({ restarts: 3, crashLoop: false });
   });
 });
 

@@ -758,6 +758,9 @@ export class FakeHealth implements InstanceHealth {
   async list(): Promise<ListedInstance[]> {
     return [];
   }
+  async clearCrashLoop(): Promise<boolean> {
+    return false;
+  }
   async exclusively<T>(fn: () => Promise<T>): Promise<T | null> {
     return fn();
   }
