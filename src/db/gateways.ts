@@ -7,6 +7,7 @@ import { PgInstanceLocks, type InstanceLocks } from './instanceLocks.ts';
 import { PgInstances, type Instances } from './instances.ts';
 import type { Db } from './pool.ts';
 import { PgProviderTimings, type ProviderTimings } from './providerTimings.ts';
+import { PgReconciliation, type Reconciliation } from './reconciliation.ts';
 import { PgStepLedger, type StepLedger } from './steps.ts';
 import { PgStripeEvents, type StripeEvents } from './stripeEvents.ts';
 import { PgSubscriptions, type Subscriptions } from './subscriptions.ts';
@@ -25,6 +26,8 @@ export interface Gateways {
   customerDbs: CustomerDatabases;
   /** How long providers took, so steps poll near when they are likely done. */
   timings: ProviderTimings;
+  /** What the reconciler keeps between runs: orphans' first sightings, drift checks, reports. */
+  reconciliation: Reconciliation;
 }
 
 export function pgGateways(db: Db, secrets: SecretStore, databaseUrl: string): Gateways {
@@ -39,5 +42,6 @@ export function pgGateways(db: Db, secrets: SecretStore, databaseUrl: string): G
     locks: new PgInstanceLocks(databaseUrl),
     customerDbs: new PgCustomerDatabases(secrets),
     timings: new PgProviderTimings(db),
+    reconciliation: new PgReconciliation(db, databaseUrl),
   };
 }

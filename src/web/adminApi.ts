@@ -9,13 +9,16 @@ import { canHappen, isEnded, type InstanceEvent } from '../instances/stateMachin
 import { isPlanName, PLANS } from '../../core/plans.ts';
 import { startProvisioning } from '../provisioning.ts';
 import type { JobQueue } from '../queues/jobQueue.ts';
+import { QUEUES } from '../queues/catalogue.ts';
+import { inspectFleet, type InspectContext } from '../jobs/fleet/reconcile.ts';
+import { maskSecrets } from '../../core/logger.ts';
 import { requireAdminToken } from './auth.ts';
 import { HttpError } from '../../core/http/httpError.ts';
 import { readJsonBody } from '../../core/http/rawBody.ts';
 
 const EMAIL = /^[^@\s<>"]{1,64}@[^@\s<>"]{1,253}\.[^@\s<>".]{2,63}$/;
 
-export function adminApi(deps: { config: Config; instances: Instances; steps: StepLedger; audit: AuditLog; jobs: JobQueue }): Router {
+export function adminApi(deps: { config: Config; instances: Instances; steps: StepLedger; audit: AuditLog; jobs: JobQueue } & InspectContext): Router {
   const router = new Router({ prefix: '/api' });
   router.use(requireAdminToken(deps.config.admin.token));
 
@@ -117,7 +120,45 @@ export function adminApi(deps: { config: Config; instances: Instances; steps: St
     ctx.body = { abandoning: instance.id };
   });
 
+  /** The newest reconcile report (a dry run's too), whichever process made it. */
+  router.get('/admin/reconcile', async (ctx) => {
+    const report = await deps.reconciliation.lastReport();
+    if (!report) throw new HttpError(404, 'not_found', 'no reconcile run has reported yet');
+    ctx.body = report;
+  });
+
+  /** ?dryRun=true: a run here and now whose report is the answer, changing nothing. Otherwise a run is queued now. */
+  router.post('/admin/reconcile', async (ctx) => {
+    const dryRun = dryRunOf(ctx.query);
+    if (!dryRun) {
+      const jobId = await deps.jobs.addReconcile(randomUUID());
+      await deps.audit.record({ actor: 'admin-api', action: 'reconcile.requested', detail: { jobId } });
+      ctx.status = 202;
+      ctx.body = { reconciling: `${QUEUES.fleet}/${jobId}` };
+      return;
+    }
+    try {
+      ctx.body = await inspectFleet(deps);
+    } catch (err) {
+      // A provider that does not answer the listing: the operator sees which, as a failed job would say.
+      throw new HttpError(502, 'reconcile_failed', maskSecrets((err as Error).message).slice(0, 500));
+    }
+  });
+
   return router;
+}
+
+/**
+ * The reconcile request's one parameter: dryRun, true or false (absent: false). Anything else is refused, a
+ * misspelt dryRun above all, which would otherwise start a run that acts.
+ */
+function dryRunOf(query: Record<string, string | string[] | undefined>): boolean {
+  const unknown = Object.keys(query).filter((name) => name !== 'dryRun');
+  if (unknown.length) throw new HttpError(400, 'invalid_request', `unknown query parameter ${unknown.join(', ')}: only dryRun (true or false)`);
+  const value = query.dryRun;
+  if (value === undefined) return false;
+  if (value !== 'true' && value !== 'false') throw new HttpError(400, 'invalid_request', 'dryRun must be true or false, given once');
+  return value === 'true';
 }
 
 /** A failed instance, to which an operator's `event` (a retry, abandoning it) can happen. */

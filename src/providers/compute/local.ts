@@ -11,7 +11,7 @@ import path from 'node:path';
 import type { Db } from '../../db/pool.ts';
 import type { SecretStore } from '../../secrets.ts';
 import type { Plan } from '../../../core/plans.ts';
-import type { ComputeProvider, DeploymentState } from '../types.ts';
+import type { ComputeProvider, DeploymentState, ListedService, ServiceSettings } from '../types.ts';
 import { logger } from '../../../core/logger.ts';
 
 export interface LocalComputeOptions {
@@ -149,6 +149,19 @@ export class LocalComputeProvider implements ComputeProvider {
     await this.db.query('DELETE FROM local_services WHERE name = $1', [serviceId]);
     await this.secrets.delete(secretOwner(serviceId), 'variables');
     await rm(this.workspaceDir(serviceId), { recursive: true, force: true });
+  }
+
+  async listServices(): Promise<ListedService[]> {
+    const { rows } = await this.db.query<{ name: string }>('SELECT name FROM local_services ORDER BY name');
+    return rows.map((row) => ({ serviceId: row.name, name: row.name }));
+  }
+
+  async readSettings(serviceId: string): Promise<ServiceSettings | null> {
+    const row = await this.row(serviceId);
+    if (!row) return null;
+    const variables = JSON.parse((await this.secrets.get(secretOwner(serviceId), 'variables')) ?? '{}') as Record<string, string>;
+    const { cpu, memoryMb } = row.limits;
+    return { variables, limits: typeof cpu === 'number' && typeof memoryMb === 'number' ? { cpu, memoryMb } : null };
   }
 
   workspaceDir(serviceId: string): string {
