@@ -5,7 +5,9 @@
  * instance whose database is dropped raises one incident and nothing is recreated; a drifted service is configured
  * for its plan again. Runs are asked for through the admin API (RECONCILE_INTERVAL stays 0).
  */
+import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import path from 'node:path';
 import { expect } from 'chai';
 import { GraphQLClient } from 'graphql-request';
 import { quoteIdent } from '../../core/postgres.ts';
@@ -22,6 +24,8 @@ interface Backend {
   options: HarnessOptions;
   /** A service and a database under our naming that no instance knows of; answers the ids the reconciler lists them by. */
   makeOrphans(h: Harness): Promise<{ service: string; database: string; names: { serviceName: string; databaseName: string } }>;
+  /** Locally, a runtime process still running for a service that has no row (its worker died outright). */
+  strayProcess?(h: Harness): { name: string; child: ChildProcess };
   serviceExists(h: Harness, id: string): Promise<boolean>;
   /** Whether a customer database of this name is there (locally the database itself, its role aside; a Neon branch). */
   databaseNamed(h: Harness, name: string): Promise<boolean>;
@@ -49,6 +53,15 @@ const LOCAL: Backend = {
   },
   async dropDatabase(h, branchId) {
     await h.db.query(`DROP DATABASE ${quoteIdent(branchId)} WITH (FORCE)`);
+  },
+  strayProcess(h) {
+    const { serviceName } = newNames();
+    // The runtime's command line and a workspace among ours: what the local provider starts, minus the runtime.
+    const child = spawn(process.execPath, ['-e', 'setInterval(() => {}, 60_000)', '--', ...h.config.runtime.args], {
+      env: { PATH: process.env.PATH ?? '', WORKSPACE_DIR: path.join(h.config.runtime.workspacesDir, serviceName) },
+      stdio: 'ignore',
+    });
+    return { name: serviceName, child };
   },
   async cleanUp(h, names) {
     // Left only if a test failed before the reconciler deleted them (they are on the shared Postgres server).
@@ -138,6 +151,7 @@ for (const backend of [LOCAL, CLOUD]) {
     let h: Harness;
     let live: InstanceView[] = [];
     let orphans: Awaited<ReturnType<Backend['makeOrphans']>> | undefined;
+    let stray: { name: string; child: ChildProcess } | undefined;
 
     before(async () => {
       h = await startHarness({ ORPHAN_GRACE: '1s' }, backend.options);
@@ -151,6 +165,7 @@ for (const backend of [LOCAL, CLOUD]) {
       }
     });
     after(async () => {
+      if (stray?.child.exitCode === null && stray.child.signalCode === null) stray.child.kill('SIGKILL');
       if (h && orphans) await backend.cleanUp(h, orphans.names);
       await h?.close();
     });
@@ -174,13 +189,19 @@ for (const backend of [LOCAL, CLOUD]) {
     it('lists exactly the orphans in a dry run, deletes them after the grace with audit rows, and touches nothing of a live instance', async () => {
       const liveBefore = await Promise.all(live.map((v) => stateOf(h, v)));
       orphans = await backend.makeOrphans(h);
-      const expected = [`database ${orphans.database} ${orphans.names.databaseName}`, `service ${orphans.service} ${orphans.names.serviceName}`];
+      stray = backend.strayProcess?.(h);
+      const strayExit = stray && new Promise<void>((resolve) => stray!.child.once('exit', () => resolve()));
+      const expected = [
+        `database ${orphans.database} ${orphans.names.databaseName}`,
+        `service ${orphans.service} ${orphans.names.serviceName}`,
+        ...(stray ? [`service ${stray.name} ${stray.name}`] : []),
+      ].sort();
 
       const dry = await dryRun(h);
       expect(dry.dryRun).to.equal(true);
       expect(dry.orphans.map((o) => `${o.kind} ${o.id} ${o.name}`).sort()).to.deep.equal(expected);
       expect(dry.orphans.every((o) => o.instanceId === null && o.outcome === 'waiting' && o.firstSeenAt === null)).to.equal(true);
-      expect(dry.listed).to.deep.equal({ services: 4, databases: 4 });
+      expect(dry.listed).to.deep.equal({ services: stray ? 5 : 4, databases: 4 });
       expect(dry.missing).to.deep.equal([]);
       expect(dry.duplicates).to.deep.equal([]);
       expect(dry.drift).to.deep.equal({ checked: 3, found: [] });
@@ -189,7 +210,7 @@ for (const backend of [LOCAL, CLOUD]) {
 
       // The first acting run sees them first: nothing goes before the grace has passed since then.
       const first = await runNow(h);
-      expect(first.orphans.map((o) => `${o.kind} ${o.id} ${o.outcome}`).sort()).to.deep.equal(expected.map((e) => `${e.split(' ').slice(0, 2).join(' ')} waiting`));
+      expect(first.orphans.map((o) => `${o.kind} ${o.id} ${o.outcome}`).sort()).to.deep.equal(expected.map((e) => `${e.split(' ').slice(0, 2).join(' ')} waiting`).sort());
       expect(await backend.serviceExists(h, orphans.service)).to.equal(true);
       expect(await backend.databaseNamed(h, orphans.names.databaseName)).to.equal(true);
       expect(await reconcileAudit(h)).to.deep.equal([]);
@@ -201,13 +222,14 @@ for (const backend of [LOCAL, CLOUD]) {
 
       expect(await backend.serviceExists(h, orphans.service)).to.equal(false);
       expect(await backend.databaseNamed(h, orphans.names.databaseName)).to.equal(false);
+      await strayExit; // the stray runtime was stopped (else the test times out here)
       if (backend === LOCAL) {
         const { rowCount } = await h.db.query('SELECT 1 FROM pg_roles WHERE rolname = $1', [orphans.names.databaseName]);
         expect(rowCount, 'its role').to.equal(0);
       }
       const audit = await reconcileAudit(h);
       expect(audit.map((a) => `${a.action} ${a.detail.kind} ${a.detail.id} ${a.instance_id}`).sort()).to.deep.equal(
-        expected.map((e) => `reconcile.orphan_deleted ${e.split(' ').slice(0, 2).join(' ')} null`),
+        expected.map((e) => `reconcile.orphan_deleted ${e.split(' ').slice(0, 2).join(' ')} null`).sort(),
       );
 
       // The live instances: the same service and database, holding the same settings, and still answering.

@@ -11,7 +11,7 @@ import { configuredSettings, configureService } from '../../operations/service.t
 import type { JobContext } from '../context.ts';
 import { driftOf, type Drift } from './reconcileCompare.ts';
 
-export const DRIFT_CHECKS_PER_RUN = 50;
+export const DRIFT_CHECKS_PER_RUN = 25;
 
 /** A drifted service in a report: names of what differs, never values. */
 export interface DriftEntry extends Drift {
