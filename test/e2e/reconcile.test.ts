@@ -287,5 +287,22 @@ for (const backend of [LOCAL, CLOUD]) {
       expect((await stateOf(h, live[0]!)).branchId).to.equal(branchId);
       expect(second.orphans).to.deep.equal([]);
     });
+
+    if (backend === LOCAL) {
+      it('runs on its schedule (RECONCILE_INTERVAL), each run a job of the fleet queue', async () => {
+        const { rows } = await h.db.query<{ n: string }>('SELECT count(*) AS n FROM reconcile_reports WHERE NOT dry_run');
+        await h.plane.ctx.jobs.scheduleFleet({ monitor: 0, reconcile: 200 }); // as a worker does at start
+        try {
+          await waitUntil(async () => {
+            const now = await h.db.query<{ n: string }>('SELECT count(*) AS n FROM reconcile_reports WHERE NOT dry_run');
+            return Number(now.rows[0]!.n) >= Number(rows[0]!.n) + 2;
+          }, 30_000);
+        } finally {
+          await h.plane.ctx.jobs.scheduleFleet({ monitor: 0, reconcile: 0 });
+        }
+        const scheduled = await h.plane.ctx.queues.get(QUEUES.fleet).getJobs(['completed']);
+        expect(scheduled.some((j) => j.name === 'reconcile' && j.id!.startsWith('repeat:'))).to.equal(true);
+      });
+    }
   });
 }

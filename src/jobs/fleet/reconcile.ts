@@ -58,9 +58,10 @@ export async function inspectFleet(ctx: InspectContext): Promise<ReconcileReport
   const startedAt = new Date();
   const survey = await surveyFleet(ctx);
   const orphans = orphanEntries(survey.orphans, await ctx.reconciliation.sightings(survey.orphans), ctx.config.reconcile.orphanGraceMs);
+  const heldBack = holdingBack(orphans, survey);
   const missing: MissingEntry[] = survey.missing.map((m) => ({ ...m, outcome: 'would-raise' }));
   const found = await findDrift(ctx, survey.driftBatch);
-  const report = reportOf(ctx, survey, { startedAt, dryRun: true, orphans, missing, found });
+  const report = reportOf(ctx, survey, { startedAt, dryRun: true, orphans, missing, found, heldBack });
   await ctx.reconciliation.saveReport(report);
   return report;
 }
@@ -75,9 +76,8 @@ async function actOnFleet(ctx: JobContext, where: Where): Promise<ReconcileRepor
   const startedAt = new Date();
   const survey = await surveyFleet(ctx);
   const orphans = orphanEntries(survey.orphans, await ctx.reconciliation.sighted(survey.orphans), ctx.config.reconcile.orphanGraceMs);
-  const heldBack = holdBack(orphans.length, survey.listed.services + survey.listed.databases);
+  const heldBack = holdingBack(orphans, survey);
   if (heldBack) {
-    for (const entry of orphans) if (entry.outcome === 'due') Object.assign(entry, { outcome: 'kept', reason: 'held back' });
     await raiseIncident(ctx, where, 'reconcile.held_back', `reconcile-held-back/${startedAt.toISOString().slice(0, 10)}`, null, {
       title: 'The reconciler deleted nothing: most resources look orphaned',
       reason: heldBack,
@@ -99,6 +99,13 @@ async function actOnFleet(ctx: JobContext, where: Where): Promise<ReconcileRepor
   if (counts.deleted || counts.incidents || counts.corrected || counts.failed || counts.heldBack) log.info('reconciled', counts);
   else log.debug('reconciled', counts);
   return report;
+}
+
+/** Why this run deletes nothing (see holdBack), the due orphans then kept; or null. */
+function holdingBack(orphans: OrphanEntry[], survey: Survey): string | null {
+  const reason = holdBack(orphans.length, survey.listed.services + survey.listed.databases);
+  if (reason) for (const entry of orphans) if (entry.outcome === 'due') Object.assign(entry, { outcome: 'kept', reason: 'held back' });
+  return reason;
 }
 
 interface Survey {

@@ -52,14 +52,15 @@ export async function findDrift(ctx: DriftReadContext, instances: FleetInstance[
 export async function correctDrift(ctx: Pick<JobContext, 'config' | 'compute' | 'customerDbs' | 'secrets' | 'instances' | 'locks' | 'audit'>, entries: DriftEntry[], fleet: FleetInstance[]): Promise<void> {
   const byId = new Map(fleet.map((i) => [i.id, i]));
   for (const entry of entries.filter((e) => e.outcome === 'would-correct')) {
-    const compared = byId.get(entry.instanceId)!;
+    const plan = byId.get(entry.instanceId)?.plan;
+    if (!isPlanName(plan)) continue; // findDrift compared only instances on a known plan
     try {
       const locked = await ctx.locks.withLock(entry.instanceId, async () => {
         const instance = await ctx.instances.byId(entry.instanceId);
-        if (!instance || instance.status !== 'active' || instance.service_id !== entry.serviceId || instance.plan !== compared.plan) {
+        if (!instance || instance.status !== 'active' || instance.service_id !== entry.serviceId || instance.plan !== plan) {
           return { skipped: 'the instance changed since it was compared' };
         }
-        await configureService(ctx, instance, entry.serviceId, PLANS[compared.plan as keyof typeof PLANS]);
+        await configureService(ctx, instance, entry.serviceId, PLANS[plan]);
         const { deploymentId } = await ctx.compute.deploy(entry.serviceId);
         await ctx.audit.record({
           actor: 'worker',

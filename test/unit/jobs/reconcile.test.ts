@@ -194,6 +194,9 @@ describe('reconcile (fakes)', () => {
     const held = await run(f);
     expect(held.report.heldBack).to.match(/more than half/);
     expect(held.report.orphans.every((o) => o.outcome === 'kept')).to.equal(true);
+    const dry = await inspectFleet(f.ctx);
+    expect(dry.heldBack, 'a dry run says so too').to.match(/more than half/);
+    expect(dry.orphans.every((o) => o.outcome === 'kept')).to.equal(true);
     expect(f.calls.filter((c) => /^(compute|database)\.delete/.test(c))).to.deep.equal([]);
     await run(f);
     expect(f.audit.actions().filter((a) => a === 'reconcile.held_back')).to.have.length(1);
