@@ -64,6 +64,15 @@ export class SecretStore {
     return rows[0] ? open(this.key, rows[0], `${owner}/${name}`) : null;
   }
 
+  /** The owners starting with `prefix` that hold a secret called `name` (no value is opened). */
+  async owners(prefix: string, name: string): Promise<string[]> {
+    const { rows } = await this.db.query<{ owner: string }>(
+      `SELECT owner FROM secrets WHERE starts_with(owner, $1) AND name = $2 ORDER BY owner`,
+      [prefix, name],
+    );
+    return rows.map((row) => row.owner);
+  }
+
   async delete(owner: string, name: string): Promise<void> {
     await this.db.query('DELETE FROM secrets WHERE owner = $1 AND name = $2', [owner, name]);
   }

@@ -8,6 +8,7 @@ import { PgInstanceHealth, type InstanceHealth } from './instanceHealth.ts';
 import { PgInstances, type Instances } from './instances.ts';
 import type { Db } from './pool.ts';
 import { PgProviderTimings, type ProviderTimings } from './providerTimings.ts';
+import { PgReconciliation, type Reconciliation } from './reconciliation.ts';
 import { PgStepLedger, type StepLedger } from './steps.ts';
 import { PgStripeEvents, type StripeEvents } from './stripeEvents.ts';
 import { PgSubscriptions, type Subscriptions } from './subscriptions.ts';
@@ -28,6 +29,8 @@ export interface Gateways {
   timings: ProviderTimings;
   /** What the health monitor last saw of each active instance. */
   health: InstanceHealth;
+  /** What the reconciler keeps between runs: orphans' first sightings, drift checks, reports. */
+  reconciliation: Reconciliation;
 }
 
 export function pgGateways(db: Db, secrets: SecretStore, databaseUrl: string): Gateways {
@@ -43,5 +46,6 @@ export function pgGateways(db: Db, secrets: SecretStore, databaseUrl: string): G
     customerDbs: new PgCustomerDatabases(secrets),
     timings: new PgProviderTimings(db),
     health: new PgInstanceHealth(db),
+    reconciliation: new PgReconciliation(db, databaseUrl),
   };
 }

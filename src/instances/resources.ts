@@ -16,6 +16,17 @@ export function instanceResources(workspaceId: string): { serviceName: string; d
 }
 
 /**
+ * The workspace a service or database name was derived from (instanceResources backwards), or undefined for a name
+ * not of our making: only names of this exact shape are ever the reconciler's to touch.
+ */
+export function workspaceOfResource(kind: 'service' | 'database', name: string): string | undefined {
+  const slug = /^claw[-_]([0-9a-f]{16})$/.exec(name)?.[1];
+  if (!slug) return undefined;
+  const names = instanceResources(`ws-${slug}`);
+  return (kind === 'service' ? names.serviceName : names.databaseName) === name ? `ws-${slug}` : undefined;
+}
+
+/**
  * The instance's service and database, by the ids recorded on it or else by their derived names: a step may have
  * created a resource and died before recording it.
  */

@@ -35,7 +35,30 @@ export async function configureService(
   serviceId: string,
   plan: Plan,
 ): Promise<void> {
-  const databaseUrl = await ctx.customerDbs.connectionUrl(instance.id);
   const runtimeSecret = await ctx.secrets.putIfAbsent(instanceOwner(instance.id), INSTANCE_SECRETS.runtimeSecret, randomBytes(32).toString('base64url'));
-  await ctx.compute.configure(serviceId, { variables: runtimeVariables(ctx, instance, plan, { databaseUrl, runtimeSecret }), limits: plan });
+  await ctx.compute.configure(serviceId, await settingsFor(ctx, instance, plan, runtimeSecret));
+}
+
+/**
+ * What configureService would hand the service now, read without writing anything (the reconciler compares the
+ * service with it). A runtime secret never made is an empty one, which no service holds: configuring makes it.
+ */
+export async function configuredSettings(
+  ctx: Pick<JobContext, 'config' | 'customerDbs'> & { secrets: Pick<JobContext['secrets'], 'get'> },
+  instance: { id: string; workspace_id: string },
+  plan: Plan,
+): Promise<ServiceConfiguration> {
+  return settingsFor(ctx, instance, plan, (await ctx.secrets.get(instanceOwner(instance.id), INSTANCE_SECRETS.runtimeSecret)) ?? '');
+}
+
+type ServiceConfiguration = { variables: Record<string, string>; limits: Pick<Plan, 'cpu' | 'memoryMb'> };
+
+async function settingsFor(
+  ctx: Pick<JobContext, 'config' | 'customerDbs'>,
+  instance: { id: string; workspace_id: string },
+  plan: Plan,
+  runtimeSecret: string,
+): Promise<ServiceConfiguration> {
+  const databaseUrl = await ctx.customerDbs.connectionUrl(instance.id);
+  return { variables: runtimeVariables(ctx, instance, plan, { databaseUrl, runtimeSecret }), limits: { cpu: plan.cpu, memoryMb: plan.memoryMb } };
 }

@@ -35,6 +35,13 @@ export interface ComputeProvider {
   recentLog?(serviceId: string): Promise<string[]>;
   /** Starts the service's runtime again (the health monitor, after failures): what was done, for the incident. */
   restart(serviceId: string): Promise<{ action: string }>;
+  /**
+   * Every service the provider holds for this control plane (the whole Railway project, paged; every local service).
+   * Only the reconciler lists, once per run.
+   */
+  listServices(): Promise<ListedService[]>;
+  /** What the service holds now (read back, to compare with what configure sets); null when it does not exist. */
+  readSettings(serviceId: string): Promise<ServiceSettings | null>;
   close(): Promise<void>;
 }
 
@@ -42,6 +49,19 @@ export interface ServiceState {
   running: boolean;
   /** What the provider says (a process that exited and how, a deployment's status and id), for operators. */
   detail: string;
+}
+
+/** A service as the compute provider lists it. */
+export interface ListedService {
+  serviceId: string;
+  name: string;
+}
+
+/** A service's variables and limits as its provider holds them. */
+export interface ServiceSettings {
+  variables: Record<string, string>;
+  /** null when the provider's answer holds no limits this control plane can read. */
+  limits: Pick<Plan, 'cpu' | 'memoryMb'> | null;
 }
 
 export interface DatabaseRef {
@@ -75,7 +95,20 @@ export interface DatabaseProvider {
    */
   ensureDatabase(name: string, progress?: DatabaseProgress): Promise<EnsureDatabaseResult>;
   deleteDatabase(ref: DatabaseRef): Promise<void>;
+  /**
+   * Every customer database the provider holds for this control plane (each Neon project's branches, paged; the
+   * local databases and roles whose password this control plane keeps). Only the reconciler lists, once per run.
+   */
+  listDatabases(): Promise<ListedDatabase[]>;
   close(): Promise<void>;
+}
+
+/** A customer database as its provider lists it: what deleting it takes, its name, and what of it is gone. */
+export interface ListedDatabase extends DatabaseRef {
+  /** The name it goes by (a Neon branch's, a local database's or role's). */
+  name: string;
+  /** Parts that are gone (locally a database and its role can go one without the other); empty when whole. */
+  missing: ('database' | 'role')[];
 }
 
 export interface MailMessage {

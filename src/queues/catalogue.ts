@@ -211,4 +211,6 @@ export const JOB_IDS = {
   alert: (auditId: string, channel: AlertData['channel']) => jobId('alert', auditId, channel),
   /** The job schedulers of the fleet jobs (one each, whatever the number of workers). */
   fleetScheduler: (job: 'monitor' | 'reconcile') => jobId('scheduler', job),
+  /** A reconcile run an operator asked for now (one per request). */
+  reconcileNow: (requestId: string) => jobId('reconcile', requestId),
 };

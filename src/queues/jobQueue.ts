@@ -66,6 +66,8 @@ export interface JobQueue {
    * an interval of 0 removes it).
    */
   scheduleFleet(everyMs: Record<'monitor' | 'reconcile', number>): Promise<void>;
+  /** A reconcile run now, besides the scheduled ones (an operator asked); answers its job id. */
+  addReconcile(requestId: string): Promise<string>;
 }
 
 export class BullJobQueue implements JobQueue {
@@ -176,15 +178,24 @@ export class BullJobQueue implements JobQueue {
         continue;
       }
       const data: FleetData = {};
-      // Kept history of a job that runs every minute stays short: Postgres keeps what it found.
       await queue.upsertJobScheduler(JOB_IDS.fleetScheduler(name), { every: everyMs[name] }, {
         name,
         data,
-        opts: { attempts: 1, removeOnComplete: { count: 100 }, removeOnFail: { count: 100 } },
+        opts: FLEET_JOB_OPTIONS,
       });
     }
   }
+
+  async addReconcile(requestId: string): Promise<string> {
+    const id = JOB_IDS.reconcileNow(requestId);
+    const data: FleetData = {};
+    await this.queues.get(JOBS.reconcile.queue).add('reconcile', data, { ...FLEET_JOB_OPTIONS, jobId: id });
+    return id;
+  }
 }
+
+/** A fleet run is not retried (the next one starts afresh), and its kept history stays short: Postgres keeps what it found. */
+const FLEET_JOB_OPTIONS = { attempts: 1, removeOnComplete: { count: 100 }, removeOnFail: { count: 100 } };
 
 async function activeSteps(node: { job: Job; children?: unknown[] }): Promise<string[]> {
   const children = (node.children ?? []) as { job: Job; children?: unknown[] }[];

@@ -10,6 +10,9 @@ import { canHappen, INSTANCE_STATUSES, isEnded, type InstanceEvent } from '../in
 import { isPlanName, PLANS } from '../../core/plans.ts';
 import { startProvisioning } from '../provisioning.ts';
 import type { JobQueue } from '../queues/jobQueue.ts';
+import { QUEUES } from '../queues/catalogue.ts';
+import { inspectFleet, type InspectContext } from '../jobs/fleet/reconcile.ts';
+import { maskSecrets } from '../../core/logger.ts';
 import { requireAdminToken } from './auth.ts';
 import { HttpError } from '../../core/http/httpError.ts';
 import { readJsonBody } from '../../core/http/rawBody.ts';
@@ -19,7 +22,7 @@ const EMAIL = /^[^@\s<>"]{1,64}@[^@\s<>"]{1,253}\.[^@\s<>".]{2,63}$/;
 const HEALTH_FILTERS = ['healthy', 'degraded', 'down', 'unknown'] as const;
 const LIST_LIMIT = { default: 50, max: 200 };
 
-export function adminApi(deps: { config: Config; instances: Instances; steps: StepLedger; audit: AuditLog; jobs: JobQueue; health: InstanceHealth }): Router {
+export function adminApi(deps: { config: Config; instances: Instances; steps: StepLedger; audit: AuditLog; jobs: JobQueue; health: InstanceHealth } & InspectContext): Router {
   const router = new Router({ prefix: '/api' });
   router.use(requireAdminToken(deps.config.admin.token));
 
@@ -144,6 +147,31 @@ export function adminApi(deps: { config: Config; instances: Instances; steps: St
     ctx.body = { cleared: instance.id };
   });
 
+  /** The newest reconcile report (a dry run's too), whichever process made it. */
+  router.get('/admin/reconcile', async (ctx) => {
+    const report = await deps.reconciliation.lastReport();
+    if (!report) throw new HttpError(404, 'not_found', 'no reconcile run has reported yet');
+    ctx.body = report;
+  });
+
+  /** ?dryRun=true: a run here and now whose report is the answer, changing nothing. Otherwise a run is queued now. */
+  router.post('/admin/reconcile', async (ctx) => {
+    const dryRun = dryRunOf(ctx.query);
+    if (!dryRun) {
+      const jobId = await deps.jobs.addReconcile(randomUUID());
+      await deps.audit.record({ actor: 'admin-api', action: 'reconcile.requested', detail: { jobId } });
+      ctx.status = 202;
+      ctx.body = { reconciling: `${QUEUES.fleet}/${jobId}` };
+      return;
+    }
+    try {
+      ctx.body = await inspectFleet(deps);
+    } catch (err) {
+      // A provider that does not answer the listing: the operator sees which, as a failed job would say.
+      throw new HttpError(502, 'reconcile_failed', maskSecrets((err as Error).message).slice(0, 500));
+    }
+  });
+
   return router;
 }
 
@@ -171,6 +199,19 @@ function listFilter(query: Record<string, string | string[] | undefined>): Insta
   }
   if (problems.length) throw new HttpError(400, 'invalid_request', problems.join('; '));
   return { status, health: health as InstanceListFilter['health'], after, limit };
+}
+
+/**
+ * The reconcile request's one parameter: dryRun, true or false (absent: false). Anything else is refused, a
+ * misspelt dryRun above all, which would otherwise start a run that acts.
+ */
+function dryRunOf(query: Record<string, string | string[] | undefined>): boolean {
+  const unknown = Object.keys(query).filter((name) => name !== 'dryRun');
+  if (unknown.length) throw new HttpError(400, 'invalid_request', `unknown query parameter ${unknown.join(', ')}: only dryRun (true or false)`);
+  const value = query.dryRun;
+  if (value === undefined) return false;
+  if (value !== 'true' && value !== 'false') throw new HttpError(400, 'invalid_request', 'dryRun must be true or false, given once');
+  return value === 'true';
 }
 
 /** A failed instance, to which an operator's `event` (a retry, abandoning it) can happen. */

@@ -13,9 +13,13 @@ import { jsonErrors } from '../../core/http/httpError.ts';
 import { stripeWebhook } from './stripeWebhook.ts';
 import { runtimeApi } from './runtimeApi.ts';
 import type { SecretStore } from '../secrets.ts';
+import type { ComputeProvider, DatabaseProvider } from '../providers/types.ts';
 
-export interface WebDeps extends Pick<Gateways, 'instances' | 'steps' | 'audit' | 'stripeEvents' | 'usageNotices' | 'health'> {
+export interface WebDeps extends Pick<Gateways, 'instances' | 'steps' | 'audit' | 'stripeEvents' | 'usageNotices' | 'health' | 'reconciliation' | 'customerDbs'> {
   config: Config;
+  /** The admin API's reconcile dry run lists what the providers hold. */
+  compute: ComputeProvider;
+  database: DatabaseProvider;
   /** For the health check. */
   db: Db;
   queues: Queues;

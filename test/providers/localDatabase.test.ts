@@ -296,6 +296,23 @@ describe('LocalDatabaseProvider (real Postgres)', function () {
     });
   });
 
+  it('lists the databases and roles whose password it keeps, with what of each is gone, and no other control plane’s', async () => {
+    const whole = name('list_whole');
+    const dropped = name('list_dropped');
+    const foreign = name('list_foreign');
+    await provider.findOrCreateDatabase(whole);
+    await provider.findOrCreateDatabase(dropped);
+    await admin.query(`DROP DATABASE ${quoteIdent(dropped)} WITH (FORCE)`);
+    // Same naming, made by someone else on the same server (another control plane, whose secrets are its own).
+    await admin.query(`CREATE DATABASE ${quoteIdent(foreign)}`);
+
+    const listed = (await provider.listDatabases()).filter((d) => d.name.includes('_list_'));
+    expect(listed.sort((a, b) => a.name.localeCompare(b.name))).to.deep.equal([
+      { branchId: dropped, databaseName: dropped, roleName: dropped, name: dropped, missing: ['database'] },
+      { branchId: whole, databaseName: whole, roleName: whole, name: whole, missing: [] },
+    ]);
+  });
+
   describe('deleteDatabase', () => {
     it('drops the database even with an open connection, then the role and the sealed password; again is a no-op', async () => {
       const db = name('del');

@@ -372,6 +372,22 @@ describe('NeonDatabaseProvider against the Neon emulator', function () {
     expect(missing.message).to.match(/no-such-project/).and.match(/not found/);
   });
 
+  it('lists every branch of every project in the pool, by <project>/<branch> (the reconciler)', async () => {
+    const before = emulator.calls.length;
+    const listed = await providerFor().listDatabases();
+    const lists = emulator.calls.slice(before).map((c) => `${c.method} ${c.path}`);
+    expect(lists).to.deep.equal([`GET /api/v2/projects/${projectA}/branches`, `GET /api/v2/projects/${projectB}/branches`]);
+    const branches = [projectA, projectB].flatMap((p) => emulator.branches(p).map((b) => `${p}/${b.branch.id} ${b.branch.name}`));
+    expect(listed.map((d) => `${d.branchId} ${d.name}`).sort()).to.deep.equal(branches.sort());
+    expect(listed.find((d) => d.name === first.name)).to.deep.equal({
+      branchId: first.ready.branchId,
+      databaseName: NEON_DATABASE_NAME,
+      roleName: first.name,
+      name: first.name,
+      missing: [],
+    });
+  });
+
   it('deleteDatabase drops the branch and its real objects, freeing its room; a second delete is a no-op; 423 is transient', async () => {
     await emulator.idle(); // earlier tests' operations (a delete) must not make the project busy here
     const branchId = first.ready.branchId.split('/')[1]!;

@@ -114,6 +114,29 @@ describe('RailwayComputeProvider (against the emulator)', function () {
     expect(await p.createService('x'.repeat(33)).catch((e: unknown) => e)).to.be.instanceOf(PermanentError);
   });
 
+  it('lists the whole project 100 services a request, and reads a service’s variables and limits back in one (the reconciler)', async () => {
+    const listed = railway.createProject();
+    await fill(listed, 150);
+    const p = new RailwayComputeProvider(config({}, listed));
+    const { serviceId } = await p.createService('claw-listed');
+    await p.configure(serviceId, { variables: { PLAN: 'pro' }, limits: LIMITS });
+    const bare = await p.createService('claw-bare');
+    p.calls.clear();
+
+    const services = await p.listServices();
+    expect(services).to.have.length(152);
+    expect(services).to.deep.include({ serviceId, name: 'claw-listed' });
+    expect(Object.fromEntries(p.calls)).to.deep.equal({ projectServices: 2 });
+
+    p.calls.clear();
+    expect(await p.readSettings(serviceId)).to.deep.equal({ variables: { PLAN: 'pro', PORT: '8080' }, limits: LIMITS });
+    expect(Object.fromEntries(p.calls)).to.deep.equal({ serviceSettings: 1 });
+    // No limits set: none to compare (Railway's plan maximums are not the plan's).
+    expect(await p.readSettings(bare.serviceId)).to.deep.equal({ variables: {}, limits: null });
+    await p.deleteService(bare.serviceId);
+    expect(await p.readSettings(bare.serviceId)).to.equal(null);
+  });
+
   it('configures in one request: variables without deploying, limits, the runtime Dockerfile and its healthcheck', async () => {
     const { serviceId } = await provider.createService('claw-configure');
     provider.calls.clear();

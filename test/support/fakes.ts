@@ -20,6 +20,7 @@ import type { StripeEvents } from '../../src/db/stripeEvents.ts';
 import type { Subscriptions } from '../../src/db/subscriptions.ts';
 import type { UsageNotice, UsageNotices } from '../../src/db/usageNotices.ts';
 import type { ProviderTimings, TimingSample } from '../../src/db/providerTimings.ts';
+import { sightingKey, type FleetInstance, type OrphanRef, type Reconciliation, type Sighting, type StoredReport } from '../../src/db/reconciliation.ts';
 import { typicalOf, type TypicalDuration } from '../../src/jobs/pollTiming.ts';
 import { nextStatus, TRANSITIONS, type InstanceEvent, type TransitionRequest } from '../../src/instances/stateMachine.ts';
 import { INSTANCE_SECRETS, instanceOwner } from '../../src/instances/secrets.ts';
@@ -33,6 +34,8 @@ import type {
   DatabaseRef,
   DeploymentState,
   EnsureDatabaseResult,
+  ListedDatabase,
+  ListedService,
   Mailer,
   MailMessage,
   ProviderAlert,
@@ -385,6 +388,83 @@ export class FakeLocks implements InstanceLocks {
   }
 }
 
+/** The reconciler's memory, in memory: sightings can be aged by a test (`age`), the lock held (`locked`). */
+export class FakeReconciliation implements Reconciliation {
+  readonly seen = new Map<string, { firstSeenAt: Date }>();
+  readonly checked = new Map<string, Date>();
+  readonly reports: StoredReport[] = [];
+  locked = false;
+
+  constructor(
+    private readonly calls: Trace,
+    private readonly instances: FakeInstances,
+  ) {}
+
+  async fleet(): Promise<FleetInstance[]> {
+    return [...this.instances.rows.values()].map((i) => ({
+      id: i.id,
+      customer_id: i.customer_id,
+      workspace_id: i.workspace_id,
+      status: i.status,
+      plan: i.plan,
+      generation: i.generation,
+      compute_provider: i.compute_provider,
+      database_provider: i.database_provider,
+      service_id: i.service_id,
+      branch_id: i.branch_id,
+      drift_checked_at: this.checked.get(i.id) ?? null,
+    }));
+  }
+
+  async sighted(orphans: OrphanRef[]): Promise<Map<string, Sighting>> {
+    const keys = new Set(orphans.map(sightingKey));
+    for (const key of this.seen.keys()) if (!keys.has(key)) this.seen.delete(key);
+    for (const key of keys) if (!this.seen.has(key)) this.seen.set(key, { firstSeenAt: new Date() });
+    return this.sightings(orphans);
+  }
+
+  async sightings(orphans: OrphanRef[]): Promise<Map<string, Sighting>> {
+    const out = new Map<string, Sighting>();
+    for (const key of orphans.map(sightingKey)) {
+      const seen = this.seen.get(key);
+      if (seen) out.set(key, { firstSeenAt: seen.firstSeenAt, ageMs: Date.now() - seen.firstSeenAt.getTime() });
+    }
+    return out;
+  }
+
+  /** Every sighting kept is `ms` older. */
+  age(ms: number): void {
+    for (const seen of this.seen.values()) seen.firstSeenAt = new Date(seen.firstSeenAt.getTime() - ms);
+  }
+
+  async forget(orphan: OrphanRef): Promise<void> {
+    this.calls.push(`reconciliation.forget ${orphan.id}`);
+    this.seen.delete(sightingKey(orphan));
+  }
+
+  async driftChecked(instanceIds: string[]): Promise<void> {
+    for (const id of instanceIds) this.checked.set(id, new Date());
+  }
+
+  async saveReport(report: StoredReport): Promise<void> {
+    this.reports.push(report);
+  }
+
+  async lastReport(): Promise<StoredReport | undefined> {
+    return this.reports.at(-1);
+  }
+
+  async exclusive<T>(work: () => Promise<T>): Promise<{ ran: true; value: T } | { ran: false }> {
+    if (this.locked) return { ran: false };
+    this.locked = true;
+    try {
+      return { ran: true, value: await work() };
+    } finally {
+      this.locked = false;
+    }
+  }
+}
+
 export class FakeSecrets {
   readonly values = new Map<string, string>();
 
@@ -586,6 +666,11 @@ export class FakeJobQueue implements JobQueue {
   pause = (...args: unknown[]) => this.add('pause', ...args);
   scheduleFleet = (...args: unknown[]) => this.add('scheduleFleet', ...args);
 
+  async addReconcile(requestId: string): Promise<string> {
+    await this.add('addReconcile', requestId);
+    return `reconcile-${requestId}`;
+  }
+
   async retryFailed(): Promise<boolean> {
     return false;
   }
@@ -675,6 +760,18 @@ export class FakeCompute implements ComputeProvider {
     return { action: 'restarted' };
   }
 
+  async listServices(): Promise<ListedService[]> {
+    this.calls.push('compute.listServices');
+    return [...this.services.keys()].map((id) => ({ serviceId: id, name: id }));
+  }
+
+  async readSettings(serviceId: string) {
+    const service = this.services.get(serviceId);
+    if (!service) return null;
+    const limits = service.limits as { cpu?: number; memoryMb?: number } | undefined;
+    return { variables: { ...service.variables }, limits: limits?.cpu !== undefined ? { cpu: limits.cpu, memoryMb: limits.memoryMb! } : null };
+  }
+
   async close(): Promise<void> {}
 }
 
@@ -685,6 +782,8 @@ export class FakeDatabaseProvider implements DatabaseProvider {
   /** Alerts every answer carries (as the Neon provider hands back its capacity alerts until they are saved). */
   alerts: ProviderAlert[] = [];
   readonly deleted: DatabaseRef[] = [];
+  /** The databases it holds, by branch id (what ensureDatabase made, and what a test adds). */
+  readonly databases = new Map<string, ListedDatabase>();
 
   constructor(private readonly calls: Trace) {}
 
@@ -694,6 +793,7 @@ export class FakeDatabaseProvider implements DatabaseProvider {
       this.pendingPolls--;
       return { pending: { operation: 'op-1', ...progress }, retryInMs: 500, detail: 'branch creating', ...(this.alerts.length ? { alerts: this.alerts } : {}) };
     }
+    this.databases.set(`br-${name}`, { branchId: `br-${name}`, databaseName: name, roleName: name, name, missing: [] });
     return {
       ready: { branchId: `br-${name}`, databaseName: name, roleName: name, connectionUrl: `postgres://${name}@db/${name}` },
       ...(this.alerts.length ? { alerts: this.alerts } : {}),
@@ -703,6 +803,12 @@ export class FakeDatabaseProvider implements DatabaseProvider {
   async deleteDatabase(ref: DatabaseRef): Promise<void> {
     this.calls.push(`database.deleteDatabase ${ref.databaseName}`);
     this.deleted.push(ref);
+    this.databases.delete(ref.branchId);
+  }
+
+  async listDatabases(): Promise<ListedDatabase[]> {
+    this.calls.push('database.listDatabases');
+    return [...this.databases.values()];
   }
 
   async close(): Promise<void> {}
@@ -780,6 +886,7 @@ export interface Fakes {
   timings: FakeTimings;
   health: FakeHealth;
   locks: FakeLocks;
+  reconciliation: FakeReconciliation;
   secrets: FakeSecrets;
   customerDbs: FakeCustomerDbs;
   archives: FakeArchiveStore;
@@ -821,6 +928,7 @@ export function fakeContext(env: Record<string, string> = {}): Fakes {
     timings: new FakeTimings(),
     health: new FakeHealth(),
     locks: new FakeLocks(),
+    reconciliation: new FakeReconciliation(calls, instances),
     secrets,
     customerDbs: new FakeCustomerDbs(calls, secrets),
     archives: new FakeArchiveStore(calls),

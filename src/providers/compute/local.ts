@@ -9,7 +9,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { closeSync, mkdirSync, openSync, readFileSync } from 'node:fs';
+import { closeSync, mkdirSync, openSync, readdirSync, readFileSync } from 'node:fs';
 import { open, rm } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { hostname } from 'node:os';
@@ -17,7 +17,7 @@ import path from 'node:path';
 import type { Db } from '../../db/pool.ts';
 import type { SecretStore } from '../../secrets.ts';
 import type { Plan } from '../../../core/plans.ts';
-import type { ComputeProvider, DeploymentState, ServiceState } from '../types.ts';
+import type { ComputeProvider, DeploymentState, ListedService, ServiceSettings, ServiceState } from '../types.ts';
 import { logger, maskSecrets } from '../../../core/logger.ts';
 
 export interface LocalComputeOptions {
@@ -170,9 +170,48 @@ export class LocalComputeProvider implements ComputeProvider {
 
   async deleteService(serviceId: string): Promise<void> {
     await this.stop(serviceId);
+    this.killStrays(serviceId);
     await this.db.query('DELETE FROM local_services WHERE name = $1', [serviceId]);
     await this.secrets.delete(secretOwner(serviceId), 'variables');
     await rm(this.workspaceDir(serviceId), { recursive: true, force: true });
+  }
+
+  /** Every service row, and every runtime process of ours still running for a service without one (see killStrays). */
+  async listServices(): Promise<ListedService[]> {
+    const { rows } = await this.db.query<{ name: string }>('SELECT name FROM local_services ORDER BY name');
+    const names = new Set(rows.map((row) => row.name));
+    for (const running of this.runtimeProcesses()) names.add(running.name);
+    return [...names].map((name) => ({ serviceId: name, name }));
+  }
+
+  /**
+   * A deleted service's runtimes that outlived the process supervising them (a worker killed outright leaves its
+   * children running): found by their command line and workspace, and stopped.
+   */
+  private killStrays(serviceId: string): void {
+    for (const stray of this.runtimeProcesses().filter((p) => p.name === serviceId)) {
+      try {
+        process.kill(stray.pid, 'SIGTERM');
+      } catch {
+        // exited meanwhile
+      }
+    }
+  }
+
+  /**
+   * The runtime processes on this machine started by this control plane: its runtime command line, a workspace
+   * directly under its workspaces directory (another control plane's runtimes have theirs elsewhere).
+   */
+  private runtimeProcesses(): { pid: number; name: string }[] {
+    return runtimeProcesses(this.options.args.join('\0'), this.options.workspacesDir);
+  }
+
+  async readSettings(serviceId: string): Promise<ServiceSettings | null> {
+    const row = await this.row(serviceId);
+    if (!row) return null;
+    const variables = JSON.parse((await this.secrets.get(secretOwner(serviceId), 'variables')) ?? '{}') as Record<string, string>;
+    const { cpu, memoryMb } = row.limits;
+    return { variables, limits: typeof cpu === 'number' && typeof memoryMb === 'number' ? { cpu, memoryMb } : null };
   }
 
   workspaceDir(serviceId: string): string {
@@ -433,6 +472,28 @@ function runsAs(pid: number, commandLine: string, port: number): boolean {
   } catch {
     return false;
   }
+}
+
+/** The processes running this runtime command line with a workspace directly under `workspacesDir`, by service name. */
+function runtimeProcesses(commandLine: string, workspacesDir: string): { pid: number; name: string }[] {
+  const found: { pid: number; name: string }[] = [];
+  let entries: string[];
+  try {
+    entries = readdirSync('/proc');
+  } catch {
+    return found; // no /proc (not Linux): no process to find
+  }
+  for (const entry of entries) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      if (!readFileSync(`/proc/${entry}/cmdline`, 'utf8').includes(commandLine)) continue;
+      const dir = readFileSync(`/proc/${entry}/environ`, 'utf8').split('\0').find((v) => v.startsWith('WORKSPACE_DIR='))?.slice('WORKSPACE_DIR='.length);
+      if (dir && path.dirname(dir) === workspacesDir) found.push({ pid: Number(entry), name: path.basename(dir) });
+    } catch {
+      // gone meanwhile, or another user's
+    }
+  }
+  return found;
 }
 
 export function freePort(): Promise<number> {

@@ -11,7 +11,7 @@ import type { RailwayConfig } from '../../config.ts';
 import { isTransientNetworkError, parseRetryAfter, PermanentError, RateLimitedError, TransientError } from '../../errors.ts';
 import type { Plan } from '../../../core/plans.ts';
 import { httpFetch } from '../http.ts';
-import type { ComputeProvider, DeploymentState, ServiceState } from '../types.ts';
+import type { ComputeProvider, DeploymentState, ListedService, ServiceSettings, ServiceState } from '../types.ts';
 import { RAILWAY_DOCUMENTS as DOCS } from './railwayDocuments.ts';
 
 const REQUEST_TIMEOUT_MS = 20_000;
@@ -170,19 +170,46 @@ export class RailwayComputeProvider implements ComputeProvider {
     }
   }
 
+  /** The project's services, 100 a request. */
+  async listServices(): Promise<ListedService[]> {
+    const listed: ListedService[] = [];
+    for await (const page of this.servicePages()) listed.push(...page.map((s) => ({ serviceId: s.id, name: s.name })));
+    return listed;
+  }
+
+  /** Variables and limit overrides in one request. */
+  async readSettings(serviceId: string): Promise<ServiceSettings | null> {
+    try {
+      const data = await this.call<{ variables: Record<string, string>; serviceInstanceLimitOverride: unknown }>('serviceSettings', {
+        ...this.scope(),
+        serviceId,
+      });
+      return { variables: data.variables, limits: limitsOf(data.serviceInstanceLimitOverride) };
+    } catch (err) {
+      if (err instanceof PermanentError && /not found/i.test(err.message)) return null;
+      throw err;
+    }
+  }
+
   async close(): Promise<void> {}
 
   /** Recovery only (a service asked for, its id never recorded): Railway has no lookup by name, so this lists. */
   private async findService(name: string): Promise<string | undefined> {
+    for await (const page of this.servicePages()) {
+      const found = page.find((s) => s.name === name);
+      if (found) return found.id;
+    }
+    return undefined;
+  }
+
+  private async *servicePages(): AsyncGenerator<{ id: string; name: string }[]> {
     let after: string | null = null;
     do {
       const data: { project: { services: { edges: { node: { id: string; name: string } }[]; pageInfo: { hasNextPage: boolean; endCursor: string | null } } } } =
         await this.call('projectServices', { projectId: this.config.projectId, after });
-      const found = data.project.services.edges.find((e) => e.node.name === name);
-      if (found) return found.node.id;
+      yield data.project.services.edges.map((e) => e.node);
       after = data.project.services.pageInfo.hasNextPage ? data.project.services.pageInfo.endCursor : null;
     } while (after);
-    return undefined;
   }
 
   /** Railway's ServiceSourceInput: the prebuilt image, or the repository. */
@@ -207,6 +234,16 @@ export class RailwayComputeProvider implements ComputeProvider {
       throw classify(operation, err);
     }
   }
+}
+
+/**
+ * Railway's limit override (a JSON scalar the schema leaves open) as a plan's CPU and memory: `{ vCPUs, memoryGB }`,
+ * what configure sets. Anything else (no override, another shape) is unknown, and no limits are compared.
+ */
+export function limitsOf(override: unknown): ServiceSettings['limits'] {
+  const { vCPUs, memoryGB } = (override ?? {}) as { vCPUs?: unknown; memoryGB?: unknown };
+  if (typeof vCPUs !== 'number' || typeof memoryGB !== 'number') return null;
+  return { cpu: vCPUs, memoryMb: Math.round(memoryGB * 1024) };
 }
 
 /** Railway's answers, as the step should see them. */

@@ -3,7 +3,10 @@
  * (test/fixtures/railway/schema.graphql), so a field Railway does not have can never ship.
  */
 export const RAILWAY_DOCUMENTS = {
-  /** Only to recover a service whose id was never recorded: Railway has no lookup by name. */
+  /**
+   * Only to recover a service whose id was never recorded (Railway has no lookup by name), and for the reconciler's
+   * listing (once per run).
+   */
   projectServices: /* GraphQL */ `
     query ProjectServices($projectId: String!, $after: String) {
       project(id: $projectId) {
@@ -67,6 +70,12 @@ export const RAILWAY_DOCUMENTS = {
   deploymentRemove: /* GraphQL */ `
     mutation DeploymentRemove($id: String!) {
       deploymentRemove(id: $id)
+    }`,
+  /** The reconciler's read-back: what the service holds, to compare with what configure sets. */
+  serviceSettings: /* GraphQL */ `
+    query ServiceSettings($projectId: String!, $environmentId: String!, $serviceId: String!) {
+      variables(projectId: $projectId, environmentId: $environmentId, serviceId: $serviceId)
+      serviceInstanceLimitOverride(environmentId: $environmentId, serviceId: $serviceId)
     }`,
   serviceDelete: /* GraphQL */ `
     mutation ServiceDelete($id: String!, $environmentId: String) {

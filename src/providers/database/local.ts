@@ -8,9 +8,11 @@ import { inTransaction, quoteIdent } from '../../../core/postgres.ts';
 import type { SecretStore } from '../../secrets.ts';
 import { toBase62 } from '../../../core/apiKey.ts';
 import { scramSha256Verifier } from './scram.ts';
-import type { DatabaseProvider, DatabaseRef, EnsureDatabaseResult } from '../types.ts';
+import type { DatabaseProvider, DatabaseRef, EnsureDatabaseResult, ListedDatabase } from '../types.ts';
 
 const NAME_PATTERN = /^[a-z][a-z0-9_]{0,62}$/;
+/** Each role's password is kept under local-database/<name>. */
+const SECRET_PREFIX = 'local-database/';
 
 export class LocalDatabaseProvider implements DatabaseProvider {
   readonly kind = 'local';
@@ -75,14 +77,35 @@ export class LocalDatabaseProvider implements DatabaseProvider {
     const db = quoteIdent(ref.databaseName);
     await this.admin.query(`DROP DATABASE IF EXISTS ${db} WITH (FORCE)`);
     await this.admin.query(`DROP ROLE IF EXISTS ${quoteIdent(ref.roleName)}`);
-    await this.secrets.delete(`local-database/${ref.databaseName}`, 'password');
+    await this.secrets.delete(`${SECRET_PREFIX}${ref.databaseName}`, 'password');
+  }
+
+  /**
+   * The databases and roles this control plane made: those whose password it keeps (made before the role). Others
+   * on the same server (another control plane's) are not listed, whatever their name.
+   */
+  async listDatabases(): Promise<ListedDatabase[]> {
+    const names = (await this.secrets.owners(SECRET_PREFIX, 'password')).map((owner) => owner.slice(SECRET_PREFIX.length));
+    const { rows } = await this.admin.query<{ name: string; has_database: boolean; has_role: boolean }>(
+      `SELECT n AS name, EXISTS (SELECT 1 FROM pg_database WHERE datname = n) AS has_database,
+              EXISTS (SELECT 1 FROM pg_roles WHERE rolname = n) AS has_role
+       FROM unnest($1::text[]) AS n`,
+      [names],
+    );
+    return rows.map((row) => ({
+      branchId: row.name,
+      databaseName: row.name,
+      roleName: row.name,
+      name: row.name,
+      missing: [...(row.has_database ? [] : ['database' as const]), ...(row.has_role ? [] : ['role' as const])],
+    }));
   }
 
   async close(): Promise<void> {}
 
   /** The role's password, made once and kept encrypted, so a re-run does not break a deployed instance. */
   private async password(name: string): Promise<string> {
-    return this.secrets.putIfAbsent(`local-database/${name}`, 'password', toBase62(randomBytes(24), 33));
+    return this.secrets.putIfAbsent(`${SECRET_PREFIX}${name}`, 'password', toBase62(randomBytes(24), 33));
   }
 }
 

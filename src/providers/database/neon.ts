@@ -43,7 +43,7 @@ import type { NeonConfig } from '../../config.ts';
 import type { CapacityAlert, NeonPlacements, ProjectLoad } from '../../db/neonPlacements.ts';
 import { PermanentError, RateLimitedError, TransientError, parseRetryAfter } from '../../errors.ts';
 import { axiosAdapter } from '../http.ts';
-import type { DatabaseProgress, DatabaseProvider, DatabaseRef, EnsureDatabaseResult, ProviderAlert } from '../types.ts';
+import type { DatabaseProgress, DatabaseProvider, DatabaseRef, EnsureDatabaseResult, ListedDatabase, ProviderAlert } from '../types.ts';
 
 /** The database every customer's runtime uses, owned by the customer's role. */
 export const NEON_DATABASE_NAME = 'clawdbot';
@@ -92,6 +92,8 @@ const TURN_SLACK_MS = 25;
 /** Role names: what instanceResources() makes (claw_<hex>), within Postgres' 63 bytes and outside pg_/neon_. */
 const NAME_PATTERN = /^[a-z][a-z0-9_]{0,62}$/;
 const MAX_BRANCH_PAGES = 50;
+/** Branches a listing asks for at once. */
+const LIST_PAGE = 100;
 
 /** A failed API call, before it is classified (kept internal: it is never thrown out of the provider). */
 class NeonCallError extends Error {
@@ -234,6 +236,35 @@ export class NeonDatabaseProvider implements DatabaseProvider {
       }
       throw this.classify(err);
     }
+  }
+
+  /**
+   * Every branch of every project in NEON_PROJECT_IDS, 100 a request. A project holding more pages than its branch
+   * limit allows fails the listing rather than answer part of it.
+   */
+  async listDatabases(): Promise<ListedDatabase[]> {
+    const listed: ListedDatabase[] = [];
+    const maxPages = Math.ceil(this.config.branchLimit / LIST_PAGE) + 1;
+    try {
+      for (const projectId of this.config.projectIds) {
+        let cursor: string | undefined;
+        for (let page = 0; ; page++) {
+          if (page >= maxPages) throw new TransientError(`Neon: project ${projectId} lists more than ${maxPages} pages of branches`);
+          const { data } = await this.call(`list branches of project ${projectId}`, () =>
+            this.api.listProjectBranches({ projectId, limit: LIST_PAGE, ...(cursor ? { cursor } : {}) }),
+          );
+          for (const branch of data.branches) {
+            listed.push({ branchId: `${projectId}/${branch.id}`, databaseName: NEON_DATABASE_NAME, roleName: branch.name, name: branch.name, missing: [] });
+          }
+          const next = data.pagination?.next;
+          if (!next || next === cursor || data.branches.length === 0) break;
+          cursor = next;
+        }
+      }
+    } catch (err) {
+      throw this.classify(err);
+    }
+    return listed;
   }
 
   async close(): Promise<void> {}
