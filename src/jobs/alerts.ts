@@ -16,8 +16,6 @@ export async function sendAlert(ctx: JobContext, job: JobHandle<AlertData>): Pro
 const TITLES: Record<string, (step: string) => string> = {
   'lifecycle.failed': (step) => `Lifecycle job ${step} failed`,
   'deployment.needs_approval': () => 'A deployment waits for an operator’s approval',
-  'reconcile.missing': () => 'An instance is missing its service or database (nothing was recreated)',
-  'reconcile.held_back': () => 'The reconciler deleted nothing: most resources look orphaned',
 };
 
 /** The incident as recorded when it happened: what failed, for whom, at which step, and why. */
@@ -43,7 +41,7 @@ async function describe(ctx: JobContext, data: AlertData): Promise<Omit<Alert, '
     };
   }
   return {
-    // An incident that names itself (the health monitor's) is told as it was recorded.
+    // An incident that names itself (the health monitor's, the reconciler's) is told as it was recorded.
     title: detail.title ?? TITLES[incident.action]?.(detail.step ?? '') ?? 'Provisioning failed',
     customer: instance
       ? `${instance.email ?? 'no email'} (${instance.stripe_customer_id ?? 'comped'}, ${instance.workspace_id})`

@@ -279,7 +279,7 @@ for (const backend of [LOCAL, CLOUD]) {
       expect(incidents).to.have.length(1);
       const posts = h.slack.posts.slice(slackBefore).filter((p) => (p.text ?? '').includes('ana@example.com'));
       expect(posts).to.have.length(1);
-      expect(posts[0]!.text).to.match(/missing its service or database/);
+      expect(posts[0]!.text).to.match(/An active instance is missing its database/);
       expect(h.smtp.messages.filter((m) => m.to.includes('ops@clawdbot.test') && m.text.includes(branchId))).to.have.length(1);
 
       // Nothing recreated: no database under its name, and the instance still records the one that was dropped.
