@@ -51,8 +51,11 @@ export function httpRequest(url: URL, request: HttpRequest = {}): Promise<HttpAn
     const req = (url.protocol === 'https:' ? https : http).request(url, { method: request.method ?? 'GET', headers, agent });
     const onAbort = () => req.destroy(signal!.reason);
     signal?.addEventListener('abort', onAbort, { once: true });
+    let settled = false;
     const settle = (err: unknown, answer?: HttpAnswer) => {
       signal?.removeEventListener('abort', onAbort);
+      if (settled) return; // a late error of a request already answered: counted once
+      settled = true;
       metrics.providerCall(request.provider ?? 'other', answer?.status);
       if (answer) resolve(answer);
       else reject(signal?.aborted ? signal.reason : err);
