@@ -57,6 +57,7 @@ export async function startControlPlane(config: Config, roles: { web: boolean; w
   const mailer = createMailer(config.mail);
   // Metrics counters and rate-limit periods: small commands that should fail, not wait, when Redis is away.
   const redis = new Redis(config.redisUrl, { maxRetriesPerRequest: 2 });
+  redis.on('error', () => undefined); // a lost connection is retried; what it costs shows where a command fails
   const counters = new CounterStore(redis, config.queuePrefix);
   const rateLimitPeriods = new RedisRateLimitPeriods(redis, config.queuePrefix);
   const flusher = new MetricsFlusher(metrics, counters, rateLimitPeriods);

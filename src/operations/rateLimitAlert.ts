@@ -17,15 +17,18 @@ export function providerOfQueue(ctx: Pick<JobContext, 'compute' | 'database'>, q
   return queue;
 }
 
-/** A step's job saw its provider answer 429 at `now`, asking for a wait of `retryAfterMs`. */
+/**
+ * A job saw its provider answer 429 at `now`, asking for a wait of `retryAfterMs`. The provider is its queue's
+ * unless named (a job on another queue that calls a provider names it).
+ */
 export async function noteRateLimited(
   ctx: Pick<JobContext, 'config' | 'compute' | 'database' | 'rateLimitPeriods' | 'jobs' | 'audit'>,
   job: Pick<JobHandle, 'id' | 'name' | 'data' | 'queueName'>,
   retryAfterMs: number,
   now = Date.now(),
+  provider = providerOfQueue(ctx, job.queueName),
 ): Promise<void> {
   const queue = job.queueName as QueueName;
-  const provider = providerOfQueue(ctx, queue);
   const period = await ctx.rateLimitPeriods.limited(provider, now, retryAfterMs);
   if (period.alerted || now - period.since < ctx.config.rateLimitAlertAfterMs) return;
   const held = await ctx.jobs.heldJobs(queue);

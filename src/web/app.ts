@@ -33,7 +33,8 @@ export function createWebApp(deps: WebDeps): Koa {
   const app = new Koa({ proxy: deps.config.production });
   app.use(jsonErrors);
 
-  // The Stripe intake and the health check come first: nothing else (Bull Board, its auth) runs before them.
+  // The Stripe intake (after its delivery count, an increment) and the health check come first: nothing else (Bull
+  // Board, its auth) runs before them.
   const router = new Router();
   router.post('/webhooks/stripe', countDeliveries, stripeWebhook({ stripeEvents: deps.stripeEvents, jobs: deps.jobs, webhookSecret: deps.config.stripe.webhookSecret }));
   router.get('/health', async (ctx) => {
