@@ -21,6 +21,11 @@ import { createMailer } from './providers/mailer.ts';
 import { StripeGateway } from './providers/stripe.ts';
 import { ArchiveStore } from './providers/archiveStore.ts';
 import { Queues, redisConnection } from './queues/connection.ts';
+import { RedisRateLimitPeriods } from './queues/rateLimits.ts';
+import { CounterStore } from './metrics/counterStore.ts';
+import { MetricsFlusher } from './metrics/flusher.ts';
+import { metrics } from './metrics/recorder.ts';
+import { Redis } from 'ioredis';
 import { BullJobQueue } from './queues/jobQueue.ts';
 import { SecretStore } from './secrets.ts';
 import { createWebApp } from './web/app.ts';
@@ -50,6 +55,13 @@ export async function startControlPlane(config: Config, roles: { web: boolean; w
   const secrets = new SecretStore(db, config.secretsKey);
   const queues = new Queues(redisConnection(config.redisUrl), config.queuePrefix, config.worker.attempts);
   const mailer = createMailer(config.mail);
+  // Metrics counters and rate-limit periods: small commands that should fail, not wait, when Redis is away.
+  const redis = new Redis(config.redisUrl, { maxRetriesPerRequest: 2 });
+  redis.on('error', () => undefined); // a lost connection is retried; what it costs shows where a command fails
+  const counters = new CounterStore(redis, config.queuePrefix);
+  const rateLimitPeriods = new RedisRateLimitPeriods(redis, config.queuePrefix);
+  const flusher = new MetricsFlusher(metrics, counters, rateLimitPeriods);
+  flusher.start();
   const local = new LocalComputeProvider(db, secrets, {
     command: config.runtime.command,
     args: config.runtime.args,
@@ -72,6 +84,7 @@ export async function startControlPlane(config: Config, roles: { web: boolean; w
     alerter: new Alerter(config.alerts.slackWebhookUrl, config.alerts.email, mailer),
     stripe: new StripeGateway(config.stripe.secretKey, config.stripe.apiBase),
     archives: new ArchiveStore(config.lifecycle.archiveDir),
+    rateLimitPeriods,
   };
 
   let workers: Worker[] = [];
@@ -85,7 +98,7 @@ export async function startControlPlane(config: Config, roles: { web: boolean; w
   let server: Server | undefined;
   let url: string | undefined;
   if (roles.web) {
-    const app = createWebApp({ ...ctx, db });
+    const app = createWebApp({ ...ctx, db, metrics: { counters, flush: () => flusher.flush() } });
     server = await new Promise<Server>((resolve, reject) => {
       const s = app.listen(config.port, () => resolve(s)).once('error', reject);
     });
@@ -102,6 +115,8 @@ export async function startControlPlane(config: Config, roles: { web: boolean; w
     async close() {
       if (server) await new Promise<void>((resolve) => server.close(() => resolve()));
       await closeWorkers(workers);
+      await flusher.close(); // after the workers: their last counts go too
+      await redis.quit().catch(() => redis.disconnect());
       await compute.close();
       await database.close();
       await queues.close();

@@ -27,6 +27,7 @@ import { dunningEmail, resume, suspend } from './jobs/lifecycle/billing.ts';
 import { recordFinalFailure, ReportedFailure } from './operations/incidents.ts';
 import { monitor } from './jobs/fleet/monitor.ts';
 import { reconcile } from './jobs/fleet/reconcile.ts';
+import { recordFleetRun, type FleetJob } from './metrics/recorder.ts';
 
 const log = logger('worker');
 
@@ -37,6 +38,18 @@ const step =
   (handler: StepHandler<any>): Handler<ProvisionData> =>
   (ctx, job, token) =>
     runStep(ctx, job, token, handler);
+
+/** A fleet job's runs are timed for the metrics, however they end. */
+const timed =
+  <D>(name: FleetJob, handler: Handler<D>): Handler<D> =>
+  async (ctx, job, token) => {
+    const started = performance.now();
+    try {
+      return await handler(ctx, job, token);
+    } finally {
+      recordFleetRun(name, performance.now() - started);
+    }
+  };
 
 /** The handler of every job in the catalogue (Stripe event jobs, named after their event type, go to handleStripeEvent). */
 const HANDLERS: { [N in JobName]: Handler<JobData[N]> } = {
@@ -59,8 +72,8 @@ const HANDLERS: { [N in JobName]: Handler<JobData[N]> } = {
   'usage-email': sendUsageEmail,
   'alert-slack': sendAlert,
   'alert-email': sendAlert,
-  monitor,
-  reconcile,
+  monitor: timed('monitor', monitor),
+  reconcile: timed('reconcile', reconcile),
 };
 
 const STEP_NAMES: readonly string[] = Object.values(STEPS);

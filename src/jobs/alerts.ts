@@ -3,6 +3,7 @@ import { PermanentError } from '../errors.ts';
 import type { AlertData } from '../queues/catalogue.ts';
 import type { JobContext, JobHandle } from './context.ts';
 import type { Alert } from '../providers/alerter.ts';
+import { RATE_LIMIT_INCIDENT } from '../operations/rateLimitAlert.ts';
 
 export async function sendAlert(ctx: JobContext, job: JobHandle<AlertData>): Promise<{ sent: string }> {
   const { channel, queue, jobId } = job.data;
@@ -32,9 +33,9 @@ async function describe(ctx: JobContext, data: AlertData): Promise<Omit<Alert, '
     };
   }
   const instance = incident.instanceId ? await ctx.instances.byId(incident.instanceId) : undefined;
-  if (incident.action === 'provider.alert') {
+  if (incident.action === 'provider.alert' || incident.action === RATE_LIMIT_INCIDENT) {
     return {
-      title: detail.title ?? 'A provider needs an operator',
+      title: detail.title ?? (incident.action === RATE_LIMIT_INCIDENT ? 'A provider keeps answering 429 (rate limited)' : 'A provider needs an operator'),
       customer: `none in particular (first seen provisioning ${instance ? `${instance.email ?? 'no email'}, ${instance.workspace_id}` : (incident.instanceId ?? 'unknown')})`,
       step: detail.step ?? 'unknown',
       reason: detail.reason ?? 'unknown',

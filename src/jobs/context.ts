@@ -10,6 +10,7 @@ import type { ArchiveStore } from '../providers/archiveStore.ts';
 import type { StripeGateway } from '../providers/stripe.ts';
 import type { ComputeProvider, DatabaseProvider, Mailer } from '../providers/types.ts';
 import type { JobQueue } from '../queues/jobQueue.ts';
+import type { RateLimitPeriods } from '../queues/rateLimits.ts';
 import type { SecretStore } from '../secrets.ts';
 
 export interface JobContext extends Gateways {
@@ -24,6 +25,8 @@ export interface JobContext extends Gateways {
   stripe: Pick<StripeGateway, 'subscription' | 'customer'>;
   /** The archive files (what is recorded of them is in archiveRecords). */
   archives: Pick<ArchiveStore, 'write' | 'checksum' | 'read' | 'delete'>;
+  /** When each provider began answering 429 without end (shared by every process). */
+  rateLimitPeriods: RateLimitPeriods;
 }
 
 /** What handlers use of their BullMQ job. */

@@ -1,8 +1,10 @@
 /** health-check: polls the instance's /health until it answers 200, within a deadline, holding no slot between polls. */
 import { PermanentError, errorMessage } from '../errors.ts';
-import { httpFetch } from '../providers/http.ts';
+import { providerFetch } from '../providers/http.ts';
 import type { ProvisionData } from '../queues/catalogue.ts';
 import type { StepHandler } from './step.ts';
+
+const runtimeFetch = providerFetch('runtime');
 
 export interface HealthCheckData extends ProvisionData {
   deadline?: number;
@@ -20,7 +22,7 @@ export const healthCheck: StepHandler<HealthCheckData> = async (ctx, { job, inst
 
   let last: string;
   try {
-    const response = await httpFetch(`${instance.access_url}/health`, { signal: AbortSignal.timeout(5_000) });
+    const response = await runtimeFetch(`${instance.access_url}/health`, { signal: AbortSignal.timeout(5_000) });
     if (response.status === 200) {
       await log(`healthy after ${polls + 1} checks`);
       return done({ accessUrl: instance.access_url, checks: polls + 1, healthyAfterMs: Date.now() - startedAt });

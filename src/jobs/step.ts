@@ -7,8 +7,9 @@ import type { ProvisionData, QueueName, StepName } from '../queues/catalogue.ts'
 import type { InstanceWithCustomer } from '../db/instances.ts';
 import { errorMessage, PermanentError, RateLimitedError } from '../errors.ts';
 import { stepsMayRun } from '../instances/stateMachine.ts';
-import { addLogContext, maskError } from '../../core/logger.ts';
+import { addLogContext, logger, maskError } from '../../core/logger.ts';
 import { clearFailure, isFinalFailure, markFailed } from '../operations/incidents.ts';
+import { noteRateLimited } from '../operations/rateLimitAlert.ts';
 import type { JobContext, JobHandle } from './context.ts';
 
 /**
@@ -16,6 +17,8 @@ import type { JobContext, JobHandle } from './context.ts';
  * are written once, in one statement, even on a loaded worker.
  */
 export const LEDGER_START_AFTER_MS = 1_000;
+
+const log = logger('step');
 
 export type StepResult = Record<string, string | number | boolean | null>;
 
@@ -89,6 +92,8 @@ export async function runStep<D extends ProvisionData>(
       await tools.log(`${err.message}: pausing ${job.queueName} for ${err.retryAfterMs} ms`);
       await flushLog();
       await ctx.jobs.pause(job.queueName as QueueName, err.retryAfterMs);
+      // Limiting without end must reach an operator; the pause stands even if that bookkeeping fails.
+      await noteRateLimited(ctx, job, err.retryAfterMs).catch((e: Error) => log.warn('could not record a rate limit', { job: job.id, error: e.message }));
       throw Worker.RateLimitError();
     }
     maskError(err); // what BullMQ keeps (failedReason, stacktrace) is shown in Bull Board

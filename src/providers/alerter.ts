@@ -1,6 +1,6 @@
 /** Operator alerts: one Slack incoming-webhook post and one email to ALERT_EMAIL. */
 import { httpError, isTransientNetworkError, TransientError } from '../errors.ts';
-import { httpFetch } from './http.ts';
+import { providerFetch } from './http.ts';
 import type { Mailer } from './types.ts';
 import { logger } from '../../core/logger.ts';
 
@@ -13,6 +13,7 @@ export interface Alert {
 }
 
 const log = logger('alerter');
+const slackFetch = providerFetch('slack');
 
 export class Alerter {
   constructor(
@@ -26,7 +27,7 @@ export class Alerter {
     const text = `:rotating_light: ${alert.title}\n*Customer:* ${alert.customer}\n*Step:* ${alert.step}\n*Reason:* ${alert.reason}\n<${alert.link}|Open in Bull Board>`;
     let response: Response;
     try {
-      response = await httpFetch(this.slackWebhookUrl, {
+      response = await slackFetch(this.slackWebhookUrl, {
         method: 'POST',
         headers: { 'content-type': 'application/json' },
         body: JSON.stringify({ text }),

@@ -7,10 +7,13 @@
  * What they give that is kept: connection reuse, abort signals and timeouts, fetch's errors (a TypeError "fetch
  * failed" with the network error as its cause; the signal's reason on abort) and axios's (AxiosError with the code,
  * and the response for a status axios's validateStatus refuses).
+ *
+ * Every call is counted here, by the provider its caller names (src/metrics/recorder.ts: an in-memory increment).
  */
 import http, { type IncomingHttpHeaders } from 'node:http';
 import https from 'node:https';
 import { AxiosError, AxiosHeaders, type AxiosAdapter, type InternalAxiosRequestConfig } from 'axios';
+import { metrics } from '../metrics/recorder.ts';
 
 /** Answers larger than this are refused: no provider answer comes near it. */
 const MAX_ANSWER_BYTES = 16 * 1024 * 1024;
@@ -27,6 +30,8 @@ export interface HttpRequest {
   signal?: AbortSignal;
   /** A connection for this request only (closed after it), for hosts asked once in a long while. */
   noKeepAlive?: boolean;
+  /** Who is called (railway, neon, runtime, slack), for the call counters; 'other' when not named. */
+  provider?: string;
 }
 
 export interface HttpAnswer {
@@ -48,8 +53,12 @@ export function httpRequest(url: URL, request: HttpRequest = {}): Promise<HttpAn
     const req = (url.protocol === 'https:' ? https : http).request(url, { method: request.method ?? 'GET', headers, agent: request.noKeepAlive ? false : agent });
     const onAbort = () => req.destroy(signal!.reason);
     signal?.addEventListener('abort', onAbort, { once: true });
+    let settled = false;
     const settle = (err: unknown, answer?: HttpAnswer) => {
       signal?.removeEventListener('abort', onAbort);
+      if (settled) return; // a late error of a request already answered: counted once
+      settled = true;
+      metrics.providerCall(request.provider ?? 'other', answer?.status);
       if (answer) resolve(answer);
       else reject(signal?.aborted ? signal.reason : err);
     };
@@ -73,8 +82,18 @@ export function httpRequest(url: URL, request: HttpRequest = {}): Promise<HttpAn
 
 const NO_BODY = new Set([101, 204, 205, 304]);
 
-/** `fetch` for a URL, its method, headers, a string or byte body and a signal: what graphql-request and the checks use. */
-export const httpFetch = async (input: string | URL | Request, init: RequestInit = {}): Promise<Response> => {
+/**
+ * `fetch` for a URL, its method, headers, a string or byte body and a signal: what graphql-request and the checks use.
+ * Its calls are counted as calls to `provider`.
+ */
+export function providerFetch(provider: string): (input: string | URL | Request, init?: RequestInit) => Promise<Response> {
+  return (input, init) => fetchVia(provider, input, init);
+}
+
+/** `fetch` for calls that name no provider. */
+export const httpFetch = providerFetch('other');
+
+async function fetchVia(provider: string, input: string | URL | Request, init: RequestInit = {}): Promise<Response> {
   // A Request would carry its own method, headers and body: nothing here sends one, so it is refused, not half-read.
   if (input instanceof Request) throw new TypeError('httpFetch takes a URL, not a Request');
   if (init.body !== undefined && init.body !== null && typeof init.body !== 'string' && !(init.body instanceof Uint8Array)) {
@@ -87,6 +106,7 @@ export const httpFetch = async (input: string | URL | Request, init: RequestInit
       headers: Object.fromEntries(new Headers(init.headers)),
       body: init.body ?? undefined,
       signal: init.signal ?? undefined,
+      provider,
     });
   } catch (err) {
     if (init.signal?.aborted && err === init.signal.reason) throw err;
@@ -98,7 +118,7 @@ export const httpFetch = async (input: string | URL | Request, init: RequestInit
   }
   const body = NO_BODY.has(answer.status) ? null : new Uint8Array(answer.body.buffer as ArrayBuffer, answer.body.byteOffset, answer.body.length);
   return new Response(body, { status: answer.status, statusText: answer.statusText, headers });
-};
+}
 
 /** The request's URL with its query, as axios builds it (a paramsSerializer function or object, else plain params). */
 function axiosUrl(config: InternalAxiosRequestConfig): URL {
@@ -117,8 +137,18 @@ function axiosUrl(config: InternalAxiosRequestConfig): URL {
   return url;
 }
 
-/** axios's transport over httpRequest: axios still serializes the body, parses the answer and builds its errors. */
-export const axiosAdapter: AxiosAdapter = async (config) => {
+/**
+ * axios's transport over httpRequest: axios still serializes the body, parses the answer and builds its errors. Its
+ * calls are counted as calls to `provider`.
+ */
+export function providerAxiosAdapter(provider: string): AxiosAdapter {
+  return (config) => axiosVia(provider, config);
+}
+
+/** The axios transport for calls that name no provider. */
+export const axiosAdapter = providerAxiosAdapter('other');
+
+async function axiosVia(provider: string, config: InternalAxiosRequestConfig): ReturnType<AxiosAdapter> {
   const timeout = config.timeout ? AbortSignal.timeout(config.timeout) : undefined;
   const own = config.signal as AbortSignal | undefined;
   const signal = timeout && own ? AbortSignal.any([timeout, own]) : (timeout ?? own);
@@ -132,7 +162,7 @@ export const axiosAdapter: AxiosAdapter = async (config) => {
   }
   let answer: HttpAnswer;
   try {
-    answer = await httpRequest(axiosUrl(config), { method: (config.method ?? 'get').toUpperCase(), headers, body: data ?? undefined, signal });
+    answer = await httpRequest(axiosUrl(config), { method: (config.method ?? 'get').toUpperCase(), headers, body: data ?? undefined, signal, provider });
   } catch (err) {
     if (timeout?.aborted) throw new AxiosError(`timeout of ${config.timeout}ms exceeded`, AxiosError.ECONNABORTED, config);
     if (own?.aborted) throw new AxiosError('canceled', AxiosError.ERR_CANCELED, config);
@@ -152,4 +182,4 @@ export const axiosAdapter: AxiosAdapter = async (config) => {
     throw new AxiosError(`Request failed with status code ${answer.status}`, code, config, undefined, response);
   }
   return response;
-};
+}

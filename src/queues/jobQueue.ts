@@ -61,6 +61,8 @@ export interface JobQueue {
   removeProvisionFlow(instance: InstanceKey & { generation: number }): Promise<{ running: string[] }>;
   /** Pauses a whole queue (every worker) after a provider's 429. */
   pause(queue: QueueName, ms: number): Promise<void>;
+  /** The jobs a queue holds (say, while its provider rate-limits it): how many in each state, and the ids of a few. */
+  heldJobs(queue: QueueName, sample?: number): Promise<HeldJobs>;
   /**
    * The fleet jobs' schedules (one scheduler each, however many workers call this; a changed interval replaces it,
    * an interval of 0 removes it).
@@ -68,6 +70,14 @@ export interface JobQueue {
   scheduleFleet(everyMs: Record<'monitor' | 'reconcile', number>): Promise<void>;
   /** A reconcile run now, besides the scheduled ones (an operator asked); answers its job id. */
   addReconcile(requestId: string): Promise<string>;
+}
+
+export interface HeldJobs {
+  waiting: number;
+  delayed: number;
+  active: number;
+  /** The first few, running ones first. */
+  ids: string[];
 }
 
 export class BullJobQueue implements JobQueue {
@@ -168,6 +178,20 @@ export class BullJobQueue implements JobQueue {
 
   async pause(queue: QueueName, ms: number): Promise<void> {
     await this.queues.get(queue).rateLimit(ms);
+  }
+
+  async heldJobs(queue: QueueName, sample = 5): Promise<HeldJobs> {
+    const q = this.queues.get(queue);
+    const [counts, ids] = await Promise.all([
+      q.getJobCounts('wait', 'prioritized', 'paused', 'delayed', 'active'),
+      q.getRanges(['active', 'wait', 'prioritized', 'paused', 'delayed'], 0, sample - 1, true),
+    ]);
+    return {
+      waiting: (counts.wait ?? 0) + (counts.prioritized ?? 0) + (counts.paused ?? 0),
+      delayed: counts.delayed ?? 0,
+      active: counts.active ?? 0,
+      ids: [...new Set(ids)].slice(0, sample),
+    };
   }
 
   async scheduleFleet(everyMs: Record<'monitor' | 'reconcile', number>): Promise<void> {

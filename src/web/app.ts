@@ -10,7 +10,11 @@ import type { JobQueue } from '../queues/jobQueue.ts';
 import { adminApi } from './adminApi.ts';
 import { bullBoard } from './bullBoard.ts';
 import { jsonErrors } from '../../core/http/httpError.ts';
-import { stripeWebhook } from './stripeWebhook.ts';
+import { countDeliveries, stripeWebhook } from './stripeWebhook.ts';
+import { metricsRoute } from './metrics.ts';
+import { metricsRegistry } from '../metrics/registry.ts';
+import type { CounterStore } from '../metrics/counterStore.ts';
+import { PgFleetFigures } from '../db/fleetFigures.ts';
 import { runtimeApi } from './runtimeApi.ts';
 import type { SecretStore } from '../secrets.ts';
 import type { ComputeProvider, DatabaseProvider } from '../providers/types.ts';
@@ -25,15 +29,18 @@ export interface WebDeps extends Pick<Gateways, 'instances' | 'steps' | 'audit' 
   queues: Queues;
   jobs: JobQueue;
   secrets: Pick<SecretStore, 'get'>;
+  /** The fleet-wide counters, and adding this process's counts to them (before a scrape). */
+  metrics: { counters: Pick<CounterStore, 'read'>; flush(): Promise<void> };
 }
 
 export function createWebApp(deps: WebDeps): Koa {
   const app = new Koa({ proxy: deps.config.production });
   app.use(jsonErrors);
 
-  // The Stripe intake and the health check come first: nothing else (Bull Board, its auth) runs before them.
+  // The Stripe intake (after its delivery count, an increment) and the health check come first: nothing else (Bull
+  // Board, its auth) runs before them.
   const router = new Router();
-  router.post('/webhooks/stripe', stripeWebhook({ stripeEvents: deps.stripeEvents, jobs: deps.jobs, webhookSecret: deps.config.stripe.webhookSecret }));
+  router.post('/webhooks/stripe', countDeliveries, stripeWebhook({ stripeEvents: deps.stripeEvents, jobs: deps.jobs, webhookSecret: deps.config.stripe.webhookSecret }));
   router.get('/health', async (ctx) => {
     const checks = await Promise.allSettled([
       deps.db.query('SELECT 1'),
@@ -44,6 +51,12 @@ export function createWebApp(deps: WebDeps): Koa {
     ctx.body = { status: ok ? 'ok' : 'unavailable', postgres: checks[0]!.status === 'fulfilled', redis: checks[1]!.status === 'fulfilled' };
   });
   app.use(router.routes()).use(router.allowedMethods());
+  const scrape = metricsRoute({
+    registry: metricsRegistry({ figures: new PgFleetFigures(deps.db), queues: deps.queues, counters: deps.metrics.counters }),
+    flush: deps.metrics.flush,
+    tokens: [deps.config.admin.token, ...(deps.config.metricsToken ? [deps.config.metricsToken] : [])],
+  });
+  app.use(scrape.routes()).use(scrape.allowedMethods());
   app.use(bullBoard(deps.queues, deps.config.admin));
 
   const admin = adminApi(deps);

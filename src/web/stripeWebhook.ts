@@ -10,6 +10,7 @@ import type { JobQueue } from '../queues/jobQueue.ts';
 import { logger } from '../../core/logger.ts';
 import { HttpError } from '../../core/http/httpError.ts';
 import { readRawBody } from '../../core/http/rawBody.ts';
+import { metrics } from '../metrics/recorder.ts';
 
 export const WEBHOOK_BODY_LIMIT = 1024 * 1024;
 const TOLERANCE_SECONDS = 300;
@@ -33,6 +34,7 @@ export function stripeWebhook(deps: { stripeEvents: StripeEvents; jobs: JobQueue
     if (typeof event?.id !== 'string' || !/^evt_\w+$/.test(event.id) || typeof event.type !== 'string' || !event.data?.object) {
       throw new HttpError(400, 'invalid_event', 'the body is not a Stripe event');
     }
+    ctx.state.stripeEventType = event.type;
 
     const handled = STRIPE_EVENT_JOBS.has(event.type);
     const recorded = await deps.stripeEvents.record(
@@ -53,3 +55,18 @@ export function stripeWebhook(deps: { stripeEvents: StripeEvents; jobs: JobQueue
     ctx.body = { received: true, duplicate, handled };
   };
 }
+
+/**
+ * Counts every delivery by its event type (once verified) and what came of it, before the webhook above: an
+ * in-memory increment only (docs/operations.md#metrics).
+ */
+export const countDeliveries: Middleware = async (ctx, next) => {
+  try {
+    await next();
+    const { duplicate, handled } = ctx.body as { duplicate: boolean; handled: boolean };
+    metrics.webhookEvent(ctx.state.stripeEventType ?? null, duplicate ? 'duplicate' : handled ? 'accepted' : 'ignored');
+  } catch (err) {
+    metrics.webhookEvent(ctx.state.stripeEventType ?? null, err instanceof HttpError && err.status < 500 ? 'rejected' : 'failed');
+    throw err;
+  }
+};

@@ -4,7 +4,8 @@ import type { AddressInfo } from 'node:net';
 import axios, { AxiosError } from 'axios';
 import { expect } from 'chai';
 import { isTransientNetworkError } from '../../src/errors.ts';
-import { axiosAdapter, httpFetch } from '../../src/providers/http.ts';
+import { axiosAdapter, httpFetch, providerAxiosAdapter, providerFetch } from '../../src/providers/http.ts';
+import { metrics } from '../../src/metrics/recorder.ts';
 
 interface Seen {
   method: string;
@@ -133,6 +134,27 @@ describe('providers HTTP client', () => {
 
       const refused = await axios.get('http://127.0.0.1:1/', { adapter: axiosAdapter }).then(() => undefined, (err: unknown) => err);
       expect(refused).to.be.instanceOf(AxiosError).with.property('code', 'ECONNREFUSED');
+    });
+  });
+
+  describe('call counting', () => {
+    it('counts each call once by the provider its caller names, as what came of it (an answer or none)', async () => {
+      metrics.drain();
+      const railway = providerFetch('railway');
+      await railway(`${base}/echo`);
+      await railway(`${base}/busy`);
+      await railway('http://127.0.0.1:1/').catch(() => undefined);
+      await axios.get(`${base}/echo`, { adapter: providerAxiosAdapter('neon') });
+      await axios.get(`${base}/huge`, { adapter: providerAxiosAdapter('neon') }).catch(() => undefined);
+      await httpFetch(`${base}/empty`);
+      expect(Object.fromEntries(metrics.drain().families.provider_calls)).to.deep.equal({
+        'railway\tok': 1,
+        'railway\tclient_error': 1,
+        'railway\tnetwork_error': 1,
+        'neon\tok': 1,
+        'neon\tnetwork_error': 1, // refused for its size: no answer the caller could use
+        'other\tok': 1,
+      });
     });
   });
 });

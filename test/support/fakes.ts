@@ -43,7 +43,8 @@ import type {
 import type { StepName } from '../../src/queues/catalogue.ts';
 import type { HealthView, InstanceHealth, ListedInstance, MonitoredInstance } from '../../src/db/instanceHealth.ts';
 import type { HealthRecord } from '../../src/jobs/fleet/health.ts';
-import type { JobQueue } from '../../src/queues/jobQueue.ts';
+import type { HeldJobs, JobQueue } from '../../src/queues/jobQueue.ts';
+import { RATE_LIMIT_GAP_MS, type RateLimitPeriod, type RateLimitPeriods } from '../../src/queues/rateLimits.ts';
 import type { WorkspaceFile } from '../../core/workspace/files.ts';
 
 /** What every fake was asked to do, in order: `<fake>.<method> <argument>`. */
@@ -671,6 +672,13 @@ export class FakeJobQueue implements JobQueue {
     return `reconcile-${requestId}`;
   }
 
+  /** What heldJobs answers. */
+  held: HeldJobs = { waiting: 0, delayed: 0, active: 1, ids: [] };
+
+  async heldJobs(): Promise<HeldJobs> {
+    return this.held;
+  }
+
   async retryFailed(): Promise<boolean> {
     return false;
   }
@@ -683,6 +691,28 @@ export class FakeJobQueue implements JobQueue {
   /** The arguments of each call of one helper. */
   of(name: string): unknown[][] {
     return this.added.filter((a) => a.name === name).map((a) => a.args);
+  }
+}
+
+/** Rate-limit periods as the Redis ones keep them, in memory. */
+export class FakeRateLimitPeriods implements RateLimitPeriods {
+  readonly periods = new Map<string, { since: number; until: number; alerted: boolean }>();
+
+  async limited(provider: string, at: number, retryAfterMs: number): Promise<RateLimitPeriod> {
+    const until = at + retryAfterMs + RATE_LIMIT_GAP_MS;
+    let period = this.periods.get(provider);
+    if (!period || at > period.until) this.periods.set(provider, (period = { since: at, until, alerted: false }));
+    else period.until = Math.max(period.until, until);
+    return { since: period.since, alerted: period.alerted };
+  }
+
+  async alerted(provider: string, since: number): Promise<void> {
+    const period = this.periods.get(provider);
+    if (period?.since === since) period.alerted = true;
+  }
+
+  async answered(at: ReadonlyMap<string, number>): Promise<void> {
+    for (const [provider, ms] of at) if ((this.periods.get(provider)?.since ?? Infinity) <= ms) this.periods.delete(provider);
   }
 }
 
@@ -895,6 +925,7 @@ export interface Fakes {
   database: FakeDatabaseProvider;
   mailer: FakeMailer;
   stripe: FakeStripe;
+  rateLimitPeriods: FakeRateLimitPeriods;
 }
 
 /** A job context made of fakes only. */
@@ -937,6 +968,7 @@ export function fakeContext(env: Record<string, string> = {}): Fakes {
     database: new FakeDatabaseProvider(calls),
     mailer: new FakeMailer(calls),
     stripe: new FakeStripe(),
+    rateLimitPeriods: new FakeRateLimitPeriods(),
   };
   const ctx: JobContext = {
     ...fakes,

@@ -3,13 +3,14 @@ import { once } from 'node:events';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import Koa from 'koa';
-import { requireAdminToken, requireBasicAuth } from '../../src/web/auth.ts';
+import { requireAdminToken, requireBasicAuth, requireBearerToken } from '../../src/web/auth.ts';
 import { secretEquals } from '../../core/secretEquals.ts';
 import { jsonErrors } from '../../core/http/httpError.ts';
 
 const USER = 'operator';
 const PASSWORD = 'pa:ss:word'; // contains ':' on purpose
 const TOKEN = 'tok_0123456789abcdefABCDEF';
+const OTHER_TOKEN = 'tok_metrics_0123456789abcdef';
 const REALM = 'Clawdbot operators';
 
 const basic = (credentials: string) => 'Basic ' + Buffer.from(credentials, 'utf8').toString('base64');
@@ -48,6 +49,7 @@ describe('web auth', () => {
       app.use(async (ctx, next) => {
         if (ctx.path.startsWith('/basic')) return requireBasicAuth(USER, PASSWORD, REALM)(ctx, next);
         if (ctx.path.startsWith('/admin')) return requireAdminToken(TOKEN)(ctx, next);
+        if (ctx.path.startsWith('/either')) return requireBearerToken([TOKEN, OTHER_TOKEN], 'send a token')(ctx, next);
         return next();
       });
       app.use(async (ctx) => {
@@ -147,6 +149,18 @@ describe('web auth', () => {
         await expectUnauthorized(await get('/admin', 'Bearer '), false);
         await expectUnauthorized(await get('/admin', basic(`${USER}:${TOKEN}`)), false);
         await expectUnauthorized(await get('/admin', `Bearer ${TOKEN} extra`), false);
+      });
+    });
+
+    describe('requireBearerToken', () => {
+      it('takes any one of its tokens, and nothing else', async () => {
+        expect((await get('/either', `Bearer ${TOKEN}`)).status).to.equal(200);
+        expect((await get('/either', `Bearer ${OTHER_TOKEN}`)).status).to.equal(200);
+        expect(reached).to.deep.equal(['/either', '/either']);
+        reached = [];
+        await expectUnauthorized(await get('/either', `Bearer ${TOKEN}${OTHER_TOKEN}`), false);
+        await expectUnauthorized(await get('/either', `Bearer ${OTHER_TOKEN.slice(0, -1)}`), false);
+        await expectUnauthorized(await get('/either'), false);
       });
     });
 

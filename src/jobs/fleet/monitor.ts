@@ -71,7 +71,7 @@ async function probe(ctx: JobContext, instance: MonitoredInstance): Promise<Prob
   let failure: Probe;
   try {
     // A runtime is asked once an interval, longer than it keeps an idle connection: no connection is kept for it.
-    const answer = await httpRequest(new URL('/health', instance.accessUrl), { signal: AbortSignal.timeout(ctx.config.monitor.probeTimeoutMs), noKeepAlive: true });
+    const answer = await httpRequest(new URL('/health', instance.accessUrl), { signal: AbortSignal.timeout(ctx.config.monitor.probeTimeoutMs), noKeepAlive: true, provider: 'runtime' });
     if (answer.status === 200) return { state: 'healthy', error: null };
     failure = { state: 'degraded', error: `GET /health answered ${answer.status}` };
   } catch (err) {

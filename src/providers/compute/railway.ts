@@ -10,7 +10,7 @@ import { ClientError, GraphQLClient } from 'graphql-request';
 import type { RailwayConfig } from '../../config.ts';
 import { isTransientNetworkError, parseRetryAfter, PermanentError, RateLimitedError, TransientError } from '../../errors.ts';
 import type { Plan } from '../../../core/plans.ts';
-import { httpFetch } from '../http.ts';
+import { providerFetch } from '../http.ts';
 import type { ComputeProvider, DeploymentState, ListedService, ServiceSettings, ServiceState } from '../types.ts';
 import { RAILWAY_DOCUMENTS as DOCS } from './railwayDocuments.ts';
 
@@ -46,7 +46,7 @@ export class RailwayComputeProvider implements ComputeProvider {
   constructor(private readonly config: RailwayConfig) {
     const auth: Record<string, string> =
       config.auth.kind === 'bearer' ? { Authorization: `Bearer ${config.auth.token}` } : { 'Project-Access-Token': config.auth.token };
-    this.client = new GraphQLClient(config.apiUrl, { headers: auth, fetch: httpFetch });
+    this.client = new GraphQLClient(config.apiUrl, { headers: auth, fetch: providerFetch('railway') });
   }
 
   async createService(name: string, options: { mayExist?: boolean } = {}): Promise<{ serviceId: string; created: boolean }> {

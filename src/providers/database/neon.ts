@@ -42,7 +42,7 @@ import { createApiClient, EndpointType, type Api, type Branch, type Operation } 
 import type { NeonConfig } from '../../config.ts';
 import type { CapacityAlert, NeonPlacements, ProjectLoad } from '../../db/neonPlacements.ts';
 import { PermanentError, RateLimitedError, TransientError, parseRetryAfter } from '../../errors.ts';
-import { axiosAdapter } from '../http.ts';
+import { providerAxiosAdapter } from '../http.ts';
 import type { DatabaseProgress, DatabaseProvider, DatabaseRef, EnsureDatabaseResult, ListedDatabase, ProviderAlert } from '../types.ts';
 
 /** The database every customer's runtime uses, owned by the customer's role. */
@@ -159,7 +159,7 @@ export class NeonDatabaseProvider implements DatabaseProvider {
     options: NeonProviderOptions = {},
   ) {
     if (config.projectIds.length === 0) throw new Error('NeonDatabaseProvider needs at least one project id');
-    this.api = createApiClient({ apiKey: config.apiKey, baseURL: config.apiUrl, timeout: options.timeoutMs ?? 15_000, adapter: axiosAdapter });
+    this.api = createApiClient({ apiKey: config.apiKey, baseURL: config.apiUrl, timeout: options.timeoutMs ?? 15_000, adapter: providerAxiosAdapter('neon') });
     this.pollMinMs = options.pollMinMs ?? 50;
     this.pollMaxMs = options.pollMaxMs ?? 10_000;
     this.times = new OperationTimes(options.pollInitialMs ?? 300, options.learn ?? true);
