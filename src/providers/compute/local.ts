@@ -135,7 +135,10 @@ export class LocalComputeProvider implements ComputeProvider {
     if (row.desired_state === 'stopped') return { state: 'failed', detail: 'the service was stopped' };
     const watched = this.watched.get(serviceId);
     if (watched?.spawnError) return { state: 'failed', detail: `the runtime command could not start: ${watched.spawnError}` };
-    if (row.pid === null) return { state: 'failed', detail: `${row.exit_detail ?? 'the runtime exited'}${this.tailText(serviceId)}` };
+    if (row.pid === null) {
+      const lines = (await this.recentLog(serviceId)).slice(-5);
+      return { state: 'failed', detail: `${row.exit_detail ?? 'the runtime exited'}${lines.length ? `; last log lines: ${lines.join(' | ')}` : ''}` };
+    }
     if (!this.isOurRuntime(row.pid, row.port)) return { state: 'in_progress' }; // its supervisor has not recorded it yet
     // Up for a moment is success (a runtime that cannot start exits at once).
     const startedAt = watched?.pid === row.pid ? watched.startedAt : (row.deployed_at?.getTime() ?? 0);
@@ -411,15 +414,6 @@ export class LocalComputeProvider implements ComputeProvider {
       }
     } catch {
       return [];
-    }
-  }
-
-  private tailText(name: string): string {
-    try {
-      const lines = maskSecrets(readFileSync(this.logPath(name), 'utf8').slice(-4096)).split('\n').filter(Boolean).slice(-5);
-      return lines.length ? `; last log lines: ${lines.join(' | ')}` : '';
-    } catch {
-      return '';
     }
   }
 }
