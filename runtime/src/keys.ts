@@ -8,6 +8,7 @@ import type pg from 'pg';
 import { apiKeyLabel, bearerKey, generateApiKey, hashApiKey } from '../../core/apiKey.ts';
 import { HttpError } from '../../core/http/httpError.ts';
 import { logger } from '../../core/logger.ts';
+import { inTransaction } from '../../core/postgres.ts';
 import { KEY_ROTATED_PATH } from '../../core/usageNotice.ts';
 import type { ApiKeyAuth } from './auth.ts';
 import type { RuntimeContext } from './context.ts';
@@ -20,23 +21,12 @@ export async function rotateKey(db: pg.Pool, presentedHash: string): Promise<{ k
   const key = generateApiKey();
   const hash = hashApiKey(key);
   const label = apiKeyLabel(key);
-  const client = await db.connect();
-  try {
-    await client.query('BEGIN');
-    const revoked = await client.query('UPDATE api_keys SET revoked_at = now() WHERE key_hash = $1 AND revoked_at IS NULL', [presentedHash]);
-    if (revoked.rowCount !== 1) {
-      await client.query('ROLLBACK');
-      return undefined;
-    }
-    await client.query('INSERT INTO api_keys (key_hash, label) VALUES ($1, $2)', [hash, label]);
-    await client.query('COMMIT');
+  return inTransaction(db, async (tx) => {
+    const revoked = await tx.query('UPDATE api_keys SET revoked_at = now() WHERE key_hash = $1 AND revoked_at IS NULL', [presentedHash]);
+    if (revoked.rowCount !== 1) return undefined;
+    await tx.query('INSERT INTO api_keys (key_hash, label) VALUES ($1, $2)', [hash, label]);
     return { key, hash, label };
-  } catch (err) {
-    await client.query('ROLLBACK').catch(() => undefined);
-    throw err;
-  } finally {
-    client.release();
-  }
+  });
 }
 
 export function keyRoutes(deps: Pick<RuntimeContext, 'db' | 'config'>, auth: ApiKeyAuth): Router {
