@@ -23,6 +23,8 @@ describe('runtime: key rotation (POST /api/keys/rotate)', function () {
   /** The customer's live key: each rotation replaces it. */
   let current: string;
   const received: Received[] = [];
+  /** While set, the control plane answers 503. */
+  let planeDown = false;
 
   const call = (key: string, path = '/status', method = 'GET') =>
     fetch(`${rt.url}${path}`, { method, headers: { authorization: `Bearer ${key}` } });
@@ -35,7 +37,8 @@ describe('runtime: key rotation (POST /api/keys/rotate)', function () {
       req.on('end', () => {
         const signed = noticeSignatureValid(String(req.headers[NOTICE_SIGNATURE_HEADER] ?? ''), body, SECRET);
         received.push({ path: req.url ?? '', workspace: String(req.headers[NOTICE_WORKSPACE_HEADER] ?? ''), signed, body });
-        res.writeHead(200, { 'content-type': 'application/json' }).end('{"received":true}');
+        if (planeDown) res.writeHead(503).end();
+        else res.writeHead(200, { 'content-type': 'application/json' }).end('{"received":true}');
       });
     });
     await new Promise<void>((resolve) => plane.listen(0, '127.0.0.1', resolve));
@@ -83,6 +86,24 @@ describe('runtime: key rotation (POST /api/keys/rotate)', function () {
     expect(notice).to.include({ workspace: rt.workspaceId, signed: true });
     expect(JSON.parse(notice.body)).to.deep.equal({ workspaceId: rt.workspaceId, hash: hashApiKey(key), label });
     expect(received.map((r) => r.body).join('\n')).not.to.match(/claw_[0-9A-Za-z]{43}/);
+  });
+
+  it('keeps the rotation when the control plane does not take the notice, and tries the notice again', async () => {
+    planeDown = true;
+    try {
+      const before = received.length;
+      const rotated = await call(current, '/api/keys/rotate', 'POST');
+      expect(rotated.status).to.equal(201);
+      const { key } = (await rotated.json()) as { key: string };
+      const old = current;
+      current = key;
+      expect((await call(key)).status).to.equal(200);
+      expect((await call(old)).status).to.equal(401);
+      const tries = () => received.slice(before).filter((r) => JSON.parse(r.body).hash === hashApiKey(key)).length;
+      await waitUntil(async () => tries() >= 2, 10_000);
+    } finally {
+      planeDown = false;
+    }
   });
 
   it('revokes only the presented key: another live key keeps working', async () => {
