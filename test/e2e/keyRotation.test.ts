@@ -9,6 +9,7 @@ import path from 'node:path';
 import { expect } from 'chai';
 import { apiKeyLabel, hashApiKey } from '../../core/apiKey.ts';
 import { logTo } from '../../core/logger.ts';
+import { KEY_ROTATED_PATH, NOTICE_SIGNATURE_HEADER, NOTICE_WORKSPACE_HEADER, signNotice } from '../../core/usageNotice.ts';
 import { INSTANCE_SECRETS, instanceOwner } from '../../src/instances/secrets.ts';
 import { QUEUES } from '../../src/queues/catalogue.ts';
 import { dumpKeys, startHarness, waitUntil, type Harness } from '../support/harness.ts';
@@ -63,6 +64,25 @@ describe('API key rotation end to end', function () {
     await waitUntil(async () => (await instanceKey()).api_key_hash === hashApiKey(key));
     expect((await instanceKey()).api_key_label).to.equal(label);
     expect(await rotations()).to.deep.equal([{ actor: 'customer', detail: { via: 'runtime-api', label } }]);
+  });
+
+  it('takes a key-rotated notice only when signed with the instance’s secret and well formed', async () => {
+    const before = await instanceKey();
+    const post = (body: string, signature: string) =>
+      fetch(`${h.url}${KEY_ROTATED_PATH}`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', [NOTICE_WORKSPACE_HEADER]: ann.view.workspaceId, [NOTICE_SIGNATURE_HEADER]: signature },
+        body,
+      });
+    const forged = JSON.stringify({ workspaceId: ann.view.workspaceId, hash: 'f'.repeat(64), label: 'claw_forged…' });
+    expect((await post(forged, signNotice('not-the-secret', forged))).status).to.equal(401);
+    const secret = (await h.plane.ctx.secrets.get(instanceOwner(ann.instanceId), INSTANCE_SECRETS.runtimeSecret))!;
+    const malformed = JSON.stringify({ workspaceId: ann.view.workspaceId, hash: 'not-a-hash', label: 'claw_abcdef…' });
+    const refused = await post(malformed, signNotice(secret, malformed));
+    expect(refused.status).to.equal(400);
+    expect(await refused.json()).to.include({ error: 'invalid_notice' });
+    expect(await instanceKey()).to.deep.equal(before);
+    expect(await rotations()).to.have.length(1);
   });
 
   it('refuses an operator rotation of an unknown instance (404) or of one not running (409)', async () => {
