@@ -24,6 +24,7 @@ import { archive, cancel, purge } from './jobs/lifecycle/cancellation.ts';
 import { reactivate } from './jobs/lifecycle/reactivation.ts';
 import { resize } from './jobs/lifecycle/resize.ts';
 import { dunningEmail, resume, suspend } from './jobs/lifecycle/billing.ts';
+import { rotateKey } from './jobs/lifecycle/rotateKey.ts';
 import { recordFinalFailure, ReportedFailure } from './operations/incidents.ts';
 import { monitor } from './jobs/fleet/monitor.ts';
 import { reconcile } from './jobs/fleet/reconcile.ts';
@@ -69,6 +70,7 @@ const HANDLERS: { [N in JobName]: Handler<JobData[N]> } = {
   suspend,
   resume,
   'dunning-email': dunningEmail,
+  'rotate-key': rotateKey,
   'usage-email': sendUsageEmail,
   'alert-slack': sendAlert,
   'alert-email': sendAlert,

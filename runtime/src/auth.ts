@@ -1,7 +1,7 @@
 /**
  * API-key authentication for the runtime's customer endpoints. Keys are looked up by hash in api_keys; answers
  * (both "valid" and "not valid") are cached briefly so a busy client does not cost a query per request, while a
- * revoked key is refused within CACHE_MS.
+ * revoked key is refused within CACHE_MS (at once when this process revoked it: its rotation forgets the answer).
  */
 import type { Context, Next } from 'koa';
 import type pg from 'pg';
@@ -11,7 +11,13 @@ const CACHE_MS = 2_000;
 /** Bounds the cache against a flood of random keys; past it the oldest answers are dropped first. */
 const CACHE_MAX_ENTRIES = 10_000;
 
-export function requireApiKey(db: pg.Pool): (ctx: Context, next: Next) => Promise<void> {
+/** The key check, and forgetting a key's cached answer at once (its rotation revoked it in this process). */
+export interface ApiKeyAuth {
+  (ctx: Context, next: Next): Promise<void>;
+  forget(keyHash: string): void;
+}
+
+export function requireApiKey(db: pg.Pool): ApiKeyAuth {
   const cache = new Map<string, { storedHash: string | undefined; expiresAt: number }>();
 
   async function storedHashFor(keyHash: string): Promise<string | undefined> {
@@ -47,7 +53,7 @@ export function requireApiKey(db: pg.Pool): (ctx: Context, next: Next) => Promis
     return suspension.reason;
   }
 
-  return async function apiKeyAuth(ctx, next) {
+  const apiKeyAuth = async (ctx: Context, next: Next): Promise<void> => {
     const refusal = await refusalFor(ctx.get('authorization'));
     if (refusal !== undefined) {
       ctx.status = 401;
@@ -63,4 +69,5 @@ export function requireApiKey(db: pg.Pool): (ctx: Context, next: Next) => Promis
     }
     await next();
   };
+  return Object.assign(apiKeyAuth, { forget: (keyHash: string) => void cache.delete(keyHash) });
 }

@@ -1,7 +1,7 @@
 /**
  * Usage notices to the control plane, which emails the customer. Each notice is claimed once in usage_notices
  * (see usage.ts) and marked sent when the control plane takes it; one not delivered yet is sent again with the next
- * turn of the same month.
+ * turn of the same month. The signed call itself (postToControlPlane) serves the key-rotation notices too.
  */
 import type pg from 'pg';
 import { NOTICE_PATH, NOTICE_SIGNATURE_HEADER, NOTICE_WORKSPACE_HEADER, signNotice } from '../../core/usageNotice.ts';
@@ -28,30 +28,9 @@ export class Notifier {
     const target = this.config.controlPlane;
     if (!target) return false;
     const body = JSON.stringify({ workspaceId: this.config.workspaceId, ...notice });
-    for (let attempt = 0; attempt < 4; attempt++) {
-      try {
-        const response = await fetch(`${target.url}${NOTICE_PATH}`, {
-          method: 'POST',
-          headers: {
-            'content-type': 'application/json',
-            [NOTICE_SIGNATURE_HEADER]: signNotice(target.secret, body),
-            [NOTICE_WORKSPACE_HEADER]: this.config.workspaceId,
-          },
-          body,
-          signal: AbortSignal.timeout(10_000),
-        });
-        if (response.ok) {
-          await this.db.query('UPDATE usage_notices SET sent_at = now() WHERE month = $1 AND threshold = $2', [
-            notice.month,
-            notice.threshold,
-          ]);
-          return true;
-        }
-        if (response.status < 500 && response.status !== 429) break; // refused: retrying now will not help
-      } catch {
-        // unreachable for now: try again
-      }
-      await new Promise((resolve) => setTimeout(resolve, 500 * 2 ** attempt));
+    if (await postToControlPlane(target, this.config.workspaceId, NOTICE_PATH, body)) {
+      await this.db.query('UPDATE usage_notices SET sent_at = now() WHERE month = $1 AND threshold = $2', [notice.month, notice.threshold]);
+      return true;
     }
     log.warn('usage notice not delivered yet', { month: notice.month, threshold: notice.threshold });
     return false;
@@ -65,4 +44,36 @@ export class Notifier {
     );
     for (const row of rows) await this.send({ month, threshold: row.threshold, used: row.used, limit: this.config.messageLimit });
   }
+}
+
+/**
+ * One signed call to the control plane, tried a few times over about eight seconds while it is unreachable or answers
+ * 5xx or 429; true once it took the call.
+ */
+export async function postToControlPlane(
+  target: { url: string; secret: string },
+  workspaceId: string,
+  path: string,
+  body: string,
+): Promise<boolean> {
+  for (let attempt = 0; attempt < 4; attempt++) {
+    try {
+      const response = await fetch(`${target.url}${path}`, {
+        method: 'POST',
+        headers: {
+          'content-type': 'application/json',
+          [NOTICE_SIGNATURE_HEADER]: signNotice(target.secret, body),
+          [NOTICE_WORKSPACE_HEADER]: workspaceId,
+        },
+        body,
+        signal: AbortSignal.timeout(10_000),
+      });
+      if (response.ok) return true;
+      if (response.status < 500 && response.status !== 429) return false; // refused: retrying now will not help
+    } catch {
+      // unreachable for now: try again
+    }
+    await new Promise((resolve) => setTimeout(resolve, 500 * 2 ** attempt));
+  }
+  return false;
 }

@@ -13,6 +13,7 @@ import { chatRoutes, createChat, type Chat } from './chat.ts';
 import type { RuntimeConfig } from './config.ts';
 import type { RuntimeContext } from './context.ts';
 import { startHeartbeat } from './heartbeat.ts';
+import { keyRoutes } from './keys.ts';
 import { memoryRoutes } from './memory.ts';
 import { createModel } from './model.ts';
 import { rateLimitPerKey } from './rateLimit.ts';
@@ -74,7 +75,7 @@ export function createRuntimeApp(deps: RuntimeDeps): Koa {
   // The customer's API: every route behind the key and its rate limit.
   const api = new Router();
   api.use(auth, limited);
-  for (const routes of [chatRoutes(deps), memoryRoutes(deps), skillRoutes(deps), webhookSourceRoutes(deps)]) {
+  for (const routes of [chatRoutes(deps), memoryRoutes(deps), skillRoutes(deps), webhookSourceRoutes(deps), keyRoutes(deps, auth)]) {
     api.use(routes.routes(), routes.allowedMethods());
   }
   // Inbound webhooks authenticate per source, with the source's own secret.

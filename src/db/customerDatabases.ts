@@ -25,6 +25,8 @@ export interface CustomerDatabases {
   seedWorkspace(instanceId: string, files: WorkspaceFile[], key: { hash: string; label: string | null }): Promise<void>;
   /** Adds the files of `add` that are missing, and writes those of `replace` whatever is there. */
   updateWorkspace(instanceId: string, files: { add: WorkspaceFile[]; replace: WorkspaceFile[] }): Promise<void>;
+  /** This key is the customer's only live one: added if missing, every other revoked, together (a repeat changes nothing). */
+  replaceKeys(instanceId: string, key: { hash: string; label: string }): Promise<void>;
   /** Every API key of the customer is refused from now on (nothing to do without a database). */
   revokeKeys(instanceId: string): Promise<void>;
   /** Suspends the account with a reason its runtime shows (402), or lifts the suspension (null). */
@@ -85,6 +87,16 @@ export class PgCustomerDatabases implements CustomerDatabases {
         );
       }
     });
+  }
+
+  async replaceKeys(instanceId: string, key: { hash: string; label: string }): Promise<void> {
+    await this.with(instanceId, (client) =>
+      client.query(
+        `WITH added AS (INSERT INTO api_keys (key_hash, label) VALUES ($1, $2) ON CONFLICT (key_hash) DO NOTHING)
+         UPDATE api_keys SET revoked_at = now() WHERE revoked_at IS NULL AND key_hash <> $1`,
+        [key.hash, key.label],
+      ),
+    );
   }
 
   async revokeKeys(instanceId: string): Promise<void> {

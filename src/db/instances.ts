@@ -88,6 +88,11 @@ export interface Instances {
   /** When Stripe first reported the payment overdue: recorded now, unless it was already. */
   markPastDue(id: string): Promise<Date>;
   clearPastDue(id: string): Promise<void>;
+  /**
+   * The instance's API key is now this one: its hash and label are recorded with an `api_key.rotated` audit row, in
+   * one statement. A repeat (the same hash again) changes nothing and answers null; otherwise the audit row's id.
+   */
+  recordKeyRotation(id: string, key: { hash: string; label: string }, audit: { actor: string; detail: object }): Promise<string | null>;
 }
 
 const WITH_CUSTOMER = `
@@ -180,6 +185,20 @@ export class PgInstances implements Instances {
 
   async clearPastDue(id: string): Promise<void> {
     await this.db.query('UPDATE instances SET past_due_since = NULL WHERE id = $1', [id]);
+  }
+
+  async recordKeyRotation(id: string, key: { hash: string; label: string }, audit: { actor: string; detail: object }): Promise<string | null> {
+    const { rows } = await this.db.query<{ id: string }>(
+      `WITH changed AS (
+         UPDATE instances SET api_key_hash = $2, api_key_label = $3, updated_at = now()
+         WHERE id = $1 AND api_key_hash IS DISTINCT FROM $2
+         RETURNING id, customer_id
+       )
+       INSERT INTO audit (actor, action, customer_id, instance_id, detail)
+       SELECT $4, 'api_key.rotated', customer_id, id, $5 FROM changed RETURNING id`,
+      [id, key.hash, key.label, audit.actor, JSON.stringify({ ...audit.detail, label: key.label })],
+    );
+    return rows[0]?.id ?? null;
   }
 }
 

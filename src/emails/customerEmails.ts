@@ -65,3 +65,23 @@ export function suspendedEmail(): CustomerEmail {
     text: `Hello,\n\nWe could not collect the payment for your Clawdbot subscription, so your assistant is paused. Your data is kept.\nUpdate your payment method and it resumes right away.\n\nThe Clawdbot team\n`,
   };
 }
+
+/** An operator replaced the API key: the new one, shown this once; the old one no longer works. */
+export function keyRotatedEmail(input: { name: string | null; accessUrl: string | null; workspaceId: string; apiKey: string }): CustomerEmail {
+  const text = [
+    greeting(input.name),
+    '',
+    `The API key of your Clawdbot (workspace ${input.workspaceId}) was replaced at your request or for your safety.`,
+    'The old key no longer works. Your new key:',
+    '',
+    `  API key:      ${input.apiKey}`,
+    ...(input.accessUrl ? [`  Access URL:   ${input.accessUrl}`] : []),
+    '',
+    'Keep it secret: it is shown this once, and we keep only a fingerprint of it.',
+    'If you did not expect this, reply to this email.',
+    '',
+    'The Clawdbot team',
+    '',
+  ].join('\n');
+  return { subject: 'Your Clawdbot API key was replaced', text };
+}

@@ -3,6 +3,8 @@ export const INSTANCE_SECRETS = {
   databaseUrl: 'database_url',
   /** The new API key, sealed until the welcome email has carried it to the customer, then deleted. */
   pendingApiKey: 'pending_api_key',
+  /** A key an operator's rotation issued, sealed until the email has carried it to the customer, then deleted. */
+  rotatedApiKey: 'rotated_api_key',
   /** Shared with the instance's runtime, which signs its calls to the control plane with it. */
   runtimeSecret: 'runtime_secret',
 } as const;

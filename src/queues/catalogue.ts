@@ -93,6 +93,12 @@ export interface PaymentData {
   instanceId: string;
 }
 
+/** An operator's key rotation: `emailed` is set once the customer has the new key, so a retry sends nothing twice. */
+export interface RotateKeyData {
+  instanceId: string;
+  emailed?: boolean;
+}
+
 export interface DunningData {
   instanceId: string;
   attempt: number;
@@ -137,6 +143,7 @@ export interface JobData {
   suspend: PaymentData;
   resume: PaymentData;
   'dunning-email': DunningData;
+  'rotate-key': RotateKeyData;
   'usage-email': UsageEmailData;
   'alert-slack': AlertData;
   'alert-email': AlertData;
@@ -170,6 +177,7 @@ export const JOBS: Record<JobName, { queue: QueueName; finalFailure: FinalFailur
   resume: { queue: QUEUES.lifecycle, finalFailure: 'raise-incident' },
   'dunning-email': { queue: QUEUES.lifecycle, finalFailure: 'log' },
   'usage-email': { queue: QUEUES.lifecycle, finalFailure: 'log' },
+  'rotate-key': { queue: QUEUES.lifecycle, finalFailure: 'raise-incident' },
   'alert-slack': { queue: QUEUES.alerts, finalFailure: 'log' },
   'alert-email': { queue: QUEUES.alerts, finalFailure: 'log' },
   // A fleet run that fails is logged; the next scheduled run starts afresh.
@@ -206,6 +214,8 @@ export const JOB_IDS = {
   suspend: (workspaceId: string, generation: number, pastDueSince: number) => jobId(workspaceId, 'suspend', String(generation), String(pastDueSince)),
   resume: (workspaceId: string, eventId: string) => jobId(workspaceId, 'resume', eventId),
   dunning: (workspaceId: string, eventId: string) => jobId(workspaceId, 'dunning', eventId),
+  /** One per operator request. */
+  rotateKey: (workspaceId: string, requestId: string) => jobId(workspaceId, 'rotate-key', requestId),
   /** One email per instance, month and threshold. */
   usageEmail: (data: UsageEmailData) => jobId('usage', data.instanceId, data.month, String(data.threshold)),
   alert: (auditId: string, channel: AlertData['channel']) => jobId('alert', auditId, channel),

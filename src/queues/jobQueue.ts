@@ -48,6 +48,8 @@ export interface JobQueue {
   addResume(instance: InstanceKey, eventId: string): Promise<void>;
   addDunningEmail(instance: InstanceKey, attempt: number, eventId: string): Promise<void>;
   addUsageEmail(data: UsageEmailData): Promise<void>;
+  /** An operator's key rotation (one per request); answers its job id. */
+  addRotateKey(instance: InstanceKey, requestId: string): Promise<string>;
   /** An incident's alerts: one job per channel, so a retry of one never repeats the other. */
   addAlerts(auditId: string, where: { queue: QueueName; jobId: string }): Promise<void>;
   /** Abandons a failed provisioning: retries an earlier abandon that failed, or adds one. */
@@ -144,6 +146,12 @@ export class BullJobQueue implements JobQueue {
 
   async addUsageEmail(data: UsageEmailData): Promise<void> {
     await this.add('usage-email', data, { jobId: JOB_IDS.usageEmail(data) });
+  }
+
+  async addRotateKey(instance: InstanceKey, requestId: string): Promise<string> {
+    const id = JOB_IDS.rotateKey(instance.workspace_id, requestId);
+    await this.add('rotate-key', { instanceId: instance.id }, { jobId: id });
+    return id;
   }
 
   async addAlerts(auditId: string, where: { queue: QueueName; jobId: string }): Promise<void> {

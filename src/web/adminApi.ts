@@ -12,6 +12,7 @@ import { startProvisioning } from '../provisioning.ts';
 import type { JobQueue } from '../queues/jobQueue.ts';
 import { QUEUES } from '../queues/catalogue.ts';
 import { inspectFleet, type InspectContext } from '../jobs/fleet/reconcile.ts';
+import { KEY_ROTATION_STATUSES } from '../jobs/lifecycle/rotateKey.ts';
 import { maskSecrets } from '../../core/logger.ts';
 import { requireAdminToken } from './auth.ts';
 import { HttpError } from '../../core/http/httpError.ts';
@@ -145,6 +146,19 @@ export function adminApi(deps: { config: Config; instances: Instances; steps: St
     if (!(await deps.health.clearCrashLoop(instance.id))) throw new HttpError(409, 'not_crash_looping', 'the instance is not in a crash loop');
     await deps.audit.record({ actor: 'admin-api', action: 'instance.crash_loop_cleared', customerId: instance.customer_id, instanceId: instance.id });
     ctx.body = { cleared: instance.id };
+  });
+
+  /** Replaces the customer's API key: a job issues the new key, revokes the others and emails the customer. */
+  router.post('/admin/instances/:instanceId/rotate-key', async (ctx) => {
+    const instanceId = ctx.params.instanceId!;
+    const instance = UUID.test(instanceId) ? await deps.instances.byId(instanceId) : undefined;
+    if (!instance) throw new HttpError(404, 'not_found', 'no such instance');
+    if (!KEY_ROTATION_STATUSES.includes(instance.status)) {
+      throw new HttpError(409, 'not_running', `the instance is ${instance.status}; only an active or suspended instance's key can be rotated`);
+    }
+    const jobId = await deps.jobs.addRotateKey(instance, randomUUID());
+    ctx.status = 202;
+    ctx.body = { rotating: instance.id, job: `${QUEUES.lifecycle}/${jobId}` };
   });
 
   /** The newest reconcile report (a dry run's too), whichever process made it. */

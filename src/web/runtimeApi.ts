@@ -1,16 +1,18 @@
 /**
  * Calls from customers' runtimes. `POST /api/runtime/usage`: a runtime reports that its month's messages reached
- * 80 % or 100 % of the plan; the control plane emails the customer once per month and threshold. Each call is
+ * 80 % or 100 % of the plan; the control plane emails the customer once per month and threshold.
+ * `POST /api/runtime/key-rotated`: the customer rotated their key through the runtime's API. Each call is
  * signed with the instance's own secret (HMAC over timestamp and raw body, checked in constant time).
  */
 import { randomBytes } from 'node:crypto';
 import Router from '@koa/router';
+import type { Context } from 'koa';
 import type { Instances } from '../db/instances.ts';
 import type { UsageNotices } from '../db/usageNotices.ts';
 import { INSTANCE_SECRETS, instanceOwner } from '../instances/secrets.ts';
 import type { JobQueue } from '../queues/jobQueue.ts';
 import type { SecretStore } from '../secrets.ts';
-import { NOTICE_PATH, NOTICE_SIGNATURE_HEADER, NOTICE_WORKSPACE_HEADER, noticeSignatureValid } from '../../core/usageNotice.ts';
+import { KEY_ROTATED_PATH, NOTICE_PATH, NOTICE_SIGNATURE_HEADER, NOTICE_WORKSPACE_HEADER, noticeSignatureValid } from '../../core/usageNotice.ts';
 import { HttpError } from '../../core/http/httpError.ts';
 import { readRawBody } from '../../core/http/rawBody.ts';
 
@@ -18,7 +20,8 @@ const UNKNOWN_WORKSPACE_SECRET = randomBytes(32).toString('hex');
 
 export function runtimeApi(deps: { instances: Instances; usageNotices: UsageNotices; jobs: JobQueue; secrets: Pick<SecretStore, 'get'> }): Router {
   const router = new Router();
-  router.post(NOTICE_PATH, async (ctx) => {
+  /** The signed call's instance and raw body; one 401 for an unknown workspace and a bad signature. */
+  async function verified(ctx: Context): Promise<{ instanceId: string; workspaceId: string; raw: string }> {
     const raw = (await readRawBody(ctx.req, 16 * 1024)).toString('utf8');
     const workspaceId = ctx.get(NOTICE_WORKSPACE_HEADER);
     const instanceId = await deps.instances.idOfWorkspace(workspaceId);
@@ -27,6 +30,11 @@ export function runtimeApi(deps: { instances: Instances; usageNotices: UsageNoti
     // throwaway secret when there is none): callers learn nothing about which workspaces exist.
     const valid = noticeSignatureValid(ctx.get(NOTICE_SIGNATURE_HEADER), raw, secret ?? UNKNOWN_WORKSPACE_SECRET);
     if (!instanceId || !secret || !valid) throw new HttpError(401, 'unauthorized', 'unknown workspace or bad signature');
+    return { instanceId, workspaceId, raw };
+  }
+
+  router.post(NOTICE_PATH, async (ctx) => {
+    const { instanceId, workspaceId, raw } = await verified(ctx);
     const notice = parseNotice(raw, workspaceId);
     const recorded = await deps.usageNotices.record(instanceId, notice);
     // Enqueued on every accepted notice, not only the first: if Redis failed after the row was recorded, the
@@ -34,18 +42,42 @@ export function runtimeApi(deps: { instances: Instances; usageNotices: UsageNoti
     await deps.jobs.addUsageEmail({ instanceId, month: notice.month, threshold: notice.threshold });
     ctx.body = { received: true, duplicate: !recorded };
   });
+
+  // The customer rotated their key through the runtime: the instance records the new key's hash and label (a
+  // repeated notice records nothing twice).
+  router.post(KEY_ROTATED_PATH, async (ctx) => {
+    const { instanceId, workspaceId, raw } = await verified(ctx);
+    const key = parseKeyRotation(raw, workspaceId);
+    const auditId = await deps.instances.recordKeyRotation(instanceId, key, { actor: 'customer', detail: { via: 'runtime-api' } });
+    ctx.body = { received: true, duplicate: auditId === null };
+  });
   return router;
 }
 
-function parseNotice(raw: string, workspaceId: string): { month: string; threshold: 80 | 100; used: number; limit: number } {
-  let body: { workspaceId?: unknown; month?: unknown; threshold?: unknown; used?: unknown; limit?: unknown };
+function parseJson<T>(raw: string): T {
   try {
-    body = JSON.parse(raw);
+    return JSON.parse(raw) as T;
   } catch {
     throw new HttpError(400, 'invalid_json', 'the body is not valid JSON');
   }
+}
+
+function parseKeyRotation(raw: string, workspaceId: string): { hash: string; label: string } {
+  const body = parseJson<{ workspaceId?: unknown; hash?: unknown; label?: unknown } | null>(raw);
   const ok =
-    body.workspaceId === workspaceId &&
+    body?.workspaceId === workspaceId &&
+    typeof body.hash === 'string' &&
+    /^[0-9a-f]{64}$/.test(body.hash) &&
+    typeof body.label === 'string' &&
+    /^claw_[0-9A-Za-z]{6}…$/.test(body.label);
+  if (!ok) throw new HttpError(400, 'invalid_notice', 'expected { workspaceId, hash: hex SHA-256, label: claw_xxxxxx… }');
+  return { hash: body.hash as string, label: body.label as string };
+}
+
+function parseNotice(raw: string, workspaceId: string): { month: string; threshold: 80 | 100; used: number; limit: number } {
+  const body = parseJson<{ workspaceId?: unknown; month?: unknown; threshold?: unknown; used?: unknown; limit?: unknown } | null>(raw);
+  const ok =
+    body?.workspaceId === workspaceId &&
     typeof body.month === 'string' &&
     /^\d{4}-\d{2}$/.test(body.month) &&
     (body.threshold === 80 || body.threshold === 100) &&

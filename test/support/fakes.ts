@@ -178,6 +178,14 @@ export class FakeInstances implements Instances {
     Object.assign(this.get(id), fields);
   }
 
+  async recordKeyRotation(id: string, key: { hash: string; label: string }, audit: { actor: string; detail: object }): Promise<string | null> {
+    this.calls.push('instances.recordKeyRotation');
+    const row = this.get(id);
+    if (row.api_key_hash === key.hash) return null;
+    Object.assign(row, { api_key_hash: key.hash, api_key_label: key.label });
+    return this.audit.record({ actor: audit.actor, action: 'api_key.rotated', customerId: row.customer_id, instanceId: id, detail: { ...audit.detail, label: key.label } });
+  }
+
   /** As the state machine's transition(): checked against the same table, with its audit row. */
   async transition(id: string, event: InstanceEvent, request: TransitionRequest) {
     const row = this.get(id);
@@ -564,6 +572,13 @@ export class FakeCustomerDbs implements CustomerDatabases {
     for (const file of files.replace) db.files.set(file.path, file.content);
   }
 
+  async replaceKeys(instanceId: string, key: { hash: string; label: string }): Promise<void> {
+    this.calls.push('customerDbs.replaceKeys');
+    const db = await this.open(instanceId);
+    if (!db.keys.some((k) => k.hash === key.hash)) db.keys.push({ ...key, revoked: false });
+    for (const k of db.keys) if (k.hash !== key.hash) k.revoked = true;
+  }
+
   async revokeKeys(instanceId: string): Promise<void> {
     this.calls.push('customerDbs.revokeKeys');
     if (!(await this.exists(instanceId))) return;
@@ -666,6 +681,11 @@ export class FakeJobQueue implements JobQueue {
   addAbandon = (...args: unknown[]) => this.add('addAbandon', ...args);
   pause = (...args: unknown[]) => this.add('pause', ...args);
   scheduleFleet = (...args: unknown[]) => this.add('scheduleFleet', ...args);
+
+  async addRotateKey(instance: { workspace_id: string }, requestId: string): Promise<string> {
+    await this.add('addRotateKey', instance, requestId);
+    return `${instance.workspace_id}-rotate-key-${requestId}`;
+  }
 
   async addReconcile(requestId: string): Promise<string> {
     await this.add('addReconcile', requestId);
