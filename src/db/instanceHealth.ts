@@ -36,8 +36,11 @@ export interface InstanceHealth {
    * at its next failures. False when it is not in a crash loop.
    */
   clearCrashLoop(instanceId: string): Promise<boolean>;
-  /** Instances newest first with their health, filtered, a page after `after` (the last of the previous page). */
-  list(filter: InstanceListFilter): Promise<ListedInstance[]>;
+  /**
+   * Instances newest first with their health, filtered, a page after `after`; `next` is where the following page
+   * starts (null after the last), to the microsecond.
+   */
+  list(filter: InstanceListFilter): Promise<{ instances: ListedInstance[]; next: InstancePosition | null }>;
   /**
    * Runs `fn` unless another monitor run holds the lock (then answers null): two workers never probe the fleet at
    * once, whatever the schedule.
@@ -49,8 +52,14 @@ export interface InstanceListFilter {
   status?: string;
   /** 'unknown': never probed (or not active). */
   health?: HealthState | 'unknown';
-  after?: { createdAt: Date; id: string };
+  after?: InstancePosition;
   limit: number;
+}
+
+/** Where an instance is in the list: its creation time as Postgres holds it (microseconds) and its id. */
+export interface InstancePosition {
+  createdAt: string;
+  id: string;
 }
 
 export interface ListedInstance {
@@ -172,9 +181,10 @@ export class PgInstanceHealth implements InstanceHealth {
     return rowCount === 1;
   }
 
-  async list(filter: InstanceListFilter): Promise<ListedInstance[]> {
-    const { rows } = await this.db.query<HealthRow & { id: string; customer_id: string; email: string | null; workspace_id: string; status: string; plan: string | null; access_url: string | null; created_at: Date; probed: boolean }>(
+  async list(filter: InstanceListFilter): Promise<{ instances: ListedInstance[]; next: InstancePosition | null }> {
+    const { rows } = await this.db.query<HealthRow & { id: string; customer_id: string; email: string | null; workspace_id: string; status: string; plan: string | null; access_url: string | null; created_at: Date; position: string; probed: boolean }>(
       `SELECT i.id, i.customer_id, c.email, i.workspace_id, i.status, i.plan, i.access_url, i.created_at,
+              to_char(i.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS position,
               h.instance_id IS NOT NULL AS probed, h.state, h.checked_at, h.since, h.last_error, h.restart_count, h.crash_loop
        FROM instances i JOIN customers c ON c.id = i.customer_id LEFT JOIN instance_health h ON h.instance_id = i.id
        WHERE ($1::text IS NULL OR i.status = $1)
@@ -183,17 +193,21 @@ export class PgInstanceHealth implements InstanceHealth {
        ORDER BY i.created_at DESC, i.id DESC LIMIT $5`,
       [filter.status ?? null, filter.health ?? null, filter.after?.createdAt ?? null, filter.after?.id ?? null, filter.limit],
     );
-    return rows.map((row) => ({
-      instanceId: row.id,
-      customerId: row.customer_id,
-      email: row.email,
-      workspaceId: row.workspace_id,
-      status: row.status,
-      plan: row.plan,
-      accessUrl: row.access_url,
-      createdAt: row.created_at,
-      health: row.probed ? healthView(row) : null,
-    }));
+    const last = rows.length === filter.limit ? rows[rows.length - 1] : undefined;
+    return {
+      instances: rows.map((row) => ({
+        instanceId: row.id,
+        customerId: row.customer_id,
+        email: row.email,
+        workspaceId: row.workspace_id,
+        status: row.status,
+        plan: row.plan,
+        accessUrl: row.access_url,
+        createdAt: row.created_at,
+        health: row.probed ? healthView(row) : null,
+      })),
+      next: last ? { createdAt: last.position, id: last.id } : null,
+    };
   }
 
   async exclusively<T>(fn: () => Promise<T>): Promise<T | null> {

@@ -52,13 +52,8 @@ export function adminApi(deps: { config: Config; instances: Instances; steps: St
 
   /** Instances newest first, with their health: ?status=&health=&limit=, and ?cursor= from the previous page. */
   router.get('/admin/instances', async (ctx) => {
-    const filter = listFilter(ctx.query);
-    const page = await deps.health.list(filter);
-    const last = page.length === filter.limit ? page[page.length - 1] : undefined;
-    ctx.body = {
-      instances: page,
-      nextCursor: last ? Buffer.from(`${last.createdAt.toISOString()}|${last.instanceId}`).toString('base64url') : null,
-    };
+    const { instances, next } = await deps.health.list(listFilter(ctx.query));
+    ctx.body = { instances, nextCursor: next ? Buffer.from(`${next.createdAt}|${next.id}`).toString('base64url') : null };
   });
 
   router.post('/admin/provision', async (ctx) => {
@@ -206,9 +201,8 @@ function listFilter(query: Record<string, string | string[] | undefined>): Insta
   const cursor = one('cursor');
   let after: InstanceListFilter['after'];
   if (cursor !== undefined) {
-    const [at, id] = Buffer.from(cursor, 'base64url').toString('utf8').split('|');
-    const createdAt = new Date(at ?? '');
-    if (!id || !UUID.test(id) || Number.isNaN(createdAt.getTime())) problems.push('cursor must be a nextCursor this API gave');
+    const [createdAt, id] = Buffer.from(cursor, 'base64url').toString('utf8').split('|');
+    if (!id || !UUID.test(id) || !createdAt || !/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$/.test(createdAt)) problems.push('cursor must be a nextCursor this API gave');
     else after = { createdAt, id };
   }
   if (problems.length) throw new HttpError(400, 'invalid_request', problems.join('; '));

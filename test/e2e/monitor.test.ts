@@ -64,12 +64,14 @@ describe('health monitor (local runtimes)', function () {
       expect(response.status, query).to.equal(200);
       return (await response.json()) as { instances: { instanceId: string; status: string; health: Health | null }[]; nextCursor: string | null };
     };
+    // Created within one millisecond: the cursor must hold Postgres's microseconds to page past the first.
+    await h.db.query(`UPDATE instances SET created_at = CASE WHEN id = $1 THEN '2026-12-03T12:00:00.1238Z'::timestamptz ELSE '2026-12-03T12:00:00.1234Z'::timestamptz END WHERE id IN ($1, $2)`, [ann.instanceId, bob.instanceId]);
     const first = await page('?status=active&health=healthy&limit=1');
     expect(first.instances).to.have.length(1);
     expect(first.nextCursor).to.be.a('string');
     const second = await page(`?status=active&health=healthy&limit=1&cursor=${first.nextCursor}`);
     expect(second.instances).to.have.length(1);
-    expect([first.instances[0]!.instanceId, second.instances[0]!.instanceId]).to.have.members([ann.instanceId, bob.instanceId]);
+    expect([first.instances[0]!.instanceId, second.instances[0]!.instanceId]).to.deep.equal([ann.instanceId, bob.instanceId]);
     expect((await page(`?status=active&limit=1&cursor=${second.nextCursor}`)).instances).to.deep.equal([]);
     expect((await page('?health=down')).instances).to.deep.equal([]);
     expect((await page('?status=failed')).instances).to.deep.equal([]);

@@ -911,8 +911,8 @@ export class FakeHealth implements InstanceHealth {
   async view(): Promise<HealthView | null> {
     return null;
   }
-  async list(): Promise<ListedInstance[]> {
-    return [];
+  async list(): Promise<{ instances: ListedInstance[]; next: null }> {
+    return { instances: [], next: null };
   }
   async clearCrashLoop(): Promise<boolean> {
     return false;
