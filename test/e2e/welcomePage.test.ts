@@ -55,6 +55,8 @@ describe('the welcome page in Chromium', function () {
     const csp = response.headers()['content-security-policy']!;
     expect(csp).to.include("default-src 'none'").and.match(/script-src 'nonce-[A-Za-z0-9+/=]+'/);
     expect(csp).to.not.include('unsafe-inline');
+    // Without JavaScript the page refreshes itself.
+    expect(await response.text()).to.include('<noscript><meta http-equiv="refresh" content="5"></noscript>');
     const first = (await stepStates(page))!;
     expect(first).to.have.length(7);
 
@@ -123,6 +125,25 @@ describe('the welcome page in Chromium', function () {
     expect([...bodies][0]).to.include('Page not found').and.not.include('Wendy');
     const events = await fetch(`${h.url}/welcome/events?session_id=${crossed.id}`);
     expect(events.status).to.equal(404);
+
+    // A paid checkout whose webhook has not been handled yet (Stripe redirects at once) waits for it instead.
+    const early = h.checkout({ email: 'early@example.com' });
+    const waiting = await fetch(`${h.url}/welcome?session_id=${early.sessionId}`);
+    expect(waiting.status).to.equal(200);
+    expect(await waiting.text()).to.include('being set up');
+  });
+
+  it('tells calmly that operators were told when the provisioning failed, with no detail of the error', async () => {
+    // A price that is none of this product's plans: the intake fails the instance with a reason for operators.
+    const paid = h.checkout({ email: 'frank@example.com', price: 'price_not_ours' });
+    await h.deliver(paid.event);
+    expect((await h.waitForStatus(paid.customerId, ['failed', 'active'], 60_000)).status).to.equal('failed');
+    const response = await fetch(`${h.url}/welcome?session_id=${paid.sessionId}`);
+    expect(response.status).to.equal(200);
+    const body = await response.text();
+    expect(body).to.include('Our operators have been told');
+    expect(body).to.not.match(/price_not_ours|resolve-plan|Error|at .*\.ts/);
+    expect(body).to.not.match(KEY);
   });
 
   it('sends a welcome email whose HTML part shows the access URL and the account link in a browser', async () => {
@@ -167,7 +188,11 @@ describe('the welcome page with KEY_IN_EMAIL=false', function () {
     expect(mail.text).to.not.match(KEY);
     expect(mail.html).to.not.match(KEY);
 
-    const page = await browser.newPage({ viewport: { width: 390, height: 844 } });
+    // Not revealed yet: the key stays sealed (for KEY_REVEAL_WINDOW after the email) for the page to show.
+    expect(await h.plane.ctx.secrets.get(instanceOwner(view.instanceId), INSTANCE_SECRETS.pendingApiKey)).to.match(KEY);
+
+    // The final state needs no JavaScript.
+    const page = await browser.newPage({ viewport: { width: 390, height: 844 }, javaScriptEnabled: false });
     await page.setContent(mail.html!);
     await screenshot(page, 'welcome-email-without-key');
     const link = (await page.getAttribute('a:has-text("Show my key")', 'href'))!;
