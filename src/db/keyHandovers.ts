@@ -10,6 +10,8 @@ export interface KeyHandovers {
   emailed(instanceId: string): Promise<{ revealed: boolean }>;
   /** Claims the one reveal: null when it was already claimed, else whether the email had already gone. */
   claimReveal(instanceId: string): Promise<{ emailed: boolean } | null>;
+  /** A new key is issued (a reactivation's): what happened to the one before no longer counts. */
+  forget(instanceId: string): Promise<void>;
   /** What has happened so far (null: neither). */
   state(instanceId: string): Promise<{ emailed: boolean; revealed: boolean } | null>;
   /**
@@ -40,6 +42,10 @@ export class PgKeyHandovers implements KeyHandovers {
       [instanceId],
     );
     return rows[0] ? { emailed: rows[0].emailed_at !== null } : null;
+  }
+
+  async forget(instanceId: string): Promise<void> {
+    await this.db.query('DELETE FROM key_handovers WHERE instance_id = $1', [instanceId]);
   }
 
   async state(instanceId: string): Promise<{ emailed: boolean; revealed: boolean } | null> {

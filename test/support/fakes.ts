@@ -900,6 +900,10 @@ export class FakeKeyHandovers implements KeyHandovers {
     return { emailed: row.emailedAt !== null };
   }
 
+  async forget(instanceId: string): Promise<void> {
+    this.rows.delete(instanceId);
+  }
+
   async state(instanceId: string): Promise<{ emailed: boolean; revealed: boolean } | null> {
     const row = this.rows.get(instanceId);
     return row ? { emailed: row.emailedAt !== null, revealed: row.revealedAt !== null } : null;

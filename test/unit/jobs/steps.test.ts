@@ -341,6 +341,21 @@ describe('provisioning steps (fakes)', () => {
       expect(mail!.html).to.not.include('claw_live_secret');
     });
 
+    it('emails and reveals a reactivation’s new key although the first key was emailed and revealed', async () => {
+      const f = fakeContext();
+      const instance = f.instances.add({ status: 'provisioning', access_url: 'http://svc.test' });
+      await f.customerDbs.give(instance.id);
+      await f.keyHandovers.emailed(instance.id);
+      await f.keyHandovers.claimReveal(instance.id); // the first generation's key
+      await run(f, buildWorkspace, stepJob(f, 'build-workspace', instance.id));
+      const key = await f.secrets.get(instanceOwner(instance.id), INSTANCE_SECRETS.pendingApiKey);
+      await run(f, sendWelcomeEmail, stepJob(f, 'send-welcome-email', instance.id));
+      expect(f.mailer.sent).to.have.length(1);
+      expect(f.mailer.sent[0]!.text).to.include(key!);
+      expect(await f.keyHandovers.state(instance.id)).to.deep.equal({ emailed: true, revealed: false });
+      expect(await f.secrets.get(instanceOwner(instance.id), INSTANCE_SECRETS.pendingApiKey)).to.equal(key);
+    });
+
     it('fails when no key was ever issued', async () => {
       const f = fakeContext();
       const instance = f.instances.add({ status: 'provisioning', access_url: 'http://svc.test' });
