@@ -100,6 +100,20 @@ describe('the welcome page in Chromium', function () {
     await page.close();
   });
 
+  it('streams the progress as server-sent events, ending once the instance is active, never with the key', async () => {
+    const response = await fetch(`${h.url}/welcome/events?session_id=${sessionId}`);
+    expect(response.status).to.equal(200);
+    expect(response.headers.get('content-type')).to.include('text/event-stream');
+    const text = await response.text(); // the stream ends by itself: the instance is active
+    expect(text).to.match(/^retry: \d+\n\n/);
+    const events = text.split('\n\n').filter((e) => e.startsWith('event: progress'));
+    expect(events).to.have.length(1);
+    const view = JSON.parse(events[0]!.split('\ndata: ')[1]!) as { status: string; finished: boolean; steps: { state: string }[] };
+    expect(view).to.include({ status: 'active', finished: true });
+    expect(view.steps.every((step) => step.state === 'completed')).to.equal(true);
+    expect(text).to.not.include(apiKey);
+  });
+
   it('answers the same plain 404 for an unknown, malformed, unpaid or another customer’s session, and a forged link', async () => {
     const stranger = h.stripe.createCustomer({ email: 'eve@example.com', name: 'Eve' });
     const unpaidSub = h.stripe.createSubscription({ customer: stranger.id, price: DEFAULT_PRICE_IDS.starter });

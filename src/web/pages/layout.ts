@@ -2,9 +2,12 @@
  * The customer pages' layout: one HTML document with the page's own small style sheet (inline, under the response's
  * nonce), readable at phone width and in high contrast, and the plain error pages every customer page shares.
  */
-import type { Context } from 'koa';
+import type { Context, Next } from 'koa';
+import { logger } from '../../../core/logger.ts';
 import { html, raw, type Html } from '../../html.ts';
 import type { PageState } from './security.ts';
+
+const log = logger('web');
 
 // Contrast: body text #1f2937 on #ffffff (14:1), muted #4b5563 (7:1), links #1d4ed8 (6.7:1).
 const STYLE = `
@@ -78,6 +81,21 @@ export function sendForbidden(ctx: Context): void {
     title: 'Form expired',
     body: html`<div class="card"><h1>This form has expired</h1><p>Go back, reload the page and try again.</p></div>`,
   });
+}
+
+/** Anything that went wrong while making a page: a plain page with its status; what went wrong goes to the log only. */
+export async function pageErrors(ctx: Context, next: Next): Promise<void> {
+  try {
+    await next();
+  } catch (err) {
+    const status = (err as { status?: unknown }).status;
+    const known = typeof status === 'number' && status >= 400 && status < 500;
+    if (!known) log.error('page failed', { method: ctx.method, path: ctx.path, error: (err as Error).message });
+    sendPage(ctx, known ? status : 500, {
+      title: 'Something went wrong',
+      body: html`<div class="card"><h1>Something went wrong</h1><p>${known ? 'This request could not be handled.' : 'We have been told. Please try again in a moment.'}</p></div>`,
+    });
+  }
 }
 
 export function sendUnavailable(ctx: Context): void {

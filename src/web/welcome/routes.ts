@@ -14,7 +14,7 @@ import { TransientError } from '../../errors.ts';
 import { isEnded } from '../../instances/stateMachine.ts';
 import type { StripeGateway } from '../../providers/stripe.ts';
 import type { SecretStore } from '../../secrets.ts';
-import { sendNotFound, sendPage, sendUnavailable } from '../pages/layout.ts';
+import { pageErrors, sendNotFound, sendPage, sendUnavailable } from '../pages/layout.ts';
 import { pageSecurity } from '../pages/security.ts';
 import { endedPage, failedPage, progressPage, readyPage } from './pages.ts';
 import { progressView } from './progress.ts';
@@ -22,8 +22,12 @@ import { revealKeyOnce } from './reveal.ts';
 import { findVisit, refreshVisit, type Visit } from './visit.ts';
 
 const POLL_MS = 500;
-/** A stream ends after this long (the browser reconnects if it still waits); keeps no connection forever. */
-const STREAM_MAX_MS = 10 * 60_000;
+/**
+ * A stream ends after this long and the browser reconnects (after RETRY_MS) if it still waits: no connection is held
+ * for long, so a web process that stops drains within its grace.
+ */
+const STREAM_MAX_MS = 25_000;
+const RETRY_MS = 1_000;
 /** A comment this often keeps proxies from closing a quiet stream. */
 const KEEPALIVE_MS = 15_000;
 
@@ -38,7 +42,7 @@ export interface WelcomeDeps {
 
 export function welcomePages(deps: WelcomeDeps): Router {
   const router = new Router();
-  router.use(['/welcome', '/welcome/events'], pageSecurity);
+  router.use(['/welcome', '/welcome/events'], pageSecurity, pageErrors);
   const visitDeps = { secretsKey: deps.config.secretsKey, instances: deps.instances, stripe: deps.stripe };
 
   /** The visit, or an answer already sent (404, or 503 while Stripe cannot be asked). */
@@ -86,6 +90,7 @@ export function welcomePages(deps: WelcomeDeps): Router {
       stream.end();
     };
     ctx.req.once('close', stop);
+    stream.write(`retry: ${RETRY_MS}\n\n`);
     const tick = async () => {
       try {
         visit = visit && (await refreshVisit(deps, visit));
