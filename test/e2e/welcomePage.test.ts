@@ -114,6 +114,22 @@ describe('the welcome page in Chromium', function () {
     expect(text).to.not.include(apiKey);
   });
 
+  it('answers a comped customer’s welcome link from the admin API, which shows progress and then the key once', async () => {
+    const created = await h.admin('/api/admin/provision', { method: 'POST', body: JSON.stringify({ email: 'carl@example.com', plan: 'starter' }) });
+    expect(created.status).to.equal(202);
+    const { welcomeUrl, customerId } = (await created.json()) as { welcomeUrl: string; customerId: string };
+    expect(welcomeUrl.startsWith(`${h.config.publicUrl}/welcome?token=`)).to.equal(true);
+    const local = welcomeUrl.replace(h.config.publicUrl, h.url);
+    const early = await fetch(local);
+    expect(early.status).to.equal(200);
+    await h.waitForStatus(customerId, ['active']);
+    const [first, second] = [await (await fetch(local)).text(), await (await fetch(local)).text()];
+    const key = KEY.exec(first)?.[0];
+    expect(key, 'the first visit once active shows the key').to.be.a('string');
+    expect(second).to.not.include(key!);
+    expect(second).to.include(`<code>${key!.slice(-4)}</code>`);
+  });
+
   it('answers the same plain 404 for an unknown, malformed, unpaid or another customer’s session, and a forged link', async () => {
     const stranger = h.stripe.createCustomer({ email: 'eve@example.com', name: 'Eve' });
     const unpaidSub = h.stripe.createSubscription({ customer: stranger.id, price: DEFAULT_PRICE_IDS.starter });

@@ -1,7 +1,7 @@
 /**
  * Headless Chromium for the browser tests: Debian's chromium package driven by playwright-core (no downloaded
  * browser; .ci/run installs the package on a fresh machine). One browser per test file; screenshots go to
- * test-artifacts/ (gitignored), where CI keeps them.
+ * test-artifacts/ (gitignored), to look at after a run.
  */
 import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
