@@ -5,6 +5,7 @@
  */
 import { expect } from 'chai';
 import type { Browser, Page } from 'playwright-core';
+import { logTo } from '../../core/logger.ts';
 import { DEFAULT_PRICE_IDS } from '../../core/plans.ts';
 import { INSTANCE_SECRETS, instanceOwner } from '../../src/instances/secrets.ts';
 import { launchBrowser, screenshot } from '../support/browser.ts';
@@ -200,16 +201,21 @@ describe('the welcome page with KEY_IN_EMAIL=false', function () {
   let h: Harness;
   let browser: Browser;
 
+  /** Every log line of the control plane meanwhile, debug ones included. */
+  const lines: string[] = [];
+
   before(async () => {
-    [h, browser] = await Promise.all([startHarness({ KEY_IN_EMAIL: 'false' }), launchBrowser()]);
+    logTo({ write: (line: string) => lines.push(line) });
+    [h, browser] = await Promise.all([startHarness({ KEY_IN_EMAIL: 'false', LOG_LEVEL: 'debug', LOG_FORMAT: 'json' }), launchBrowser()]);
   });
 
   after(async () => {
+    logTo(undefined);
     await browser?.close();
     await h?.close();
   });
 
-  it('emails a link instead of the key, and the page it opens reveals the key to one of two concurrent visits', async () => {
+  it('emails a link instead of the key, and the page it opens reveals the key to one of two concurrent visits, never logged', async () => {
     const { customerId, event } = h.checkout({ email: 'omar@example.com', name: 'Omar Haddad' });
     await h.deliver(event);
     const view = await h.waitForStatus(customerId, ['active', 'failed']);
@@ -240,5 +246,8 @@ describe('the welcome page with KEY_IN_EMAIL=false', function () {
     expect(await page.content()).to.not.include(shown[0]!);
     expect((await page.textContent('#key-ending'))!).to.include(shown[0]!.slice(-4));
     await page.close();
+    expect(lines.length).to.be.above(0);
+    expect(lines.join('\n')).to.not.include(shown[0]!);
+    expect((await dumpKeys(h.redis, `${h.config.queuePrefix}:*`)).join('\n')).to.not.include(shown[0]!);
   });
 });
