@@ -37,9 +37,17 @@ export function hashApiKey(key: string): string {
   return sha256Hex(key);
 }
 
-/** A short, non-secret label for a key (for operators and emails): prefix plus the first 6 characters. */
+/**
+ * A short, non-secret label for a key (for operators, emails and the customer's pages): prefix plus the first 6 and
+ * the last 4 characters (10 of 43 base62 digits: over 190 bits stay unknown).
+ */
 export function apiKeyLabel(key: string): string {
-  return key.slice(0, API_KEY_PREFIX.length + 6) + '…';
+  return key.slice(0, API_KEY_PREFIX.length + 6) + '…' + key.slice(-4);
+}
+
+/** The last four characters of the key a label names, or null for a label made before labels held them. */
+export function keyEnding(label: string | null): string | null {
+  return /…([0-9A-Za-z]{4})$/.exec(label ?? '')?.[1] ?? null;
 }
 
 /** Constant-time check of a presented key against a stored hash. */

@@ -67,6 +67,11 @@ export interface Config {
     anthropicBaseUrl: string | null;
     anthropicModel: string | null;
   };
+  /**
+   * The welcome page: how long after the welcome email the unrevealed API key stays sealed for the page to show once,
+   * and whether the email carries the key itself (else only a link to the page).
+   */
+  welcome: { keyRevealWindowMs: number; keyInEmail: boolean };
   /** Secrets that were generated for development, to mention at start (never their values). */
   generatedSecrets: string[];
 }
@@ -162,6 +167,16 @@ class Reader {
       this.problems.push(`${name} must be a ${protocols.join(' or ')} URL (got "${redactUrl(value)}")`);
       return fallback;
     }
+  }
+
+  /** true or false (also 1/0, yes/no). */
+  bool(name: string, fallback: boolean): boolean {
+    const value = this.raw(name)?.toLowerCase();
+    if (value === undefined) return fallback;
+    if (['true', '1', 'yes'].includes(value)) return true;
+    if (['false', '0', 'no'].includes(value)) return false;
+    this.problems.push(`${name} must be true or false (got "${value}")`);
+    return fallback;
   }
 
   oneOf<T extends string>(name: string, fallback: T, allowed: readonly T[]): T {
@@ -353,6 +368,7 @@ export function loadConfig(env: Env = process.env, cwd = process.cwd()): Config 
       intervalMs: r.duration('RECONCILE_INTERVAL', 10 * 60_000),
       orphanGraceMs: r.duration('ORPHAN_GRACE', 3_600_000),
     },
+    welcome: { keyRevealWindowMs: r.duration('KEY_REVEAL_WINDOW', 3_600_000), keyInEmail: r.bool('KEY_IN_EMAIL', true) },
     rateLimitAlertAfterMs: r.duration('RATE_LIMIT_ALERT_AFTER', 15 * 60_000),
     metricsToken: r.optional('METRICS_TOKEN'),
     healthCheck: {

@@ -31,6 +31,7 @@ import { SecretStore } from './secrets.ts';
 import { createWebApp } from './web/app.ts';
 import { BULL_BOARD_PATH } from './web/bullBoard.ts';
 import { closeWorkers, startWorkers } from './worker.ts';
+import { sweepIntervalMs, sweepSealedKeys } from './jobs/keySweep.ts';
 import path from 'node:path';
 
 const log = logger('control-plane');
@@ -72,6 +73,7 @@ export async function startControlPlane(config: Config, roles: { web: boolean; w
   const localDatabase = new LocalDatabaseProvider(db, config.databaseUrl, secrets);
   const database: DatabaseProvider = config.neon ? new NeonDatabaseProvider(config.neon, new PgNeonPlacements(db)) : localDatabase;
   if (roles.worker && database === localDatabase) await localDatabase.init();
+  const stripe = new StripeGateway(config.stripe.secretKey, config.stripe.apiBase);
   const ctx: JobContext & { queues: Queues } = {
     config,
     ...pgGateways(db, secrets, config.databaseUrl),
@@ -82,23 +84,30 @@ export async function startControlPlane(config: Config, roles: { web: boolean; w
     database,
     mailer,
     alerter: new Alerter(config.alerts.slackWebhookUrl, config.alerts.email, mailer),
-    stripe: new StripeGateway(config.stripe.secretKey, config.stripe.apiBase),
+    stripe,
     archives: new ArchiveStore(config.lifecycle.archiveDir),
     rateLimitPeriods,
   };
 
   let workers: Worker[] = [];
+  let keySweep: NodeJS.Timeout | undefined;
   if (roles.worker) {
     // Local runtimes without a live supervisor (a restart of the control plane, a worker that died) are taken over.
     if (compute === local) await local.startSupervising();
     workers = startWorkers(ctx);
     await ctx.jobs.scheduleFleet({ monitor: config.monitor.intervalMs, reconcile: config.reconcile.intervalMs });
+    // Sealed API keys that are done with (revealed, or past their window) are deleted here, by any worker.
+    const windowMs = config.welcome.keyRevealWindowMs;
+    keySweep = setInterval(() => {
+      sweepSealedKeys(ctx.keyHandovers, windowMs).catch((err: Error) => log.warn('sealed key sweep failed', { error: err.message }));
+    }, sweepIntervalMs(windowMs));
+    keySweep.unref();
   }
 
   let server: Server | undefined;
   let url: string | undefined;
   if (roles.web) {
-    const app = createWebApp({ ...ctx, db, metrics: { counters, flush: () => flusher.flush() } });
+    const app = createWebApp({ ...ctx, stripe, db, metrics: { counters, flush: () => flusher.flush() } });
     server = await new Promise<Server>((resolve, reject) => {
       const s = app.listen(config.port, () => resolve(s)).once('error', reject);
     });
@@ -113,6 +122,7 @@ export async function startControlPlane(config: Config, roles: { web: boolean; w
     ctx,
     url,
     async close() {
+      clearInterval(keySweep);
       if (server) await new Promise<void>((resolve) => server.close(() => resolve()));
       await closeWorkers(workers);
       await flusher.close(); // after the workers: their last counts go too

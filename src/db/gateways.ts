@@ -6,6 +6,7 @@ import { PgCustomerDatabases, type CustomerDatabases } from './customerDatabases
 import { PgInstanceLocks, type InstanceLocks } from './instanceLocks.ts';
 import { PgInstanceHealth, type InstanceHealth } from './instanceHealth.ts';
 import { PgInstances, type Instances } from './instances.ts';
+import { PgKeyHandovers, type KeyHandovers } from './keyHandovers.ts';
 import type { Db } from './pool.ts';
 import { PgProviderTimings, type ProviderTimings } from './providerTimings.ts';
 import { PgReconciliation, type Reconciliation } from './reconciliation.ts';
@@ -31,6 +32,8 @@ export interface Gateways {
   health: InstanceHealth;
   /** What the reconciler keeps between runs: orphans' first sightings, drift checks, reports. */
   reconciliation: Reconciliation;
+  /** When a new API key was emailed and revealed on the welcome page. */
+  keyHandovers: KeyHandovers;
 }
 
 export function pgGateways(db: Db, secrets: SecretStore, databaseUrl: string): Gateways {
@@ -47,5 +50,6 @@ export function pgGateways(db: Db, secrets: SecretStore, databaseUrl: string): G
     timings: new PgProviderTimings(db),
     health: new PgInstanceHealth(db),
     reconciliation: new PgReconciliation(db, databaseUrl),
+    keyHandovers: new PgKeyHandovers(db),
   };
 }

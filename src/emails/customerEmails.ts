@@ -1,4 +1,5 @@
-/** Every email the customer gets from us: subject and text, in one place. */
+/** Every email the customer gets from us: subject and text (and HTML where there is one), in one place. */
+import { html, type Html } from '../html.ts';
 
 export interface CustomerEmail {
   subject: string;
@@ -7,8 +8,24 @@ export interface CustomerEmail {
 
 const greeting = (name: string | null) => (name ? `Hello ${name},` : 'Hello,');
 
-/** The instance is ready: access URL, workspace id and the API key, shown this once. */
-export function welcomeEmail(input: { name: string | null; accessUrl: string; workspaceId: string; apiKey: string; planTitle: string }): CustomerEmail {
+/**
+ * The instance is ready: access URL, workspace id and the API key, shown this once; or, without the key (apiKey null,
+ * KEY_IN_EMAIL=false), a link to the welcome page that reveals it once. Text and HTML parts say the same.
+ */
+export function welcomeEmail(input: {
+  name: string | null;
+  accessUrl: string;
+  workspaceId: string;
+  apiKey: string | null;
+  planTitle: string;
+  welcomeUrl: string;
+  accountUrl: string;
+}): CustomerEmail & { html: string } {
+  const key = input.apiKey ?? '$CLAWDBOT_KEY';
+  const tryIt = `curl -H "Authorization: Bearer ${key}" ${input.accessUrl}/status`;
+  const keyLines = input.apiKey
+    ? [`  API key:      ${input.apiKey}`, '', 'Keep the key secret: it is shown this once, and we keep only a fingerprint of it.']
+    : ['', 'Your API key is shown once, on this page (open it soon: the link shows it a single time):', '', `  ${input.welcomeUrl}`];
   const text = [
     greeting(input.name),
     '',
@@ -16,18 +33,56 @@ export function welcomeEmail(input: { name: string | null; accessUrl: string; wo
     '',
     `  Access URL:   ${input.accessUrl}`,
     `  Workspace id: ${input.workspaceId}`,
-    `  API key:      ${input.apiKey}`,
+    ...keyLines,
     '',
-    'Keep the key secret: it is shown this once, and we keep only a fingerprint of it.',
     'Try it:',
     '',
-    `  curl -H "Authorization: Bearer ${input.apiKey}" ${input.accessUrl}/status`,
+    `  ${tryIt}`,
+    '',
+    `Your account (plan, usage, a new key): ${input.accountUrl}`,
     '',
     'Welcome aboard,',
     'The Clawdbot team',
     '',
   ].join('\n');
-  return { subject: 'Your Clawdbot is ready', text };
+  return { subject: 'Your Clawdbot is ready', text, html: welcomeEmailHtml(input, tryIt).text };
+}
+
+// Inline styles only and no remote assets: mail clients drop style sheets and block remote images.
+const STYLE = {
+  body: 'margin:0;padding:24px;background:#f4f4f5;font-family:Arial,Helvetica,sans-serif;color:#18181b;',
+  card: 'max-width:560px;margin:0 auto;background:#ffffff;border-radius:8px;padding:24px;',
+  label: 'padding:4px 12px 4px 0;color:#3f3f46;white-space:nowrap;vertical-align:top;',
+  value: 'padding:4px 0;font-family:Menlo,Consolas,monospace;word-break:break-all;',
+  code: 'display:block;background:#18181b;color:#fafafa;padding:12px;border-radius:6px;font-family:Menlo,Consolas,monospace;font-size:13px;word-break:break-all;',
+  link: 'color:#1d4ed8;',
+};
+
+function welcomeEmailHtml(
+  input: { name: string | null; accessUrl: string; workspaceId: string; apiKey: string | null; planTitle: string; welcomeUrl: string; accountUrl: string },
+  tryIt: string,
+): Html {
+  const keyRow = input.apiKey
+    ? html`<tr><td style="${STYLE.label}">API key</td><td style="${STYLE.value}">${input.apiKey}</td></tr>`
+    : html`<tr><td style="${STYLE.label}">API key</td><td style="padding:4px 0;"><a style="${STYLE.link}" href="${input.welcomeUrl}">Show my key (once)</a></td></tr>`;
+  return html`<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1"><title>Your Clawdbot is ready</title></head>
+<body style="${STYLE.body}"><div style="${STYLE.card}">
+<h1 style="font-size:20px;margin:0 0 12px;">Your Clawdbot is ready</h1>
+<p>${input.name ? `Hello ${input.name},` : 'Hello,'}</p>
+<p>Your Clawdbot (${input.planTitle} plan) is up and running.</p>
+<table role="presentation" style="border-collapse:collapse;margin:12px 0;">
+<tr><td style="${STYLE.label}">Access URL</td><td style="${STYLE.value}"><a style="${STYLE.link}" href="${input.accessUrl}">${input.accessUrl}</a></td></tr>
+<tr><td style="${STYLE.label}">Workspace id</td><td style="${STYLE.value}">${input.workspaceId}</td></tr>
+${keyRow}
+</table>
+<p>${input.apiKey ? 'Keep the key secret: it is shown this once, and we keep only a fingerprint of it.' : 'The page shows your key a single time: keep it somewhere safe.'}</p>
+<p style="margin-bottom:4px;">Try it:</p>
+<code style="${STYLE.code}">${tryIt}</code>
+<p>Your plan, usage and a new key when you need one: <a style="${STYLE.link}" href="${input.accountUrl}">your account</a>.</p>
+<p>Welcome aboard,<br>The Clawdbot team</p>
+</div></body></html>
+`;
 }
 
 /** The assistant used 80 % or all of the month's messages. */

@@ -1,7 +1,8 @@
 /**
  * build-workspace: renders the customer's workspace and seeds it into their database, where the runtime loads it
  * from, and issues the API key: its hash goes to both databases, the key itself stays sealed until the welcome
- * email carries it. Seeding adds only what is missing, so a re-run never overwrites what the customer changed.
+ * email and the welcome page have had it (see src/db/keyHandovers.ts). Seeding adds only what is missing, so a re-run
+ * never overwrites what the customer changed.
  */
 import { apiKeyLabel, generateApiKey, hashApiKey } from '../../core/apiKey.ts';
 import type { InstanceWithCustomer } from '../db/instances.ts';
@@ -31,12 +32,14 @@ export const buildWorkspace: StepHandler = async (ctx, { instance, log, progress
     createdAt: instance.provision_started_at,
   });
 
-  // A key made by an earlier attempt is reused until the welcome email has been sent.
+  // A key made by an earlier attempt is reused while it is still sealed.
   const owner = instanceOwner(instance.id);
   let keyHash = instance.api_key_hash;
   let keyLabel = instance.api_key_label;
   const pending = keyHash ? await ctx.secrets.get(owner, INSTANCE_SECRETS.pendingApiKey) : null;
   if (!keyHash || pending) {
+    // A new key (a reactivation's): its email and its one reveal are still to come.
+    if (!keyHash) await ctx.keyHandovers.forget(instance.id);
     const key = await ctx.secrets.putIfAbsent(owner, INSTANCE_SECRETS.pendingApiKey, generateApiKey());
     keyHash = hashApiKey(key);
     keyLabel = apiKeyLabel(key);

@@ -23,6 +23,17 @@ export interface CustomerSnapshot {
   name: string | null;
 }
 
+export interface CheckoutSessionSnapshot {
+  id: string;
+  mode: string;
+  status: string | null;
+  paymentStatus: string;
+  customerId: string | null;
+  subscriptionId: string | null;
+  /** Epoch seconds. */
+  created: number;
+}
+
 export class StripeGateway {
   private readonly client: Stripe | null;
 
@@ -58,6 +69,21 @@ export class StripeGateway {
     const customer = await this.call((s) => s.customers.retrieve(id));
     if ('deleted' in customer && customer.deleted) return { id, email: null, name: null };
     return { id: customer.id, email: customer.email ?? null, name: customer.name ?? null };
+  }
+
+  /** A Checkout Session; a PermanentError when Stripe knows no such session. */
+  async checkoutSession(id: string): Promise<CheckoutSessionSnapshot> {
+    const session = await this.call((s) => s.checkout.sessions.retrieve(id));
+    const idOf = (ref: string | { id: string } | null) => (ref === null ? null : typeof ref === 'string' ? ref : ref.id);
+    return {
+      id: session.id,
+      mode: session.mode,
+      status: session.status,
+      paymentStatus: session.payment_status,
+      customerId: idOf(session.customer),
+      subscriptionId: idOf(session.subscription),
+      created: session.created,
+    };
   }
 
   private async call<T>(fn: (client: Stripe) => Promise<T>): Promise<T> {

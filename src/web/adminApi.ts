@@ -15,6 +15,7 @@ import { inspectFleet, type InspectContext } from '../jobs/fleet/reconcile.ts';
 import { KEY_ROTATION_STATUSES } from '../jobs/lifecycle/rotateKey.ts';
 import { maskSecrets } from '../../core/logger.ts';
 import { requireAdminToken } from './auth.ts';
+import { welcomeUrl } from '../instances/welcomeLink.ts';
 import { HttpError } from '../../core/http/httpError.ts';
 import { readJsonBody } from '../../core/http/rawBody.ts';
 
@@ -82,7 +83,13 @@ export function adminApi(deps: { config: Config; instances: Instances; steps: St
     }, { compute: deps.config.computeProvider, database: deps.config.databaseProvider });
     const started = await startProvisioning(deps.jobs, instance);
     ctx.status = started ? 202 : 200;
-    ctx.body = { customerId: instance.customer_id, workspaceId: instance.workspace_id, instanceId: instance.id };
+    ctx.body = {
+      customerId: instance.customer_id,
+      workspaceId: instance.workspace_id,
+      instanceId: instance.id,
+      // For the customer: their progress, then their key once (a comped customer has no Checkout Session to show it).
+      welcomeUrl: welcomeUrl(deps.config.publicUrl, deps.config.secretsKey, instance.id),
+    };
   });
 
   /** Ends a customer's instance now, as a cancelled subscription would: stopped at once, archived and purged later. */

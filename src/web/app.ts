@@ -1,4 +1,7 @@
-/** The web process: Stripe intake, the admin API, Bull Board, and a health endpoint for load balancers. */
+/**
+ * The web process: Stripe intake, the customers' welcome page, the admin API, Bull Board, and a health endpoint for
+ * load balancers.
+ */
 import Koa from 'koa';
 import Router from '@koa/router';
 import type { Config } from '../config.ts';
@@ -18,8 +21,10 @@ import { PgFleetFigures } from '../db/fleetFigures.ts';
 import { runtimeApi } from './runtimeApi.ts';
 import type { SecretStore } from '../secrets.ts';
 import type { ComputeProvider, DatabaseProvider } from '../providers/types.ts';
+import type { StripeGateway } from '../providers/stripe.ts';
+import { welcomePages } from './welcome/routes.ts';
 
-export interface WebDeps extends Pick<Gateways, 'instances' | 'steps' | 'audit' | 'stripeEvents' | 'usageNotices' | 'health' | 'reconciliation' | 'customerDbs'> {
+export interface WebDeps extends Pick<Gateways, 'instances' | 'steps' | 'audit' | 'stripeEvents' | 'usageNotices' | 'health' | 'reconciliation' | 'customerDbs' | 'keyHandovers'> {
   config: Config;
   /** The admin API's reconcile dry run lists what the providers hold. */
   compute: ComputeProvider;
@@ -28,7 +33,9 @@ export interface WebDeps extends Pick<Gateways, 'instances' | 'steps' | 'audit' 
   db: Db;
   queues: Queues;
   jobs: JobQueue;
-  secrets: Pick<SecretStore, 'get'>;
+  secrets: Pick<SecretStore, 'get' | 'delete'>;
+  /** The welcome page checks Checkout Sessions with Stripe. */
+  stripe: Pick<StripeGateway, 'checkoutSession'>;
   /** The fleet-wide counters, and adding this process's counts to them (before a scrape). */
   metrics: { counters: Pick<CounterStore, 'read'>; flush(): Promise<void> };
 }
@@ -51,6 +58,8 @@ export function createWebApp(deps: WebDeps): Koa {
     ctx.body = { status: ok ? 'ok' : 'unavailable', postgres: checks[0]!.status === 'fulfilled', redis: checks[1]!.status === 'fulfilled' };
   });
   app.use(router.routes()).use(router.allowedMethods());
+  const welcome = welcomePages(deps);
+  app.use(welcome.routes()).use(welcome.allowedMethods());
   const scrape = metricsRoute({
     registry: metricsRegistry({ figures: new PgFleetFigures(deps.db), queues: deps.queues, counters: deps.metrics.counters }),
     flush: deps.metrics.flush,

@@ -32,7 +32,8 @@ describe('provisioning end to end (local providers)', function () {
   let bob: Provisioned;
 
   before(async () => {
-    h = await startHarness();
+    // No reveal window: the sealed keys nobody revealed on the welcome page go at the sweep after their email.
+    h = await startHarness({ KEY_REVEAL_WINDOW: '0' });
     [ann, bob] = await Promise.all([
       provision(h, 'ann@example.com', 'Ann Lee', 'pro'),
       provision(h, 'bob@example.com', 'Bob Stone', 'starter'),
@@ -69,10 +70,12 @@ describe('provisioning end to end (local providers)', function () {
     expect(own.status).to.equal(200);
   });
 
-  it('keeps only the hash of the key, and the sealed copy is gone once the email is sent', async () => {
+  it('keeps only the hash of the key, and the sealed copy is gone once the email is sent and the reveal window passed', async () => {
     const { rows } = await h.db.query('SELECT api_key_hash FROM instances WHERE id = $1', [ann.instanceId]);
     expect(rows[0].api_key_hash).to.match(/^[0-9a-f]{64}$/);
-    expect(await h.plane.ctx.secrets.get(instanceOwner(ann.instanceId), INSTANCE_SECRETS.pendingApiKey)).to.equal(null);
+    for (const instanceId of [ann.instanceId, bob.instanceId]) {
+      await waitUntil(async () => (await h.plane.ctx.secrets.get(instanceOwner(instanceId), INSTANCE_SECRETS.pendingApiKey)) === null, 10_000);
+    }
     const keys = [ann.apiKey, bob.apiKey];
 
     // Every sealed secret, opened: the database URLs are there, no key is.

@@ -49,7 +49,8 @@ export interface CheckoutSession {
   customer_creation: 'always';
   customer_details: { address: null; email: string | null; name: string | null; phone: null; tax_exempt: 'none'; tax_ids: unknown[] };
   customer_email: null; expires_at: number; invoice: null; livemode: false; metadata: Metadata;
-  mode: 'subscription' | 'payment'; payment_intent: null; payment_status: 'paid'; status: 'complete';
+  mode: 'subscription' | 'payment'; payment_intent: null; payment_status: 'paid' | 'unpaid' | 'no_payment_required';
+  status: 'open' | 'complete' | 'expired';
   subscription: string | null; success_url: string; url: null;
 }
 
@@ -216,10 +217,13 @@ export class StripeEmulator {
     return this.save(subscription);
   }
 
-  /** A completed Checkout Session, as Stripe sends it in checkout.session.completed. */
-  createCheckoutSession({ customer, subscription = null, mode = 'subscription', email, name, client_reference_id = null, metadata = {} }:
+  /**
+   * A completed Checkout Session, as Stripe sends it in checkout.session.completed; `payment_status: 'unpaid'` is one
+   * paid by a delayed method (completed, the money not yet there).
+   */
+  createCheckoutSession({ customer, subscription = null, mode = 'subscription', email, name, client_reference_id = null, metadata = {}, payment_status = 'paid' }:
     { customer: string; subscription?: string | null; mode?: 'subscription' | 'payment'; email?: string; name?: string;
-      client_reference_id?: string | null; metadata?: Metadata }): CheckoutSession {
+      client_reference_id?: string | null; metadata?: Metadata; payment_status?: CheckoutSession['payment_status'] }): CheckoutSession {
     const buyer = this.find('customer', customer);
     const items = subscription ? this.find('subscription', subscription).items.data : [];
     const id = randomId('cs_test_', 58);
@@ -237,7 +241,7 @@ export class StripeEmulator {
       created, currency: lineItems[0]?.currency ?? 'usd', customer, customer_creation: 'always',
       customer_details: { address: null, email: email ?? buyer.email, name: name ?? buyer.name, phone: null, tax_exempt: 'none', tax_ids: [] },
       customer_email: null, expires_at: created + 24 * 3600, invoice: null, livemode: false, metadata: { ...metadata }, mode,
-      payment_intent: null, payment_status: 'paid', status: 'complete', subscription,
+      payment_intent: null, payment_status, status: 'complete', subscription,
       success_url: 'https://example.com/success', url: null,
     };
     this.lineItems.set(id, lineItems);

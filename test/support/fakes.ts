@@ -4,6 +4,7 @@
  * what happened and in which order; the state each keeps (instances, steps, secrets, customer databases...) lets a
  * test check where effects land and that a re-run changes nothing.
  */
+import type { KeyHandovers } from '../../src/db/keyHandovers.ts';
 import { createHash } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { createGzip } from 'node:zlib';
@@ -896,6 +897,43 @@ export class FakeStripe {
   }
 }
 
+/** Key handovers in memory: when each instance's key was emailed and revealed. */
+export class FakeKeyHandovers implements KeyHandovers {
+  readonly rows = new Map<string, { emailedAt: Date | null; revealedAt: Date | null }>();
+
+  private row(instanceId: string) {
+    const row = this.rows.get(instanceId) ?? { emailedAt: null, revealedAt: null };
+    this.rows.set(instanceId, row);
+    return row;
+  }
+
+  async emailed(instanceId: string): Promise<{ revealed: boolean }> {
+    const row = this.row(instanceId);
+    row.emailedAt ??= new Date();
+    return { revealed: row.revealedAt !== null };
+  }
+
+  async claimReveal(instanceId: string): Promise<{ emailed: boolean } | null> {
+    const row = this.row(instanceId);
+    if (row.revealedAt) return null;
+    row.revealedAt = new Date();
+    return { emailed: row.emailedAt !== null };
+  }
+
+  async forget(instanceId: string): Promise<void> {
+    this.rows.delete(instanceId);
+  }
+
+  async state(instanceId: string): Promise<{ emailed: boolean; revealed: boolean } | null> {
+    const row = this.rows.get(instanceId);
+    return row ? { emailed: row.emailedAt !== null, revealed: row.revealedAt !== null } : null;
+  }
+
+  async deleteFinishedKeys(): Promise<string[]> {
+    return []; // the sweep is tested on Postgres
+  }
+}
+
 /** The monitor's health records, in memory (the monitor itself is tested end to end on Postgres). */
 export class FakeHealth implements InstanceHealth {
   readonly records = new Map<string, HealthRecord>();
@@ -937,6 +975,7 @@ export interface Fakes {
   health: FakeHealth;
   locks: FakeLocks;
   reconciliation: FakeReconciliation;
+  keyHandovers: FakeKeyHandovers;
   secrets: FakeSecrets;
   customerDbs: FakeCustomerDbs;
   archives: FakeArchiveStore;
@@ -980,6 +1019,7 @@ export function fakeContext(env: Record<string, string> = {}): Fakes {
     health: new FakeHealth(),
     locks: new FakeLocks(),
     reconciliation: new FakeReconciliation(calls, instances),
+    keyHandovers: new FakeKeyHandovers(),
     secrets,
     customerDbs: new FakeCustomerDbs(calls, secrets),
     archives: new FakeArchiveStore(calls),

@@ -97,6 +97,8 @@ export interface Harness {
   checkout(options: { email: string; name?: string; plan?: PlanName; price?: string }): {
     customerId: string;
     subscriptionId: string;
+    /** The Checkout Session's id (what Stripe puts in the success_url). */
+    sessionId: string;
     event: object;
   };
   admin(pathname: string, init?: RequestInit): Promise<Response>;
@@ -232,7 +234,7 @@ export async function startHarness(env: Record<string, string> = {}, options: Ha
       const customer = stripe.createCustomer({ email, name });
       const subscription = stripe.createSubscription({ customer: customer.id, price: price ?? DEFAULT_PRICE_IDS[plan] });
       const session = stripe.createCheckoutSession({ customer: customer.id, subscription: subscription.id, email, name });
-      return { customerId: customer.id, subscriptionId: subscription.id, event: stripe.event('checkout.session.completed', session) };
+      return { customerId: customer.id, subscriptionId: subscription.id, sessionId: session.id, event: stripe.event('checkout.session.completed', session) };
     },
     admin,
     async waitForStatus(customerRef, statuses, timeoutMs = 30_000) {

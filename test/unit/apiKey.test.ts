@@ -2,6 +2,7 @@ import { expect } from 'chai';
 import {
   API_KEY_PREFIX,
   apiKeyLabel,
+  keyEnding,
   apiKeyMatches,
   bearerKey,
   generateApiKey,
@@ -85,9 +86,16 @@ describe('apiKey', () => {
   });
 
   describe('apiKeyLabel', () => {
-    it('shows only the prefix and the first 6 characters', () => {
+    it('shows only the prefix, the first 6 and the last 4 characters', () => {
       const key = generateApiKey();
-      expect(apiKeyLabel(key)).to.equal(key.slice(0, 11) + '…');
+      expect(apiKeyLabel(key)).to.equal(key.slice(0, 11) + '…' + key.slice(-4));
+    });
+
+    it('gives the last four characters of a key back from its label', () => {
+      const key = generateApiKey();
+      expect(keyEnding(apiKeyLabel(key))).to.equal(key.slice(-4));
+      expect(keyEnding('claw_abcdef…')).to.equal(null);
+      expect(keyEnding(null)).to.equal(null);
     });
   });
 

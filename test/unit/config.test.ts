@@ -192,6 +192,15 @@ describe('config', () => {
       }
     });
 
+    it('reads the welcome page settings: KEY_REVEAL_WINDOW (1h) and KEY_IN_EMAIL (true), refusing what is neither', () => {
+      expect(loadConfig({}, cwd).welcome).to.deep.equal({ keyRevealWindowMs: 3_600_000, keyInEmail: true });
+      expect(loadConfig({ KEY_REVEAL_WINDOW: '15m', KEY_IN_EMAIL: 'false' }, cwd).welcome).to.deep.equal({ keyRevealWindowMs: 900_000, keyInEmail: false });
+      expect(loadConfig({ KEY_IN_EMAIL: 'NO' }, cwd).welcome.keyInEmail).to.equal(false);
+      const err = configError(() => loadConfig({ KEY_REVEAL_WINDOW: 'soon', KEY_IN_EMAIL: 'maybe' }, cwd));
+      expect(err.problems).to.have.length(2);
+      expect(err.problems.join()).to.include('KEY_REVEAL_WINDOW').and.include('KEY_IN_EMAIL must be true or false (got "maybe")');
+    });
+
     it('rejects a SECRETS_KEY that is not 32 bytes, and accepts one that is', () => {
       const err = configError(() => loadConfig({ SECRETS_KEY: Buffer.alloc(31).toString('base64') }, cwd));
       expect(err.problems).to.deep.equal(['SECRETS_KEY must be the base64 of exactly 32 bytes']);

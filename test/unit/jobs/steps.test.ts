@@ -308,7 +308,7 @@ describe('provisioning steps (fakes)', () => {
   });
 
   describe('send-welcome-email', () => {
-    it('sends the key once and then keeps only its hash, even when run again', async () => {
+    it('sends the key once, even when run again, and keeps it sealed for the welcome page to show once', async () => {
       const f = fakeContext();
       const instance = f.instances.add({ status: 'provisioning', access_url: 'http://svc.test', api_key_hash: 'h' });
       await f.secrets.put(instanceOwner(instance.id), INSTANCE_SECRETS.pendingApiKey, 'claw_live_secret');
@@ -316,8 +316,44 @@ describe('provisioning steps (fakes)', () => {
       const again = await run(f, sendWelcomeEmail, stepJob(f, 'send-welcome-email', instance.id));
       expect(again).to.include({ alreadySent: true });
       expect(f.mailer.sent).to.have.length(1);
-      expect(f.mailer.sent[0]!.text).to.include('claw_live_secret').and.include('http://svc.test');
+      expect(f.mailer.sent[0]!.text).to.include('claw_live_secret').and.include('http://svc.test').and.include('/account');
+      expect(f.mailer.sent[0]!.html).to.include('claw_live_secret').and.include('http://svc.test');
+      expect(await f.secrets.get(instanceOwner(instance.id), INSTANCE_SECRETS.pendingApiKey)).to.equal('claw_live_secret');
+    });
+
+    it('deletes the sealed key when the welcome page had already shown it', async () => {
+      const f = fakeContext();
+      const instance = f.instances.add({ status: 'provisioning', access_url: 'http://svc.test', api_key_hash: 'h' });
+      await f.secrets.put(instanceOwner(instance.id), INSTANCE_SECRETS.pendingApiKey, 'claw_live_secret');
+      await f.keyHandovers.claimReveal(instance.id);
+      await run(f, sendWelcomeEmail, stepJob(f, 'send-welcome-email', instance.id));
       expect(await f.secrets.get(instanceOwner(instance.id), INSTANCE_SECRETS.pendingApiKey)).to.equal(null);
+    });
+
+    it('with KEY_IN_EMAIL=false sends a link to the welcome page instead of the key', async () => {
+      const f = fakeContext({ KEY_IN_EMAIL: 'false' });
+      const instance = f.instances.add({ status: 'provisioning', access_url: 'http://svc.test', api_key_hash: 'h' });
+      await f.secrets.put(instanceOwner(instance.id), INSTANCE_SECRETS.pendingApiKey, 'claw_live_secret');
+      await run(f, sendWelcomeEmail, stepJob(f, 'send-welcome-email', instance.id));
+      const [mail] = f.mailer.sent;
+      expect(mail!.text).to.not.include('claw_live_secret');
+      expect(mail!.text).to.include(`/welcome?token=${instance.id}.`);
+      expect(mail!.html).to.not.include('claw_live_secret');
+    });
+
+    it('emails and reveals a reactivation’s new key although the first key was emailed and revealed', async () => {
+      const f = fakeContext();
+      const instance = f.instances.add({ status: 'provisioning', access_url: 'http://svc.test' });
+      await f.customerDbs.give(instance.id);
+      await f.keyHandovers.emailed(instance.id);
+      await f.keyHandovers.claimReveal(instance.id); // the first generation's key
+      await run(f, buildWorkspace, stepJob(f, 'build-workspace', instance.id));
+      const key = await f.secrets.get(instanceOwner(instance.id), INSTANCE_SECRETS.pendingApiKey);
+      await run(f, sendWelcomeEmail, stepJob(f, 'send-welcome-email', instance.id));
+      expect(f.mailer.sent).to.have.length(1);
+      expect(f.mailer.sent[0]!.text).to.include(key!);
+      expect(await f.keyHandovers.state(instance.id)).to.deep.equal({ emailed: true, revealed: false });
+      expect(await f.secrets.get(instanceOwner(instance.id), INSTANCE_SECRETS.pendingApiKey)).to.equal(key);
     });
 
     it('fails when no key was ever issued', async () => {
