@@ -96,10 +96,12 @@ export async function startControlPlane(config: Config, roles: { web: boolean; w
     if (compute === local) await local.startSupervising();
     workers = startWorkers(ctx);
     await ctx.jobs.scheduleFleet({ monitor: config.monitor.intervalMs, reconcile: config.reconcile.intervalMs });
-    // Sealed API keys that are done with (revealed, or past their window) are deleted here, by any worker.
+    // Sealed API keys that are done with (revealed, or past their window) are deleted here, by any worker, and so
+    // are sign-in links and account sessions a day past their end.
     const windowMs = config.welcome.keyRevealWindowMs;
     keySweep = setInterval(() => {
       sweepSealedKeys(ctx.keyHandovers, windowMs).catch((err: Error) => log.warn('sealed key sweep failed', { error: err.message }));
+      ctx.accountAccess.forgetExpired().catch((err: Error) => log.warn('account access sweep failed', { error: err.message }));
     }, sweepIntervalMs(windowMs));
     keySweep.unref();
   }

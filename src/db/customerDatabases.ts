@@ -27,6 +27,8 @@ export interface CustomerDatabases {
   updateWorkspace(instanceId: string, files: { add: WorkspaceFile[]; replace: WorkspaceFile[] }): Promise<void>;
   /** This key is the customer's only live one: added if missing, every other revoked, together (a repeat changes nothing). */
   replaceKeys(instanceId: string, key: { hash: string; label: string }): Promise<void>;
+  /** Messages counted this calendar month (UTC), as the runtime counts them against the plan's limit. */
+  monthMessages(instanceId: string, now: Date): Promise<number>;
   /** Every API key of the customer is refused from now on (nothing to do without a database). */
   revokeKeys(instanceId: string): Promise<void>;
   /** Suspends the account with a reason its runtime shows (402), or lifts the suspension (null). */
@@ -136,6 +138,18 @@ export class PgCustomerDatabases implements CustomerDatabases {
 
   private storedUrl(instanceId: string): Promise<string | null> {
     return this.secrets.get(instanceOwner(instanceId), INSTANCE_SECRETS.databaseUrl);
+  }
+
+  async monthMessages(instanceId: string, now: Date): Promise<number> {
+    const { rows } = await this.with(instanceId, (client) =>
+      client.query<{ n: string }>(
+        `SELECT coalesce(sum(messages), 0) AS n FROM usage_tracking
+         WHERE day >= date_trunc('month', $1::timestamptz AT TIME ZONE 'UTC')::date
+           AND day < (date_trunc('month', $1::timestamptz AT TIME ZONE 'UTC') + interval '1 month')::date`,
+        [now.toISOString()],
+      ),
+    );
+    return Number(rows[0]!.n);
   }
 
   private async with<T>(instanceId: string, fn: (client: pg.Client) => Promise<T>): Promise<T> {

@@ -7,6 +7,7 @@ import { PgInstanceLocks, type InstanceLocks } from './instanceLocks.ts';
 import { PgInstanceHealth, type InstanceHealth } from './instanceHealth.ts';
 import { PgInstances, type Instances } from './instances.ts';
 import { PgKeyHandovers, type KeyHandovers } from './keyHandovers.ts';
+import { PgAccountAccess, type AccountAccess } from './accountAccess.ts';
 import type { Db } from './pool.ts';
 import { PgProviderTimings, type ProviderTimings } from './providerTimings.ts';
 import { PgReconciliation, type Reconciliation } from './reconciliation.ts';
@@ -34,6 +35,8 @@ export interface Gateways {
   reconciliation: Reconciliation;
   /** When a new API key was emailed and revealed on the welcome page. */
   keyHandovers: KeyHandovers;
+  /** Customers' sign-in links and account sessions. */
+  accountAccess: AccountAccess;
 }
 
 export function pgGateways(db: Db, secrets: SecretStore, databaseUrl: string): Gateways {
@@ -51,5 +54,6 @@ export function pgGateways(db: Db, secrets: SecretStore, databaseUrl: string): G
     health: new PgInstanceHealth(db),
     reconciliation: new PgReconciliation(db, databaseUrl),
     keyHandovers: new PgKeyHandovers(db),
+    accountAccess: new PgAccountAccess(db),
   };
 }

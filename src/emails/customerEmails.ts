@@ -140,3 +140,20 @@ export function keyRotatedEmail(input: { name: string | null; accessUrl: string 
   ].join('\n');
   return { subject: 'Your Clawdbot API key was replaced', text };
 }
+
+/** A single-use link to the account page (asked for on the account page; valid minutes). */
+export function signInEmail(input: { name: string | null; link: string; validMinutes: number }): CustomerEmail {
+  const text = [
+    greeting(input.name),
+    '',
+    'Here is your link to sign in to your Clawdbot account:',
+    '',
+    `  ${input.link}`,
+    '',
+    `It works once, within ${input.validMinutes} minutes. If you did not ask for it, you can ignore this email.`,
+    '',
+    'The Clawdbot team',
+    '',
+  ].join('\n');
+  return { subject: 'Your Clawdbot sign-in link', text };
+}

@@ -86,6 +86,12 @@ export class StripeGateway {
     };
   }
 
+  /** A Stripe customer portal session (change plan, payment method, cancel): its one-time URL. */
+  async billingPortalUrl(customerId: string, returnUrl: string): Promise<string> {
+    const session = await this.call((s) => s.billingPortal.sessions.create({ customer: customerId, return_url: returnUrl }));
+    return session.url;
+  }
+
   private async call<T>(fn: (client: Stripe) => Promise<T>): Promise<T> {
     if (!this.client) throw new PermanentError('STRIPE_SECRET_KEY is not configured, so Stripe cannot be asked');
     try {

@@ -23,8 +23,10 @@ import type { SecretStore } from '../secrets.ts';
 import type { ComputeProvider, DatabaseProvider } from '../providers/types.ts';
 import type { StripeGateway } from '../providers/stripe.ts';
 import { welcomePages } from './welcome/routes.ts';
+import { accountPages } from './account/routes.ts';
+import type { Mailer } from '../providers/types.ts';
 
-export interface WebDeps extends Pick<Gateways, 'instances' | 'steps' | 'audit' | 'stripeEvents' | 'usageNotices' | 'health' | 'reconciliation' | 'customerDbs' | 'keyHandovers'> {
+export interface WebDeps extends Pick<Gateways, 'instances' | 'steps' | 'audit' | 'stripeEvents' | 'usageNotices' | 'health' | 'reconciliation' | 'customerDbs' | 'keyHandovers' | 'accountAccess'> {
   config: Config;
   /** The admin API's reconcile dry run lists what the providers hold. */
   compute: ComputeProvider;
@@ -35,7 +37,9 @@ export interface WebDeps extends Pick<Gateways, 'instances' | 'steps' | 'audit' 
   jobs: JobQueue;
   secrets: Pick<SecretStore, 'get' | 'delete'>;
   /** The welcome page checks Checkout Sessions with Stripe. */
-  stripe: Pick<StripeGateway, 'checkoutSession'>;
+  stripe: Pick<StripeGateway, 'checkoutSession' | 'billingPortalUrl'>;
+  /** The account pages email sign-in links. */
+  mailer: Mailer;
   /** The fleet-wide counters, and adding this process's counts to them (before a scrape). */
   metrics: { counters: Pick<CounterStore, 'read'>; flush(): Promise<void> };
 }
@@ -60,6 +64,8 @@ export function createWebApp(deps: WebDeps): Koa {
   app.use(router.routes()).use(router.allowedMethods());
   const welcome = welcomePages(deps);
   app.use(welcome.routes()).use(welcome.allowedMethods());
+  const account = accountPages(deps);
+  app.use(account.routes()).use(account.allowedMethods());
   const scrape = metricsRoute({
     registry: metricsRegistry({ figures: new PgFleetFigures(deps.db), queues: deps.queues, counters: deps.metrics.counters }),
     flush: deps.metrics.flush,

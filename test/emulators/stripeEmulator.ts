@@ -137,6 +137,8 @@ const UPDATABLE = new Set(['items', 'cancel_at_period_end', 'metadata', 'prorati
 
 export class StripeEmulator {
   readonly calls: Call[] = [];
+  /** Customer portal sessions made (POST /v1/billing_portal/sessions), newest last. */
+  readonly portalSessions: { id: string; customer: string; return_url: string | null; url: string }[] = [];
   private readonly store = new Map<string, StoredObject>();
   private readonly lineItems = new Map<string, LineItem[]>();
   private faults = { remaining: 0, status: 500, headers: {} as OutgoingHttpHeaders };
@@ -329,7 +331,30 @@ export class StripeEmulator {
       this.find('checkout.session', id);
       return { object: 'list', data: this.lineItems.get(id) ?? [], has_more: false, url: path };
     }
+    if (method === 'POST' && path === '/v1/billing_portal/sessions') return this.billingPortalSession(params);
     throw new ApiError(404, `Unrecognized request URL (${method}: ${path}). Please see https://stripe.com/docs or we can help at https://support.stripe.com/.`);
+  }
+
+  /** POST /v1/billing_portal/sessions: a customer portal session of a known customer, as Stripe answers it. */
+  private billingPortalSession(params: Form): object {
+    const customer = params.customer;
+    if (typeof customer !== 'string') throw new ApiError(400, 'Missing required param: customer.', 'parameter_missing', 'customer');
+    this.find('customer', customer);
+    const id = randomId('bps_', 24);
+    const session = {
+      id,
+      object: 'billing_portal.session',
+      configuration: 'bpc_emulated',
+      created: Math.floor(Date.now() / 1000),
+      customer,
+      livemode: false,
+      locale: null,
+      on_behalf_of: null,
+      return_url: typeof params.return_url === 'string' ? params.return_url : null,
+      url: `${this.url}/p/session/${id}`,
+    };
+    this.portalSessions.push(session);
+    return session;
   }
 
   private updateViaApi(subscription: Subscription, params: Form): Subscription {

@@ -44,6 +44,7 @@ import type {
 import type { StepName } from '../../src/queues/catalogue.ts';
 import type { HealthView, InstanceHealth, ListedInstance, MonitoredInstance } from '../../src/db/instanceHealth.ts';
 import type { HealthRecord } from '../../src/jobs/fleet/health.ts';
+import type { AccountAccess } from '../../src/db/accountAccess.ts';
 import type { HeldJobs, JobQueue } from '../../src/queues/jobQueue.ts';
 import { RATE_LIMIT_GAP_MS, type RateLimitPeriod, type RateLimitPeriods } from '../../src/queues/rateLimits.ts';
 import type { WorkspaceFile } from '../../core/workspace/files.ts';
@@ -573,6 +574,10 @@ export class FakeCustomerDbs implements CustomerDatabases {
     for (const file of files.replace) db.files.set(file.path, file.content);
   }
 
+  async monthMessages(): Promise<number> {
+    return 0;
+  }
+
   async replaceKeys(instanceId: string, key: { hash: string; label: string }): Promise<void> {
     this.calls.push('customerDbs.replaceKeys');
     const db = await this.open(instanceId);
@@ -960,6 +965,29 @@ export class FakeHealth implements InstanceHealth {
   }
 }
 
+/** The account pages' access tokens: no job uses them (they are tested on Postgres and end to end). */
+export class FakeAccountAccess implements AccountAccess {
+  async customerByEmail(): Promise<undefined> {
+    return undefined;
+  }
+  async createSignInLink(): Promise<string> {
+    throw new Error('not used by jobs');
+  }
+  async redeemSignInLink(): Promise<undefined> {
+    return undefined;
+  }
+  async createSession(): Promise<string> {
+    throw new Error('not used by jobs');
+  }
+  async sessionCustomer(): Promise<undefined> {
+    return undefined;
+  }
+  async endSession(): Promise<void> {}
+  async forgetExpired(): Promise<number> {
+    return 0;
+  }
+}
+
 export interface Fakes {
   ctx: JobContext;
   calls: Trace;
@@ -1020,6 +1048,7 @@ export function fakeContext(env: Record<string, string> = {}): Fakes {
     locks: new FakeLocks(),
     reconciliation: new FakeReconciliation(calls, instances),
     keyHandovers: new FakeKeyHandovers(),
+    accountAccess: new FakeAccountAccess(),
     secrets,
     customerDbs: new FakeCustomerDbs(calls, secrets),
     archives: new FakeArchiveStore(calls),
