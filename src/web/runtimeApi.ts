@@ -69,8 +69,8 @@ function parseKeyRotation(raw: string, workspaceId: string): { hash: string; lab
     typeof body.hash === 'string' &&
     /^[0-9a-f]{64}$/.test(body.hash) &&
     typeof body.label === 'string' &&
-    /^claw_[0-9A-Za-z]{6}…$/.test(body.label);
-  if (!ok) throw new HttpError(400, 'invalid_notice', 'expected { workspaceId, hash: hex SHA-256, label: claw_xxxxxx… }');
+    /^claw_[0-9A-Za-z]{6}…[0-9A-Za-z]{4}$/.test(body.label);
+  if (!ok) throw new HttpError(400, 'invalid_notice', 'expected { workspaceId, hash: hex SHA-256, label: claw_xxxxxx…xxxx }');
   return { hash: body.hash as string, label: body.label as string };
 }
 
