@@ -180,7 +180,9 @@ describe('NeonDatabaseProvider against the Neon emulator', function () {
     const instant = await startNeonEmulator({ prefix: PREFIX, operationMs: 0 });
     try {
       const { projectId } = await instant.createProject({ projectId: 'clawdbot-pool-instant', defaultDatabase: true });
-      const fast = new NeonDatabaseProvider({ apiUrl: instant.url, apiKey: instant.apiKey, projectIds: [projectId], branchLimit: 5_000 }, new PgNeonPlacements(db), OPTIONS);
+      // A shortest wait of 200 ms: operations the emulator ends at once count as "usually done before it" even when a
+      // loaded machine stretches their measured time to tens of milliseconds.
+      const fast = new NeonDatabaseProvider({ apiUrl: instant.url, apiKey: instant.apiKey, projectIds: [projectId], branchLimit: 5_000 }, new PgNeonPlacements(db), { ...OPTIONS, pollInitialMs: 300, pollMinMs: 200 });
       // The first provision learns that the operations take no time (it waits its first guess for each).
       const learning = await provision(fast, newName(), { settle: instant });
       expect(learning.steps).to.equal(3);
