@@ -94,7 +94,9 @@ export class PgCustomerDatabases implements CustomerDatabases {
   async replaceKeys(instanceId: string, key: { hash: string; label: string }): Promise<void> {
     await this.with(instanceId, (client) =>
       client.query(
-        `WITH added AS (INSERT INTO api_keys (key_hash, label) VALUES ($1, $2) ON CONFLICT (key_hash) DO NOTHING)
+        // The key made live even when a retry finds it revoked since (by a rotation in between): the key being handed
+        // to the customer must be the one that works.
+        `WITH added AS (INSERT INTO api_keys (key_hash, label) VALUES ($1, $2) ON CONFLICT (key_hash) DO UPDATE SET revoked_at = NULL)
          UPDATE api_keys SET revoked_at = now() WHERE revoked_at IS NULL AND key_hash <> $1`,
         [key.hash, key.label],
       ),

@@ -212,16 +212,18 @@ export class PgInstanceHealth implements InstanceHealth {
 
   async exclusively<T>(fn: () => Promise<T>): Promise<T | null> {
     const client = await this.db.connect();
+    let broken: Error | undefined;
     try {
       const { rows } = await client.query<{ locked: boolean }>('SELECT pg_try_advisory_lock($1) AS locked', [MONITOR_LOCK]);
       if (!rows[0]!.locked) return null;
       try {
         return await fn();
       } finally {
-        await client.query('SELECT pg_advisory_unlock($1)', [MONITOR_LOCK]);
+        await client.query('SELECT pg_advisory_unlock($1)', [MONITOR_LOCK]).catch((err: Error) => (broken = err));
       }
     } finally {
-      client.release();
+      // A connection that could not unlock is closed, not pooled: closing it releases the lock.
+      client.release(broken);
     }
   }
 }

@@ -119,11 +119,8 @@ export interface AlertData {
   jobId: string;
 }
 
-/** A scheduled fleet job (monitor, reconcile): each run works from the database, not from its data. */
-export interface FleetData {
-  /** A run asked for by an operator (POST /api/admin/reconcile?dryRun=true) reports what it would do and does nothing. */
-  dryRun?: boolean;
-}
+/** A fleet job (monitor, reconcile; scheduled, or a reconcile an operator asked for): it works from the database. */
+export type FleetData = Record<string, never>;
 
 /** Every job's data by job name, but the Stripe events' (named after the event type, see STRIPE_EVENT_JOBS). */
 export interface JobData {

@@ -119,7 +119,14 @@ async function act(ctx: JobContext, job: JobHandle<FleetData>, instance: Monitor
   report.restarted++;
   let tried: string;
   try {
-    tried = instance.serviceId ? (await ctx.compute.restart(instance.serviceId)).action : 'nothing: the instance has no service';
+    // Under the instance's lifecycle lock and only while it is still active: a cancellation or suspension that
+    // stopped the service since the probe is never undone by a restart.
+    const locked = await ctx.locks.withLock(instance.id, async () => {
+      const now = await ctx.instances.byId(instance.id);
+      if (now?.status !== 'active' || !now.service_id) return `nothing: the instance is ${now?.status ?? 'gone'}${now?.service_id ? '' : ' (no service)'}`;
+      return (await ctx.compute.restart(now.service_id)).action;
+    });
+    tried = locked.ran ? locked.value : 'nothing yet: a lifecycle job holds the instance';
     logInstanceEvent('restarted', ids, { failures: ctx.config.monitor.failures, reason: health.lastError, action: tried });
   } catch (err) {
     tried = `a restart, which failed: ${errorMessage(err)}`;

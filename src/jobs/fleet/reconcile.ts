@@ -48,7 +48,6 @@ export type InspectContext = DriftReadContext & Pick<JobContext, 'reconciliation
 type Where = { queue: QueueName; jobId: string };
 
 export async function reconcile(ctx: JobContext, job: JobHandle<FleetData>): Promise<Record<string, number | string>> {
-  if (job.data.dryRun) return summary(await inspectFleet(ctx));
   const ran = await reconcileFleet(ctx, { queue: job.queueName as QueueName, jobId: job.id! });
   return 'skipped' in ran ? ran : summary(ran);
 }

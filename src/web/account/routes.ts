@@ -12,6 +12,7 @@ import { logger } from '../../../core/logger.ts';
 import type { Config } from '../../config.ts';
 import type { AccountAccess } from '../../db/accountAccess.ts';
 import type { CustomerDatabases } from '../../db/customerDatabases.ts';
+import type { InstanceLocks } from '../../db/instanceLocks.ts';
 import type { Instances, InstanceWithCustomer } from '../../db/instances.ts';
 import { signInEmail } from '../../emails/customerEmails.ts';
 import { KEY_ROTATION_STATUSES } from '../../jobs/lifecycle/rotateKey.ts';
@@ -19,7 +20,7 @@ import type { StripeGateway } from '../../providers/stripe.ts';
 import type { Mailer } from '../../providers/types.ts';
 import { html } from '../../html.ts';
 import { csrfField, requireCsrf, type CsrfOptions } from '../pages/csrf.ts';
-import { sendPage } from '../pages/layout.ts';
+import { pageErrors, sendPage } from '../pages/layout.ts';
 import { pageSecurity } from '../pages/security.ts';
 import { accountPage, confirmSignInPage, linkRefusedPage, linkSentPage, signInPage, type AccountView } from './pages.ts';
 
@@ -33,6 +34,7 @@ export interface AccountDeps {
   accountAccess: AccountAccess;
   instances: Pick<Instances, 'forCustomer' | 'recordKeyRotation'>;
   customerDbs: Pick<CustomerDatabases, 'monthMessages' | 'replaceKeys' | 'exists'>;
+  locks: InstanceLocks;
   mailer: Mailer;
   stripe: Pick<StripeGateway, 'billingPortalUrl'>;
 }
@@ -41,7 +43,7 @@ const sessionCookie = (production: boolean) => (production ? '__Host-session' : 
 
 export function accountPages(deps: AccountDeps): Router {
   const router = new Router({ prefix: '/account' });
-  router.use(pageSecurity);
+  router.use(pageSecurity, pageErrors);
   const csrf: CsrfOptions = { secretsKey: deps.config.secretsKey, production: deps.config.production };
   const form = (ctx: Context) => (ctx.state as { form: URLSearchParams }).form;
   const cookie = sessionCookie(deps.config.production);
@@ -98,15 +100,26 @@ export function accountPages(deps: AccountDeps): Router {
   });
 
   router.post('/rotate-key', requireCsrf(csrf), async (ctx) => {
-    const instance = await signedIn(ctx);
-    if (!instance) return ctx.redirect('/account');
-    if (!KEY_ROTATION_STATUSES.includes(instance.status)) {
-      return sendPage(ctx, 409, { title: 'Not now', body: html`<div class="card"><h1>Your key cannot be rotated now</h1><p>Your Clawdbot is ${instance.status}.</p><p><a href="/account">Back</a></p></div>` });
-    }
+    const signedInAs = await signedIn(ctx);
+    if (!signedInAs) return ctx.redirect('/account');
     const key = generateApiKey();
     const rotated = { hash: hashApiKey(key), label: apiKeyLabel(key) };
-    await deps.customerDbs.replaceKeys(instance.id, rotated);
-    await deps.instances.recordKeyRotation(instance.id, rotated, { actor: 'customer', detail: { via: 'account page' } });
+    // Under the instance's lifecycle lock, as a cancellation, a suspension or an operator's rotation: never crossed.
+    const locked = await deps.locks.withLock(signedInAs.id, async () => {
+      const instance = await deps.instances.forCustomer(signedInAs.customer_id);
+      if (!instance || instance.id !== signedInAs.id || !KEY_ROTATION_STATUSES.includes(instance.status)) return instance?.status ?? 'gone';
+      await deps.customerDbs.replaceKeys(instance.id, rotated);
+      // The new key is live from here on: the customer sees it even if recording it fails (then logged).
+      await deps.instances
+        .recordKeyRotation(instance.id, rotated, { actor: 'customer', detail: { via: 'account page' } })
+        .catch((err: Error) => log.error('a rotated key was not recorded', { instance: instance.id, error: err.message }));
+      return instance;
+    });
+    const instance = locked.ran ? locked.value : 'busy';
+    if (typeof instance === 'string') {
+      const why = instance === 'busy' ? 'Something else is changing your Clawdbot right now; try again in a minute.' : `Your Clawdbot is ${instance}.`;
+      return sendPage(ctx, 409, { title: 'Not now', body: html`<div class="card"><h1>Your key cannot be rotated now</h1><p>${why}</p><p><a href="/account">Back</a></p></div>` });
+    }
     sendPage(ctx, 200, accountPage({ ...(await view(instance)), keyLabel: rotated.label }, csrfField(ctx, csrf), key));
   });
 

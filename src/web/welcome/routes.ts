@@ -42,7 +42,7 @@ export interface WelcomeDeps {
 
 export function welcomePages(deps: WelcomeDeps): Router {
   const router = new Router();
-  router.use(['/welcome', '/welcome/events'], pageSecurity, pageErrors);
+  router.use('/welcome', pageSecurity, pageErrors); // a prefix: /welcome/events too
   const visitDeps = { secretsKey: deps.config.secretsKey, instances: deps.instances, stripe: deps.stripe };
 
   /** The visit, or an answer already sent (404, or 503 while Stripe cannot be asked). */
@@ -96,6 +96,7 @@ export function welcomePages(deps: WelcomeDeps): Router {
         visit = visit && (await refreshVisit(deps, visit));
         if (!visit) return stop();
         const view = await progressView(deps.steps, visit);
+        if (stream.writableEnded) return; // the browser left while the ledger was read
         const data = JSON.stringify(view);
         if (data !== last) {
           stream.write(`event: progress\ndata: ${data}\n\n`);
