@@ -9,8 +9,11 @@ import type { Db } from './pool.ts';
 export interface AccountAccess {
   /** The customer with this email (case-insensitive), if any, still holding their personal data. */
   customerByEmail(email: string): Promise<{ id: string; email: string } | undefined>;
-  /** A new sign-in link's token for the customer, valid `ttlMs`. */
-  createSignInLink(customerId: string, ttlMs: number): Promise<string>;
+  /**
+   * A new sign-in link's token for the customer, valid `ttlMs`; null when `limit` links were made for them within
+   * the last `ttlMs` already (nobody can flood a customer's inbox with links).
+   */
+  createSignInLink(customerId: string, ttlMs: number, limit: number): Promise<string | null>;
   /** The link's customer, if it is known, unused and unexpired; it is used up by this call. */
   redeemSignInLink(token: string): Promise<string | undefined>;
   /** A new session's token for the customer, valid `ttlMs`. */
@@ -43,13 +46,15 @@ export class PgAccountAccess implements AccountAccess {
     return rows[0];
   }
 
-  async createSignInLink(customerId: string, ttlMs: number): Promise<string> {
+  async createSignInLink(customerId: string, ttlMs: number, limit: number): Promise<string | null> {
     const token = newToken();
-    await this.db.query(
-      `INSERT INTO sign_in_links (token_hash, customer_id, expires_at) VALUES ($1, $2, now() + $3::float8 * interval '1 millisecond')`,
-      [tokenHash(token), customerId, ttlMs],
+    const { rowCount } = await this.db.query(
+      `INSERT INTO sign_in_links (token_hash, customer_id, expires_at)
+       SELECT $1, $2, now() + $3::float8 * interval '1 millisecond'
+       WHERE (SELECT count(*) FROM sign_in_links WHERE customer_id = $2 AND created_at > now() - $3::float8 * interval '1 millisecond') < $4`,
+      [tokenHash(token), customerId, ttlMs, limit],
     );
-    return token;
+    return rowCount === 1 ? token : null;
   }
 
   async redeemSignInLink(token: string): Promise<string | undefined> {
@@ -72,8 +77,10 @@ export class PgAccountAccess implements AccountAccess {
 
   async sessionCustomer(token: string): Promise<string | undefined> {
     if (!TOKEN.test(token)) return undefined;
+    // A purged customer (no email any more) has no account to see, whatever sessions are left.
     const { rows } = await this.db.query<{ customer_id: string }>(
-      'SELECT customer_id FROM account_sessions WHERE token_hash = $1 AND expires_at > now()',
+      `SELECT s.customer_id FROM account_sessions s JOIN customers c ON c.id = s.customer_id
+       WHERE s.token_hash = $1 AND s.expires_at > now() AND c.email IS NOT NULL`,
       [tokenHash(token)],
     );
     return rows[0]?.customer_id;

@@ -54,6 +54,8 @@ describe('account pages', function () {
     ann = await provision(h, 'ann@example.com', 'Ann Lee', 'pro');
   });
   after(async () => h?.close());
+  // Each test starts with no recent link (at most five are sent to one address within a link's lifetime).
+  beforeEach(async () => h && (await h.db.query('DELETE FROM sign_in_links')));
 
   async function signIn(v: ReturnType<typeof visitor>, email = 'ann@example.com'): Promise<string> {
     const form = await v.get('/account');
@@ -117,6 +119,17 @@ describe('account pages', function () {
     expect(bodyOf(unknown.text)).to.equal(bodyOf(known.text));
     await new Promise((r) => setTimeout(r, 500));
     expect(h.smtp.messages.slice(mailsBefore).filter((m) => m.to.includes('nobody@example.com'))).to.deep.equal([]);
+  });
+
+  it('sends at most five links to one address within 15 minutes, answering every request the same', async () => {
+    const v = visitor(h);
+    const before = h.smtp.messages.length;
+    const answers = [];
+    for (let i = 0; i < 7; i++) answers.push((await v.post('/account/login', { email: 'ann@example.com' }, (await v.get('/account')).text)).text.replace(/nonce="[^"]+"/g, ''));
+    expect(new Set(answers).size, 'one answer').to.equal(1);
+    await waitUntil(async () => h.smtp.messages.slice(before).filter((m) => m.subject === 'Your Clawdbot sign-in link').length === 5);
+    await new Promise((r) => setTimeout(r, 500));
+    expect(h.smtp.messages.slice(before).filter((m) => m.subject === 'Your Clawdbot sign-in link')).to.have.length(5);
   });
 
   it('refuses every form without its CSRF token or with a wrong one, changing nothing', async () => {

@@ -970,7 +970,7 @@ export class FakeAccountAccess implements AccountAccess {
   async customerByEmail(): Promise<undefined> {
     return undefined;
   }
-  async createSignInLink(): Promise<string> {
+  async createSignInLink(): Promise<string | null> {
     throw new Error('not used by jobs');
   }
   async redeemSignInLink(): Promise<undefined> {

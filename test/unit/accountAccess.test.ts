@@ -25,7 +25,7 @@ describe('account access (Postgres)', function () {
   });
 
   it('a sign-in link opens once, stores only its hash, and refuses a wrong or malformed token', async () => {
-    const token = await access.createSignInLink(customerId, 60_000);
+    const token = (await access.createSignInLink(customerId, 60_000, 10))!;
     expect(token).to.match(/^[A-Za-z0-9_-]{43}$/);
     const { rows } = await control.db.query('SELECT token_hash FROM sign_in_links');
     expect(rows.map((r) => r.token_hash)).to.deep.equal([tokenHash(token)]);
@@ -38,8 +38,23 @@ describe('account access (Postgres)', function () {
     expect(await access.redeemSignInLink('not a token')).to.equal(undefined);
   });
 
+  it('makes at most `limit` links for a customer within the link lifetime', async () => {
+    await control.db.query('DELETE FROM sign_in_links');
+    const made = [];
+    for (let i = 0; i < 4; i++) made.push(await access.createSignInLink(customerId, 60_000, 3));
+    expect(made.map((t) => t !== null)).to.deep.equal([true, true, true, false]);
+  });
+
+  it('a purged customer’s session opens nothing', async () => {
+    const { rows } = await control.db.query<{ id: string }>(`INSERT INTO customers (stripe_customer_id, email) VALUES ('cus_gone', 'gone@example.com') RETURNING id`);
+    const token = await access.createSession(rows[0]!.id, 60_000);
+    expect(await access.sessionCustomer(token)).to.equal(rows[0]!.id);
+    await control.db.query('UPDATE customers SET email = NULL WHERE id = $1', [rows[0]!.id]);
+    expect(await access.sessionCustomer(token)).to.equal(undefined);
+  });
+
   it('an expired link opens nothing', async () => {
-    const token = await access.createSignInLink(customerId, 60_000);
+    const token = (await access.createSignInLink(customerId, 60_000, 10))!;
     await control.db.query(`UPDATE sign_in_links SET expires_at = now() - interval '1 second' WHERE token_hash = $1`, [tokenHash(token)]);
     expect(await access.redeemSignInLink(token)).to.equal(undefined);
   });
@@ -54,6 +69,6 @@ describe('account access (Postgres)', function () {
     await control.db.query(`UPDATE account_sessions SET expires_at = now() - interval '2 days' WHERE token_hash = $1`, [tokenHash(expiring)]);
     expect(await access.sessionCustomer(expiring)).to.equal(undefined);
     expect(await access.forgetExpired()).to.be.greaterThan(0);
-    expect((await control.db.query('SELECT count(*)::int AS n FROM account_sessions')).rows[0].n).to.equal(0);
+    expect((await control.db.query('SELECT count(*)::int AS n FROM account_sessions WHERE customer_id = $1', [customerId])).rows[0].n).to.equal(0);
   });
 });

@@ -22,7 +22,10 @@ export async function rotateKey(ctx: JobContext, job: JobHandle<RotateKeyData>, 
       await ctx.secrets.delete(owner, INSTANCE_SECRETS.rotatedApiKey);
       return { rotated: instance.api_key_label ?? '', alreadySent: 'yes' };
     }
-    if (!KEY_ROTATION_STATUSES.includes(instance.status)) return { skipped: `instance is ${instance.status}` };
+    if (!KEY_ROTATION_STATUSES.includes(instance.status)) {
+      await ctx.secrets.delete(owner, INSTANCE_SECRETS.rotatedApiKey); // a key sealed by an earlier attempt goes too
+      return { skipped: `instance is ${instance.status}` };
+    }
     if (!instance.email) throw new PermanentError('the customer has no email address to send the new key to');
 
     const key = await ctx.secrets.putIfAbsent(owner, INSTANCE_SECRETS.rotatedApiKey, generateApiKey());

@@ -26,6 +26,8 @@ import { accountPage, confirmSignInPage, linkRefusedPage, linkSentPage, signInPa
 
 const log = logger('account');
 const SIGN_IN_LINK_MS = 15 * 60_000;
+/** Links sent to one customer within SIGN_IN_LINK_MS at most. */
+const SIGN_IN_LINKS = 5;
 const SESSION_MS = 7 * 86_400_000;
 const EMAIL = /^[^@\s<>"]{1,64}@[^@\s<>"]{1,253}$/;
 
@@ -148,7 +150,8 @@ async function sendSignInLink(deps: AccountDeps, email: string): Promise<void> {
   const customer = await deps.accountAccess.customerByEmail(email);
   if (!customer) return;
   const instance = await deps.instances.forCustomer(customer.id);
-  const token = await deps.accountAccess.createSignInLink(customer.id, SIGN_IN_LINK_MS);
-  const { subject, text } = signInEmail({ name: instance?.customer_name ?? null, link: `${deps.config.publicUrl}/account/sign-in?token=${token}`, validMinutes: 15 });
+  const token = await deps.accountAccess.createSignInLink(customer.id, SIGN_IN_LINK_MS, SIGN_IN_LINKS);
+  if (!token) return log.info('sign-in link not sent: enough were sent lately', { customer: customer.id });
+  const { subject, text } = signInEmail({ name: instance?.customer_name ?? null, link: `${deps.config.publicUrl}/account/sign-in?token=${token}`, validMinutes: SIGN_IN_LINK_MS / 60_000 });
   await deps.mailer.send({ to: customer.email, subject, text });
 }
