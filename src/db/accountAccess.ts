@@ -4,6 +4,7 @@
  * is one statement, so a link opens at most one session however many times it is followed at once.
  */
 import { createHash, randomBytes } from 'node:crypto';
+import { inTransaction } from '../../core/postgres.ts';
 import type { Db } from './pool.ts';
 
 export interface AccountAccess {
@@ -48,13 +49,18 @@ export class PgAccountAccess implements AccountAccess {
 
   async createSignInLink(customerId: string, ttlMs: number, limit: number): Promise<string | null> {
     const token = newToken();
-    const { rowCount } = await this.db.query(
-      `INSERT INTO sign_in_links (token_hash, customer_id, expires_at)
-       SELECT $1, $2, now() + $3::float8 * interval '1 millisecond'
-       WHERE (SELECT count(*) FROM sign_in_links WHERE customer_id = $2 AND created_at > now() - $3::float8 * interval '1 millisecond') < $4`,
-      [tokenHash(token), customerId, ttlMs, limit],
-    );
-    return rowCount === 1 ? token : null;
+    // Requests for one customer are counted one at a time (under its lock): concurrent ones cannot all see room.
+    const made = await inTransaction(this.db, async (client) => {
+      await client.query(`SELECT pg_advisory_xact_lock(hashtext('sign-in/' || $1))`, [customerId]);
+      const { rowCount } = await client.query(
+        `INSERT INTO sign_in_links (token_hash, customer_id, expires_at)
+         SELECT $1, $2, now() + $3::float8 * interval '1 millisecond'
+         WHERE (SELECT count(*) FROM sign_in_links WHERE customer_id = $2 AND created_at > now() - $3::float8 * interval '1 millisecond') < $4`,
+        [tokenHash(token), customerId, ttlMs, limit],
+      );
+      return rowCount === 1;
+    });
+    return made ? token : null;
   }
 
   async redeemSignInLink(token: string): Promise<string | undefined> {
