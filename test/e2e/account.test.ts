@@ -6,6 +6,7 @@
  */
 import { expect } from 'chai';
 import type { Browser } from 'playwright-core';
+import { logTo } from '../../core/logger.ts';
 import { tokenHash } from '../../src/db/accountAccess.ts';
 import { launchBrowser, screenshot } from '../support/browser.ts';
 import { startHarness, waitUntil, type Harness } from '../support/harness.ts';
@@ -49,11 +50,19 @@ describe('account pages', function () {
   let h: Harness;
   let ann: Provisioned;
 
+  /** Every log line of the control plane: what became of a sign-in request that sends no mail is said there. */
+  const lines: string[] = [];
+  const notSent = (outcome: string) => lines.filter((l) => l.includes('"sign-in link not sent"') && l.includes(outcome)).length;
+
   before(async () => {
-    h = await startHarness();
+    logTo({ write: (line: string) => lines.push(line) });
+    h = await startHarness({ LOG_LEVEL: 'debug', LOG_FORMAT: 'json' });
     ann = await provision(h, 'ann@example.com', 'Ann Lee', 'pro');
   });
-  after(async () => h?.close());
+  after(async () => {
+    logTo(undefined);
+    await h?.close();
+  });
   // Each test starts with no recent link (at most five are sent to one address within a link's lifetime).
   beforeEach(async () => h && (await h.db.query('DELETE FROM sign_in_links')));
 
@@ -113,22 +122,25 @@ describe('account pages', function () {
 
     const known = await v.post('/account/login', { email: 'ann@example.com' }, (await v.get('/account')).text);
     const mailsBefore = h.smtp.messages.length;
+    const refusedBefore = notSent('no customer with that address');
     const unknown = await v.post('/account/login', { email: 'nobody@example.com' }, (await v.get('/account')).text);
     expect(unknown.response.status).to.equal(known.response.status);
     const bodyOf = (text: string) => text.replace(/nonce="[^"]+"/g, '');
     expect(bodyOf(unknown.text)).to.equal(bodyOf(known.text));
-    await new Promise((r) => setTimeout(r, 500));
+    await waitUntil(async () => notSent('no customer with that address') === refusedBefore + 1);
     expect(h.smtp.messages.slice(mailsBefore).filter((m) => m.to.includes('nobody@example.com'))).to.deep.equal([]);
+    expect(lines.join('\n'), 'the address asked for is not logged').to.not.include('nobody@example.com');
   });
 
   it('sends at most five links to one address within 15 minutes, answering every request the same', async () => {
     const v = visitor(h);
     const before = h.smtp.messages.length;
+    const limitedBefore = notSent('enough were sent lately');
     const answers = [];
     for (let i = 0; i < 7; i++) answers.push((await v.post('/account/login', { email: 'ann@example.com' }, (await v.get('/account')).text)).text.replace(/nonce="[^"]+"/g, ''));
     expect(new Set(answers).size, 'one answer').to.equal(1);
-    await waitUntil(async () => h.smtp.messages.slice(before).filter((m) => m.subject === 'Your Clawdbot sign-in link').length === 5);
-    await new Promise((r) => setTimeout(r, 500));
+    await waitUntil(async () => notSent('enough were sent lately') === limitedBefore + 2);
+    await waitUntil(async () => h.smtp.messages.slice(before).filter((m) => m.subject === 'Your Clawdbot sign-in link').length >= 5);
     expect(h.smtp.messages.slice(before).filter((m) => m.subject === 'Your Clawdbot sign-in link')).to.have.length(5);
   });
 

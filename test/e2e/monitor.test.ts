@@ -9,6 +9,7 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { expect } from 'chai';
 import type pg from 'pg';
 import type { LocalComputeProvider } from '../../src/providers/compute/local.ts';
+import { QUEUES } from '../../src/queues/catalogue.ts';
 import { startHarness, waitUntil, type Harness } from '../support/harness.ts';
 import { provision, type Provisioned } from '../support/provision.ts';
 
@@ -31,6 +32,19 @@ async function healthOf(h: Harness, customerId: string): Promise<Health | null> 
 async function pidOf(db: pg.Pool, instanceId: string): Promise<number | null> {
   const { rows } = await db.query<{ pid: number | null }>('SELECT s.pid FROM local_services s JOIN instances i ON i.service_id = s.name WHERE i.id = $1', [instanceId]);
   return rows[0]!.pid;
+}
+
+/** Until `n` more monitor runs have completed: what they would have done (a restart, an alert) has been done. */
+async function monitorRuns(h: Harness, n: number): Promise<void> {
+  const since = Date.now();
+  const fleet = h.plane.ctx.queues.get(QUEUES.fleet);
+  await waitUntil(async () => {
+    const done = await fleet.getJobs(['completed'], 0, n + 5, false);
+    return done.filter((job) => job.name === 'monitor' && (job.processedOn ?? 0) > since).length >= n;
+  }, 30_000);
+  // Their alerts are jobs of their own: every one they added has run.
+  const alerts = h.plane.ctx.queues.get(QUEUES.alerts);
+  await waitUntil(async () => Object.values(await alerts.getJobCounts('waiting', 'active', 'delayed', 'prioritized')).every((n) => n === 0));
 }
 
 /** Slack posts and alert emails about one customer's instance whose title matches. */
@@ -100,7 +114,7 @@ describe('health monitor (local runtimes)', function () {
 
     const ws = ann.view.workspaceId;
     await waitUntil(async () => alertsAbout(h, ws, /healthy again/).mail.length === 1);
-    await new Promise((r) => setTimeout(r, 1_200)); // three more runs: nothing more to say
+    await monitorRuns(h, 3); // three more runs: nothing more to say
     const down = alertsAbout(h, ws, /was down and was restarted/);
     const recovered = alertsAbout(h, ws, /healthy again/);
     expect([down.slack.length, down.mail.length, recovered.slack.length, recovered.mail.length]).to.deep.equal([1, 1, 1, 1]);
@@ -124,7 +138,7 @@ describe('health monitor (local runtimes)', function () {
     const restarts = (await healthOf(h, bob.customerId))!.restarts;
     expect(restarts, 'MONITOR_MAX_RESTARTS restarts before it stopped').to.equal(2);
 
-    await new Promise((r) => setTimeout(r, 2_000)); // five more runs
+    await monitorRuns(h, 5);
     const health = (await healthOf(h, bob.customerId))!;
     expect(health).to.include({ state: 'down', restarts: 2, crashLoop: true });
     expect(await pidOf(h.db, bob.instanceId), 'not started again').to.equal(null);
@@ -225,7 +239,7 @@ describe('health monitor (Railway emulator)', function () {
     await waitUntil(async () => (await healthOf(h, ann.customerId))?.state === 'healthy', 20_000);
     const ws = ann.view.workspaceId;
     await waitUntil(async () => alertsAbout(h, ws, /healthy again/).mail.length === 1);
-    await new Promise((r) => setTimeout(r, 1_200));
+    await monitorRuns(h, 3);
 
     expect(h.railway!.operationCounts()['DeploymentRestart'], 'restart requests').to.equal(1);
     const down = alertsAbout(h, ws, /was down and was restarted/);

@@ -146,12 +146,13 @@ export function accountPages(deps: AccountDeps): Router {
   return router;
 }
 
+/** Sends a sign-in link if the address is a customer's; says at debug what became of the request (never the address). */
 async function sendSignInLink(deps: AccountDeps, email: string): Promise<void> {
   const customer = await deps.accountAccess.customerByEmail(email);
-  if (!customer) return;
+  if (!customer) return log.debug('sign-in link not sent', { outcome: 'no customer with that address' });
   const instance = await deps.instances.forCustomer(customer.id);
   const token = await deps.accountAccess.createSignInLink(customer.id, SIGN_IN_LINK_MS, SIGN_IN_LINKS);
-  if (!token) return log.info('sign-in link not sent: enough were sent lately', { customer: customer.id });
+  if (!token) return log.info('sign-in link not sent', { outcome: 'enough were sent lately', customer: customer.id });
   const { subject, text } = signInEmail({ name: instance?.customer_name ?? null, link: `${deps.config.publicUrl}/account/sign-in?token=${token}`, validMinutes: SIGN_IN_LINK_MS / 60_000 });
   await deps.mailer.send({ to: customer.email, subject, text });
 }
