@@ -22,11 +22,11 @@ ${csrf}
 }
 
 /** The same answer whether or not the address is a customer's: it tells nobody who is one. */
-export function linkSentPage(): Page {
+export function linkSentPage(validMinutes: number): Page {
   return {
     title: 'Check your email',
     body: html`<div class="card"><h1>Check your email</h1>
-<p>If this address belongs to a Clawdbot account, a sign-in link is on its way. It works once, within 15 minutes.</p>
+<p>If this address belongs to a Clawdbot account, a sign-in link is on its way. It works once, within ${validMinutes} minutes.</p>
 <p><a href="/account">Back</a></p></div>`,
   };
 }
@@ -44,11 +44,11 @@ ${csrf}
   };
 }
 
-export function linkRefusedPage(): Page {
+export function linkRefusedPage(validMinutes: number): Page {
   return {
     title: 'Link expired',
     body: html`<div class="card"><h1>This sign-in link no longer works</h1>
-<p>A link works once, within 15 minutes. <a href="/account">Ask for a new one</a>.</p></div>`,
+<p>A link works once, within ${validMinutes} minutes. <a href="/account">Ask for a new one</a>.</p></div>`,
   };
 }
 

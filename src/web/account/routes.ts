@@ -26,6 +26,7 @@ import { accountPage, confirmSignInPage, linkRefusedPage, linkSentPage, signInPa
 
 const log = logger('account');
 const SIGN_IN_LINK_MS = 15 * 60_000;
+const SIGN_IN_LINK_MINUTES = SIGN_IN_LINK_MS / 60_000;
 /** Links sent to one customer within SIGN_IN_LINK_MS at most. */
 const SIGN_IN_LINKS = 5;
 const SESSION_MS = 7 * 86_400_000;
@@ -84,7 +85,7 @@ export function accountPages(deps: AccountDeps): Router {
     if (!EMAIL.test(email)) return sendPage(ctx, 400, signInPage(csrfField(ctx, csrf), 'That does not look like an email address.'));
     // Sent after answering, and the same answer for anyone: neither the page nor its timing tells who is a customer.
     void sendSignInLink(deps, email).catch((err: Error) => log.warn('sign-in link not sent', { error: err.message }));
-    sendPage(ctx, 200, linkSentPage());
+    sendPage(ctx, 200, linkSentPage(SIGN_IN_LINK_MINUTES));
   });
 
   router.get('/sign-in', async (ctx) => {
@@ -94,7 +95,7 @@ export function accountPages(deps: AccountDeps): Router {
 
   router.post('/sign-in', requireCsrf(csrf), async (ctx) => {
     const customerId = await deps.accountAccess.redeemSignInLink(form(ctx).get('token') ?? '');
-    if (!customerId) return sendPage(ctx, 400, linkRefusedPage());
+    if (!customerId) return sendPage(ctx, 400, linkRefusedPage(SIGN_IN_LINK_MINUTES));
     const session = await deps.accountAccess.createSession(customerId, SESSION_MS);
     ctx.cookies.set(cookie, session, { httpOnly: true, sameSite: 'lax', secure: deps.config.production, path: '/', maxAge: SESSION_MS, overwrite: true });
     ctx.redirect('/account');
@@ -153,6 +154,6 @@ async function sendSignInLink(deps: AccountDeps, email: string): Promise<void> {
   const instance = await deps.instances.forCustomer(customer.id);
   const token = await deps.accountAccess.createSignInLink(customer.id, SIGN_IN_LINK_MS, SIGN_IN_LINKS);
   if (!token) return log.info('sign-in link not sent', { outcome: 'enough were sent lately', customer: customer.id });
-  const { subject, text } = signInEmail({ name: instance?.customer_name ?? null, link: `${deps.config.publicUrl}/account/sign-in?token=${token}`, validMinutes: SIGN_IN_LINK_MS / 60_000 });
+  const { subject, text } = signInEmail({ name: instance?.customer_name ?? null, link: `${deps.config.publicUrl}/account/sign-in?token=${token}`, validMinutes: SIGN_IN_LINK_MINUTES });
   await deps.mailer.send({ to: customer.email, subject, text });
 }
