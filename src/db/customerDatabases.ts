@@ -15,13 +15,14 @@ import { exportStream, restoreArchive } from './archiveFormat.ts';
 export interface CustomerDatabases {
   /** Keeps the connection URL of the instance's new database (sealed). */
   register(instanceId: string, connectionUrl: string): Promise<void>;
-  /** Applies the runtime's schema (idempotent). */
-  applySchema(instanceId: string): Promise<void>;
   /** Whether the instance has a database (create-branch completed and it was not deleted since). */
   exists(instanceId: string): Promise<boolean>;
   /** The connection URL, for the runtime's configuration. */
   connectionUrl(instanceId: string): Promise<string>;
-  /** Adds the workspace files that are missing (never overwriting the customer's) and the API key's hash, together. */
+  /**
+   * Applies the runtime's schema (idempotent), then adds the workspace files that are missing (never overwriting the
+   * customer's) and the API key's hash, together: one connection, the only one a provision opens.
+   */
   seedWorkspace(instanceId: string, files: WorkspaceFile[], key: { hash: string; label: string | null }): Promise<void>;
   /** Adds the files of `add` that are missing, and writes those of `replace` whatever is there. */
   updateWorkspace(instanceId: string, files: { add: WorkspaceFile[]; replace: WorkspaceFile[] }): Promise<void>;
@@ -39,7 +40,10 @@ export interface CustomerDatabases {
     workspaceId: string,
     write: (stream: Readable) => Promise<StoredArchive>,
   ): Promise<StoredArchive & { rowCounts: Record<string, number> }>;
-  /** Loads an archive into a fresh database in one transaction; undefined when it already holds a workspace. */
+  /**
+   * Applies the runtime's schema, then loads an archive into the fresh database in one transaction; undefined when it
+   * already holds a workspace.
+   */
   restoreArchive(instanceId: string, source: () => Readable): Promise<Record<string, number> | undefined>;
 }
 
@@ -48,10 +52,6 @@ export class PgCustomerDatabases implements CustomerDatabases {
 
   async register(instanceId: string, connectionUrl: string): Promise<void> {
     await this.secrets.put(instanceOwner(instanceId), INSTANCE_SECRETS.databaseUrl, connectionUrl);
-  }
-
-  async applySchema(instanceId: string): Promise<void> {
-    await this.with(instanceId, (client) => applyRuntimeSchema(client));
   }
 
   async exists(instanceId: string): Promise<boolean> {
@@ -65,17 +65,20 @@ export class PgCustomerDatabases implements CustomerDatabases {
   }
 
   async seedWorkspace(instanceId: string, files: WorkspaceFile[], key: { hash: string; label: string | null }): Promise<void> {
-    // One statement (so one round trip, and all or nothing): the missing files, then the key's hash.
-    await this.with(instanceId, (client) =>
-      client.query(
+    // A new connection costs the database server far more than a statement (about 16 ms of CPU against 0.1 ms,
+    // measured on the development machine): the schema and the seed share one.
+    await this.with(instanceId, async (client) => {
+      await applyRuntimeSchema(client);
+      // One statement (so one round trip, and all or nothing): the missing files, then the key's hash.
+      await client.query(
         `WITH files AS (
            INSERT INTO workspace_files (path, content, sha256)
            SELECT * FROM unnest($1::text[], $2::text[], $3::text[]) ON CONFLICT (path) DO NOTHING
          )
          INSERT INTO api_keys (key_hash, label) VALUES ($4, $5) ON CONFLICT (key_hash) DO NOTHING`,
         [files.map((f) => f.path), files.map((f) => f.content), files.map((f) => fileSha256(f.content)), key.hash, key.label],
-      ),
-    );
+      );
+    });
   }
 
   async updateWorkspace(instanceId: string, files: { add: WorkspaceFile[]; replace: WorkspaceFile[] }): Promise<void> {
@@ -132,6 +135,7 @@ export class PgCustomerDatabases implements CustomerDatabases {
 
   async restoreArchive(instanceId: string, source: () => Readable): Promise<Record<string, number> | undefined> {
     return this.with(instanceId, async (client) => {
+      await applyRuntimeSchema(client);
       const { rowCount } = await client.query('SELECT 1 FROM workspace_files LIMIT 1');
       // A database that already has files was restored by an earlier attempt (the restore is one transaction).
       return rowCount ? undefined : restoreArchive(source(), client);

@@ -1,8 +1,8 @@
 /**
- * build-workspace: renders the customer's workspace and seeds it into their database, where the runtime loads it
- * from, and issues the API key: its hash goes to both databases, the key itself stays sealed until the welcome
- * email and the welcome page have had it (see src/db/keyHandovers.ts). Seeding adds only what is missing, so a re-run
- * never overwrites what the customer changed.
+ * build-workspace: applies the runtime's schema to the customer's database, renders their workspace and seeds it
+ * there, where the runtime loads it from, and issues the API key: its hash goes to both databases, the key itself
+ * stays sealed until the welcome email and the welcome page have had it (see src/db/keyHandovers.ts). Seeding adds
+ * only what is missing, so a re-run never overwrites what the customer changed.
  */
 import { apiKeyLabel, generateApiKey, hashApiKey } from '../../core/apiKey.ts';
 import type { InstanceWithCustomer } from '../db/instances.ts';
@@ -47,7 +47,7 @@ export const buildWorkspace: StepHandler = async (ctx, { instance, log, progress
   }
 
   await ctx.customerDbs.seedWorkspace(instance.id, files, { hash: keyHash, label: keyLabel });
-  await log(`${files.length} workspace files and the API key hash seeded into the customer database`);
+  await log(`runtime schema applied; ${files.length} workspace files and the API key hash seeded into the customer database`);
   await progress(70);
   return done({ files: files.length, checksum: workspaceChecksum(files) });
 };

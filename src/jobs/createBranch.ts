@@ -1,4 +1,7 @@
-/** create-branch: the customer's own database and login role, with the runtime's schema applied. */
+/**
+ * create-branch: the customer's own database and login role, registered (sealed) for the steps after it. The runtime's
+ * schema is applied by build-workspace, in the one connection a provision opens to the new database.
+ */
 import { instanceResources } from '../instances/resources.ts';
 import type { StepHandler } from './step.ts';
 import { PermanentError } from '../errors.ts';
@@ -32,7 +35,5 @@ export const createBranch: StepHandler<CreateBranchData> = async (ctx, { job, in
   await ctx.instances.update(instance.id, { branch_id: ref.branchId, database_name: ref.databaseName, database_role: ref.roleName });
   await log(`database ${ref.databaseName} and role ${ref.roleName} ready (${ctx.database.kind})`);
   await progress(60);
-  await ctx.customerDbs.applySchema(instance.id);
-  await log('runtime schema applied');
   return done({ branchId: ref.branchId, databaseName: ref.databaseName });
 };

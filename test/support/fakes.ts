@@ -545,11 +545,6 @@ export class FakeCustomerDbs implements CustomerDatabases {
     await this.secrets.put(instanceOwner(instanceId), INSTANCE_SECRETS.databaseUrl, connectionUrl);
   }
 
-  async applySchema(instanceId: string): Promise<void> {
-    this.calls.push('customerDbs.applySchema');
-    (await this.open(instanceId)).schema = true;
-  }
-
   async exists(instanceId: string): Promise<boolean> {
     return (await this.secrets.get(instanceOwner(instanceId), INSTANCE_SECRETS.databaseUrl)) !== null;
   }
@@ -563,6 +558,7 @@ export class FakeCustomerDbs implements CustomerDatabases {
   async seedWorkspace(instanceId: string, files: WorkspaceFile[], key: { hash: string; label: string | null }): Promise<void> {
     this.calls.push('customerDbs.seedWorkspace');
     const db = await this.open(instanceId);
+    db.schema = true;
     for (const file of files) if (!db.files.has(file.path)) db.files.set(file.path, file.content);
     if (!db.keys.some((k) => k.hash === key.hash)) db.keys.push({ ...key, revoked: false });
   }
@@ -607,6 +603,7 @@ export class FakeCustomerDbs implements CustomerDatabases {
   async restoreArchive(instanceId: string, source: () => Readable): Promise<Record<string, number> | undefined> {
     this.calls.push('customerDbs.restoreArchive');
     const db = await this.open(instanceId);
+    db.schema = true;
     if (db.files.size) return undefined;
     return readArchive(source(), async (table, row) => {
       (db.rows[table] ??= []).push(row);

@@ -211,7 +211,7 @@ describe('provisioning steps (fakes)', () => {
   });
 
   describe('create-branch', () => {
-    it('waits without a worker while the provider makes the database, then registers it and applies the schema', async () => {
+    it('waits without a worker while the provider makes the database, then registers it without opening it', async () => {
       const f = fakeContext();
       const instance = f.instances.add({ status: 'provisioning' });
       f.database.pendingPolls = 1;
@@ -223,10 +223,10 @@ describe('provisioning steps (fakes)', () => {
       const result = await run(f, createBranch, job);
       expect(result).to.deep.include({ databaseName: `claw_${instance.workspace_id.replace(/^ws-/, '')}` });
       expect(f.instances.get(instance.id).branch_id).to.match(/^br-claw_/);
-      // The ids are on the instance before the schema is applied: a failure there leaves nothing unaccounted for.
       const at = (call: string) => f.calls.findIndex((c) => c.startsWith(call));
       expect(at('customerDbs.register')).to.be.below(at('instances.update'));
-      expect(at('instances.update')).to.be.below(at('customerDbs.applySchema'));
+      // The schema waits for build-workspace, which opens the database once for the schema and the seed.
+      expect(f.calls.filter((c) => c.startsWith('customerDbs.'))).to.deep.equal(['customerDbs.register']);
     });
 
     it('raises the alert a provider hands back (a Neon project at 80 %) as one incident, however often it comes', async () => {
@@ -268,6 +268,7 @@ describe('provisioning steps (fakes)', () => {
       expect(hash).to.be.a('string');
       expect(db.keys.map((k) => k.hash)).to.deep.equal([hash]);
       expect(db.files.get('USER.md')).to.include('ada@example.com');
+      expect(db.schema).to.equal(true);
 
       db.files.set('USER.md', 'edited by the customer');
       await run(f, buildWorkspace, stepJob(f, 'build-workspace', instance.id));
