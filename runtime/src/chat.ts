@@ -27,7 +27,7 @@ const RELEVANT_MEMORIES = 8;
  * the API's MEMORY_SEARCH_CANDIDATES: ranking is most of a search's cost, and it is paid on every turn before the
  * model is asked. RELEVANT_MEMORIES of them go into the prompt.
  */
-export const PROMPT_MEMORY_CANDIDATES = 24;
+const PROMPT_MEMORY_CANDIDATES = 24;
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 /** A turn whose conversation is settled and whose message is counted, before the model is asked. */
