@@ -9,11 +9,11 @@ import type pg from 'pg';
 import { HttpError } from '../../core/http/httpError.ts';
 import { readJsonBody } from '../../core/http/rawBody.ts';
 import type { RuntimeContext, TurnInput, TurnResult } from './context.ts';
-import { searchMemories } from './memory.ts';
 import type { Model, ModelMessage } from './model.ts';
 import { Notifier } from './notifier.ts';
 import { buildSystemPrompt } from './prompt.ts';
-import { listSkills } from './skills.ts';
+import { readPromptContext } from './promptContext.ts';
+import { skillViews } from './skills.ts';
 import { claimNotices, dayOf, monthOf, releaseMessage, reserveMessage } from './usage.ts';
 import { dailyLogPath } from './workspace.ts';
 import { logger } from '../../core/logger.ts';
@@ -22,6 +22,12 @@ const log = logger('chat');
 
 const MAX_MESSAGE_CHARS = 20_000;
 const RELEVANT_MEMORIES = 8;
+/**
+ * The prompt's memory search ranks the newest this many matches (and the memories of the message's rare words), not
+ * the API's MEMORY_SEARCH_CANDIDATES: ranking is most of a search's cost, and it is paid on every turn before the
+ * model is asked. RELEVANT_MEMORIES of them go into the prompt.
+ */
+const PROMPT_MEMORY_CANDIDATES = 24;
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 /** A turn whose conversation is settled and whose message is counted, before the model is asked. */
@@ -64,10 +70,29 @@ export function createChat(ctx: ChatContext, model: Model): Chat {
   }
 
   async function readContext(input: TurnInput, now: Date): Promise<{ history: ModelMessage[]; system: string }> {
-    const [history, system] = await Promise.all([
-      input.conversationId === undefined ? [] : recentMessages(ctx.db, input.conversationId, ctx.config.historyMessages),
-      systemPrompt(ctx, input.message, now),
-    ]);
+    const { history, skills, memories } = await readPromptContext(ctx.db, {
+      conversationId: input.conversationId,
+      historyMessages: ctx.config.historyMessages,
+      message: input.message,
+      memories: RELEVANT_MEMORIES,
+      candidates: PROMPT_MEMORY_CANDIDATES,
+    });
+    const file = (name: string) => ctx.workspace.get(name);
+    const system = buildSystemPrompt({
+      workspace: {
+        soul: file('SOUL.md'),
+        user: file('USER.md'),
+        agents: file('AGENTS.md'),
+        tools: file('TOOLS.md'),
+        memory: file('MEMORY.md'),
+        today: file(dailyLogPath(now)),
+        yesterday: file(dailyLogPath(new Date(now.getTime() - 86_400_000))),
+      },
+      skills: skillViews(ctx, skills).filter((s) => s.enabled),
+      memories,
+      now,
+      budgetTokens: ctx.config.promptTokenBudget,
+    });
     return { history, system };
   }
 
@@ -108,21 +133,6 @@ async function newConversation(db: pg.Pool, input: TurnInput): Promise<string> {
   return rows[0]!.id;
 }
 
-/**
- * The last turns of the conversation, oldest first, starting with a user message as the API requires. Empty
- * messages (a model may answer with nothing) are left out: the API refuses them in a history.
- */
-async function recentMessages(db: pg.Pool, conversationId: string, count: number): Promise<ModelMessage[]> {
-  if (count === 0) return [];
-  const { rows } = await db.query<ModelMessage>(
-    `SELECT role, content FROM (SELECT id, role, content FROM conversation_messages
-       WHERE conversation_id = $1 AND content <> '' ORDER BY id DESC LIMIT $2) recent ORDER BY id`,
-    [conversationId, count],
-  );
-  while (rows.length && rows[0]!.role !== 'user') rows.shift();
-  return rows;
-}
-
 /** The API wants user and assistant to alternate: of two messages in a row from one side, the later one stays. */
 export function alternating(messages: ModelMessage[]): ModelMessage[] {
   const out: ModelMessage[] = [];
@@ -131,29 +141,6 @@ export function alternating(messages: ModelMessage[]): ModelMessage[] {
     else out.push(message);
   }
   return out;
-}
-
-async function systemPrompt(ctx: ChatContext, message: string, now: Date): Promise<string> {
-  const [memories, skills] = await Promise.all([
-    searchMemories(ctx.db, { q: message, match: 'any', limit: RELEVANT_MEMORIES }),
-    listSkills(ctx),
-  ]);
-  const file = (name: string) => ctx.workspace.get(name);
-  return buildSystemPrompt({
-    workspace: {
-      soul: file('SOUL.md'),
-      user: file('USER.md'),
-      agents: file('AGENTS.md'),
-      tools: file('TOOLS.md'),
-      memory: file('MEMORY.md'),
-      today: file(dailyLogPath(now)),
-      yesterday: file(dailyLogPath(new Date(now.getTime() - 86_400_000))),
-    },
-    skills: skills.filter((s) => s.enabled),
-    memories,
-    now,
-    budgetTokens: ctx.config.promptTokenBudget,
-  });
 }
 
 /**
@@ -167,8 +154,9 @@ async function storeTurn(
   reply: { text: string; inputTokens: number; outputTokens: number },
   now: Date,
 ): Promise<boolean> {
-  const { rows } = await db.query<{ unsent: boolean }>(
-    `WITH stored AS (
+  const { rows } = await db.query<{ unsent: boolean }>({
+    name: 'chat-store-turn',
+    text: `WITH stored AS (
        INSERT INTO conversation_messages (conversation_id, role, content, input_tokens, output_tokens)
        VALUES ($1, 'user', $2, $3, NULL), ($1, 'assistant', $4, NULL, $5)
      ), touched AS (
@@ -178,8 +166,8 @@ async function storeTurn(
      ON CONFLICT (day) DO UPDATE SET input_tokens = usage_tracking.input_tokens + EXCLUDED.input_tokens,
        output_tokens = usage_tracking.output_tokens + EXCLUDED.output_tokens
      RETURNING EXISTS (SELECT 1 FROM usage_notices WHERE month = $9 AND sent_at IS NULL) AS unsent`,
-    [conversationId, message, reply.inputTokens, reply.text, reply.outputTokens, dayOf(now), reply.inputTokens, reply.outputTokens, monthOf(now).month],
-  );
+    values: [conversationId, message, reply.inputTokens, reply.text, reply.outputTokens, dayOf(now), reply.inputTokens, reply.outputTokens, monthOf(now).month],
+  });
   return rows[0]!.unsent;
 }
 

@@ -10,6 +10,7 @@ import { cheapestPlanWith } from '../../core/plans.ts';
 import { HttpError } from '../../core/http/httpError.ts';
 import { readJsonBody } from '../../core/http/rawBody.ts';
 import type { RuntimeContext } from './context.ts';
+import { namedStatement } from './namedStatement.ts';
 import { appendToDailyLog } from './workspace.ts';
 
 export interface MemoryHit {
@@ -34,6 +35,8 @@ export interface MemoryQuery {
    * a hit, ranked by how many and how closely (what a chat prompt wants for a whole message).
    */
   match?: 'all' | 'any';
+  /** How many of the newest matches are ranked (MEMORY_SEARCH_CANDIDATES unless less is asked for); see below. */
+  candidates?: number;
 }
 
 export const MEMORY_DEFAULT_LIMIT = 20;
@@ -170,7 +173,7 @@ export function memorySearchSql(query: MemoryQuery): { text: string; values: unk
     return { text, values };
   }
 
-  const C = MEMORY_SEARCH_CANDIDATES;
+  const C = Math.min(MEMORY_SEARCH_CANDIDATES, Math.max(1, Math.floor(query.candidates ?? MEMORY_SEARCH_CANDIDATES)));
   const R = MEMORY_SEARCH_RARE_HITS;
   // A lexeme as tsquery input: quoted, with its quotes (39) and backslashes (92) doubled.
   const doubled = (text: string, c: number): string => `replace(${text}, chr(${c}), repeat(chr(${c}), 2))`;
@@ -240,7 +243,7 @@ export async function searchMemories(db: pg.Pool, query: MemoryQuery): Promise<M
     source: string | null;
     created_at: Date;
     rank: number;
-  }>(text, values);
+  }>(namedStatement('memory-search', text, values));
   return rows.map((row) => ({
     id: row.id,
     content: row.content,

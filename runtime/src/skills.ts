@@ -49,11 +49,25 @@ export function skillPath(name: string): string {
   return `skills/${name}/SKILL.md`;
 }
 
+/** A row of the skills table: a built-in switched off or on again, or a custom skill. */
+export interface SkillRow {
+  name: string;
+  enabled: boolean;
+  custom: boolean;
+  description: string | null;
+}
+
+/** The skills table's rows, ordered as listSkills lists the custom ones (a chat turn reads them with its prompt). */
+export const SKILL_ROWS_SQL = 'SELECT name, enabled, custom, description FROM skills ORDER BY name COLLATE "C"';
+
 /** Every skill: the built-ins in feature order, then the custom skills by name. */
 export async function listSkills(ctx: SkillsContext): Promise<SkillView[]> {
-  const { rows } = await ctx.db.query<{ name: string; enabled: boolean; custom: boolean; description: string | null }>(
-    'SELECT name, enabled, custom, description FROM skills ORDER BY name COLLATE "C"',
-  );
+  const { rows } = await ctx.db.query<SkillRow>(SKILL_ROWS_SQL);
+  return skillViews(ctx, rows);
+}
+
+/** The skills as listSkills answers them, from the table's rows (in SKILL_ROWS_SQL's order). */
+export function skillViews(ctx: Pick<SkillsContext, 'workspace' | 'config'>, rows: SkillRow[]): SkillView[] {
   const builtinRows = new Map(rows.filter((row) => !row.custom).map((row) => [row.name, row]));
   const features = ctx.config.features;
 
@@ -85,7 +99,7 @@ export async function listSkills(ctx: SkillsContext): Promise<SkillView[]> {
   return [...builtins, ...customs];
 }
 
-function workspaceDescription(ctx: SkillsContext, name: string): string | undefined {
+function workspaceDescription(ctx: Pick<SkillsContext, 'workspace'>, name: string): string | undefined {
   const content = ctx.workspace.get(skillPath(name));
   if (content === undefined) return undefined;
   const parsed = parseSkillFrontMatter(content);

@@ -48,12 +48,18 @@ export async function monthUsage(db: Pick<pg.Pool, 'query'>, now: Date) {
  * serializes reservations; the count is a statement of its own, so under READ COMMITTED its snapshot is taken after
  * the lock is held and sees every reservation committed before. (A simple query takes no parameters: the values are
  * quoted literals.)
+ *
+ * The reservation commits without waiting for its WAL to reach the disk (synchronous_commit off for this transaction
+ * only): other turns see it at once all the same, and the turn's stored messages commit durably afterwards, which
+ * flushes the reservation with them. A crash can lose only the reservation of a turn that was never stored, so
+ * never answered: one a failure would have given back anyway.
  */
 export async function reserveMessage(db: pg.Pool, limit: number, now: Date, conversationId?: string): Promise<number> {
   const { month, first, next } = monthOf(now);
   if (!Number.isSafeInteger(limit)) throw new TypeError(`message limit must be an integer (got ${limit})`);
   const known = conversationId === undefined ? 'true' : `EXISTS (SELECT 1 FROM conversations WHERE id = ${escapeLiteral(conversationId)}::uuid)`;
   const results = (await db.query(`
+    SET LOCAL synchronous_commit = off;
     SELECT pg_advisory_xact_lock(hashtext('usage_tracking'));
     WITH conversation AS (SELECT ${known} AS known),
       month AS (SELECT coalesce(sum(messages), 0)::bigint AS used FROM usage_tracking WHERE day >= ${escapeLiteral(first)} AND day < ${escapeLiteral(next)}),
@@ -62,7 +68,7 @@ export async function reserveMessage(db: pg.Pool, limit: number, now: Date, conv
         ON CONFLICT (day) DO UPDATE SET messages = usage_tracking.messages + 1
         RETURNING 1)
     SELECT known, used, EXISTS (SELECT 1 FROM reserved) AS reserved FROM conversation, month`)) as unknown as pg.QueryResult[];
-  const { known: conversationKnown, used, reserved } = results[1]!.rows[0] as { known: boolean; used: string; reserved: boolean };
+  const { known: conversationKnown, used, reserved } = results[2]!.rows[0] as { known: boolean; used: string; reserved: boolean };
   const messages = Number(used);
   if (!conversationKnown) throw new HttpError(404, 'not_found', `no conversation ${conversationId}`);
   if (!reserved) {

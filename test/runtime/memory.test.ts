@@ -404,14 +404,17 @@ describe('runtime memory search over many matches', () => {
    * What the search promises, written independently of it: the newest MEMORY_SEARCH_CANDIDATES matches (with the
    * tag), ranked by ts_rank_cd, then newest first.
    */
-  async function newestRanked(q: string, options: { tag?: string; limit?: number; all?: boolean } = {}): Promise<string[]> {
+  async function newestRanked(
+    q: string,
+    options: { tag?: string; limit?: number; all?: boolean; candidates?: number } = {},
+  ): Promise<string[]> {
     const { rows } = await pool.query(
       `SELECT id::text AS id FROM (
          SELECT id, search, created_at FROM memories
          WHERE search @@ websearch_to_tsquery('english', $1) AND ($2::text IS NULL OR tags @> ARRAY[$2])
          ORDER BY id DESC LIMIT $3) c
        ORDER BY ts_rank_cd(search, websearch_to_tsquery('english', $1)) DESC, created_at DESC, id DESC LIMIT $4`,
-      [q, options.tag ?? null, options.all ? 1_000_000 : MEMORY_SEARCH_CANDIDATES, options.limit ?? 20],
+      [q, options.tag ?? null, options.all ? 1_000_000 : (options.candidates ?? MEMORY_SEARCH_CANDIDATES), options.limit ?? 20],
     );
     return rows.map((row) => row.id);
   }
@@ -494,6 +497,23 @@ describe('runtime memory search over many matches', () => {
     expect(wifi[0]!.id).to.equal(special.wifi);
     // "or" in the web-search syntax is an 'any' within an 'all' search.
     expect(ids(await searchMemories(pool, { q: 'coffee or grinder or zanzibar', limit: 3 }))[0]).to.equal(special.grinder);
+  });
+
+  it('ranks only the newest matches asked for (a chat prompt asks for fewer), still finding a rare word wherever it sits', async () => {
+    for (const q of ['coffee', 'maple', 'tea']) {
+      const hits = await searchMemories(pool, { q, limit: 10, candidates: 24 });
+      expect(ids(hits), q).to.deep.equal(await newestRanked(q, { limit: 10, candidates: 24 }));
+    }
+    // Fewer candidates than the API's: the memory that repeats coffee is not among the newest 24, nor among 200.
+    expect(ids(await searchMemories(pool, { q: 'coffee', limit: 24, candidates: 24 }))).to.deep.equal(
+      await newestRanked('coffee', { limit: 24, candidates: 24 }),
+    );
+    const message = await searchMemories(pool, { q: 'Where is the coffee grinder I bought in Zanzibar?', match: 'any', limit: 8, candidates: 24 });
+    expect(ids(message).slice(0, 2)).to.deep.equal([special.grinder, special.fresh]);
+    // More than the API ranks is not granted.
+    expect(ids(await searchMemories(pool, { q: 'coffee', limit: 100, candidates: 10_000 }))).to.deep.equal(
+      await newestRanked('coffee', { limit: 100 }),
+    );
   });
 
   it('narrows to a tag: a common word with a common tag, and with a tag on few of its memories', async () => {
