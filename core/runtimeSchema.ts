@@ -1,7 +1,8 @@
 /**
  * The customer database's schema, as numbered migrations. Applied by the control plane right after it creates a
  * customer database and by the runtime at every start; both may run at once, so the work happens in one
- * transaction under an advisory lock. Table and column names are a contract with the control plane, which seeds
+ * transaction under an advisory lock, taken only when a read finds a migration missing (a runtime starting on an
+ * up-to-date database pays one read and waits for no one). Table and column names are a contract with the control plane, which seeds
  * workspace_files and api_keys.
  */
 import pg from 'pg';
@@ -134,6 +135,7 @@ export async function applyRuntimeSchema(db: SchemaConnection): Promise<void> {
   if (db instanceof pg.Pool) {
     throw new Error('applyRuntimeSchema needs a single connection (pg.Client or PoolClient), not a pg.Pool');
   }
+  if (await upToDate(db)) return;
   // Two round trips whatever the number of migrations: the lock and what is applied, then what is missing and the
   // commit (simple-protocol queries of several statements; every value in them is a constant of this module).
   try {
@@ -155,3 +157,17 @@ export async function applyRuntimeSchema(db: SchemaConnection): Promise<void> {
     throw err;
   }
 }
+
+/** Whether every migration is applied already; false when the database has none (no migrations table yet). */
+async function upToDate(db: SchemaConnection): Promise<boolean> {
+  try {
+    const { rows } = (await db.query('SELECT version FROM runtime_migrations')) as pg.QueryResult<{ version: number }>;
+    const applied = new Set(rows.map((row) => row.version));
+    return MIGRATIONS.every((migration) => applied.has(migration.version));
+  } catch (err) {
+    if ((err as { code?: string }).code === UNDEFINED_TABLE) return false;
+    throw err;
+  }
+}
+
+const UNDEFINED_TABLE = '42P01';
