@@ -46,15 +46,24 @@ ${view.steps.map((step) => html`<li id="step-${step.name}" data-state="${step.st
   };
 }
 
-export function readyPage(instance: InstanceWithCustomer, key: string | null, accountUrl: string): Page {
+/** The key part of the ready page: the key itself (the one reveal), or a form to reveal it, or neither (shown before). */
+export type KeyView = { key: string | null } | { offer: { action: string; csrf: Html } | null };
+
+export function readyPage(instance: InstanceWithCustomer, view: KeyView, accountUrl: string): Page {
   const accessUrl = instance.access_url ?? '';
   const ending = keyEnding(instance.api_key_label);
   const plan = planByName(instance.plan ?? '')?.title ?? instance.plan;
+  const key = 'key' in view ? view.key : null;
+  const offer = 'offer' in view ? view.offer : null;
   const keyPart = key
     ? html`<h2>Your API key</h2>
 <p class="key mono" id="api-key">${key}</p>
 <p class="notice"><strong>Copy it now.</strong> This is the only time it is shown: we keep only a fingerprint of it. Reloading this page will not show it again.</p>`
-    : html`<h2>Your API key</h2>
+    : offer
+      ? html`<h2>Your API key</h2>
+<p>Your key is ready to be shown, once. Have somewhere safe to keep it before you press the button: it is not shown again.</p>
+<form method="post" action="${offer.action}">${offer.csrf}<button id="show-key" type="submit">Show my API key</button></form>`
+      : html`<h2>Your API key</h2>
 <p id="key-ending">${ending ? html`Your key ends in <code>${ending}</code>.` : html`Your key starts with <code>${instance.api_key_label ?? 'claw_'}</code>.`} It was shown once and is not shown again.</p>
 <p>Lost it? Make a new one on <a href="${accountUrl}">your account page</a>, or with the current key:</p>
 <pre>curl -X POST -H "Authorization: Bearer $CLAWDBOT_KEY" ${accessUrl}/api/keys/rotate</pre>`;

@@ -1,7 +1,8 @@
 /**
- * The welcome page after checkout (GET /welcome?session_id=… or ?token=…) and its live progress
- * (GET /welcome/events?…): server-sent events fed by the steps ledger, polled every half second, so any web process
- * serves them whatever worker runs the steps.
+ * The welcome page after checkout (GET /welcome?session_id=… or ?token=…), its live progress (GET /welcome/events?…:
+ * server-sent events fed by the steps ledger, polled every half second, so any web process serves them whatever
+ * worker runs the steps) and the one reveal of the key (POST /welcome/key?…, a form of the ready page: a GET never
+ * uses the reveal up, so a mail scanner opening the welcome link leaves it to the customer).
  */
 import { PassThrough } from 'node:stream';
 import Router from '@koa/router';
@@ -15,10 +16,11 @@ import { isEnded } from '../../instances/stateMachine.ts';
 import type { StripeGateway } from '../../providers/stripe.ts';
 import type { SecretStore } from '../../secrets.ts';
 import { pageErrors, sendNotFound, sendPage, sendUnavailable } from '../pages/layout.ts';
+import { csrfField, requireCsrf, type CsrfOptions } from '../pages/csrf.ts';
 import { pageSecurity } from '../pages/security.ts';
 import { endedPage, failedPage, progressPage, readyPage } from './pages.ts';
 import { progressView } from './progress.ts';
-import { revealKeyOnce } from './reveal.ts';
+import { keyRevealable, revealKeyOnce } from './reveal.ts';
 import { findVisit, refreshVisit, type Visit } from './visit.ts';
 
 const POLL_MS = 500;
@@ -35,7 +37,7 @@ export interface WelcomeDeps {
   config: Config;
   instances: Pick<Instances, 'byId' | 'forSubscription'>;
   steps: Pick<StepLedger, 'list'>;
-  keyHandovers: Pick<KeyHandovers, 'claimReveal'>;
+  keyHandovers: Pick<KeyHandovers, 'claimReveal' | 'state'>;
   secrets: Pick<SecretStore, 'get' | 'delete'>;
   stripe: Pick<StripeGateway, 'checkoutSession'>;
 }
@@ -44,6 +46,8 @@ export function welcomePages(deps: WelcomeDeps): Router {
   const router = new Router();
   router.use('/welcome', pageSecurity, pageErrors); // a prefix: /welcome/events too
   const visitDeps = { secretsKey: deps.config.secretsKey, instances: deps.instances, stripe: deps.stripe };
+  const csrf: CsrfOptions = { secretsKey: deps.config.secretsKey, production: deps.config.production };
+  const accountUrl = `${deps.config.publicUrl}/account`;
 
   /** The visit, or an answer already sent (404, or 503 while Stripe cannot be asked). */
   async function visitOf(ctx: Context): Promise<Visit | null> {
@@ -67,8 +71,16 @@ export function welcomePages(deps: WelcomeDeps): Router {
     }
     if (instance.status === 'failed' || instance.status === 'abandoned') return sendPage(ctx, 200, failedPage());
     if (isEnded(instance.status)) return sendPage(ctx, 200, endedPage());
-    const key = await revealKeyOnce(deps, instance);
-    sendPage(ctx, 200, readyPage(instance, key, `${deps.config.publicUrl}/account`));
+    const offer = (await keyRevealable(deps, instance)) ? { action: `/welcome/key?${visit.query}`, csrf: csrfField(ctx, csrf) } : null;
+    sendPage(ctx, 200, readyPage(instance, { offer }, accountUrl));
+  });
+
+  router.post('/welcome/key', requireCsrf(csrf), async (ctx) => {
+    const visit = await visitOf(ctx);
+    if (!visit) return;
+    // Not ready (or no longer): the page as it is now says why.
+    if (visit.instance?.status !== 'active') return ctx.redirect(`/welcome?${visit.query}`);
+    sendPage(ctx, 200, readyPage(visit.instance, { key: await revealKeyOnce(deps, visit.instance) }, accountUrl));
   });
 
   router.get('/welcome/events', async (ctx) => {
