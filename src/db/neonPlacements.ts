@@ -7,8 +7,9 @@
  * per placement and down by one per branch deleted, and is replaced by Neon's count whenever Neon refuses a branch
  * for its limit (which also tells us the limit Neon really enforces there, trusted for an hour). Placing, moving and
  * releasing run one at a time (a transaction-level advisory lock), so concurrent sign-ups never overfill a project.
+ * Choosing the project and counting the branch are functions in the database (migration 013): a placement is one
+ * call, so the lock is held for its statements alone, never across round trips to a busy worker.
  */
-import type pg from 'pg';
 import { inTransaction } from '../../core/postgres.ts';
 import type { Queryable } from './instances.ts';
 import type { Db } from './pool.ts';
@@ -55,17 +56,8 @@ export interface NeonPlacements {
 }
 
 const LOCK_ID = 0x6e656f6e; // 'neon'
-/** How long a limit learnt from Neon's refusal is trusted before NEON_BRANCH_LIMIT is tried again. */
-const REFUSAL_TRUSTED = "interval '1 hour'";
-const limitSql = (param: string) => `CASE WHEN refused_at > now() - ${REFUSAL_TRUSTED} THEN LEAST(refused_limit, ${param}) ELSE ${param} END`;
 
-interface LoadRow extends ProjectLoad {
-  alerted: boolean;
-  crossings: number;
-}
-
-/** The 80 % line: alert when branches reach it, re-arm once below 75 %. */
-const reachesAlert = (branches: number, limit: number) => branches * 5 >= limit * 4;
+/** Re-arms the 80 % alert (raised in the database, see neon_take_room) once a project is below 75 % again. */
 const belowRearm = (branches: number, limit: number) => branches * 4 < limit * 3;
 
 export class PgNeonPlacements implements NeonPlacements {
@@ -84,17 +76,9 @@ export class PgNeonPlacements implements NeonPlacements {
   async place(name: string, projectIds: readonly string[], limit: number): Promise<Placement> {
     const earlier = await placementOf(this.db, name);
     if (earlier) return earlier;
-    return inTransaction(this.db, async (tx) => {
-      await tx.query('SELECT pg_advisory_xact_lock($1)', [LOCK_ID]);
-      const again = await placementOf(tx, name); // placed by a concurrent run of the same step
-      if (again) return again;
-      const loads = await loadRows(tx, projectIds, limit);
-      const best = mostRoom(loads, projectIds);
-      if (!best) return { full: loads.map(publicLoad), alerts: [] };
-      const alerts = await addBranch(tx, best);
-      await tx.query('INSERT INTO neon_placements (name, project_id, alerts) VALUES ($1, $2, $3)', [name, best.projectId, JSON.stringify(alerts)]);
-      return { projectId: best.projectId, alerts };
-    });
+    // Under the lock, in the database: placed meanwhile by a concurrent run of the same step, or placed now.
+    const { rows } = await this.db.query<{ placement: Placement }>('SELECT neon_place($1, $2, $3, $4) AS placement', [name, projectIds, limit, LOCK_ID]);
+    return rows[0]!.placement;
   }
 
   async refused(name: string, projectId: string, branches: number, projectIds: readonly string[], limit: number): Promise<Placement> {
@@ -113,9 +97,12 @@ export class PgNeonPlacements implements NeonPlacements {
         await tx.query('UPDATE neon_projects SET alerted = true, crossings = $2 WHERE project_id = $1', [projectId, crossing]);
         alerts.push({ key: alertKey(projectId, crossing), projectId, branches, limit: Math.min(branches, limit) });
       }
-      const loads = await loadRows(tx, projectIds, limit);
-      const best = mostRoom(loads, projectIds);
-      if (best) alerts.push(...(await addBranch(tx, best)));
+      const { rows: room } = await tx.query<{ taken: { projectId: string; alerts: CapacityAlert[] } | null }>(
+        'SELECT neon_take_room($1, $2) AS taken',
+        [projectIds, limit],
+      );
+      const best = room[0]!.taken;
+      if (best) alerts.push(...best.alerts);
       const { rows: placed } = await tx.query<{ alerts: CapacityAlert[] }>(
         `INSERT INTO neon_placements (name, project_id, alerts) VALUES ($1, $2, $3)
          ON CONFLICT (name) DO UPDATE SET project_id = $2, alerts = neon_placements.alerts || $3
@@ -123,7 +110,7 @@ export class PgNeonPlacements implements NeonPlacements {
         [name, best?.projectId ?? projectId, JSON.stringify(alerts)],
       );
       const all = placed[0]!.alerts;
-      return best ? { projectId: best.projectId, alerts: all } : { full: loads.map(publicLoad), alerts: all };
+      return best ? { projectId: best.projectId, alerts: all } : { full: await loadRows(tx, projectIds, limit), alerts: all };
     });
   }
 
@@ -161,7 +148,7 @@ export class PgNeonPlacements implements NeonPlacements {
   }
 
   async loads(projectIds: readonly string[], limit: number): Promise<ProjectLoad[]> {
-    return (await loadRows(this.db, projectIds, limit)).map(publicLoad);
+    return loadRows(this.db, projectIds, limit);
   }
 }
 
@@ -170,35 +157,13 @@ async function placementOf(db: Queryable, name: string): Promise<{ projectId: st
   return rows[0] && { projectId: rows[0].project_id, alerts: rows[0].alerts };
 }
 
-async function loadRows(db: Queryable, projectIds: readonly string[], limit: number): Promise<LoadRow[]> {
-  const { rows } = await db.query<{ project_id: string; branches: number; lim: number; alerted: boolean; crossings: number }>(
-    `SELECT project_id, branches, ${limitSql('$2::int')} AS lim, alerted, crossings FROM neon_projects WHERE project_id = ANY ($1)`,
+async function loadRows(db: Queryable, projectIds: readonly string[], limit: number): Promise<ProjectLoad[]> {
+  const { rows } = await db.query<ProjectLoad>(
+    `SELECT project_id AS "projectId", branches, neon_branch_limit(refused_at, refused_limit, $2) AS "limit"
+       FROM neon_projects WHERE project_id = ANY ($1)`,
     [projectIds, limit],
   );
-  return rows.map((r) => ({ projectId: r.project_id, branches: r.branches, limit: r.lim, alerted: r.alerted, crossings: r.crossings }));
-}
-
-/** The project with the most room left (ties: the first in NEON_PROJECT_IDS), or none when all are full. */
-function mostRoom(loads: LoadRow[], order: readonly string[]): LoadRow | undefined {
-  let best: LoadRow | undefined;
-  for (const load of [...loads].sort((a, b) => order.indexOf(a.projectId) - order.indexOf(b.projectId))) {
-    if (load.limit - load.branches > 0 && (!best || load.limit - load.branches > best.limit - best.branches)) best = load;
-  }
-  return best;
-}
-
-/** One more branch in the project; the alert it sets off if it brings the project to 80 % of its limit. */
-async function addBranch(tx: pg.PoolClient, load: LoadRow): Promise<CapacityAlert[]> {
-  const branches = load.branches + 1;
-  const crosses = !load.alerted && reachesAlert(branches, load.limit);
-  const crossing = load.crossings + (crosses ? 1 : 0);
-  await tx.query('UPDATE neon_projects SET branches = branches + 1, alerted = alerted OR $2, crossings = $3 WHERE project_id = $1', [
-    load.projectId,
-    crosses,
-    crossing,
-  ]);
-  return crosses ? [{ key: alertKey(load.projectId, crossing), projectId: load.projectId, branches, limit: load.limit }] : [];
+  return rows;
 }
 
 const alertKey = (projectId: string, crossing: number) => `neon-capacity/${projectId}/${crossing}`;
-const publicLoad = ({ projectId, branches, limit }: LoadRow): ProjectLoad => ({ projectId, branches, limit });
