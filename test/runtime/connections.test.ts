@@ -114,10 +114,15 @@ describe('runtime connections (Gmail, Calendar, GitHub through OAuth)', function
       expect([...(await connectedServices(rt.db))]).to.deep.equal(['gmail']);
     });
 
-    it('refuses a callback with an unknown state, and an unknown service', async () => {
+    it('refuses a callback with an unknown state or a refused consent, and an unknown service', async () => {
       const bad = await fetch(`${rt.url}/api/connections/gmail/callback?code=x&state=forged`);
       expect(bad.status).to.equal(400);
       expect(await bad.json()).to.include({ error: 'invalid_state' });
+      google.deny = true;
+      const { answer: denied } = await connect('gmail').finally(() => (google.deny = false));
+      expect(denied.status).to.equal(400);
+      expect(await denied.json()).to.include({ error: 'authorization_denied' });
+      expect([...(await connectedServices(rt.db))]).to.deep.equal(['gmail']);
       const unknown = await api('/api/connections/dropbox', { method: 'POST' });
       expect(unknown.status).to.equal(404);
       expect(await unknown.json()).to.include({ error: 'not_found' });
