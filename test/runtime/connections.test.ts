@@ -217,6 +217,13 @@ describe('runtime connections (Gmail, Calendar, GitHub through OAuth)', function
       expect(JSON.stringify(rows)).not.to.include(google.issued.access.at(-1)!);
     });
 
+    it('refreshes once and tries again when Google refuses a token before its expiry', async () => {
+      google.expireAccessTokens(); // the stored expiry still says it is valid
+      const found = await run('gmail_search', { query: 'invoice' }, context(await conversation(), 'invoices?'));
+      expect(found.isError).to.equal(undefined);
+      expect(google.grants.refresh_token).to.equal(2);
+    });
+
     it('disconnects, revoking the grant at Google; the tools then say how to connect', async () => {
       const response = await api('/api/connections/gmail', { method: 'DELETE' });
       expect(response.status).to.equal(200);

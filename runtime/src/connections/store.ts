@@ -86,8 +86,11 @@ export async function deleteConnection(db: pg.Pool, key: Buffer | undefined, ser
   }
 }
 
-/** A live access token for the service's API, refreshed first when it expires within REFRESH_MARGIN_MS. */
-export async function accessToken(db: pg.Pool, config: ConnectionsConfig, service: ConnectableService, now: Date): Promise<string> {
+/**
+ * A live access token for the service's API, refreshed first when it expires within REFRESH_MARGIN_MS, or at once
+ * with `refresh` (the API refused the token before its time: revoked early, or a clock apart).
+ */
+export async function accessToken(db: pg.Pool, config: ConnectionsConfig, service: ConnectableService, now: Date, refresh = false): Promise<string> {
   const app = oauthAppFor(config, service);
   if (!app || !config.key) throw new ConnectionUnavailable(service, 'not_configured');
   const key = config.key;
@@ -106,7 +109,7 @@ export async function accessToken(db: pg.Pool, config: ConnectionsConfig, servic
   } catch {
     throw new ConnectionUnavailable(service, 'expired'); // sealed under a key this runtime no longer has
   }
-  if (!row.expires_at || row.expires_at.getTime() - REFRESH_MARGIN_MS > now.getTime()) return stored.access;
+  if (!refresh && (!row.expires_at || row.expires_at.getTime() - REFRESH_MARGIN_MS > now.getTime())) return stored.access;
   if (!stored.refresh) throw new ConnectionUnavailable(service, 'expired');
   let grant: TokenGrant;
   try {

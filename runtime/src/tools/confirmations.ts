@@ -72,6 +72,8 @@ export async function confirmationGate(tool: string, input: Record<string, unkno
   const id = input[CONFIRMATION_FIELD];
   if (id === undefined) {
     const pendingId = `act_${randomBytes(12).toString('base64url')}`;
+    // Requests long past their expiry are of no use to anyone: they go as new ones come.
+    await ctx.db.query("DELETE FROM pending_actions WHERE expires_at < now() - interval '1 day'");
     await ctx.db.query(
       `INSERT INTO pending_actions (id, conversation_id, tool, input, input_hash, user_messages, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7)`,
       [pendingId, ctx.conversationId, tool, canonical(input), hash, conversation.userMessages, new Date(ctx.now.getTime() + CONFIRMATION_TTL_MS)],

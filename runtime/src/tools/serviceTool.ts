@@ -29,6 +29,11 @@ export const EMAIL_ADDRESS = /^[^\s@<>,;"]+@[^\s@<>,;"]+\.[^\s@<>,;"]+$/;
 export function serviceTool(spec: ServiceToolSpec): ClientTool {
   const service = SERVICES[spec.service];
   const refused = (content: string, summary: string): ToolOutcome => ({ content, summary, isError: true });
+  /** No token to be had: not connected (how to connect), or the provider could not be reached. */
+  const unavailable = (err: unknown): ToolOutcome =>
+    err instanceof ConnectionUnavailable
+      ? refused(err.message, `${service.name} not connected`)
+      : refused(`${service.title} could not be reached to authorize the call (${maskSecrets((err as Error).message).slice(0, MAX_ERROR_CHARS)}).`, 'authorization failed');
   return {
     name: spec.name,
     description: spec.description,
@@ -40,19 +45,31 @@ export function serviceTool(spec: ServiceToolSpec): ClientTool {
       if (!ctx.config.features.includes(service.feature)) return refused(notInPlan(service, ctx.config.plan).reason, 'not in the plan');
       const problem = spec.invalid?.(input);
       if (problem) return refused(problem, 'invalid input');
-      let token: string;
+      const token = (refresh = false) => accessToken(ctx.db, ctx.config.connections, service, ctx.now, refresh);
+      let first: string;
       try {
-        token = await accessToken(ctx.db, ctx.config.connections, service, ctx.now);
+        first = await token();
       } catch (err) {
-        if (err instanceof ConnectionUnavailable) return refused(err.message, `${service.name} not connected`);
-        return refused(`${service.title} could not be reached to authorize the call (${maskSecrets((err as Error).message).slice(0, MAX_ERROR_CHARS)}).`, 'authorization failed');
+        return unavailable(err);
       }
       if (spec.action) {
         const gate = await confirmationGate(spec.name, input, ctx, spec.action(input));
         if (gate) return gate;
       }
       try {
-        return await spec.call(input, ctx, token);
+        try {
+          return await spec.call(input, ctx, first);
+        } catch (err) {
+          // A token refused before its expiry gets one refresh and one more try (nothing was done with it).
+          if (providerStatus(err) !== 401) throw err;
+          let fresh: string;
+          try {
+            fresh = await token(true);
+          } catch (refreshErr) {
+            return unavailable(refreshErr);
+          }
+          return await spec.call(input, ctx, fresh);
+        }
       } catch (err) {
         const status = providerStatus(err);
         if (status === 401) {
