@@ -22,7 +22,7 @@ export interface Logger {
   error(message: string, fields?: LogFields): void;
 }
 
-const SECRET_LIKE = /(claw_[0-9A-Za-z]{43}|[sr]k_(live|test)_[0-9A-Za-z]+|sk-ant-[\w-]+|whsec_[0-9A-Za-z]+|\bBearer\s+[^\s"\\]+|\/\/[^/\s:@"\\]*:[^\s"\\]+@)/g;
+const SECRET_LIKE = /(claw_[0-9A-Za-z]{43}|[sr]k_(live|test)_[0-9A-Za-z]+|sk-ant-[\w-]+|whsec_[0-9A-Za-z]+|ya29\.[\w-]+|1\/\/[\w-]{20,}|gh[oprsu]_[0-9A-Za-z]+|\bBearer\s+[^\s"\\]+|\/\/[^/\s:@"\\]*:[^\s"\\]+@)/g;
 
 /** Masks what looks like a credential; never crosses a quote, so a JSON line stays JSON. */
 export function maskSecrets(text: string): string {
@@ -45,6 +45,7 @@ const SECRET_FIELDS = [
   'token', 'accessToken', 'adminToken', 'projectToken', 'metricsToken', 'ADMIN_TOKEN', 'METRICS_TOKEN', 'RAILWAY_TOKEN', 'RAILWAY_PROJECT_TOKEN',
   'key', 'apiKey', 'anthropicApiKey', 'pendingApiKey', 'secretKey', 'secretsKey', 'ANTHROPIC_API_KEY', 'NEON_API_KEY', 'SECRETS_KEY', 'STRIPE_SECRET_KEY',
   'secret', 'webhookSecret', 'runtimeSecret', 'controlPlaneSecret', 'STRIPE_WEBHOOK_SECRET', 'CONTROL_PLANE_SECRET',
+  'clientSecret', 'connectionsKey', 'refreshToken', 'access_token', 'refresh_token', 'id_token', 'GOOGLE_CLIENT_SECRET', 'GITHUB_CLIENT_SECRET', 'CONNECTIONS_KEY',
   'authorization', 'Authorization', 'cookie',
   'connectionUrl', 'connectionString', 'databaseUrl', 'redisUrl', 'smtpUrl', 'slackWebhookUrl', 'DATABASE_URL', 'REDIS_URL', 'SMTP_URL', 'SLACK_WEBHOOK_URL',
 ];

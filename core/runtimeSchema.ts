@@ -129,6 +129,43 @@ const MIGRATIONS: ReadonlyArray<{ version: number; sql: string }> = [
       );
     `,
   },
+  {
+    version: 3,
+    sql: `
+      -- OAuth connections to the customer's accounts (gmail, calendar, github). Tokens are sealed with the
+      -- runtime's CONNECTIONS_KEY (AES-256-GCM, bound to the service and field): this table alone opens nothing.
+      CREATE TABLE connections (
+        service text PRIMARY KEY,
+        account text,
+        scopes text[] NOT NULL DEFAULT '{}',
+        access_token_sealed text NOT NULL,
+        refresh_token_sealed text,
+        expires_at timestamptz,
+        connected_at timestamptz NOT NULL DEFAULT now(),
+        refreshed_at timestamptz
+      );
+      -- An authorization under way: the SHA-256 of its state, which the provider's redirect brings back once.
+      CREATE TABLE connection_states (
+        state_hash text PRIMARY KEY,
+        service text NOT NULL,
+        redirect_uri text NOT NULL,
+        expires_at timestamptz NOT NULL
+      );
+      -- An acting tool's call waiting for the customer's confirmation in a later message of the same conversation.
+      -- user_messages: the customer messages stored in the conversation when it was recorded (the turn it belongs to).
+      CREATE TABLE pending_actions (
+        id text PRIMARY KEY,
+        conversation_id uuid NOT NULL REFERENCES conversations (id) ON DELETE CASCADE,
+        tool text NOT NULL,
+        input jsonb NOT NULL,
+        input_hash text NOT NULL,
+        user_messages integer NOT NULL,
+        created_at timestamptz NOT NULL DEFAULT now(),
+        expires_at timestamptz NOT NULL,
+        used_at timestamptz
+      );
+    `,
+  },
 ];
 
 export async function applyRuntimeSchema(db: SchemaConnection): Promise<void> {

@@ -66,6 +66,11 @@ export interface Config {
     anthropicApiKey: string | null;
     anthropicBaseUrl: string | null;
     anthropicModel: string | null;
+    /**
+     * The platform's OAuth apps and the providers' endpoints for the customers' connections (Gmail, Calendar,
+     * GitHub), handed to every runtime as they are set here: the variables set, by name.
+     */
+    connections: Record<string, string>;
   };
   /**
    * The welcome page: how long after the welcome email the unrevealed API key stays sealed for the page to show once,
@@ -277,6 +282,31 @@ function neonConfig(r: Reader): NeonConfig {
   };
 }
 
+/** The OAuth apps' credentials, each pair set together or not at all. */
+export const CONNECTION_APP_VARIABLES = [
+  ['GOOGLE_CLIENT_ID', 'GOOGLE_CLIENT_SECRET'],
+  ['GITHUB_CLIENT_ID', 'GITHUB_CLIENT_SECRET'],
+] as const;
+/** The providers' endpoints; unset, the runtime uses the real ones. */
+export const CONNECTION_URL_VARIABLES = [
+  'GOOGLE_OAUTH_URL', 'GOOGLE_TOKEN_URL', 'GOOGLE_REVOKE_URL', 'GMAIL_API_URL', 'CALENDAR_API_URL', 'GITHUB_OAUTH_URL', 'GITHUB_API_URL',
+] as const;
+
+function connectionsConfig(r: Reader): Record<string, string> {
+  const vars: Record<string, string> = {};
+  for (const [id, secret] of CONNECTION_APP_VARIABLES) {
+    const clientId = r.optional(id);
+    const clientSecret = r.optional(secret);
+    if (Boolean(clientId) !== Boolean(clientSecret)) r.problems.push(`${id} and ${secret} go together: set both or neither`);
+    else if (clientId && clientSecret) Object.assign(vars, { [id]: clientId, [secret]: clientSecret });
+  }
+  for (const name of CONNECTION_URL_VARIABLES) {
+    const url = r.url(name, null, ['http:', 'https:']);
+    if (url) vars[name] = url;
+  }
+  return vars;
+}
+
 /** A URL with any password replaced, safe for messages and logs. */
 export function redactUrl(value: string): string {
   try {
@@ -385,6 +415,7 @@ export function loadConfig(env: Env = process.env, cwd = process.cwd()): Config 
       callbackUrl: '',
       anthropicBaseUrl: r.url('ANTHROPIC_BASE_URL', null, ['http:', 'https:']),
       anthropicModel: r.optional('ANTHROPIC_MODEL'),
+      connections: connectionsConfig(r),
     },
     rateLimits: { compute: r.rate('COMPUTE_RATE_LIMIT'), database: r.rate('DATABASE_RATE_LIMIT') },
     logLevel: r.oneOf('LOG_LEVEL', 'info', LOG_LEVELS),

@@ -41,6 +41,24 @@ export interface RuntimeConfig {
   /** Where usage notices go, signed with the secret; both unset means none are sent. */
   controlPlane: { url: string; secret: string } | undefined;
   log: { level: LogLevel; format: LogFormat };
+  connections: ConnectionsConfig;
+}
+
+/** A platform's OAuth app at a provider: the customer authorizes it to act on their account. */
+export interface OAuthApp {
+  clientId: string;
+  clientSecret: string;
+}
+
+/** OAuth connections (Gmail, Calendar, GitHub): the providers' endpoints and the platform's apps there. */
+export interface ConnectionsConfig {
+  /** Seals the stored tokens (CONNECTIONS_KEY, 32 bytes); unset, no connection can be made. */
+  key: Buffer | undefined;
+  /** Where the customer's browser reaches this runtime (the provider sends it back there); unset, the host the request came to. */
+  publicUrl: string | undefined;
+  /** Unset app: Gmail and Calendar answer that connections are not configured on this platform. */
+  google: { app: OAuthApp | undefined; authUrl: string; tokenUrl: string; revokeUrl: string; gmailApiUrl: string; calendarApiUrl: string };
+  github: { app: OAuthApp | undefined; oauthUrl: string; apiUrl: string };
 }
 
 export class RuntimeConfigError extends Error {
@@ -144,6 +162,30 @@ export function loadRuntimeConfig(env: NodeJS.ProcessEnv): RuntimeConfig {
   const logFormatIssue = logFormatProblem(log.format, production);
   if (logFormatIssue) problems.push(logFormatIssue);
 
+  const app = (prefix: string): OAuthApp | undefined => {
+    const clientId = read(env, `${prefix}_CLIENT_ID`);
+    const clientSecret = read(env, `${prefix}_CLIENT_SECRET`);
+    if (Boolean(clientId) !== Boolean(clientSecret)) problems.push(`${prefix}_CLIENT_ID and ${prefix}_CLIENT_SECRET go together: set both or neither`);
+    return clientId && clientSecret ? { clientId, clientSecret } : undefined;
+  };
+  const connections: ConnectionsConfig = {
+    key: connectionsKey(read(env, 'CONNECTIONS_KEY'), problems),
+    publicUrl: url('PUBLIC_URL'),
+    google: {
+      app: app('GOOGLE'),
+      authUrl: url('GOOGLE_OAUTH_URL') ?? 'https://accounts.google.com/o/oauth2/v2/auth',
+      tokenUrl: url('GOOGLE_TOKEN_URL') ?? 'https://oauth2.googleapis.com/token',
+      revokeUrl: url('GOOGLE_REVOKE_URL') ?? 'https://oauth2.googleapis.com/revoke',
+      gmailApiUrl: url('GMAIL_API_URL') ?? 'https://gmail.googleapis.com',
+      calendarApiUrl: url('CALENDAR_API_URL') ?? 'https://www.googleapis.com',
+    },
+    github: {
+      app: app('GITHUB'),
+      oauthUrl: url('GITHUB_OAUTH_URL') ?? 'https://github.com/login/oauth',
+      apiUrl: url('GITHUB_API_URL') ?? 'https://api.github.com',
+    },
+  };
+
   if (problems.length > 0) throw new RuntimeConfigError(problems);
   return {
     port,
@@ -162,7 +204,17 @@ export function loadRuntimeConfig(env: NodeJS.ProcessEnv): RuntimeConfig {
     heartbeatIntervalMs,
     controlPlane: controlPlaneUrl && controlPlaneSecret ? { url: controlPlaneUrl, secret: controlPlaneSecret } : undefined,
     log,
+    connections,
   };
+}
+
+/** CONNECTIONS_KEY: 32 bytes as base64 (what the control plane generates) or hex. */
+function connectionsKey(text: string | undefined, problems: string[]): Buffer | undefined {
+  if (text === undefined) return undefined;
+  const key = /^[0-9a-f]{64}$/i.test(text) ? Buffer.from(text, 'hex') : Buffer.from(text, 'base64');
+  if (key.length === 32) return key;
+  problems.push('CONNECTIONS_KEY must be 32 bytes, as base64 or hex');
+  return undefined;
 }
 
 function isPostgresUrl(value: string): boolean {

@@ -11,6 +11,7 @@ import { jsonErrors } from '../../core/http/httpError.ts';
 import { requireApiKey } from './auth.ts';
 import { chatRoutes, createChat, type Chat } from './chat.ts';
 import type { RuntimeConfig } from './config.ts';
+import { connectionCallbackRoutes, connectionRoutes } from './connections/routes.ts';
 import type { RuntimeContext } from './context.ts';
 import { startHeartbeat } from './heartbeat.ts';
 import { keyRoutes } from './keys.ts';
@@ -75,11 +76,13 @@ export function createRuntimeApp(deps: RuntimeDeps): Koa {
   // The customer's API: every route behind the key and its rate limit.
   const api = new Router();
   api.use(auth, limited);
-  for (const routes of [chatRoutes(deps), memoryRoutes(deps), skillRoutes(deps), webhookSourceRoutes(deps), keyRoutes(deps, auth)]) {
+  for (const routes of [chatRoutes(deps), memoryRoutes(deps), skillRoutes(deps), webhookSourceRoutes(deps), connectionRoutes(deps), keyRoutes(deps, auth)]) {
     api.use(routes.routes(), routes.allowedMethods());
   }
   // Inbound webhooks authenticate per source, with the source's own secret.
   const inbound = inboundWebhookRoutes(deps, deps.webhooks);
+  // The provider sends the customer's browser back here: the one-time state authenticates it, not the key.
+  const callbacks = connectionCallbackRoutes(deps);
 
   // A client that goes away mid-answer (a closed stream) is not an error worth a stack trace.
   app.on('error', (err: NodeJS.ErrnoException) => {
@@ -92,6 +95,7 @@ export function createRuntimeApp(deps: RuntimeDeps): Koa {
   app.use(router.allowedMethods());
   app.use(inbound.routes());
   app.use(inbound.allowedMethods());
+  app.use(callbacks.routes());
   app.use(api.routes());
   app.use(api.allowedMethods());
   return app;

@@ -20,6 +20,8 @@ export interface FleetInstance {
   database_provider: string;
   service_id: string | null;
   branch_id: string | null;
+  /** Where its runtime is reached (its configuration names it). */
+  access_url: string | null;
   /** When its service settings were last compared with its plan (null: never). */
   drift_checked_at: Date | null;
 }
@@ -81,7 +83,7 @@ export class PgReconciliation implements Reconciliation {
   async fleet(): Promise<FleetInstance[]> {
     const { rows } = await this.db.query<FleetInstance>(
       `SELECT i.id, i.customer_id, i.workspace_id, i.status, i.plan, i.generation, i.compute_provider, i.database_provider,
-              i.service_id, i.branch_id, c.checked_at AS drift_checked_at
+              i.service_id, i.branch_id, i.access_url, c.checked_at AS drift_checked_at
        FROM instances i LEFT JOIN reconcile_drift_checks c ON c.instance_id = i.id`,
     );
     return rows;

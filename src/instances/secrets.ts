@@ -7,6 +7,8 @@ export const INSTANCE_SECRETS = {
   rotatedApiKey: 'rotated_api_key',
   /** Shared with the instance's runtime, which signs its calls to the control plane with it. */
   runtimeSecret: 'runtime_secret',
+  /** The runtime's CONNECTIONS_KEY, which seals the customer's OAuth tokens in their database. */
+  connectionsKey: 'connections_key',
 } as const;
 
 export function instanceOwner(instanceId: string): string {

@@ -24,5 +24,6 @@ export async function teardownInstance(
   await ctx.database.deleteDatabase(database);
   await ctx.secrets.delete(owner, INSTANCE_SECRETS.databaseUrl);
   await ctx.secrets.delete(owner, INSTANCE_SECRETS.runtimeSecret);
+  await ctx.secrets.delete(owner, INSTANCE_SECRETS.connectionsKey);
   return { serviceId: hadService ? serviceId : null, databaseName: database.databaseName };
 }

@@ -94,6 +94,34 @@ describe('runtime config', () => {
     expect(error.message).not.to.include('hunter2');
   });
 
+  it('reads the connections: a 32-byte key as base64 or hex, OAuth apps in pairs, the real endpoints by default', () => {
+    const required = { DATABASE_URL: 'postgres://db/c', WORKSPACE_ID: 'ws_1', PLAN: 'team', MESSAGE_LIMIT: '1' };
+    const bare = loadRuntimeConfig(required).connections;
+    expect(bare).to.deep.include({ key: undefined, publicUrl: undefined });
+    expect(bare.google).to.deep.include({ app: undefined, tokenUrl: 'https://oauth2.googleapis.com/token', gmailApiUrl: 'https://gmail.googleapis.com' });
+    expect(bare.github).to.deep.include({ app: undefined, apiUrl: 'https://api.github.com', oauthUrl: 'https://github.com/login/oauth' });
+    const key = Buffer.alloc(32, 7);
+    const set = loadRuntimeConfig({
+      ...required,
+      CONNECTIONS_KEY: key.toString('hex'),
+      PUBLIC_URL: 'https://ws-1.example.com/',
+      GITHUB_CLIENT_ID: 'id',
+      GITHUB_CLIENT_SECRET: 'secret',
+      GITHUB_API_URL: 'http://127.0.0.1:9/api/v3',
+    }).connections;
+    expect(set.key!.equals(key)).to.equal(true);
+    expect(set.publicUrl).to.equal('https://ws-1.example.com');
+    expect(set.github).to.deep.equal({ app: { clientId: 'id', clientSecret: 'secret' }, oauthUrl: 'https://github.com/login/oauth', apiUrl: 'http://127.0.0.1:9/api/v3' });
+    expect(loadRuntimeConfig({ ...required, CONNECTIONS_KEY: key.toString('base64') }).connections.key!.equals(key)).to.equal(true);
+
+    const error = configError({ ...required, CONNECTIONS_KEY: 'c2hvcnQ=', GOOGLE_CLIENT_ID: 'only-the-id', GMAIL_API_URL: 'ftp://x' });
+    expect(error.problems).to.have.members([
+      'GMAIL_API_URL must be an http(s) URL',
+      'CONNECTIONS_KEY must be 32 bytes, as base64 or hex',
+      'GOOGLE_CLIENT_ID and GOOGLE_CLIENT_SECRET go together: set both or neither',
+    ]);
+  });
+
   it('applies defaults and parses a valid environment', () => {
     const required = { DATABASE_URL: 'postgresql://u:p@db.example/c?sslmode=require', WORKSPACE_ID: 'ws_1' };
     const config = loadRuntimeConfig({ ...required, PLAN: 'starter', MESSAGE_LIMIT: '5000', WORKSPACE_DIR: '' });
@@ -121,7 +149,7 @@ describe('runtime schema', () => {
       await Promise.all(clients.map((c) => applyRuntimeSchema(c)));
       await applyRuntimeSchema(clients[0]!);
       const { rows } = await clients[0]!.query('SELECT version FROM runtime_migrations ORDER BY version');
-      expect(rows).to.deep.equal([{ version: 1 }, { version: 2 }]);
+      expect(rows).to.deep.equal([{ version: 1 }, { version: 2 }, { version: 3 }]);
     } finally {
       await Promise.all(clients.map((c) => c.end()));
     }

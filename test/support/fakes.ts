@@ -423,6 +423,7 @@ export class FakeReconciliation implements Reconciliation {
       database_provider: i.database_provider,
       service_id: i.service_id,
       branch_id: i.branch_id,
+      access_url: i.access_url,
       drift_checked_at: this.checked.get(i.id) ?? null,
     }));
   }

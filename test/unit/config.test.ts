@@ -148,6 +148,17 @@ describe('config', () => {
     });
   });
 
+  describe('connections handed to the runtimes', () => {
+    it('passes on the OAuth apps and endpoints that are set, and refuses half an app', () => {
+      const config = loadConfig({ GOOGLE_CLIENT_ID: 'g-id', GOOGLE_CLIENT_SECRET: 'g-secret', GITHUB_API_URL: 'http://gh.test/api/v3/' }, cwd);
+      expect(config.runtime.connections).to.deep.equal({ GOOGLE_CLIENT_ID: 'g-id', GOOGLE_CLIENT_SECRET: 'g-secret', GITHUB_API_URL: 'http://gh.test/api/v3' });
+      expect(loadConfig({}, cwd).runtime.connections).to.deep.equal({});
+      const err = configError(() => loadConfig({ GITHUB_CLIENT_SECRET: 's', GOOGLE_TOKEN_URL: 'nope' }, cwd));
+      expect(err.problems).to.have.length(2);
+      expect(err.message).to.include('GITHUB_CLIENT_ID and GITHUB_CLIENT_SECRET go together').and.include('GOOGLE_TOKEN_URL');
+    });
+  });
+
   describe('validation', () => {
     it('names every invalid variable in one ConfigError', () => {
       const err = configError(() =>

@@ -22,6 +22,7 @@ function instance(status: InstanceStatus, fields: Partial<FleetInstance> = {}): 
     database_provider: 'neon',
     service_id: `svc-${workspace}`,
     branch_id: `proj/br-${workspace}`,
+    access_url: null,
     drift_checked_at: null,
     ...fields,
   };

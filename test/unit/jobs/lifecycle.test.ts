@@ -115,6 +115,7 @@ describe('lifecycle jobs (fakes)', () => {
         `database.deleteDatabase claw_${instance.workspace_id.slice(3)}`,
         'secrets.delete database_url',
         'secrets.delete runtime_secret',
+        'secrets.delete connections_key',
         'instances.transition archived',
         'audit.record instance.archived',
       ]);
@@ -306,7 +307,7 @@ describe('lifecycle jobs (fakes)', () => {
       await abandon(f.ctx, job);
       await abandon(f.ctx, job); // an operator's second click, or a retry after a crash
       const slug = instance.workspace_id.slice(3);
-      expect(f.calls.slice(0, 8)).to.deep.equal([
+      expect(f.calls.slice(0, 9)).to.deep.equal([
         'jobs.removeProvisionFlow',
         `compute.deleteService claw-${slug}`,
         'instances.update service_id,service_requested_at',
@@ -314,6 +315,7 @@ describe('lifecycle jobs (fakes)', () => {
         `database.deleteDatabase claw_${slug}`,
         'secrets.delete database_url',
         'secrets.delete runtime_secret',
+        'secrets.delete connections_key',
         'instances.transition abandoned',
       ]);
       expect(f.audit.actions(instance.id)).to.deep.equal(['instance.abandoned']);

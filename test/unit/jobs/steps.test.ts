@@ -367,6 +367,19 @@ describe('provisioning steps (fakes)', () => {
   });
 
   describe('deploy', () => {
+    it("hands the runtime its own sealing key for connection tokens, its public URL and the platform's OAuth settings", async () => {
+      const f = fakeContext({ GOOGLE_CLIENT_ID: 'google-app', GOOGLE_CLIENT_SECRET: 'google-secret', GITHUB_API_URL: 'http://github.test/api/v3' });
+      const instance = f.instances.add({ status: 'provisioning', service_id: 'claw-svc', access_url: 'http://svc.test' });
+      await f.customerDbs.give(instance.id);
+      await rejection(run(f, deploy, stepJob<DeployData>(f, 'deploy', instance.id)));
+      const variables = f.compute.services.get('claw-svc')!.variables;
+      expect(variables).to.include({ PUBLIC_URL: 'http://svc.test', GOOGLE_CLIENT_ID: 'google-app', GOOGLE_CLIENT_SECRET: 'google-secret', GITHUB_API_URL: 'http://github.test/api/v3' });
+      expect(variables).not.to.have.property('GITHUB_CLIENT_ID');
+      const key = await f.secrets.get(instanceOwner(instance.id), INSTANCE_SECRETS.connectionsKey);
+      expect(Buffer.from(key!, 'base64')).to.have.length(32);
+      expect(variables.CONNECTIONS_KEY).to.equal(key);
+    });
+
     it('configures and deploys once; a re-run after a lost answer adopts that deployment instead of deploying again', async () => {
       const f = fakeContext();
       const instance = f.instances.add({ status: 'provisioning', service_id: 'claw-svc' });
