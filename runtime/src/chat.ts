@@ -17,7 +17,7 @@ import { buildSystemPrompt } from './prompt.ts';
 import { readPromptContext } from './promptContext.ts';
 import { skillViews } from './skills.ts';
 import { connectedServices } from './tools/connectionTools.ts';
-import { describeCapabilities, toolsFor } from './tools/registry.ts';
+import { activeFeatures, describeCapabilities, toolsFor, type ToolSet } from './tools/registry.ts';
 import { redactSecrets, secretsOf } from './tools/untrusted.ts';
 import { claimNotices, dayOf, monthOf, releaseMessage, reserveMessage } from './usage.ts';
 import { dailyLogPath } from './workspace.ts';
@@ -41,8 +41,8 @@ export interface PendingTurn {
   conversationId: string;
   used: number;
   at: Date;
-  /** The recent history and the system prompt, read while the message was being counted. */
-  context: Promise<{ history: ModelMessage[]; system: string }>;
+  /** The recent history, the system prompt and the tools, read while the message was being counted. */
+  context: Promise<TurnContext>;
 }
 
 export interface Chat {
@@ -55,9 +55,14 @@ export interface Chat {
 
 type ChatContext = Pick<RuntimeContext, 'db' | 'config' | 'workspace'>;
 
+interface TurnContext {
+  history: ModelMessage[];
+  system: string;
+  tools: ToolSet;
+}
+
 export function createChat(ctx: ChatContext, model: Model): Chat {
   const notifier = new Notifier(ctx.db, ctx.config);
-  const tools = toolsFor(ctx.config);
   const secrets = secretsOf(ctx.config);
 
   async function begin(input: TurnInput): Promise<PendingTurn> {
@@ -76,7 +81,7 @@ export function createChat(ctx: ChatContext, model: Model): Chat {
     }
   }
 
-  async function readContext(input: TurnInput, now: Date): Promise<{ history: ModelMessage[]; system: string }> {
+  async function readContext(input: TurnInput, now: Date): Promise<TurnContext> {
     const [{ history, skills, memories }, connected] = await Promise.all([
       readPromptContext(ctx.db, {
         conversationId: input.conversationId,
@@ -88,6 +93,8 @@ export function createChat(ctx: ChatContext, model: Model): Chat {
       connectedServices(ctx.db),
     ]);
     const file = (name: string) => ctx.workspace.get(name);
+    const views = skillViews(ctx, skills);
+    const tools = toolsFor({ features: activeFeatures(ctx.config.features, views), webSearchMaxUses: ctx.config.webSearchMaxUses });
     const system = buildSystemPrompt({
       workspace: {
         soul: file('SOUL.md'),
@@ -99,20 +106,20 @@ export function createChat(ctx: ChatContext, model: Model): Chat {
         yesterday: file(dailyLogPath(new Date(now.getTime() - 86_400_000))),
       },
       capabilities: describeCapabilities(tools, ctx.config.features, connected),
-      skills: skillViews(ctx, skills).filter((s) => s.enabled),
+      skills: views.filter((s) => s.enabled),
       memories,
       now,
       budgetTokens: ctx.config.promptTokenBudget,
     });
     // A stored memory or a workspace file could hold one of this runtime's secrets: the model never sees them.
-    return { history, system: redactSecrets(system, secrets) };
+    return { history, system: redactSecrets(system, secrets), tools };
   }
 
   async function finish({ input, conversationId, used, at: now, context }: PendingTurn, events?: TurnEvents): Promise<TurnResult> {
     let turn;
     let unsent: boolean;
     try {
-      const { history, system } = await context;
+      const { history, system, tools } = await context;
       turn = await runAgentLoop({
         model,
         system,

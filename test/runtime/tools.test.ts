@@ -206,7 +206,12 @@ describe('runtime tools in the chat turn', function () {
         ]),
       );
       await chat(ann, 'How do you search?');
-      expect(systemText(model.requests[0]!.body)).to.not.match(/^- web_search: Search the web/m);
+      const sent = model.requests[0]!;
+      expect(systemText(sent.body)).to.not.match(/^- web_search: Search the web/m);
+      // Switched off, its tools are not offered either, and the prompt says why.
+      expect(toolNames(sent.body)).to.not.include('web_search').and.not.include('web_fetch');
+      expect(sent.headers['anthropic-beta']).to.equal(undefined);
+      expect(systemText(sent.body)).to.include('- web_search: switched off by the customer');
     } finally {
       await request(ann, 'PUT', '/api/skills/web_search', { enabled: true });
     }

@@ -44,7 +44,7 @@ const tool = (name: string, run: ClientTool['run'], extra: Partial<ClientTool> =
   ...extra,
 });
 
-const tools = (...list: ClientTool[]): ToolSet => ({ client: new Map(list.map((t) => [t.name, t])), definitions: [], betas: [] });
+const tools = (...list: ClientTool[]): ToolSet => ({ features: ['chat'], client: new Map(list.map((t) => [t.name, t])), definitions: [], betas: [] });
 const echo = tool('echo', async (input) => ({ content: `echo ${JSON.stringify(input)}`, summary: 'echoed' }));
 
 const loop = (model: Model, set: ToolSet, over: Partial<LoopInput> = {}) =>
@@ -54,7 +54,7 @@ const loop = (model: Model, set: ToolSet, over: Partial<LoopInput> = {}) =>
     messages: [{ role: 'user', content: 'hi' }],
     tools: set,
     maxToolRounds: 3,
-    ctx: {} as ToolContext,
+    ctx: { config: { features: ['chat'] } } as unknown as ToolContext,
     secrets: [],
     ...over,
   });
@@ -96,6 +96,16 @@ describe('agent loop', () => {
     expect(thrown).to.include({ is_error: true });
     expect(thrown!.content).to.include('boom failed unexpectedly').and.not.include('secret internals');
     expect(unknown!.content).to.include('there is no tool named "nope"');
+  });
+
+  it('refuses a tool whose skill the customer switched off, and one outside the plan, saying which', async () => {
+    const model = fakeModel([round([use('memory_search')]), round([text('ok')])]);
+    const config = (features: string[]) => ({ ctx: { config: { features } } as unknown as ToolContext });
+    await loop(model, tools(), config(['chat', 'memory']));
+    expect(lastResults(model.sent[1]!)[0]!.content).to.include('the customer has switched the memory skill off');
+    const again = fakeModel([round([use('memory_search')]), round([text('ok')])]);
+    await loop(again, tools(), config(['chat']));
+    expect(lastResults(again.sent[1]!)[0]!.content).to.include('memory_search is not included in this plan; it comes with the Starter plan');
   });
 
   it('leaves the output of a trusted tool unwrapped and blanks secrets out of every result', async () => {

@@ -1,6 +1,6 @@
 /**
- * The tools of this instance: every client tool whose plan feature the instance has, plus Anthropic's web search and
- * web fetch server tools for plans with `web_search`. It runs the client tools the model calls (refusing one outside
+ * The tools of this instance: every client tool whose plan feature the instance has (and whose skill the customer
+ * has not switched off), plus Anthropic's web search and web fetch server tools for plans with `web_search`. It runs the client tools the model calls (refusing one outside
  * the plan) and says, for the prompt, exactly which tools there are, so the assistant never claims one it lacks.
  */
 import type { BetaToolResultBlockParam, BetaToolUnion } from '@anthropic-ai/sdk/resources/beta/messages/messages';
@@ -26,12 +26,20 @@ const CONNECTION_FEATURES: readonly Feature[] = ['gmail', 'calendar', 'github'];
 const ALL_CLIENT_TOOLS: readonly ClientTool[] = [...skillTools, ...memoryTools, ...connectionTools];
 
 export interface ToolSet {
+  /** The features whose tools are offered. */
+  features: readonly Feature[];
   /** The client tools offered, by name. */
   client: ReadonlyMap<string, ClientTool>;
   /** The request's `tools`: the client tools' definitions, then the server tools. */
   definitions: BetaToolUnion[];
   /** The beta features the definitions need. */
   betas: string[];
+}
+
+/** The plan's features less those whose skill the customer switched off; chat, the channel itself, always stays. */
+export function activeFeatures(features: readonly Feature[], skills: readonly { name: string; enabled: boolean; custom: boolean }[]): Feature[] {
+  const off = new Set(skills.filter((skill) => !skill.custom && !skill.enabled).map((skill) => skill.name));
+  return features.filter((feature) => feature === 'chat' || !off.has(feature));
 }
 
 export function toolsFor(config: Pick<RuntimeConfig, 'features' | 'webSearchMaxUses'>): ToolSet {
@@ -46,7 +54,7 @@ export function toolsFor(config: Pick<RuntimeConfig, 'features' | 'webSearchMaxU
     );
     betas.push(WEB_FETCH_BETA);
   }
-  return { client: new Map(client.map((tool) => [tool.name, tool])), definitions, betas };
+  return { features: config.features, client: new Map(client.map((tool) => [tool.name, tool])), definitions, betas };
 }
 
 /** A client tool call the model made (a tool_use block). */
@@ -73,7 +81,7 @@ export async function runToolCall(tools: ToolSet, call: ToolCall, ctx: ToolConte
   const input = typeof call.input === 'object' && call.input !== null && !Array.isArray(call.input) ? (call.input as Record<string, unknown>) : {};
   let outcome: ToolOutcome;
   if (!tool) {
-    outcome = unavailable(call.name);
+    outcome = unavailable(call.name, ctx.config.features);
   } else {
     try {
       outcome = await tool.run(input, ctx);
@@ -94,22 +102,29 @@ export async function runToolCall(tools: ToolSet, call: ToolCall, ctx: ToolConte
   };
 }
 
-/** Why a tool that is not offered does not run: outside the plan, or no such tool. */
-function unavailable(name: string): ToolOutcome {
+/** Why a tool that is not offered does not run: its skill switched off, outside the plan, or no such tool. */
+function unavailable(name: string, planFeatures: readonly Feature[]): ToolOutcome {
   const known = ALL_CLIENT_TOOLS.find((tool) => tool.name === name);
-  const reason = known
-    ? `${name} is not included in this plan; it comes with the ${cheapestPlanWith(known.feature).title} plan`
-    : `there is no tool named "${name.slice(0, 64)}"`;
+  const reason = !known
+    ? `there is no tool named "${name.slice(0, 64)}"`
+    : planFeatures.includes(known.feature)
+      ? `the customer has switched the ${known.feature} skill off, so ${name} is not available; it can be switched on again from the skills settings`
+      : `${name} is not included in this plan; it comes with the ${cheapestPlanWith(known.feature).title} plan`;
   return { content: reason, summary: 'refused', isError: true };
 }
 
 /**
- * The prompt's account of what this instance can do now, feature by feature: the tools it has, which connected
- * services they reach, and what the plan names but does not exist yet (browser).
+ * The prompt's account of what this instance can do now, feature by feature of the plan: the tools it has, which
+ * connected services they reach, what the customer switched off, and what the plan names but does not exist yet
+ * (browser).
  */
-export function describeCapabilities(tools: ToolSet, features: readonly Feature[], connected: ReadonlySet<string>): string {
+export function describeCapabilities(tools: ToolSet, planFeatures: readonly Feature[], connected: ReadonlySet<string>): string {
   const lines = [`You have exactly these tools; nothing else is available to you.`];
-  for (const feature of features) {
+  for (const feature of planFeatures) {
+    if (!tools.features.includes(feature)) {
+      lines.push(`- ${feature}: switched off by the customer (they can switch it on again in the skills settings)`);
+      continue;
+    }
     const names = [...tools.client.values()].filter((tool) => tool.feature === feature).map((tool) => tool.name);
     if (feature === 'web_search') names.push('web_search', 'web_fetch');
     if (feature === 'browser') {
