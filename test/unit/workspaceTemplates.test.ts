@@ -30,12 +30,12 @@ const PINNED: Record<string, Record<PlanName, string>> = {
   named: {
     starter: '29dc101d02e2b3c45c9795f99db3cf6a8738279bee216ad9ede2fa66edd1a28c',
     pro: '440d4f582ab59b68363833976ad179c9c4ef60f9da804606b7263fdc324ae50c',
-    team: 'acc43ff0245f9d6884c5b7877488c6b224f16a2a29f18304c99715da3489286f',
+    team: 'fea2ff32212dd26bfc81ba682d56cd7ce409174886225ead09bfe0f43fa56823',
   },
   anonymous: {
     starter: '214fbdf399477847cdaf4322ab5c23efaa08a400e320594ea4a1175f5f203abd',
     pro: '2e8a128f4b4c9301595041cddff554ee065907ec7c78fa40dc6777b715607657',
-    team: 'a23d656850d1329dad13022e6d7ed6030ecd21dc54088b3520082440622529f1',
+    team: '34ca78da9144978d586a7fa9bf3e46ecf1a88d76e783c4df2695a13af456d270',
   },
 };
 

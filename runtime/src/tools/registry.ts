@@ -1,7 +1,8 @@
 /**
  * The tools of this instance: every client tool whose plan feature the instance has (and whose skill the customer
- * has not switched off), plus Anthropic's web search and web fetch server tools for plans with `web_search`. It runs the client tools the model calls (refusing one outside
- * the plan) and says, for the prompt, exactly which tools there are, so the assistant never claims one it lacks.
+ * has not switched off), plus Anthropic's web search and web fetch server tools for plans with `web_search`. It runs
+ * the client tools the model calls (refusing any other) and says, for the prompt, exactly which tools there are, so
+ * the assistant never claims one it lacks.
  */
 import type { BetaToolResultBlockParam, BetaToolUnion } from '@anthropic-ai/sdk/resources/beta/messages/messages';
 import { cheapestPlanWith, type Feature } from '../../../core/plans.ts';
@@ -9,7 +10,7 @@ import { logger } from '../../../core/logger.ts';
 import type { RuntimeConfig } from '../config.ts';
 import { connectionTools } from './connectionTools.ts';
 import { memoryTools } from './memoryTools.ts';
-import { isInputError } from './outcome.ts';
+import { isInputError, refusal } from './outcome.ts';
 import { skillTools } from './skillTools.ts';
 import type { ClientTool, ToolContext, ToolOutcome } from './types.ts';
 import { capped, redactSecrets, UNTRUSTED_TAG, wrapUntrusted } from './untrusted.ts';
@@ -67,8 +68,8 @@ export interface ToolCall {
 export interface ToolRun {
   /** What goes back to the model. */
   result: BetaToolResultBlockParam;
+  /** For the `tool_end` event. */
   summary: string;
-  isError: boolean;
 }
 
 /**
@@ -86,9 +87,9 @@ export async function runToolCall(tools: ToolSet, call: ToolCall, ctx: ToolConte
     try {
       outcome = await tool.run(input, ctx);
     } catch (err) {
-      if (isInputError(err)) outcome = { content: err.reason, summary: 'refused', isError: true };
+      if (isInputError(err)) outcome = refusal(err.reason);
       else {
-        log.error('tool failed', { tool: call.name, error: (err as Error).message });
+        log.error('tool failed', { tool: call.name, error: redactSecrets((err as Error).message, secrets) });
         outcome = { content: `${call.name} failed unexpectedly; tell the customer it did not work this time.`, summary: 'failed', isError: true };
       }
     }
@@ -98,7 +99,6 @@ export async function runToolCall(tools: ToolSet, call: ToolCall, ctx: ToolConte
   return {
     result: { type: 'tool_result', tool_use_id: call.id, content, ...(outcome.isError ? { is_error: true } : {}) },
     summary: redactSecrets(outcome.summary, secrets),
-    isError: outcome.isError === true,
   };
 }
 
@@ -110,7 +110,7 @@ function unavailable(name: string, planFeatures: readonly Feature[]): ToolOutcom
     : planFeatures.includes(known.feature)
       ? `the customer has switched the ${known.feature} skill off, so ${name} is not available; it can be switched on again from the skills settings`
       : `${name} is not included in this plan; it comes with the ${cheapestPlanWith(known.feature).title} plan`;
-  return { content: reason, summary: 'refused', isError: true };
+  return refusal(reason);
 }
 
 /**
@@ -128,7 +128,14 @@ export function describeCapabilities(tools: ToolSet, planFeatures: readonly Feat
     const names = [...tools.client.values()].filter((tool) => tool.feature === feature).map((tool) => tool.name);
     if (feature === 'web_search') names.push('web_search', 'web_fetch');
     if (feature === 'browser') {
-      lines.push('- browser: not available yet (no sandboxed browser runs for this instance). Say so when asked; never pretend to open or operate a page. web_fetch can read a page.');
+      lines.push(
+        '- browser: not available yet (no sandboxed browser runs for this instance). Say so when asked; never pretend ' +
+          'to open or operate a page.',
+      );
+      continue;
+    }
+    if (feature === 'custom_skills') {
+      lines.push("- custom_skills: read_skill reads the customer's own skills; only the customer adds or changes them, in the skills settings");
       continue;
     }
     const connection = CONNECTION_FEATURES.includes(feature)
