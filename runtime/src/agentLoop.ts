@@ -49,7 +49,7 @@ export interface LoopResult {
 const ROUND_SEPARATOR = '\n\n';
 const SUMMARY_CHARS = 80;
 
-export function roundLimitNote(maxToolRounds: number): string {
+function roundLimitNote(maxToolRounds: number): string {
   return `[I stopped here: this turn used all ${maxToolRounds} of its tool rounds before I could finish. Ask me to continue.]`;
 }
 

@@ -8,7 +8,7 @@ import { appendToDailyLog } from '../workspace.ts';
 import { refusal } from './outcome.ts';
 import type { ClientTool, ToolContext } from './types.ts';
 
-export const MEMORY_FILE = 'MEMORY.md';
+const MEMORY_FILE = 'MEMORY.md';
 const MEMORY_FILE_HEADER = '# MEMORY.md — Long-term memory\n\n';
 const SEARCH_DEFAULT_LIMIT = 8;
 const SEARCH_MAX_LIMIT = 20;

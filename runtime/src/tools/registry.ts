@@ -18,7 +18,7 @@ import { capped, redactSecrets, UNTRUSTED_TAG, wrapUntrusted } from './untrusted
 const log = logger('tools');
 
 /** The `anthropic-beta` value web fetch needs (web search is generally available). */
-export const WEB_FETCH_BETA = 'web-fetch-2025-09-10';
+const WEB_FETCH_BETA = 'web-fetch-2025-09-10';
 /** Tokens of a fetched page the model reads at most: one long page must not fill the context. */
 const WEB_FETCH_MAX_CONTENT_TOKENS = 10_000;
 /** Features whose tools act through a connection the customer makes. */
