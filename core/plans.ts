@@ -33,6 +33,13 @@ export interface Plan {
   /** Agents the customer may define; null means unlimited. */
   agentLimit: number | null;
   features: readonly Feature[];
+  /**
+   * How many times in one chat turn the assistant may call its tools and read their results before it must answer;
+   * a turn that needs more stops and says so. Bounds the model calls (and tokens) one message can cost.
+   */
+  toolRounds: number;
+  /** Web searches (and, separately, page fetches) one turn may make, as the server tools' max_uses. */
+  webSearchMaxUses: number;
   /** Compute limits handed to the compute provider. */
   cpu: number;
   memoryMb: number;
@@ -48,6 +55,8 @@ export const PLANS: Readonly<Record<PlanName, Plan>> = {
     requestsPerMinute: 60,
     agentLimit: 3,
     features: ['chat', 'memory', 'web_search'],
+    toolRounds: 5,
+    webSearchMaxUses: 3,
     cpu: 0.5,
     memoryMb: 512,
     databaseMb: 100,
@@ -59,6 +68,8 @@ export const PLANS: Readonly<Record<PlanName, Plan>> = {
     requestsPerMinute: 120,
     agentLimit: 10,
     features: ['chat', 'memory', 'web_search', 'gmail', 'calendar', 'browser'],
+    toolRounds: 8,
+    webSearchMaxUses: 5,
     cpu: 1,
     memoryMb: 1024,
     databaseMb: 500,
@@ -70,6 +81,8 @@ export const PLANS: Readonly<Record<PlanName, Plan>> = {
     requestsPerMinute: 300,
     agentLimit: null,
     features: ALL_FEATURES,
+    toolRounds: 12,
+    webSearchMaxUses: 8,
     cpu: 2,
     memoryMb: 2048,
     databaseMb: 2048,

@@ -3,12 +3,13 @@
  * process (its database, rendered workspace, a thousand memories) answers sequential turns of one conversation
  * against the Anthropic emulator holding every answer for a set latency. The anchor, in the same run and
  * interleaved turn by turn: the very request the runtime sent the model for that turn (system prompt, history),
- * made straight to the emulator with the @anthropic-ai/sdk client. What is left over is the runtime's own work:
- * the HTTP hop, the key and rate limit, the usage reservation, history, memory search, skills, prompt building and
- * storing the turn.
+ * made straight to the emulator with the @anthropic-ai/sdk client (its tools and beta header included). What is
+ * left over is the runtime's own work: the HTTP hop, the key and rate limit, the usage reservation, history, memory
+ * search, skills, the tools, prompt building and storing the turn.
  */
 import { performance } from 'node:perf_hooks';
 import Anthropic from '@anthropic-ai/sdk';
+import type { BetaMessageParam, BetaToolUnion } from '@anthropic-ai/sdk/resources/beta/messages/messages';
 import { startAnthropicEmulator } from '../../test/emulators/anthropicEmulator.ts';
 import { startRuntimeFixture } from '../../test/support/runtimeFixture.ts';
 import { percentile, sized, type BenchRow, type BenchSection } from '../lib/report.ts';
@@ -63,13 +64,15 @@ const chatOverhead: BenchSection = async (options) => {
         if (response.status !== 200) throw new Error(`chat answered ${response.status}: ${JSON.stringify(body)}`);
         conversationId = body.conversationId;
 
-        const sent = model.lastRequest()!.body;
+        const { body: sent, headers } = model.lastRequest()!;
         const startedAnchor = performance.now();
-        const direct = await client.messages.create({
+        const direct = await client.beta.messages.create({
           model: sent.model,
           max_tokens: sent.max_tokens,
           system: sent.system as string,
-          messages: sent.messages as Anthropic.MessageParam[],
+          messages: sent.messages as BetaMessageParam[],
+          tools: sent['tools'] as BetaToolUnion[],
+          betas: String(headers['anthropic-beta'] ?? '').split(',').filter(Boolean),
         });
         const anchorMs = performance.now() - startedAnchor;
         if (direct.content[0]?.type !== 'text' || direct.content[0].text !== body.reply) throw new Error('the anchor got another reply');

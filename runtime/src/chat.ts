@@ -1,19 +1,24 @@
 /**
- * Chat turns: the conversation, the monthly limit, the prompt (workspace, enabled skills, relevant memories,
- * recent history), the model, and what is stored afterwards. `POST /api/chat` answers as JSON or, with
- * `stream: true`, as server-sent events while the model writes.
+ * Chat turns: the conversation, the monthly limit, the prompt (workspace, the tools this instance has, enabled
+ * skills, relevant memories, recent history), the agent loop with the model and the tools (agentLoop.ts), and what
+ * is stored afterwards: the turn's text, never its tool blocks. `POST /api/chat` answers as JSON or, with
+ * `stream: true`, as server-sent events while the model writes and the tools run.
  */
 import { PassThrough } from 'node:stream';
 import Router from '@koa/router';
 import type pg from 'pg';
 import { HttpError } from '../../core/http/httpError.ts';
 import { readJsonBody } from '../../core/http/rawBody.ts';
+import { runAgentLoop, type TurnEvents } from './agentLoop.ts';
 import type { RuntimeContext, TurnInput, TurnResult } from './context.ts';
 import type { Model, ModelMessage } from './model.ts';
 import { Notifier } from './notifier.ts';
 import { buildSystemPrompt } from './prompt.ts';
 import { readPromptContext } from './promptContext.ts';
 import { skillViews } from './skills.ts';
+import { connectedServices } from './tools/connectionTools.ts';
+import { activeFeatures, describeCapabilities, toolsFor, type ToolSet } from './tools/registry.ts';
+import { redactSecrets, secretsOf } from './tools/untrusted.ts';
 import { claimNotices, dayOf, monthOf, releaseMessage, reserveMessage } from './usage.ts';
 import { dailyLogPath } from './workspace.ts';
 import { logger } from '../../core/logger.ts';
@@ -36,22 +41,29 @@ export interface PendingTurn {
   conversationId: string;
   used: number;
   at: Date;
-  /** The recent history and the system prompt, read while the message was being counted. */
-  context: Promise<{ history: ModelMessage[]; system: string }>;
+  /** The recent history, the system prompt and the tools, read while the message was being counted. */
+  context: Promise<TurnContext>;
 }
 
 export interface Chat {
   runTurn(input: TurnInput): Promise<TurnResult>;
   /** The checks that answer with a status (unknown conversation, limit reached), before anything is streamed. */
   begin(input: TurnInput): Promise<PendingTurn>;
-  /** Asks the model, handing each piece of the reply to onText as it is produced when onText is given. */
-  finish(pending: PendingTurn, onText?: (text: string) => void): Promise<TurnResult>;
+  /** Runs the turn's agent loop; with events, streamed: each piece of text and each tool run as it happens. */
+  finish(pending: PendingTurn, events?: TurnEvents): Promise<TurnResult>;
 }
 
 type ChatContext = Pick<RuntimeContext, 'db' | 'config' | 'workspace'>;
 
+interface TurnContext {
+  history: ModelMessage[];
+  system: string;
+  tools: ToolSet;
+}
+
 export function createChat(ctx: ChatContext, model: Model): Chat {
   const notifier = new Notifier(ctx.db, ctx.config);
+  const secrets = secretsOf(ctx.config);
 
   async function begin(input: TurnInput): Promise<PendingTurn> {
     const at = new Date();
@@ -69,15 +81,20 @@ export function createChat(ctx: ChatContext, model: Model): Chat {
     }
   }
 
-  async function readContext(input: TurnInput, now: Date): Promise<{ history: ModelMessage[]; system: string }> {
-    const { history, skills, memories } = await readPromptContext(ctx.db, {
-      conversationId: input.conversationId,
-      historyMessages: ctx.config.historyMessages,
-      message: input.message,
-      memories: RELEVANT_MEMORIES,
-      candidates: PROMPT_MEMORY_CANDIDATES,
-    });
+  async function readContext(input: TurnInput, now: Date): Promise<TurnContext> {
+    const [{ history, skills, memories }, connected] = await Promise.all([
+      readPromptContext(ctx.db, {
+        conversationId: input.conversationId,
+        historyMessages: ctx.config.historyMessages,
+        message: input.message,
+        memories: RELEVANT_MEMORIES,
+        candidates: PROMPT_MEMORY_CANDIDATES,
+      }),
+      connectedServices(ctx.db),
+    ]);
     const file = (name: string) => ctx.workspace.get(name);
+    const views = skillViews(ctx, skills);
+    const tools = toolsFor({ features: activeFeatures(ctx.config.features, views), webSearchMaxUses: ctx.config.webSearchMaxUses });
     const system = buildSystemPrompt({
       workspace: {
         soul: file('SOUL.md'),
@@ -88,28 +105,44 @@ export function createChat(ctx: ChatContext, model: Model): Chat {
         today: file(dailyLogPath(now)),
         yesterday: file(dailyLogPath(new Date(now.getTime() - 86_400_000))),
       },
-      skills: skillViews(ctx, skills).filter((s) => s.enabled),
+      capabilities: describeCapabilities(tools, ctx.config.features, connected),
+      skills: views.filter((s) => s.enabled),
       memories,
       now,
       budgetTokens: ctx.config.promptTokenBudget,
     });
-    return { history, system };
+    // A stored memory or a workspace file could hold one of this runtime's secrets: the model never sees them.
+    return { history, system: redactSecrets(system, secrets), tools };
   }
 
-  async function finish({ input, conversationId, used, at: now, context }: PendingTurn, onText?: (text: string) => void): Promise<TurnResult> {
-    let reply;
+  async function finish({ input, conversationId, used, at: now, context }: PendingTurn, events?: TurnEvents): Promise<TurnResult> {
+    let turn;
     let unsent: boolean;
     try {
-      const { history, system } = await context;
-      const request = { system, messages: alternating([...history, { role: 'user', content: input.message }]) };
-      reply = onText ? await model.stream(request, onText) : await model.complete(request);
-      unsent = await storeTurn(ctx.db, conversationId, input.message, reply, now);
+      const { history, system, tools } = await context;
+      turn = await runAgentLoop({
+        model,
+        system,
+        messages: alternating([...history, { role: 'user', content: input.message }]),
+        tools,
+        maxToolRounds: ctx.config.toolRounds,
+        ctx: { ...ctx, conversationId, message: input.message, now },
+        secrets,
+        events,
+      });
+      unsent = await storeTurn(ctx.db, conversationId, input.message, turn, now);
     } catch (err) {
       await releaseMessage(ctx.db, dayOf(now)).catch(() => undefined); // the turn did not happen: not counted
       throw err;
     }
     void notifyThresholds(used, now, unsent);
-    return { reply: reply.text, conversationId, usage: { inputTokens: reply.inputTokens, outputTokens: reply.outputTokens } };
+    return {
+      reply: turn.text,
+      conversationId,
+      usage: { inputTokens: turn.inputTokens, outputTokens: turn.outputTokens },
+      citations: turn.citations,
+      ...(turn.roundLimitReached ? { roundLimitReached: true } : {}),
+    };
   }
 
   /** Claims the thresholds this turn reached; sends what is unsent (this turn's claims, or older ones seen unsent). */
@@ -198,17 +231,19 @@ export function chatRoutes(deps: RuntimeContext & { chat: Chat }): Router {
       ctx.body = await deps.chat.finish(pending);
       return;
     }
-    // Server-sent events: `delta` events as the model writes, then `done` with the whole turn, or `error`. Until
-    // the model has produced its first words, a failure still answers with a status (503 with Retry-After).
-    const early: string[] = [];
+    // Server-sent events: `delta` events as the model writes and `tool_start`/`tool_end` as tools run, then `done`
+    // with the whole turn, or `error`. Until the model has produced its first words or called a tool, a failure
+    // still answers with a status (503 with Retry-After).
+    const early: [string, unknown][] = [];
     let send: ((event: string, data: unknown) => void) | undefined;
     let firstWords!: () => void;
     const spoke = new Promise<void>((resolve) => (firstWords = resolve));
-    const turn = deps.chat.finish(pending, (text) => {
-      if (send) send('delta', { text });
-      else early.push(text);
+    const emit = (event: string, data: unknown) => {
+      if (send) send(event, data);
+      else early.push([event, data]);
       firstWords();
-    });
+    };
+    const turn = deps.chat.finish(pending, { onText: (text) => emit('delta', { text }), onTool: emit });
     await Promise.race([spoke, turn]);
 
     const events = new PassThrough();
@@ -218,7 +253,7 @@ export function chatRoutes(deps: RuntimeContext & { chat: Chat }): Router {
     ctx.body = events;
     ctx.req.socket.setNoDelay(true);
     send('start', { conversationId: pending.conversationId });
-    for (const text of early) send('delta', { text });
+    for (const [event, data] of early) send(event, data);
     turn
       .then((result) => send!('done', result))
       .catch((err: unknown) => {

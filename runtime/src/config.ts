@@ -31,6 +31,10 @@ export interface RuntimeConfig {
     timeoutMs: number;
     maxRetries: number;
   };
+  /** Tool rounds a chat turn may take (the plan's, or MAX_TOOL_ROUNDS); see Plan.toolRounds. */
+  toolRounds: number;
+  /** max_uses of the web search and web fetch server tools in one turn (the plan's). */
+  webSearchMaxUses: number;
   /** Tokens the system prompt (workspace, memories) may take; history comes on top, up to historyMessages. */
   promptTokenBudget: number;
   historyMessages: number;
@@ -149,6 +153,7 @@ export function loadRuntimeConfig(env: NodeJS.ProcessEnv): RuntimeConfig {
     maxRetries: positive('MODEL_MAX_RETRIES', 3, 0),
   };
   const promptTokenBudget = positive('PROMPT_TOKEN_BUDGET', 8_000, 500);
+  const toolRounds = positive('MAX_TOOL_ROUNDS', PLANS[plan].toolRounds);
   const historyMessages = positive('HISTORY_MESSAGES', 20, 0);
   const heartbeatIntervalMs = duration('HEARTBEAT_INTERVAL', 30 * 60_000);
   const oneOf = <T extends string>(name: string, fallback: T, allowed: readonly T[]): T => {
@@ -198,6 +203,8 @@ export function loadRuntimeConfig(env: NodeJS.ProcessEnv): RuntimeConfig {
     features,
     version: read(env, 'RUNTIME_VERSION') ?? DEFAULT_RUNTIME_VERSION,
     model,
+    toolRounds,
+    webSearchMaxUses: PLANS[plan].webSearchMaxUses,
     promptTokenBudget,
     historyMessages,
     rateLimit: rateLimit!,

@@ -328,7 +328,7 @@ function describeTag(tag: string): string {
   return JSON.stringify(tag.length > 60 ? `${tag.slice(0, 60)}…` : tag);
 }
 
-function isMemoryId(id: string): boolean {
+export function isMemoryId(id: string): boolean {
   return /^[1-9]\d{0,18}$/.test(id) && BigInt(id) <= MAX_ID;
 }
 

@@ -3,11 +3,22 @@
  * honouring Retry-After (MODEL_MAX_RETRIES times); what still fails becomes a ModelError: a ModelUnavailableError
  * (503 with Retry-After) or a ModelRefusedError (502). A stream that breaks after it began is not retried: the
  * caller has already shown part of the reply.
+ *
+ * One call is one round of a turn's agent loop (agentLoop.ts): the model answers, or asks for tools. The beta
+ * Messages API is used because web fetch, one of the server tools, is a beta; its types cover every block a round
+ * may hold, so the loop can send an answer's blocks back as they came.
  */
 import Anthropic from '@anthropic-ai/sdk';
+import type {
+  BetaContentBlock,
+  BetaMessage,
+  BetaMessageParam,
+  BetaToolUnion,
+} from '@anthropic-ai/sdk/resources/beta/messages/messages';
 import { HttpError } from '../../core/http/httpError.ts';
 import type { RuntimeConfig } from './config.ts';
 
+/** A stored message of a conversation's history: text only (tool blocks live within their turn). */
 export interface ModelMessage {
   role: 'user' | 'assistant';
   content: string;
@@ -15,19 +26,31 @@ export interface ModelMessage {
 
 export interface ModelRequest {
   system: string;
-  messages: ModelMessage[];
+  /** The history and this turn so far, tool_use and tool_result blocks included. */
+  messages: BetaMessageParam[];
+  tools: BetaToolUnion[];
+  /** The beta features the tools need (the `anthropic-beta` header). */
+  betas: string[];
 }
 
-export interface ModelReply {
-  text: string;
+/** One answer of the model: its blocks (text, tool calls, server tool results) and why it stopped. */
+export interface ModelRound {
+  content: BetaContentBlock[];
+  stopReason: BetaMessage['stop_reason'];
   inputTokens: number;
   outputTokens: number;
 }
 
+export interface StreamHandlers {
+  /** Each piece of text as the model produces it. */
+  onText(text: string): void;
+  /** Each block once it is complete (a tool call with its whole input, a search's results). */
+  onBlock?(block: BetaContentBlock): void;
+}
+
 export interface Model {
-  complete(request: ModelRequest): Promise<ModelReply>;
-  /** Calls onText with each piece of the reply as the model produces it. */
-  stream(request: ModelRequest, onText: (text: string) => void): Promise<ModelReply>;
+  complete(request: ModelRequest): Promise<ModelRound>;
+  stream(request: ModelRequest, handlers: StreamHandlers): Promise<ModelRound>;
 }
 
 const DEFAULT_RETRY_AFTER_SECONDS = 30;
@@ -58,6 +81,8 @@ export function createModel(config: RuntimeConfig['model']): Model {
     max_tokens: config.maxOutputTokens,
     system: request.system,
     messages: request.messages,
+    ...(request.tools.length ? { tools: request.tools } : {}),
+    ...(request.betas.length ? { betas: request.betas } : {}),
   });
   const ready = (): Anthropic => {
     if (!client) throw new ModelUnavailableError('the model is not configured for this assistant yet');
@@ -67,16 +92,17 @@ export function createModel(config: RuntimeConfig['model']): Model {
   return {
     async complete(request) {
       try {
-        return replyOf(await ready().messages.create(params(request)));
+        return roundOf(await ready().beta.messages.create(params(request)));
       } catch (err) {
         throw asModelError(err);
       }
     },
-    async stream(request, onText) {
+    async stream(request, handlers) {
       try {
-        const stream = ready().messages.stream(params(request));
-        stream.on('text', (text) => onText(text));
-        return replyOf(await stream.finalMessage());
+        const stream = ready().beta.messages.stream(params(request));
+        stream.on('text', (text) => handlers.onText(text));
+        if (handlers.onBlock) stream.on('contentBlock', handlers.onBlock);
+        return roundOf(await stream.finalMessage());
       } catch (err) {
         throw asModelError(err);
       }
@@ -84,9 +110,13 @@ export function createModel(config: RuntimeConfig['model']): Model {
   };
 }
 
-function replyOf(message: Anthropic.Message): ModelReply {
-  const text = message.content.flatMap((block) => (block.type === 'text' ? [block.text] : [])).join('');
-  return { text, inputTokens: message.usage.input_tokens, outputTokens: message.usage.output_tokens };
+function roundOf(message: BetaMessage): ModelRound {
+  return {
+    content: message.content,
+    stopReason: message.stop_reason,
+    inputTokens: message.usage.input_tokens,
+    outputTokens: message.usage.output_tokens,
+  };
 }
 
 /** What the customer is told when the model fails after the retries. */

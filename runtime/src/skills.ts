@@ -38,7 +38,7 @@ const BUILTIN_DESCRIPTIONS: Readonly<Record<Feature, string>> = {
   calendar: "Check availability and manage events in the customer's calendar.",
   browser: 'Open and operate web pages in a sandboxed browser.',
   github: "Read and act on the customer's GitHub repositories, issues and pull requests.",
-  custom_skills: "Write the customer's own skills under skills/<name>/SKILL.md.",
+  custom_skills: "Draft the customer's own skills under skills/<name>/SKILL.md, which they add.",
 };
 
 function isBuiltin(name: string): name is Feature {

@@ -108,8 +108,24 @@ function agents({ workspaceId, plan }: WorkspaceInput): string {
   });
 }
 
+/**
+ * The tools behind each feature, as the runtime offers them (runtime/src/tools/registry.ts), so TOOLS.md claims no
+ * ability the assistant lacks. The connected services are only known at run time: the prompt says which.
+ */
+const CONNECTION = "Acts through the customer's connection; the system prompt says whether it is connected now.";
+const FEATURE_TOOLS: Readonly<Record<Feature, string>> = {
+  chat: 'Tool: read_skill (a skill\'s whole SKILL.md).',
+  memory: 'Tools: memory_search, memory_save, memory_forget, daily_log.',
+  web_search: 'Tools: web_search, web_fetch.',
+  gmail: CONNECTION,
+  calendar: CONNECTION,
+  github: CONNECTION,
+  browser: 'Not available yet: no sandboxed browser runs for this workspace. Say so when asked.',
+  custom_skills: "The customer's own skills are read with read_skill too.",
+};
+
 function tools(plan: Plan): string {
-  const enabled = plan.features.map((f) => `- **${f}** — ${SKILLS[f].description}`);
+  const enabled = plan.features.map((f) => `- **${f}** — ${SKILLS[f].description} ${FEATURE_TOOLS[f]}`);
   const missing = ALL_FEATURES.filter((f) => !plan.features.includes(f)).map(
     (f) => `- **${f}** — from the ${cheapestPlanWith(f).title} plan.`,
   );

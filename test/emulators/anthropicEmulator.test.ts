@@ -10,7 +10,14 @@ import Anthropic, {
   InternalServerError,
   RateLimitError,
 } from '@anthropic-ai/sdk';
-import { startAnthropicEmulator, ANTHROPIC_EMULATOR_API_KEY, type AnthropicEmulator } from './anthropicEmulator.ts';
+import {
+  startAnthropicEmulator,
+  scriptedResponder,
+  toolResults,
+  ANTHROPIC_EMULATOR_API_KEY,
+  WEB_FETCH_BETA,
+  type AnthropicEmulator,
+} from './anthropicEmulator.ts';
 
 const MODEL = 'claude-sonnet-4-5';
 
@@ -386,5 +393,134 @@ describe('Anthropic emulator with @anthropic-ai/sdk', () => {
     const text = await client({ maxRetries: 0 }).messages.stream({ model: MODEL, max_tokens: 32, messages: [{ role: 'user', content: 'a b c' }] }).finalText();
     expect(text).to.equal('Echo: a b c');
     expect(emulator.requests.map((r) => r.status)).to.deep.equal([200]);
+  });
+
+  describe('tool use', () => {
+    const weather = {
+      name: 'get_weather',
+      description: 'The weather in a city.',
+      input_schema: { type: 'object' as const, properties: { city: { type: 'string' } }, required: ['city'] },
+    };
+    const ask = [{ role: 'user' as const, content: 'Weather in Lyon?' }];
+
+    it('answers a scripted tool call with stop_reason tool_use, then reads the tool_result of the next request', async () => {
+      emulator.respond(
+        scriptedResponder([
+          { content: [{ type: 'text', text: 'Let me check.' }, { type: 'tool_use', name: 'get_weather', input: { city: 'Lyon' } }] },
+          (body) => `It is ${String(toolResults(body)[0]?.['content'])}.`,
+        ]),
+      );
+      const first = await client().messages.create({ model: MODEL, max_tokens: 256, tools: [weather], messages: ask });
+      expect(first.stop_reason).to.equal('tool_use');
+      const call = first.content[1]!;
+      expect(call).to.include({ type: 'tool_use', name: 'get_weather' });
+      if (call.type !== 'tool_use') throw new Error('not a tool call');
+      expect(call.input).to.deep.equal({ city: 'Lyon' });
+      expect(call.id).to.match(/^toolu_/);
+      expect(emulator.lastRequest()!.body['tools']).to.deep.equal([weather]);
+
+      const second = await client().messages.create({
+        model: MODEL,
+        max_tokens: 256,
+        tools: [weather],
+        messages: [...ask, { role: 'assistant', content: first.content }, { role: 'user', content: [{ type: 'tool_result', tool_use_id: call.id, content: 'sunny' }] }],
+      });
+      expect(second.content).to.deep.equal([{ type: 'text', text: 'It is sunny.' }]);
+      expect(second.stop_reason).to.equal('end_turn');
+    });
+
+    it('refuses a tool call left without its tool_result, a stray tool_result and a malformed tool like the real API', async () => {
+      emulator.respond(() => ({ content: [{ type: 'tool_use', name: 'get_weather', input: { city: 'Lyon' } }] }));
+      const first = await client().messages.create({ model: MODEL, max_tokens: 256, tools: [weather], messages: ask });
+      const unanswered = await thrown(() =>
+        client().messages.create({
+          model: MODEL,
+          max_tokens: 256,
+          tools: [weather],
+          messages: [...ask, { role: 'assistant', content: first.content }, { role: 'user', content: 'well?' }],
+        }),
+      );
+      expect(unanswered).to.be.instanceOf(BadRequestError);
+      expect((unanswered as BadRequestError).message).to.include('`tool_use` ids were found without `tool_result` blocks');
+      const stray = await rawPost({
+        model: MODEL,
+        max_tokens: 10,
+        messages: [{ role: 'user', content: [{ type: 'tool_result', tool_use_id: 'toolu_nothing', content: 'x' }] }],
+      });
+      expect(stray.status).to.equal(400);
+      expect(stray.json.error.message).to.include('unexpected `tool_use_id`');
+      const badName = await rawPost({ model: MODEL, max_tokens: 10, tools: [{ ...weather, name: 'get weather' }], messages: ask });
+      expect(badName.status).to.equal(400);
+      const twice = await rawPost({ model: MODEL, max_tokens: 10, tools: [weather, weather], messages: ask });
+      expect(twice.json.error.message).to.equal('tools: Tool names must be unique.');
+    });
+
+    it('streams a tool call as content_block_start, input_json_delta pieces and content_block_stop', async () => {
+      emulator.respond(() => ({ content: [{ type: 'text', text: 'Checking.' }, { type: 'tool_use', name: 'get_weather', input: { city: 'Lyon', days: 3 } }] }));
+      const stream = client().messages.stream({ model: MODEL, max_tokens: 256, tools: [weather], messages: ask });
+      const pieces: string[] = [];
+      const blocks: string[] = [];
+      stream.on('inputJson', (partial) => pieces.push(partial));
+      stream.on('contentBlock', (block) => blocks.push(block.type));
+      const final = await stream.finalMessage();
+      expect(pieces.join('')).to.equal('{"city":"Lyon","days":3}');
+      expect(pieces.length).to.be.greaterThan(1);
+      expect(blocks).to.deep.equal(['text', 'tool_use']);
+      expect(final.stop_reason).to.equal('tool_use');
+      expect(final.content[1]).to.deep.include({ type: 'tool_use', name: 'get_weather', input: { city: 'Lyon', days: 3 } });
+    });
+
+    it('runs web search as a server tool within max_uses, with results and cited text, streamed or not', async () => {
+      const results = [
+        { url: 'https://news.example/a', title: 'Story A' },
+        { url: 'https://news.example/b', title: 'Story B' },
+      ];
+      emulator.respond(() => ({
+        content: [
+          { type: 'web_search', query: 'news today', results },
+          { type: 'text', text: 'A happened.', citations: [{ url: 'https://news.example/a', title: 'Story A' }] },
+          { type: 'web_search', query: 'more news', results },
+        ],
+      }));
+      const tools = [{ type: 'web_search_20250305' as const, name: 'web_search' as const, max_uses: 1 }];
+      const params = { model: MODEL, max_tokens: 512, tools, messages: [{ role: 'user' as const, content: 'news?' }] };
+      for (const message of [await client().messages.create(params), await client().messages.stream(params).finalMessage()]) {
+        expect(message.content.map((b) => b.type)).to.deep.equal([
+          'server_tool_use', 'web_search_tool_result', 'text', 'server_tool_use', 'web_search_tool_result',
+        ]);
+        expect(message.content[0]).to.deep.include({ name: 'web_search', input: { query: 'news today' } });
+        const found = message.content[1]!;
+        if (found.type !== 'web_search_tool_result' || !Array.isArray(found.content)) throw new Error('no results');
+        expect(found.content.map((r) => r.url)).to.deep.equal(results.map((r) => r.url));
+        const text = message.content[2]!;
+        if (text.type !== 'text') throw new Error('no text');
+        expect(text.citations?.[0]).to.include({ type: 'web_search_result_location', url: 'https://news.example/a', title: 'Story A' });
+        expect(message.content[4]).to.deep.include({ content: { type: 'web_search_tool_result_error', error_code: 'max_uses_exceeded' } });
+        expect(message.stop_reason).to.equal('end_turn');
+        expect(message.usage.server_tool_use?.web_search_requests).to.equal(2);
+      }
+    });
+
+    it('fetches a page as a server tool only with the web fetch beta header', async () => {
+      emulator.respond(() => ({ content: [{ type: 'web_fetch', url: 'https://docs.example/page', title: 'The page', text: 'Page text.' }, { type: 'text', text: 'Read it.' }] }));
+      const tools = [{ type: 'web_fetch_20250910' as const, name: 'web_fetch' as const, max_uses: 2 }];
+      const message = await client().beta.messages.create({ model: MODEL, max_tokens: 256, tools, betas: [WEB_FETCH_BETA], messages: ask });
+      expect(emulator.lastRequest()!.headers['anthropic-beta']).to.equal(WEB_FETCH_BETA);
+      const fetched = message.content[1]!;
+      if (fetched.type !== 'web_fetch_tool_result' || fetched.content.type !== 'web_fetch_result') throw new Error('no page');
+      expect(fetched.content.url).to.equal('https://docs.example/page');
+      expect(fetched.content.content.title).to.equal('The page');
+
+      const without = await rawPost({ model: MODEL, max_tokens: 10, tools, messages: ask });
+      expect(without.status).to.equal(400);
+      expect(without.json.error.message).to.include(WEB_FETCH_BETA);
+    });
+
+    it('fails the request when the script calls a server tool the request does not offer', async () => {
+      emulator.respond(() => ({ content: [{ type: 'web_search', query: 'x', results: [] }] }));
+      const answer = await rawPost({ model: MODEL, max_tokens: 10, messages: ask });
+      expect(answer.status).to.equal(500);
+      expect(answer.json.error.message).to.include('does not offer');
+    });
   });
 });

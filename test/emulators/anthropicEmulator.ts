@@ -5,7 +5,11 @@
 // parsing and error classes all run the SDK's own code.
 //
 // Replies are deterministic: the text comes from a settable responder (default: `Echo: <last user text>`),
-// usage is an estimate of ~4 characters per token. A set latency holds every answer like a model's thinking time.
+// usage is an estimate of ~4 characters per token. A responder may instead script a reply of blocks (see
+// ScriptBlock): text with web-search citations, client tool calls (stop_reason tool_use; the next request must carry
+// their tool_result blocks, as the real API checks) and the server tools web search and web fetch (server_tool_use
+// followed by its result block, within max_uses; web fetch only with its beta header), streamed with
+// content_block_start/stop, input_json_delta and citations_delta like the real API. A set latency holds every answer like a model's thinking time.
 // Faults are injected on demand (failNext, slowNext, breakStreamNext, dropStreamNext) and consumed in
 // request-arrival order.
 import { createServer, type IncomingHttpHeaders, type IncomingMessage, type OutgoingHttpHeaders, type Server, type ServerResponse } from 'node:http';
@@ -70,7 +74,37 @@ export interface RecordedRequest {
   receivedAt: number;
 }
 
-export type Responder = (body: MessagesRequestBody, request: RecordedRequest) => string | Promise<string>;
+/** A block of a scripted reply; ids, encrypted fields and the server tool blocks are filled in as the API would. */
+export type ScriptBlock =
+  | { type: 'text'; text: string; citations?: { url: string; title: string; cited_text?: string }[] }
+  | { type: 'tool_use'; name: string; input: Record<string, unknown> }
+  | { type: 'web_search'; query: string; results: { url: string; title: string; page_age?: string }[] }
+  | { type: 'web_fetch'; url: string; title: string; text: string };
+
+export interface ScriptedReply {
+  content: ScriptBlock[];
+}
+
+export type Responder = (body: MessagesRequestBody, request: RecordedRequest) => string | ScriptedReply | Promise<string | ScriptedReply>;
+
+/** The beta header value the web fetch tool needs. */
+export const WEB_FETCH_BETA = 'web-fetch-2025-09-10';
+
+/** A responder answering each request with the next step (a reply, or a function of the request); past the last, an error. */
+export function scriptedResponder(steps: (string | ScriptedReply | ((body: MessagesRequestBody) => string | ScriptedReply))[]): Responder {
+  let next = 0;
+  return (body) => {
+    const step = steps[next++];
+    if (step === undefined) throw new Error(`the script has ${steps.length} steps and request ${next} asked for another`);
+    return typeof step === 'function' ? step(body) : step;
+  };
+}
+
+/** The tool_result blocks of the request's last message (what the runtime sent back for the tools). */
+export function toolResults(body: Pick<MessagesRequestBody, 'messages'>): ContentBlock[] {
+  const last = body.messages.at(-1);
+  return last && Array.isArray(last.content) ? last.content.filter((b) => b.type === 'tool_result') : [];
+}
 
 export interface FailOptions {
   /** `retry-after` header in seconds (fractions allowed, the SDK parses floats). Default 1 for 429, absent otherwise. */
@@ -166,10 +200,11 @@ function contentChars(content: string | ContentBlock[]): number {
   return n;
 }
 
-/** input_tokens = ceil(characters of system + all message content / 4), at least 1. */
-export function inputTokensFor(body: Pick<MessagesRequestBody, 'system' | 'messages'>): number {
+/** input_tokens = ceil(characters of system + all message content + the tools' definitions / 4), at least 1. */
+export function inputTokensFor(body: Pick<MessagesRequestBody, 'system' | 'messages'> & { tools?: unknown }): number {
   let chars = systemText(body).length;
   for (const m of body.messages) chars += contentChars(m.content);
+  if (Array.isArray(body.tools)) chars += JSON.stringify(body.tools).length;
   return Math.max(1, estimateTokens(chars));
 }
 
@@ -260,14 +295,90 @@ export function validateMessagesBody(body: unknown): asserts body is MessagesReq
     const s = body['stop_sequences'];
     if (!Array.isArray(s) || s.some((x) => typeof x !== 'string')) throw new InvalidRequestBody('stop_sequences: Input should be a valid list of strings');
   }
+  if ('tools' in body && body['tools'] !== undefined) validateTools(body['tools']);
+  validateToolPairs(messages as MessageParam[]);
 }
 
+const TOOL_NAME = /^[a-zA-Z0-9_-]{1,64}$/;
+/** The server tools the emulator runs, by type, with the name each must have. */
+const SERVER_TOOLS: Record<string, string> = { web_search_20250305: 'web_search', web_fetch_20250910: 'web_fetch' };
+
+function validateTools(tools: unknown): void {
+  if (!Array.isArray(tools)) throw new InvalidRequestBody('tools: Input should be a valid list');
+  const names = new Set<string>();
+  tools.forEach((t: unknown, i) => {
+    if (!isObject(t)) throw new InvalidRequestBody(`tools.${i}: Input should be a valid dictionary or object to extract fields from`);
+    const type = t['type'];
+    if (type !== undefined && type !== 'custom') {
+      const name = SERVER_TOOLS[String(type)];
+      if (name === undefined) throw new InvalidRequestBody(`tools.${i}: Input tag '${String(type)}' found using 'type' does not match any of the expected tags`);
+      if (t['name'] !== name) throw new InvalidRequestBody(`tools.${i}.${String(type)}.name: Input should be '${name}'`);
+      const uses = t['max_uses'];
+      if (uses !== undefined && uses !== null && !(Number.isInteger(uses) && (uses as number) >= 1)) {
+        throw new InvalidRequestBody(`tools.${i}.${String(type)}.max_uses: Input should be greater than 0`);
+      }
+    } else {
+      if (typeof t['name'] !== 'string' || !TOOL_NAME.test(t['name'])) {
+        throw new InvalidRequestBody(`tools.${i}.custom.name: String should match pattern '^[a-zA-Z0-9_-]{1,64}$'`);
+      }
+      const schema = t['input_schema'];
+      if (!isObject(schema)) throw new InvalidRequestBody(`tools.${i}.custom.input_schema: Field required`);
+      if (schema['type'] !== 'object') throw new InvalidRequestBody(`tools.${i}.custom.input_schema.type: Input should be 'object'`);
+    }
+    const name = String(t['name']);
+    if (names.has(name)) throw new InvalidRequestBody('tools: Tool names must be unique.');
+    names.add(name);
+  });
+}
+
+/** Each tool_use must be answered by a tool_result at the start of the next message, and each tool_result answer one. */
+function validateToolPairs(messages: MessageParam[]): void {
+  messages.forEach((m, i) => {
+    if (m.role !== 'user') return;
+    const before = messages[i - 1];
+    const asked = new Set(
+      before && Array.isArray(before.content) ? before.content.filter((b) => b.type === 'tool_use').map((b) => String(b['id'])) : [],
+    );
+    let seenOther = false;
+    const blocks: ContentBlock[] = Array.isArray(m.content) ? m.content : [{ type: 'text', text: m.content }];
+    blocks.forEach((b, j) => {
+      if (b.type !== 'tool_result') {
+        seenOther = true;
+        return;
+      }
+      if (seenOther) throw new InvalidRequestBody(`messages.${i}.content.${j}: tool_result blocks must come first in the content array`);
+      if (!asked.has(String(b['tool_use_id']))) {
+        throw new InvalidRequestBody(
+          `messages.${i}.content.${j}: unexpected \`tool_use_id\` found in \`tool_result\` blocks: ${String(b['tool_use_id'])}. Each \`tool_result\` block must have a corresponding \`tool_use\` block in the previous message.`,
+        );
+      }
+      asked.delete(String(b['tool_use_id']));
+    });
+    if (asked.size > 0) {
+      throw new InvalidRequestBody(
+        `messages.${i - 1}: \`tool_use\` ids were found without \`tool_result\` blocks immediately after: ${[...asked].join(', ')}. Each \`tool_use\` block must have a corresponding \`tool_result\` block in the next message.`,
+      );
+    }
+  });
+  const last = messages.at(-1);
+  if (last?.role === 'assistant' && Array.isArray(last.content) && last.content.some((b) => b.type === 'tool_use')) {
+    throw new InvalidRequestBody(`messages.${messages.length - 1}: a final assistant message must not end with a tool_use block`);
+  }
+}
+
+/** A content block as the API answers it. */
+type ApiBlock = Record<string, unknown> & { type: string };
+
 interface Reply {
+  /** A plain reply's text ('' for a scripted one). */
   text: string;
-  stopReason: 'end_turn' | 'max_tokens' | 'stop_sequence';
+  /** A scripted reply's blocks, as the API answers them; undefined for a plain reply (one text block). */
+  blocks?: ApiBlock[];
+  stopReason: 'end_turn' | 'max_tokens' | 'stop_sequence' | 'tool_use';
   stopSequence: string | null;
   inputTokens: number;
   outputTokens: number;
+  webSearchRequests: number;
 }
 
 /** Applies stop_sequences and max_tokens to the responder's text as the real API would end generation. */
@@ -287,7 +398,75 @@ function shapeReply(body: MessagesRequestBody, raw: string): Reply {
     stopReason = 'max_tokens';
     stopSequence = null;
   }
-  return { text, stopReason, stopSequence, inputTokens: inputTokensFor(body), outputTokens: estimateTokens(text.length) };
+  return { text, stopReason, stopSequence, inputTokens: inputTokensFor(body), outputTokens: estimateTokens(text.length), webSearchRequests: 0 };
+}
+
+/** The offered tool of a type (server tools) or name (client tools), if the request has it. */
+function offered(body: MessagesRequestBody, match: (tool: Record<string, unknown>) => boolean): Record<string, unknown> | undefined {
+  const tools = Array.isArray(body['tools']) ? (body['tools'] as Record<string, unknown>[]) : [];
+  return tools.find(match);
+}
+
+/**
+ * A scripted reply's blocks as the API answers them: ids assigned, each server tool call followed by its result
+ * (an error past the tool's max_uses, as the real API answers), stop_reason tool_use when a client tool is called.
+ */
+function scriptReply(body: MessagesRequestBody, rec: RecordedRequest, script: ScriptedReply): Reply {
+  const blocks: ApiBlock[] = [];
+  const uses: Record<string, number> = {};
+  let n = 0;
+  const id = (prefix: string) => `${prefix}_01Emu${rec.requestId.slice(-8)}${String(++n).padStart(4, '0')}`;
+  const encoded = (text: string) => Buffer.from(text).toString('base64');
+  for (const block of script.content) {
+    if (block.type === 'text') {
+      const citations = block.citations?.map((c) => ({
+        type: 'web_search_result_location', url: c.url, title: c.title, cited_text: c.cited_text ?? c.title, encrypted_index: encoded(c.url),
+      }));
+      blocks.push({ type: 'text', text: block.text, ...(citations ? { citations } : {}) });
+    } else if (block.type === 'tool_use') {
+      blocks.push({ type: 'tool_use', id: id('toolu'), name: block.name, input: block.input });
+    } else {
+      const [toolType, name] = block.type === 'web_search' ? ['web_search_20250305', 'web_search'] : ['web_fetch_20250910', 'web_fetch'];
+      const tool = offered(body, (t) => t['type'] === toolType);
+      if (!tool) throw new Error(`the script calls ${name}, which the request does not offer`);
+      const used = (uses[name] = (uses[name] ?? 0) + 1);
+      const over = typeof tool['max_uses'] === 'number' && used > tool['max_uses'];
+      const useId = id('srvtoolu');
+      const [input, found] =
+        block.type === 'web_search'
+          ? [
+              { query: block.query },
+              block.results.map((r) => ({ type: 'web_search_result', url: r.url, title: r.title, page_age: r.page_age ?? null, encrypted_content: encoded(r.title) })),
+            ]
+          : [
+              { url: block.url },
+              {
+                type: 'web_fetch_result',
+                url: block.url,
+                retrieved_at: new Date(rec.receivedAt).toISOString(),
+                content: { type: 'document', title: block.title, citations: null, source: { type: 'text', media_type: 'text/plain', data: block.text } },
+              },
+            ];
+      blocks.push(
+        { type: 'server_tool_use', id: useId, name, input },
+        {
+          type: `${name}_tool_result`,
+          tool_use_id: useId,
+          content: over ? { type: `${name}_tool_result_error`, error_code: 'max_uses_exceeded' } : found,
+        },
+      );
+    }
+  }
+  const webSearchRequests = uses['web_search'] ?? 0;
+  return {
+    text: '',
+    blocks,
+    stopReason: blocks.some((b) => b.type === 'tool_use') ? 'tool_use' : 'end_turn',
+    stopSequence: null,
+    inputTokens: inputTokensFor(body),
+    outputTokens: Math.max(1, estimateTokens(JSON.stringify(script.content).length)),
+    webSearchRequests,
+  };
 }
 
 /** Resolves after `ms`, or early (false) when `signal` aborts. */
@@ -376,7 +555,7 @@ export async function startAnthropicEmulator(opts: { apiKey?: string } = {}): Pr
       type: 'message' as const,
       role: 'assistant' as const,
       model: body.model,
-      content: [{ type: 'text' as const, text: reply.text }],
+      content: reply.blocks ?? [{ type: 'text' as const, text: reply.text }],
       stop_reason: reply.stopReason,
       stop_sequence: reply.stopSequence,
       usage: {
@@ -384,6 +563,7 @@ export async function startAnthropicEmulator(opts: { apiKey?: string } = {}): Pr
         output_tokens: reply.outputTokens,
         cache_creation_input_tokens: 0,
         cache_read_input_tokens: 0,
+        ...(reply.webSearchRequests ? { server_tool_use: { web_search_requests: reply.webSearchRequests } } : {}),
         service_tier: 'standard',
       },
     };
@@ -413,17 +593,11 @@ export async function startAnthropicEmulator(opts: { apiKey?: string } = {}): Pr
       type: 'message_start',
       message: { ...start, content: [], stop_reason: null, stop_sequence: null, usage: { ...start.usage, output_tokens: 1 } },
     });
-    write('content_block_start', { type: 'content_block_start', index: 0, content_block: { type: 'text', text: '' } });
-    write('ping', { type: 'ping' });
 
-    const chunks = splitIntoChunks(reply.text);
-    for (let i = 0; i < chunks.length; i++) {
-      if (fault && i >= fault.afterChunks) break;
-      if (i > 0 && !(await wait(chunkDelayMs, signal))) return;
-      if (!write('content_block_delta', { type: 'content_block_delta', index: 0, delta: { type: 'text_delta', text: chunks[i] } })) return;
-    }
-    if (fault) {
-      if (fault.kind === 'drop') {
+    // A fault comes after `afterChunks` text deltas (or after all of them, when there are fewer).
+    let sent = 0;
+    const failNow = async (): Promise<void> => {
+      if (fault!.kind === 'drop') {
         // Let the written deltas reach the client before the connection dies mid-stream.
         // (http uncorks the socket on the next tick; 'drain' only fires after a write reported back-pressure.)
         const socket = res.socket;
@@ -437,14 +611,47 @@ export async function startAnthropicEmulator(opts: { apiKey?: string } = {}): Pr
       }
       write('error', { type: 'error', error: { type: 'overloaded_error', message: 'Overloaded' } });
       res.end();
-      return;
+    };
+
+    const blocks = reply.blocks ?? [{ type: 'text', text: reply.text }];
+    for (const [index, block] of blocks.entries()) {
+      const last = index === blocks.length - 1;
+      if (block.type === 'text') {
+        write('content_block_start', { type: 'content_block_start', index, content_block: { type: 'text', text: '' } });
+        if (index === 0) write('ping', { type: 'ping' });
+        for (const citation of (block['citations'] as unknown[] | undefined) ?? []) {
+          write('content_block_delta', { type: 'content_block_delta', index, delta: { type: 'citations_delta', citation } });
+        }
+        const chunks = splitIntoChunks(String(block['text']));
+        for (const chunk of chunks) {
+          if (fault && sent >= fault.afterChunks) return failNow();
+          if (sent > 0 && !(await wait(chunkDelayMs, signal))) return;
+          if (!write('content_block_delta', { type: 'content_block_delta', index, delta: { type: 'text_delta', text: chunk } })) return;
+          sent++;
+        }
+        if (fault && last) return failNow();
+        if (chunks.length > 0 && !(await wait(chunkDelayMs, signal))) return;
+      } else if (block.type === 'tool_use' || block.type === 'server_tool_use') {
+        // The call starts with an empty input, which then arrives as pieces of JSON.
+        write('content_block_start', { type: 'content_block_start', index, content_block: { ...block, input: {} } });
+        const json = JSON.stringify(block['input']);
+        for (const partial of ['', ...(json.match(/[\s\S]{1,12}/g) ?? [])]) {
+          write('content_block_delta', { type: 'content_block_delta', index, delta: { type: 'input_json_delta', partial_json: partial } });
+        }
+      } else {
+        // A server tool's result arrives whole.
+        write('content_block_start', { type: 'content_block_start', index, content_block: block });
+      }
+      write('content_block_stop', { type: 'content_block_stop', index });
     }
-    if (chunks.length > 0 && !(await wait(chunkDelayMs, signal))) return;
-    write('content_block_stop', { type: 'content_block_stop', index: 0 });
+    if (fault) return failNow();
     write('message_delta', {
       type: 'message_delta',
       delta: { stop_reason: reply.stopReason, stop_sequence: reply.stopSequence },
-      usage: { output_tokens: reply.outputTokens },
+      usage: {
+        output_tokens: reply.outputTokens,
+        ...(reply.webSearchRequests ? { server_tool_use: { web_search_requests: reply.webSearchRequests } } : {}),
+      },
     });
     write('message_stop', { type: 'message_stop' });
     res.end();
@@ -526,15 +733,22 @@ export async function startAnthropicEmulator(opts: { apiKey?: string } = {}): Pr
     }
     const body = parsed;
 
-    let raw: string;
+    // Web fetch is a beta: without its header the real API does not know the tool.
+    const fetchTool = offered(body, (t) => t['type'] === 'web_fetch_20250910');
+    if (fetchTool && !String(req.headers['anthropic-beta'] ?? '').split(',').map((b) => b.trim()).includes(WEB_FETCH_BETA)) {
+      return sendError(res, rec, 400, `tools: web_fetch_20250910 requires the anthropic-beta header ${WEB_FETCH_BETA}`);
+    }
+
+    let reply: Reply;
     try {
-      raw = await responder(body, rec);
-      if (typeof raw !== 'string') throw new TypeError('responder must return a string');
+      const raw = await responder(body, rec);
+      if (typeof raw === 'string') reply = shapeReply(body, raw);
+      else if (isObject(raw) && Array.isArray(raw.content)) reply = scriptReply(body, rec, raw);
+      else throw new TypeError('responder must return a string or { content: [...] }');
     } catch (e) {
       return sendError(res, rec, 500, `Internal server error (emulator responder threw: ${e instanceof Error ? e.message : String(e)})`);
     }
     if (signal.aborted) return;
-    const reply = shapeReply(body, raw);
 
     if (body.stream === true) return sendStream(res, rec, body, reply, signal);
     return sendJson(res, rec, 200, messageObject(rec, body, reply));

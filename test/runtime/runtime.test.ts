@@ -128,11 +128,14 @@ describe('runtime config', () => {
     expect(config).to.deep.include({ port: 8080, host: '0.0.0.0', workspaceDir: undefined, messageLimit: 5000 });
     expect(config.features).to.deep.equal(['chat', 'memory', 'web_search']);
     expect(config.rateLimit).to.deep.equal({ max: 60, durationMs: 60_000 }); // the Starter plan's rate
+    expect(config).to.deep.include({ toolRounds: 5, webSearchMaxUses: 3 }); // the Starter plan's
     expect(config.version).to.be.a('string').and.not.empty;
     const team = loadRuntimeConfig({ ...required, PLAN: 'team', MESSAGE_LIMIT: '1' });
     expect(team.rateLimit).to.deep.equal({ max: 300, durationMs: 60_000 });
     const explicit = loadRuntimeConfig({ ...required, PLAN: 'team', MESSAGE_LIMIT: '1', FEATURES: ' chat , gmail,chat', PORT: '9000', RATE_LIMIT: '5/s' });
     expect(explicit).to.deep.include({ features: ['chat', 'gmail'], port: 9000, rateLimit: { max: 5, durationMs: 1_000 } });
+    expect(loadRuntimeConfig({ ...required, PLAN: 'pro', MESSAGE_LIMIT: '1', MAX_TOOL_ROUNDS: '2' })).to.deep.include({ toolRounds: 2, webSearchMaxUses: 5 });
+    expect(configError({ ...required, PLAN: 'pro', MESSAGE_LIMIT: '1', MAX_TOOL_ROUNDS: '0' }).message).to.include('MAX_TOOL_ROUNDS');
   });
 });
 

@@ -39,7 +39,7 @@ class FakeTurns {
     if (this.delayMs) await sleep(this.delayMs);
     const next = this.plans.get(deliveryIdIn(input.message) ?? '')?.shift();
     if (next) return next(input);
-    return { reply: `handled ${deliveryIdIn(input.message)}`, conversationId: randomUUID(), usage: { inputTokens: 10, outputTokens: 5 } };
+    return { reply: `handled ${deliveryIdIn(input.message)}`, conversationId: randomUUID(), usage: { inputTokens: 10, outputTokens: 5 }, citations: [] };
   };
 }
 
@@ -451,7 +451,7 @@ describe('runtime webhooks', function () {
       let release!: () => void;
       const held = new FakeTurns();
       held.plan(id, () => new Promise<TurnResult>((resolve) => {
-        release = () => resolve({ reply: 'too late', conversationId: randomUUID(), usage: { inputTokens: 0, outputTokens: 0 } });
+        release = () => resolve({ reply: 'too late', conversationId: randomUUID(), usage: { inputTokens: 0, outputTokens: 0 }, citations: [] });
       }));
       const other = new FakeTurns();
       const crashing = new WebhookProcessor({ ...ctx, runTurn: held.run }, FAST);

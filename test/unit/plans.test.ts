@@ -93,7 +93,7 @@ describe('plans', () => {
       const order = [PLANS.starter, PLANS.pro, PLANS.team];
       for (let i = 1; i < order.length; i++) {
         const [cheaper, plan] = [order[i - 1]!, order[i]!];
-        for (const limit of ['messageLimit', 'requestsPerMinute', 'cpu', 'memoryMb', 'databaseMb'] as const) {
+        for (const limit of ['messageLimit', 'requestsPerMinute', 'toolRounds', 'webSearchMaxUses', 'cpu', 'memoryMb', 'databaseMb'] as const) {
           expect(plan[limit], `${plan.name} ${limit}`).to.be.greaterThan(cheaper[limit]);
         }
       }

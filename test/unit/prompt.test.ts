@@ -12,6 +12,7 @@ const input = (over: Partial<PromptInput> = {}): PromptInput => ({
     today: '# 2026-11-26\n\n- 08:00 UTC — early note\n- 09:00 UTC — latest note\n',
     yesterday: '# 2026-11-25\n\n- 10:00 UTC — yesterday note\n',
   },
+  capabilities: 'CAPABILITIES: memory_search.',
   skills: [{ name: 'web_search', description: 'Search the web.' }],
   memories: [{ content: "Ann's dog is Biscuit", tags: ['pets'] }],
   now,
@@ -22,7 +23,7 @@ const input = (over: Partial<PromptInput> = {}): PromptInput => ({
 describe('system prompt', () => {
   it('holds every part, most important first', () => {
     const prompt = buildSystemPrompt(input());
-    const order = ['SOUL: be kind', 'USER: Ann', 'AGENTS:', 'TOOLS:', 'web_search: Search the web.', 'MEMORY: Ann lives', 'latest note', 'yesterday note', "Ann's dog is Biscuit [pets]"];
+    const order = ['SOUL: be kind', 'USER: Ann', 'AGENTS:', 'CAPABILITIES:', 'TOOLS:', 'web_search: Search the web.', 'MEMORY: Ann lives', 'latest note', 'yesterday note', "Ann's dog is Biscuit [pets]"];
     const positions = order.map((part) => prompt.indexOf(part));
     expect(positions.every((p) => p >= 0), JSON.stringify(positions)).to.equal(true);
     expect([...positions].sort((a, b) => a - b)).to.deep.equal(positions);

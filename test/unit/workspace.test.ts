@@ -114,6 +114,15 @@ describe('workspace rendering', () => {
     expect(file(renderWorkspace(input({ plan: PLANS.team })), 'TOOLS.md')).to.not.include('Not on this plan');
   });
 
+  it('TOOLS.md names the tools behind each feature, and says the browser is not available yet', () => {
+    const starter = file(renderWorkspace(input({ plan: PLANS.starter })), 'TOOLS.md');
+    expect(starter).to.include('Tools: memory_search, memory_save, memory_forget, daily_log.').and.include('Tools: web_search, web_fetch.');
+    expect(starter).to.include('read_skill');
+    const pro = file(renderWorkspace(input({ plan: PLANS.pro })), 'TOOLS.md');
+    expect(pro).to.match(/\*\*browser\*\* — .* Not available yet/);
+    expect(pro).to.match(/\*\*gmail\*\* — .* the system prompt says whether it is connected now/);
+  });
+
   describe('skills', () => {
     for (const plan of Object.values(PLANS) as Plan[]) {
       it(`${plan.name}: one valid skill per plan feature, and no other`, () => {

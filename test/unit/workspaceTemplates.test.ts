@@ -11,7 +11,8 @@ import type { WorkspaceFile } from '../../core/workspace/files.ts';
 
 /**
  * The rendered workspaces, pinned byte for byte. The digests were computed from the renderer as it was before its
- * prose moved into template files (src/workspace/templates/), so a template that drifts by one byte fails here.
+ * prose moved into template files (src/workspace/templates/), and computed again when TOOLS.md, AGENTS.md and the
+ * memory skill came to name the assistant's tools, so a template that drifts by one byte fails here.
  * Two inputs cover both sides of every branch: a customer with a name (holding backticks), an email and a timezone,
  * and one with neither.
  */
@@ -27,14 +28,14 @@ const INPUTS: Record<string, Omit<WorkspaceInput, 'plan'>> = {
 
 const PINNED: Record<string, Record<PlanName, string>> = {
   named: {
-    starter: '36793fb0c178c84d887e1d7b89abc8e76d3fd1eb3f8191c66818e343003b2291',
-    pro: '15a74f47f2b6a76c2e311d61db5bc87a3b5fc87fb658de6ed77f2b2b52563e52',
-    team: 'f99946e6d78b62136babf341992748625bb1b794ddfd7d073456f2f7964bb31e',
+    starter: '29dc101d02e2b3c45c9795f99db3cf6a8738279bee216ad9ede2fa66edd1a28c',
+    pro: '440d4f582ab59b68363833976ad179c9c4ef60f9da804606b7263fdc324ae50c',
+    team: 'fea2ff32212dd26bfc81ba682d56cd7ce409174886225ead09bfe0f43fa56823',
   },
   anonymous: {
-    starter: '72eb9418f0bb67996c7fea7fe7662433faa7c4bd299338f14dbbec8c11dec928',
-    pro: '992b1941fd0d06ba914a6f9a1c5cb93f76c9baa348d4e136f6eab0633879ab58',
-    team: 'b5cd78b9cd4a61b68d34183ff6cf6d53291be96cf01b8224b2815ea3919d87da',
+    starter: '214fbdf399477847cdaf4322ab5c23efaa08a400e320594ea4a1175f5f203abd',
+    pro: '2e8a128f4b4c9301595041cddff554ee065907ec7c78fa40dc6777b715607657',
+    team: '34ca78da9144978d586a7fa9bf3e46ecf1a88d76e783c4df2695a13af456d270',
   },
 };
 

@@ -48,6 +48,11 @@ export interface ClientTool {
   feature: Feature;
   /** Acts outside the runtime on the customer's behalf: runs only once the customer confirmed, in a later message. */
   acting?: boolean;
+  /**
+   * What it answers is this workspace's own instructions (a SKILL.md), meant to be followed, so the loop does not wrap
+   * it as untrusted content. Anything that can hold text from outside (memories, email, pages) must leave this unset.
+   */
+  trustedOutput?: boolean;
   /** A short line for the SSE `tool_start` event, from the input (never a secret, never a whole document). */
   describe(input: Record<string, unknown>): string;
   run(input: Record<string, unknown>, ctx: ToolContext): Promise<ToolOutcome>;
