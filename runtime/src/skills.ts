@@ -34,7 +34,7 @@ const BUILTIN_DESCRIPTIONS: Readonly<Record<Feature, string>> = {
   chat: 'Talk with the customer to answer questions, draft text and carry out their requests.',
   memory: 'Remember what matters across sessions: stored memories and the daily logs.',
   web_search: 'Search the web for current information, citing sources.',
-  gmail: "Search, read, label and draft email in the customer's Gmail.",
+  gmail: "Search, read and draft email in the customer's Gmail; send only with their approval.",
   calendar: "Check availability and manage events in the customer's calendar.",
   browser: 'Open and operate web pages in a sandboxed browser.',
   github: "Read and act on the customer's GitHub repositories, issues and pull requests.",

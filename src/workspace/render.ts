@@ -112,14 +112,15 @@ function agents({ workspaceId, plan }: WorkspaceInput): string {
  * The tools behind each feature, as the runtime offers them (runtime/src/tools/registry.ts), so TOOLS.md claims no
  * ability the assistant lacks. The connected services are only known at run time: the prompt says which.
  */
-const CONNECTION = "Acts through the customer's connection; the system prompt says whether it is connected now.";
+/** A connection's tools act only once the customer connected the service; sending, creating and commenting ask first. */
+const CONNECTION = "They act through the customer's connection (POST /api/connections/<service> to connect); the system prompt says whether it is connected now, and acting tools ask the customer to confirm in a later message.";
 const FEATURE_TOOLS: Readonly<Record<Feature, string>> = {
   chat: 'Tool: read_skill (a skill\'s whole SKILL.md).',
   memory: 'Tools: memory_search, memory_save, memory_forget, daily_log.',
   web_search: 'Tools: web_search, web_fetch.',
-  gmail: CONNECTION,
-  calendar: CONNECTION,
-  github: CONNECTION,
+  gmail: `Tools: gmail_search, gmail_read, gmail_draft, gmail_send. ${CONNECTION}`,
+  calendar: `Tools: calendar_list, calendar_create. ${CONNECTION}`,
+  github: `Tools: github_issues, github_comment. ${CONNECTION}`,
   browser: 'Not available yet: no sandboxed browser runs for this workspace. Say so when asked.',
   custom_skills: "The customer's own skills are read with read_skill too.",
 };

@@ -136,7 +136,7 @@ describe('runtime skills', () => {
       // ... and from a built-in default otherwise (starter workspaces have no skills/gmail/SKILL.md).
       expect(byName.get('gmail')).to.deep.equal({
         name: 'gmail',
-        description: "Search, read, label and draft email in the customer's Gmail.",
+        description: "Search, read and draft email in the customer's Gmail; send only with their approval.",
         enabled: false,
         allowed: false,
         custom: false,

@@ -12,7 +12,7 @@ import type { WorkspaceFile } from '../../core/workspace/files.ts';
 /**
  * The rendered workspaces, pinned byte for byte. The digests were computed from the renderer as it was before its
  * prose moved into template files (src/workspace/templates/), and computed again when TOOLS.md, AGENTS.md and the
- * memory skill came to name the assistant's tools, so a template that drifts by one byte fails here.
+ * memory skill came to name the assistant's tools, and when the connection skills named theirs, so a template that drifts by one byte fails here.
  * Two inputs cover both sides of every branch: a customer with a name (holding backticks), an email and a timezone,
  * and one with neither.
  */
@@ -29,13 +29,13 @@ const INPUTS: Record<string, Omit<WorkspaceInput, 'plan'>> = {
 const PINNED: Record<string, Record<PlanName, string>> = {
   named: {
     starter: '29dc101d02e2b3c45c9795f99db3cf6a8738279bee216ad9ede2fa66edd1a28c',
-    pro: '440d4f582ab59b68363833976ad179c9c4ef60f9da804606b7263fdc324ae50c',
-    team: 'fea2ff32212dd26bfc81ba682d56cd7ce409174886225ead09bfe0f43fa56823',
+    pro: '93de3cd9c72c35a4f1ac63e85100ecc91f1e4fc28f29c948aaa8678324b2d0fe',
+    team: '9afbe234c3a3f461260e31284c50d4ca7f94b74d98c4e8150adea892d158406a',
   },
   anonymous: {
     starter: '214fbdf399477847cdaf4322ab5c23efaa08a400e320594ea4a1175f5f203abd',
-    pro: '2e8a128f4b4c9301595041cddff554ee065907ec7c78fa40dc6777b715607657',
-    team: '34ca78da9144978d586a7fa9bf3e46ecf1a88d76e783c4df2695a13af456d270',
+    pro: 'dc7f65e605502a92380f9f941a72cd3fe0e21d6545f859be97a6285c328c21e2',
+    team: '364f591bce3b67025e1bb1b53ad9fb73b8f83a9556c8192a33fee5669b7af439',
   },
 };
 
