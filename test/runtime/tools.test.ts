@@ -105,7 +105,7 @@ describe('runtime tools in the chat turn', function () {
       await chat(pro, 'can you open a page in a browser?');
       const system = systemText(model.lastRequest()!.body);
       expect(system).to.match(/- browser: not available yet/);
-      expect(system).to.include('- gmail: no tools yet (not connected yet');
+      expect(system).to.include('- gmail: gmail_search, gmail_read, gmail_draft, gmail_send (not connected yet: the customer connects it with POST /api/connections/gmail');
       expect(toolNames(model.lastRequest()!.body)).to.not.include('browser');
     } finally {
       await pro.close();

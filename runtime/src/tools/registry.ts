@@ -135,13 +135,13 @@ export function describeCapabilities(tools: ToolSet, planFeatures: readonly Feat
       continue;
     }
     if (feature === 'custom_skills') {
-      lines.push("- custom_skills: read_skill reads the customer's own skills; only the customer adds or changes them, in the skills settings");
+      lines.push("- custom_skills: read_skill reads the customer's own skills; only the customer adds or changes them, through /api/skills");
       continue;
     }
     const connection = CONNECTION_FEATURES.includes(feature)
       ? connected.has(feature)
         ? ' (connected)'
-        : ' (not connected yet: the customer connects it from their dashboard)'
+        : ` (not connected yet: the customer connects it with POST /api/connections/${feature} and their API key)`
       : '';
     if (names.length) lines.push(`- ${feature}: ${names.join(', ')}${connection}`);
     else if (connection) lines.push(`- ${feature}: no tools yet${connection}`);
