@@ -8,6 +8,7 @@ import { readFileSync } from 'node:fs';
 import { ALL_FEATURES, cheapestPlanWith, type Feature, type Plan } from '../../core/plans.ts';
 import type { WorkspaceFile } from '../../core/workspace/files.ts';
 import { parseSkillFrontMatter } from '../../core/workspace/formats.ts';
+import { connectionsSection, withConnectionsSection } from '../../core/workspace/connections.ts';
 
 
 export interface WorkspaceInput {
@@ -130,11 +131,13 @@ function tools(plan: Plan): string {
   const missing = ALL_FEATURES.filter((f) => !plan.features.includes(f)).map(
     (f) => `- **${f}** — from the ${cheapestPlanWith(f).title} plan.`,
   );
-  return fill(TEMPLATES.tools, {
+  const file = fill(TEMPLATES.tools, {
     planTitle: plan.title,
     enabled: enabled.join('\n'),
     notOnPlan: missing.length ? fill(TEMPLATES.toolsNotOnPlan, { missing: missing.join('\n') }) : '',
   });
+  // Nothing connected yet: the runtime rewrites the section as the customer connects services.
+  return withConnectionsSection(file, connectionsSection(plan.features, new Map()));
 }
 
 function state({ workspaceId, plan, createdAt }: WorkspaceInput): string {

@@ -62,11 +62,18 @@ describe('Gmail in the chat turn, from connecting to a confirmed send', function
   });
 
   it('connects Gmail, searches and drafts through the tools, and sends only after the customer’s yes in the next message', async () => {
+    const toolsFile = async () => (await pro.db.query<{ content: string }>("SELECT content FROM workspace_files WHERE path = 'TOOLS.md'")).rows[0]!.content;
+    expect(await toolsFile()).to.include('- gmail: not connected; the customer connects it with POST /api/connections/gmail');
+
     // The customer's OAuth round: the authorization URL, Google's consent, the redirect back to the runtime.
     const started = await api(pro, '/api/connections/gmail', { method: 'POST' });
     expect(started.status).to.equal(200);
     const consent = await fetch(((await started.json()) as { authorizationUrl: string }).authorizationUrl, { redirect: 'manual' });
     expect((await fetch(consent.headers.get('location')!)).status).to.equal(200);
+    // TOOLS.md says so now, and still that Calendar is not.
+    const tools = await toolsFile();
+    expect(tools).to.include(`- gmail: connected (${google.email})`).and.include('- calendar: not connected');
+    expect(tools.indexOf('## Connected now')).to.be.below(tools.indexOf('## Notes'));
     google.addMessage({ from: 'billing@acme.example', subject: 'Invoice 42', body: 'Please pay invoice 42 by Friday.' });
 
     // First turn: the model searches, drafts, and asks to send; the send is held for the customer's confirmation.

@@ -224,12 +224,14 @@ describe('runtime connections (Gmail, Calendar, GitHub through OAuth)', function
       expect(google.grants.refresh_token).to.equal(2);
     });
 
-    it('disconnects, revoking the grant at Google; the tools then say how to connect', async () => {
+    it('disconnects, revoking the grant at Google; the tools and TOOLS.md then say how to connect', async () => {
       const response = await api('/api/connections/gmail', { method: 'DELETE' });
       expect(response.status).to.equal(200);
       expect(await response.json()).to.deep.equal({ service: 'gmail', connected: false, revokedAtProvider: true });
       expect(google.revoked.has(google.issued.refresh[0]!)).to.equal(true);
       expect((await rt.db.query('SELECT 1 FROM connections')).rowCount).to.equal(0);
+      const tools = (await rt.db.query<{ content: string }>("SELECT content FROM workspace_files WHERE path = 'TOOLS.md'")).rows[0]!.content;
+      expect(tools).to.include('- gmail: not connected; the customer connects it with POST /api/connections/gmail');
       const outcome = await run('gmail_search', { query: 'x' }, context(await conversation(), 'mail?'));
       expect(outcome.isError).to.equal(true);
       expect(outcome.content).to.include('not connected').and.include('POST /api/connections/gmail');

@@ -12,7 +12,7 @@ import type { WorkspaceFile } from '../../core/workspace/files.ts';
 /**
  * The rendered workspaces, pinned byte for byte. The digests were computed from the renderer as it was before its
  * prose moved into template files (src/workspace/templates/), and computed again when TOOLS.md, AGENTS.md and the
- * memory skill came to name the assistant's tools, and when the connection skills named theirs, so a template that drifts by one byte fails here.
+ * memory skill came to name the assistant's tools, when the connection skills named theirs, and when TOOLS.md came to say which services are connected, so a template that drifts by one byte fails here.
  * Two inputs cover both sides of every branch: a customer with a name (holding backticks), an email and a timezone,
  * and one with neither.
  */
@@ -29,13 +29,13 @@ const INPUTS: Record<string, Omit<WorkspaceInput, 'plan'>> = {
 const PINNED: Record<string, Record<PlanName, string>> = {
   named: {
     starter: '29dc101d02e2b3c45c9795f99db3cf6a8738279bee216ad9ede2fa66edd1a28c',
-    pro: '93de3cd9c72c35a4f1ac63e85100ecc91f1e4fc28f29c948aaa8678324b2d0fe',
-    team: '9afbe234c3a3f461260e31284c50d4ca7f94b74d98c4e8150adea892d158406a',
+    pro: 'fd1a5f3eaae2c3021ef55ee1145afc142d9592d9d8da80a58ebd8488bac2e1c7',
+    team: '5ed8a6867705eefb7a1af44d99fa544d74199e4b9b9138de34f6fa88920c52fa',
   },
   anonymous: {
     starter: '214fbdf399477847cdaf4322ab5c23efaa08a400e320594ea4a1175f5f203abd',
-    pro: 'dc7f65e605502a92380f9f941a72cd3fe0e21d6545f859be97a6285c328c21e2',
-    team: '364f591bce3b67025e1bb1b53ad9fb73b8f83a9556c8192a33fee5669b7af439',
+    pro: '777833159d6531c11d91511012359f70cae3661db7c96b76cc544fe144d2128b',
+    team: 'bb3bd3d99fab41c4e998b421b935ab6385f9e257213d556e5790f5de31a176b2',
   },
 };
 

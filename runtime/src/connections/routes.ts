@@ -15,13 +15,14 @@ import { githubAccount } from './clients.ts';
 import { authorizationUrl, exchangeCode, OAuthError, revokeGrant } from './oauth.ts';
 import { connectPath, notInPlan, oauthAppFor, SERVICE_NAMES, serviceNamed, SERVICES, type ConnectableService } from './services.ts';
 import { deleteConnection, listConnections, saveConnection } from './store.ts';
+import { noteConnections } from './toolsFile.ts';
 
 const log = logger('connections');
 
 /** How long the customer has to sign in at the provider and come back. */
 const STATE_TTL_MS = 10 * 60_000;
 
-type Deps = Pick<RuntimeContext, 'db' | 'config'>;
+type Deps = Pick<RuntimeContext, 'db' | 'config' | 'workspace'>;
 
 function serviceParam(ctx: Context): ConnectableService {
   const name = String(ctx.params?.service ?? '');
@@ -89,6 +90,7 @@ export function connectionRoutes(deps: Deps): Router {
     const service = serviceParam(ctx);
     const removed = await deleteConnection(deps.db, deps.config.connections.key, service);
     if (!removed) throw new HttpError(404, 'not_found', `${service.title} is not connected`);
+    await noteConnections(deps);
     const app = oauthAppFor(deps.config.connections, service);
     // The connection is gone here whatever the provider says; revoking there is a courtesy that may fail.
     const revoked = app && removed.token ? await revokeGrant(deps.config.connections, app, service, removed.token) : false;
@@ -126,6 +128,7 @@ export function connectionCallbackRoutes(deps: Deps): Router {
       const grant = await exchangeCode(deps.config.connections, app, service, code, pending.redirect_uri, now);
       const account = service.provider === 'github' ? await githubAccount(deps.config.connections, grant.accessToken) : grant.email;
       await saveConnection(deps.db, deps.config.connections.key!, service, grant, account);
+      await noteConnections(deps);
       log.info('service connected', { service: service.name });
       ctx.body = { service: service.name, connected: true, account: account ?? null };
     } catch (err) {

@@ -4,6 +4,7 @@
  * the client tools the model calls (refusing any other) and says, for the prompt, exactly which tools there are, so
  * the assistant never claims one it lacks.
  */
+import { CONNECTION_FEATURES } from '../../../core/workspace/connections.ts';
 import type { BetaToolResultBlockParam, BetaToolUnion } from '@anthropic-ai/sdk/resources/beta/messages/messages';
 import { cheapestPlanWith, type Feature } from '../../../core/plans.ts';
 import { logger } from '../../../core/logger.ts';
@@ -22,7 +23,6 @@ const WEB_FETCH_BETA = 'web-fetch-2025-09-10';
 /** Tokens of a fetched page the model reads at most: one long page must not fill the context. */
 const WEB_FETCH_MAX_CONTENT_TOKENS = 10_000;
 /** Features whose tools act through a connection the customer makes. */
-const CONNECTION_FEATURES: readonly Feature[] = ['gmail', 'calendar', 'github'];
 
 const ALL_CLIENT_TOOLS: readonly ClientTool[] = [...skillTools, ...memoryTools, ...connectionTools];
 
