@@ -14,6 +14,7 @@ import type { RuntimeConfig } from './config.ts';
 import { connectionCallbackRoutes, connectionRoutes } from './connections/routes.ts';
 import type { RuntimeContext } from './context.ts';
 import { startHeartbeat } from './heartbeat.ts';
+import { exportRoutes } from './export.ts';
 import { keyRoutes } from './keys.ts';
 import { memoryRoutes } from './memory.ts';
 import { createModel } from './model.ts';
@@ -76,7 +77,7 @@ export function createRuntimeApp(deps: RuntimeDeps): Koa {
   // The customer's API: every route behind the key and its rate limit.
   const api = new Router();
   api.use(auth, limited);
-  for (const routes of [chatRoutes(deps), memoryRoutes(deps), skillRoutes(deps), webhookSourceRoutes(deps), connectionRoutes(deps), keyRoutes(deps, auth)]) {
+  for (const routes of [chatRoutes(deps), memoryRoutes(deps), skillRoutes(deps), webhookSourceRoutes(deps), connectionRoutes(deps), exportRoutes(deps), keyRoutes(deps, auth)]) {
     api.use(routes.routes(), routes.allowedMethods());
   }
   // Inbound webhooks authenticate per source, with the source's own secret.

@@ -10,7 +10,7 @@ import { INSTANCE_SECRETS, instanceOwner } from '../instances/secrets.ts';
 import type { StoredArchive } from '../providers/archiveStore.ts';
 import type { SecretStore } from '../secrets.ts';
 import { fileSha256, type WorkspaceFile } from '../../core/workspace/files.ts';
-import { exportStream, restoreArchive } from './archiveFormat.ts';
+import { exportStream, restoreArchive } from '../../core/archiveFormat.ts';
 
 export interface CustomerDatabases {
   /** Keeps the connection URL of the instance's new database (sealed). */

@@ -6,7 +6,7 @@
 import type { Job } from 'bullmq';
 import { expect } from 'chai';
 import pg from 'pg';
-import { readArchive } from '../../src/db/archiveFormat.ts';
+import { readArchive } from '../../core/archiveFormat.ts';
 import { INSTANCE_SECRETS, instanceOwner } from '../../src/instances/secrets.ts';
 import { JOBS, QUEUES, STEPS } from '../../src/queues/catalogue.ts';
 import { DEFAULT_PRICE_IDS } from '../../core/plans.ts';

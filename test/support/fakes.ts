@@ -10,7 +10,7 @@ import { Readable } from 'node:stream';
 import { createGzip } from 'node:zlib';
 import type Stripe from 'stripe';
 import { loadConfig, type Config } from '../../src/config.ts';
-import { ARCHIVE_FORMAT, ARCHIVED_TABLES, readArchive } from '../../src/db/archiveFormat.ts';
+import { ARCHIVE_FORMAT, ARCHIVED_TABLES, readArchive } from '../../core/archiveFormat.ts';
 import type { ArchiveRecord, ArchiveRecords } from '../../src/db/archives.ts';
 import type { AuditEntry, AuditLog, Incident } from '../../src/db/audit.ts';
 import type { CustomerDatabases } from '../../src/db/customerDatabases.ts';

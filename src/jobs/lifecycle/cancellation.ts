@@ -6,7 +6,7 @@
  * Stripe's canceled_at, so a repeated cancellation schedules nothing twice.
  */
 import { DelayedError } from 'bullmq';
-import { ARCHIVED_TABLES, readArchive } from '../../db/archiveFormat.ts';
+import { ARCHIVED_TABLES, readArchive } from '../../../core/archiveFormat.ts';
 import type { InstanceWithCustomer } from '../../db/instances.ts';
 import { PermanentError } from '../../errors.ts';
 import { INSTANCE_SECRETS, instanceOwner } from '../../instances/secrets.ts';
