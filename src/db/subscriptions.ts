@@ -11,8 +11,11 @@ export interface Subscriptions {
   setPlan(subscriptionId: string, plan: string): Promise<void>;
   /** The customer's email (and name, when known) as Stripe has them now: an operator fixed a missing address. */
   setContact(customerId: string, email: string, name: string | null): Promise<void>;
-  /** Deletes the personal data kept of a customer (email and name); the ids stay. */
-  forgetCustomer(customerId: string): Promise<void>;
+  /**
+   * Deletes the personal data kept of a customer (email and name; the ids stay) unless another instance of theirs,
+   * not purged, still needs it (a returning customer's new instance): whether it was deleted.
+   */
+  forgetCustomer(customerId: string, purgedInstanceId: string): Promise<boolean>;
 }
 
 export async function recordSubscription(tx: Queryable, req: ProvisionRequest): Promise<{ customerId: string; subscriptionId: string }> {
@@ -60,7 +63,12 @@ export class PgSubscriptions implements Subscriptions {
     await this.db.query('UPDATE customers SET email = $2, name = COALESCE($3, name), updated_at = now() WHERE id = $1', [customerId, email, name]);
   }
 
-  async forgetCustomer(customerId: string): Promise<void> {
-    await this.db.query('UPDATE customers SET email = NULL, name = NULL, updated_at = now() WHERE id = $1', [customerId]);
+  async forgetCustomer(customerId: string, purgedInstanceId: string): Promise<boolean> {
+    const { rowCount } = await this.db.query(
+      `UPDATE customers SET email = NULL, name = NULL, updated_at = now()
+        WHERE id = $1 AND NOT EXISTS (SELECT 1 FROM instances WHERE customer_id = $1 AND id <> $2 AND status <> 'purged')`,
+      [customerId, purgedInstanceId],
+    );
+    return rowCount === 1;
   }
 }

@@ -238,11 +238,12 @@ export class FakeSubscriptions implements Subscriptions {
     }
   }
 
-  async forgetCustomer(customerId: string): Promise<void> {
+  async forgetCustomer(customerId: string, purgedInstanceId: string): Promise<boolean> {
     this.calls.push(`subscriptions.forgetCustomer ${customerId}`);
-    for (const row of this.instances.rows.values()) {
-      if (row.customer_id === customerId) Object.assign(row, { email: null, customer_name: null });
-    }
+    const rows = [...this.instances.rows.values()].filter((row) => row.customer_id === customerId);
+    if (rows.some((row) => row.id !== purgedInstanceId && row.status !== 'purged')) return false;
+    for (const row of rows) Object.assign(row, { email: null, customer_name: null });
+    return true;
   }
 }
 

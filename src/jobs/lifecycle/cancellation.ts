@@ -116,12 +116,16 @@ export async function purge(ctx: JobContext, job: JobHandle<LifecycleData>, toke
     }
     await ctx.archiveRecords.markDeleted(instance.id);
     // Personal data held by the control plane: the customer's email and name, and the Stripe event payloads that
-    // carry them. The Stripe ids stay (for accounting) and so does the audit trail.
-    await ctx.subscriptions.forgetCustomer(instance.customer_id);
-    deleted.push('customer email and name');
-    if (instance.stripe_customer_id) {
-      const scrubbed = await ctx.stripeEvents.scrubCustomer(instance.stripe_customer_id);
-      deleted.push(`${scrubbed} Stripe event payloads`);
+    // carry them. The Stripe ids stay (for accounting) and so does the audit trail. A returning customer's other
+    // instance still needs them (its emails, its events' retries): then they stay until that one is purged too.
+    if (await ctx.subscriptions.forgetCustomer(instance.customer_id, instance.id)) {
+      deleted.push('customer email and name');
+      if (instance.stripe_customer_id) {
+        const scrubbed = await ctx.stripeEvents.scrubCustomer(instance.stripe_customer_id);
+        deleted.push(`${scrubbed} Stripe event payloads`);
+      }
+    } else {
+      deleted.push('nothing of the customer: another instance of theirs is not purged');
     }
     await ctx.instances.transition(instance.id, 'purged', { actor: 'worker', set: { purged_at: new Date() }, detail: { deleted } });
     return { deleted: deleted.join(', ') };

@@ -192,6 +192,18 @@ describe('lifecycle jobs (fakes)', () => {
       expect(result.deleted).to.include('customer email and name').and.include('2 Stripe event payloads');
       expect(f.calls.at(-2)).to.equal('instances.transition purged');
     });
+
+    it('keeps the personal data a returning customer’s other instance still needs', async () => {
+      const f = fakeContext();
+      const { instance } = await cancelledInstance(f);
+      const live = f.instances.add({ status: 'active', customer_id: instance.customer_id, email: instance.email });
+      await archive(f.ctx, lifecycleJob('archive', instance.id));
+      const result = await purge(f.ctx, lifecycleJob('purge', instance.id));
+      expect(f.instances.get(instance.id).status).to.equal('purged');
+      expect(f.instances.get(live.id).email).to.equal(instance.email);
+      expect(result.deleted).to.include('another instance of theirs is not purged').and.not.include('Stripe event payloads');
+      expect(f.calls.filter((c) => c.startsWith('stripeEvents.scrub'))).to.deep.equal([]);
+    });
   });
 
   describe('reactivate', () => {
