@@ -122,6 +122,9 @@ describe('the welcome page in Chromium', function () {
     expect(KEY.exec(mail.text)?.[0]).to.equal(apiKey);
     expect(await h.plane.ctx.secrets.get(instanceOwner(view.instanceId), INSTANCE_SECRETS.pendingApiKey)).to.equal(null);
 
+    // Stripe was asked about the paid session once, whatever the visits, reloads, stream reconnects and the press.
+    expect(h.stripe.calls.filter((c) => c.path === `/v1/checkout/sessions/${sessionId}`)).to.have.length(1);
+
     // The page again shows only the last four, and the key is in no page source and no Redis value any more.
     await page.goto(`${h.url}/welcome?session_id=${sessionId}`);
     expect((await page.textContent('#key-ending'))!).to.include(apiKey.slice(-4));

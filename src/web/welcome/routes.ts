@@ -20,6 +20,7 @@ import { csrfField, requireCsrf, type CsrfOptions } from '../pages/csrf.ts';
 import { pageSecurity } from '../pages/security.ts';
 import { endedPage, failedPage, progressPage, readyPage } from './pages.ts';
 import { progressView } from './progress.ts';
+import { cachedCheckoutSessions } from './sessionCache.ts';
 import { keyRevealable, revealKeyOnce } from './reveal.ts';
 import { findVisit, refreshVisit, type Visit } from './visit.ts';
 
@@ -45,7 +46,7 @@ export interface WelcomeDeps {
 export function welcomePages(deps: WelcomeDeps): Router {
   const router = new Router();
   router.use('/welcome', pageSecurity, pageErrors); // a prefix: /welcome/events too
-  const visitDeps = { secretsKey: deps.config.secretsKey, instances: deps.instances, stripe: deps.stripe };
+  const visitDeps = { secretsKey: deps.config.secretsKey, instances: deps.instances, stripe: cachedCheckoutSessions(deps.stripe) };
   const csrf: CsrfOptions = { secretsKey: deps.config.secretsKey, production: deps.config.production };
   const accountUrl = `${deps.config.publicUrl}/account`;
 
