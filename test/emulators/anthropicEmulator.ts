@@ -106,6 +106,15 @@ export function toolResults(body: Pick<MessagesRequestBody, 'messages'>): Conten
   return last && Array.isArray(last.content) ? last.content.filter((b) => b.type === 'tool_result') : [];
 }
 
+/** A scripted tool call of the model (the emulator gives it its id). */
+export const toolCall = (name: string, input: Record<string, unknown>) => ({ type: 'tool_use' as const, name, input });
+
+/** The names of the tools a request offered the model. */
+export const offeredTools = (body: MessagesRequestBody): string[] => ((body['tools'] ?? []) as { name: string }[]).map((t) => t.name);
+
+/** A tool_result block's text ('' for none). */
+export const toolResultText = (block: ContentBlock | undefined): string => contentText([{ type: 'tool_result', content: block?.['content'] }]);
+
 export interface FailOptions {
   /** `retry-after` header in seconds (fractions allowed, the SDK parses floats). Default 1 for 429, absent otherwise. */
   retryAfterSeconds?: number;
