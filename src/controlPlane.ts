@@ -8,6 +8,7 @@ import type { Config } from './config.ts';
 import { migrate } from './db/migrate.ts';
 import { PgNeonPlacements } from './db/neonPlacements.ts';
 import { pgGateways } from './db/gateways.ts';
+import { LockConnections } from './db/instanceLocks.ts';
 import { createPool, ensureDatabase } from './db/pool.ts';
 import type { JobContext } from './jobs/context.ts';
 import { configureLogs, logger } from '../core/logger.ts';
@@ -54,6 +55,9 @@ export async function startControlPlane(config: Config, roles: { web: boolean; w
   if (applied.length) log.info('migrations applied', { migrations: applied.join(',') });
 
   const secrets = new SecretStore(db, config.secretsKey);
+  // Each job for a customer holds their lock on a connection of this pool while it works: one per worker slot that
+  // may hold one (steps, lifecycle and fleet jobs), a few for the web.
+  const lockConnections = new LockConnections(config.databaseUrl, roles.worker ? Math.min(50, Math.max(5, config.worker.concurrency * 2)) : 5);
   const queues = new Queues(redisConnection(config.redisUrl), config.queuePrefix, config.worker.attempts);
   const mailer = createMailer(config.mail);
   // Metrics counters and rate-limit periods: small commands that should fail, not wait, when Redis is away.
@@ -76,7 +80,7 @@ export async function startControlPlane(config: Config, roles: { web: boolean; w
   const stripe = new StripeGateway(config.stripe.secretKey, config.stripe.apiBase);
   const ctx: JobContext & { queues: Queues } = {
     config,
-    ...pgGateways(db, secrets, config.databaseUrl),
+    ...pgGateways(db, secrets, lockConnections),
     secrets,
     queues,
     jobs: new BullJobQueue(queues),
@@ -133,6 +137,7 @@ export async function startControlPlane(config: Config, roles: { web: boolean; w
       await database.close();
       await queues.close();
       mailer.close();
+      await lockConnections.close();
       await db.end();
     },
   };

@@ -3,7 +3,7 @@ import type { SecretStore } from '../secrets.ts';
 import { PgArchiveRecords, type ArchiveRecords } from './archives.ts';
 import { PgAuditLog, type AuditLog } from './audit.ts';
 import { PgCustomerDatabases, type CustomerDatabases } from './customerDatabases.ts';
-import { PgInstanceLocks, type InstanceLocks } from './instanceLocks.ts';
+import { PgInstanceLocks, type InstanceLocks, type LockConnections } from './instanceLocks.ts';
 import { PgInstanceHealth, type InstanceHealth } from './instanceHealth.ts';
 import { PgInstances, type Instances } from './instances.ts';
 import { PgKeyHandovers, type KeyHandovers } from './keyHandovers.ts';
@@ -39,7 +39,7 @@ export interface Gateways {
   accountAccess: AccountAccess;
 }
 
-export function pgGateways(db: Db, secrets: SecretStore, databaseUrl: string): Gateways {
+export function pgGateways(db: Db, secrets: SecretStore, lockConnections: LockConnections): Gateways {
   return {
     instances: new PgInstances(db),
     subscriptions: new PgSubscriptions(db),
@@ -48,11 +48,11 @@ export function pgGateways(db: Db, secrets: SecretStore, databaseUrl: string): G
     archiveRecords: new PgArchiveRecords(db),
     stripeEvents: new PgStripeEvents(db),
     usageNotices: new PgUsageNotices(db),
-    locks: new PgInstanceLocks(databaseUrl),
+    locks: new PgInstanceLocks(lockConnections),
     customerDbs: new PgCustomerDatabases(secrets),
     timings: new PgProviderTimings(db),
     health: new PgInstanceHealth(db),
-    reconciliation: new PgReconciliation(db, databaseUrl),
+    reconciliation: new PgReconciliation(db, lockConnections),
     keyHandovers: new PgKeyHandovers(db),
     accountAccess: new PgAccountAccess(db),
   };

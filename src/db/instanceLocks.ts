@@ -1,34 +1,58 @@
 /**
- * Lifecycle work for one customer runs one job at a time, whichever worker holds it: a session advisory lock on the
- * instance, held while the work runs.
+ * Work for one customer runs one job at a time, whichever worker holds it: a session advisory lock on the instance,
+ * held while the work runs. Provisioning steps, lifecycle jobs and the fleet's repairs all take it.
+ *
+ * Locks are held on connections of their own (a small pool beside the one the work uses, so held locks never starve
+ * the work of connections), kept open between locks: a new Postgres connection costs the server far more than the
+ * lock and unlock statements.
  */
 import pg from 'pg';
+import { logger } from '../../core/logger.ts';
+
+const log = logger('locks');
 
 export interface InstanceLocks {
   /** Runs `work` holding the instance's lock; answers `{ ran: false }` at once when another job holds it. */
   withLock<T>(instanceId: string, work: () => Promise<T>): Promise<{ ran: true; value: T } | { ran: false }>;
 }
 
-export class PgInstanceLocks implements InstanceLocks {
-  constructor(private readonly databaseUrl: string) {}
+/** The connections advisory locks are held on. */
+export class LockConnections {
+  private readonly pool: pg.Pool;
 
-  withLock<T>(instanceId: string, work: () => Promise<T>): Promise<{ ran: true; value: T } | { ran: false }> {
-    return withSessionLock(this.databaseUrl, `lifecycle/${instanceId}`, work);
+  constructor(databaseUrl: string, max: number) {
+    this.pool = new pg.Pool({ connectionString: databaseUrl, max });
+    this.pool.on('error', (err) => log.warn('idle lock connection lost', { error: err.message }));
+  }
+
+  /** Runs `work` holding the advisory lock named `key`; `{ ran: false }` at once when it is held elsewhere. */
+  async withLock<T>(key: string, work: () => Promise<T>): Promise<{ ran: true; value: T } | { ran: false }> {
+    const client = await this.pool.connect();
+    // A connection that failed a lock statement is closed instead of reused: closing releases every lock it held.
+    let healthy = true;
+    const onConnection = <R>(query: Promise<R>): Promise<R> => query.catch((err: Error) => ((healthy = false), Promise.reject(err)));
+    try {
+      const { rows } = await onConnection(client.query<{ locked: boolean }>('SELECT pg_try_advisory_lock(hashtext($1)) AS locked', [key]));
+      if (!rows[0]!.locked) return { ran: false };
+      try {
+        return { ran: true, value: await work() };
+      } finally {
+        await onConnection(client.query('SELECT pg_advisory_unlock(hashtext($1))', [key])).catch(() => undefined);
+      }
+    } finally {
+      client.release(!healthy);
+    }
+  }
+
+  close(): Promise<void> {
+    return this.pool.end();
   }
 }
 
-/** Runs `work` holding the advisory lock named `key` in this database; `{ ran: false }` at once when it is held. */
-export async function withSessionLock<T>(databaseUrl: string, key: string, work: () => Promise<T>): Promise<{ ran: true; value: T } | { ran: false }> {
-  // A connection of its own, outside the pool the work uses (held locks never starve it), and closed at the end:
-  // closing releases the lock whatever else went wrong.
-  const client = new pg.Client({ connectionString: databaseUrl });
-  client.on('error', () => undefined);
-  await client.connect();
-  try {
-    const { rows } = await client.query<{ locked: boolean }>('SELECT pg_try_advisory_lock(hashtext($1)) AS locked', [key]);
-    if (!rows[0]!.locked) return { ran: false };
-    return { ran: true, value: await work() };
-  } finally {
-    await client.end().catch(() => undefined);
+export class PgInstanceLocks implements InstanceLocks {
+  constructor(private readonly connections: LockConnections) {}
+
+  withLock<T>(instanceId: string, work: () => Promise<T>): Promise<{ ran: true; value: T } | { ran: false }> {
+    return this.connections.withLock(`lifecycle/${instanceId}`, work);
   }
 }

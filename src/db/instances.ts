@@ -76,6 +76,8 @@ export interface Instances {
   forCustomer(customerRef: string): Promise<InstanceWithCustomer | undefined>;
   /** A Stripe customer's newest instance whose subscription ended (they may come back to it). */
   endedForStripeCustomer(stripeCustomerId: string): Promise<InstanceWithCustomer | undefined>;
+  /** A Stripe customer's instances whose subscription has not ended here, on other subscriptions than `except`, newest first. */
+  liveForStripeCustomer(stripeCustomerId: string, exceptSubscriptionRef: string): Promise<InstanceWithCustomer[]>;
   idOfWorkspace(workspaceId: string): Promise<string | undefined>;
   /**
    * The customer, subscription and instance rows of a request, each found or created by a unique key (so a repeat
@@ -131,6 +133,15 @@ export class PgInstances implements Instances {
       [stripeCustomerId, [...ENDED_STATUSES]],
     );
     return rows[0];
+  }
+
+  async liveForStripeCustomer(stripeCustomerId: string, exceptSubscriptionRef: string): Promise<InstanceWithCustomer[]> {
+    const { rows } = await this.db.query<InstanceWithCustomer>(
+      `${WITH_CUSTOMER} WHERE c.stripe_customer_id = $1 AND s.stripe_subscription_id <> $2 AND i.status <> ALL ($3::text[])
+       ORDER BY i.created_at DESC`,
+      [stripeCustomerId, exceptSubscriptionRef, [...ENDED_STATUSES, 'abandoned']],
+    );
+    return rows;
   }
 
   async idOfWorkspace(workspaceId: string): Promise<string | undefined> {

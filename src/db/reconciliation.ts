@@ -5,7 +5,7 @@
  */
 import type { InstanceStatus } from '../instances/stateMachine.ts';
 import { inTransaction } from '../../core/postgres.ts';
-import { withSessionLock } from './instanceLocks.ts';
+import type { LockConnections } from './instanceLocks.ts';
 import type { Db } from './pool.ts';
 
 /** What the reconciler reads of each instance. */
@@ -77,7 +77,7 @@ const REPORTS_KEPT = 50;
 export class PgReconciliation implements Reconciliation {
   constructor(
     private readonly db: Db,
-    private readonly databaseUrl: string,
+    private readonly lockConnections: LockConnections,
   ) {}
 
   async fleet(): Promise<FleetInstance[]> {
@@ -147,7 +147,7 @@ export class PgReconciliation implements Reconciliation {
   }
 
   exclusive<T>(work: () => Promise<T>): Promise<{ ran: true; value: T } | { ran: false }> {
-    return withSessionLock(this.databaseUrl, 'reconcile', work);
+    return this.lockConnections.withLock('reconcile', work);
   }
 }
 

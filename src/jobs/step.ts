@@ -36,7 +36,27 @@ export interface StepTools<D extends ProvisionData> {
 
 export type StepHandler<D extends ProvisionData = ProvisionData> = (ctx: JobContext, tools: StepTools<D>) => Promise<StepOutcome<D>>;
 
+/** How soon a step that found its instance's lock taken (a lifecycle job works on it) comes back. */
+const LOCK_RETRY_MS = 500;
+
+/**
+ * Runs the step holding its instance's lock, the one lifecycle jobs take: a cancellation, an abandon or a repair never
+ * works on the instance while a step is half-way through making it. A step that finds the lock taken comes back a
+ * moment later without holding a worker slot (and then sees what the other job did, a cancellation say).
+ */
 export async function runStep<D extends ProvisionData>(
+  ctx: JobContext,
+  job: JobHandle<D>,
+  token: string | undefined,
+  handler: StepHandler<D>,
+): Promise<StepResult> {
+  const locked = await ctx.locks.withLock(job.data.instanceId, () => runLockedStep(ctx, job, token, handler));
+  if (locked.ran) return locked.value;
+  await job.moveToDelayed(Date.now() + LOCK_RETRY_MS, token);
+  throw new DelayedError();
+}
+
+async function runLockedStep<D extends ProvisionData>(
   ctx: JobContext,
   job: JobHandle<D>,
   token: string | undefined,

@@ -10,6 +10,7 @@ import { planForPrice } from '../../core/plans.ts';
 import { OVERDUE, PAID } from '../providers/stripe.ts';
 import { startProvisioning, type ProvisionRequest } from '../provisioning.ts';
 import { QUEUES, type StripeEventData } from '../queues/catalogue.ts';
+import type { InstanceWithCustomer } from '../db/instances.ts';
 import type { JobContext, JobHandle } from './context.ts';
 
 export async function handleStripeEvent(ctx: JobContext, job: JobHandle<StripeEventData>): Promise<Record<string, string>> {
@@ -92,6 +93,24 @@ async function subscriptionChanged(ctx: JobContext, job: JobHandle<StripeEventDa
   return { unchanged: `subscription ${subscription.status}, plan ${instance.plan}` };
 }
 
+/**
+ * The instance a returning customer comes back to: one still live here whose subscription Stripe has already
+ * cancelled (its cancellation event is late, or not handled yet: `cancelling` is its canceled_at), else their newest
+ * instance whose subscription ended. An instance whose subscription is still live in Stripe is not theirs to take
+ * over: a second subscription is a second assistant.
+ */
+async function returningTo(
+  ctx: JobContext,
+  subscription: { id: string; customerId: string },
+): Promise<{ instance: InstanceWithCustomer; cancelling?: number } | undefined> {
+  for (const instance of await ctx.instances.liveForStripeCustomer(subscription.customerId, subscription.id)) {
+    const previous = await ctx.stripe.subscription(instance.stripe_subscription_id);
+    if (previous.status === 'canceled') return { instance, cancelling: previous.canceledAt ?? Math.floor(Date.now() / 1000) };
+  }
+  const ended = await ctx.instances.endedForStripeCustomer(subscription.customerId);
+  return ended && { instance: ended };
+}
+
 async function checkoutCompleted(
   ctx: JobContext,
   job: JobHandle<StripeEventData>,
@@ -121,11 +140,14 @@ async function checkoutCompleted(
   };
 
   // A customer whose earlier subscription ended comes back to the same workspace, with whatever data is left.
-  const ended = plan && email ? await ctx.instances.endedForStripeCustomer(subscription.customerId) : undefined;
-  if (ended && plan) {
+  const comeback = plan && email ? await returningTo(ctx, subscription) : undefined;
+  if (comeback && plan) {
+    const { instance: previous, cancelling } = comeback;
     const { subscriptionId } = await ctx.subscriptions.record(request);
-    await ctx.jobs.addReactivate(ended, { subscriptionId, plan: plan.name }, job.data.eventId);
-    return { reactivating: ended.id, from: ended.status, plan: plan.name };
+    // Its cancellation is queued here too (the same job the late event would add), so the wait cannot be endless.
+    if (cancelling !== undefined) await ctx.jobs.addCancel(previous, cancelling);
+    await ctx.jobs.addReactivate(previous, { subscriptionId, plan: plan.name, ...(cancelling !== undefined && { afterCancellation: true }) }, job.data.eventId);
+    return { reactivating: previous.id, from: cancelling === undefined ? previous.status : 'cancelling', plan: plan.name };
   }
 
   const instance = await ctx.instances.record(request, { compute: ctx.config.computeProvider, database: ctx.config.databaseProvider });

@@ -74,6 +74,11 @@ export interface LifecycleData {
   instanceId: string;
   /** Stripe's canceled_at (epoch seconds): part of the job ids, and the start of the archive and purge clocks. */
   canceledAt: number;
+  /**
+   * The subscription (our row's id) whose end this is: a cancel that comes after the instance moved on to a newer
+   * subscription (a returning customer's) does nothing. Unset in jobs queued before it was added.
+   */
+  subscriptionId?: string;
 }
 
 export interface ResizeData {
@@ -86,6 +91,11 @@ export interface ReactivateData {
   /** The subscription row the customer is on now (a new one after a new checkout). */
   subscriptionId: string;
   plan: PlanName;
+  /**
+   * The instance is still being cancelled (a customer came back before their old subscription's cancellation ran):
+   * the reactivation waits for the cancellation instead of doing nothing.
+   */
+  afterCancellation?: boolean;
 }
 
 /** suspend and resume. */

@@ -35,7 +35,7 @@ export interface JobQueue {
   /** The provisioning flow of one instance's generation (adding it again adds nothing). */
   addProvisionFlow(data: ProvisionData): Promise<void>;
   addStripeEvent(eventType: string, eventId: string): Promise<void>;
-  addCancel(instance: InstanceKey, canceledAt: number): Promise<void>;
+  addCancel(instance: InstanceKey & { subscription_id: string }, canceledAt: number): Promise<void>;
   /** The archive and purge of a cancellation, each delayed until it is due. */
   addArchiveAndPurge(instance: InstanceKey, data: LifecycleData, due: { archiveAt: Date; purgeAt: Date }): Promise<void>;
   /** Calls off the archive and purge of a cancellation that has not started them yet. */
@@ -98,8 +98,8 @@ export class BullJobQueue implements JobQueue {
     await this.queues.get(QUEUES.stripeEvents).add(eventType, data, { jobId: JOB_IDS.stripeEvent(eventId) });
   }
 
-  async addCancel(instance: InstanceKey, canceledAt: number): Promise<void> {
-    await this.add('cancel', { instanceId: instance.id, canceledAt }, { jobId: JOB_IDS.lifecycle(instance.workspace_id, 'cancel', canceledAt) });
+  async addCancel(instance: InstanceKey & { subscription_id: string }, canceledAt: number): Promise<void> {
+    await this.add('cancel', { instanceId: instance.id, canceledAt, subscriptionId: instance.subscription_id }, { jobId: JOB_IDS.lifecycle(instance.workspace_id, 'cancel', canceledAt) });
   }
 
   async addArchiveAndPurge(instance: InstanceKey, data: LifecycleData, due: { archiveAt: Date; purgeAt: Date }): Promise<void> {

@@ -123,8 +123,8 @@ describe('reactivation', function () {
     for (const job of jobs) expect(job.returnvalue, `${job.name} ${job.id}`).to.have.property('skipped');
   }
 
-  /** A customer signs up, stores a memory, and cancels; returns what a comeback needs. */
-  async function signUpAndCancel(email: string) {
+  /** A customer signs up and stores a memory (`<email> collects stamps`). */
+  async function signUp(email: string) {
     const { customerId, subscriptionId, event } = h.checkout({ email, plan: 'starter' });
     await h.deliver(event);
     const view = await h.waitForStatus(customerId, ['active', 'failed']);
@@ -136,6 +136,12 @@ describe('reactivation', function () {
       body: JSON.stringify({ content: `${email} collects stamps` }),
     });
     expect(memory.status).to.equal(201);
+    return { customerId, subscriptionId, key, view };
+  }
+
+  /** A customer signs up, stores a memory, and cancels; returns what a comeback needs. */
+  async function signUpAndCancel(email: string) {
+    const { customerId, subscriptionId, key, view } = await signUp(email);
     const canceled = h.stripe.updateSubscription(subscriptionId, { status: 'canceled' });
     await h.deliver(h.stripe.event('customer.subscription.deleted', canceled));
     await h.waitForStatus(customerId, ['cancelled']);
@@ -187,6 +193,36 @@ describe('reactivation', function () {
     expect(rows[0].deleted_at).to.not.equal(null); // restored, then deleted
     await expectCalledOff(view.instanceId, ['purge']);
     expect((await h.waitForStatus(customerId, ['active'])).status).to.equal('active');
+  });
+
+  it('before its cancellation ran: the old instance is cancelled and reactivated, never a second one beside it', async () => {
+    const email = 'xia@example.com';
+    const { customerId, subscriptionId, key: oldKey, view: first } = await signUp(email);
+    // Stripe has cancelled the old subscription, but its event comes only after the customer's new checkout.
+    const canceled = h.stripe.updateSubscription(subscriptionId, { status: 'canceled' });
+
+    const { key, memories } = await comeBack(customerId, email);
+    const view = await h.waitForStatus(customerId, ['active']);
+    expect(view.instanceId).to.equal(first.instanceId);
+    expect(view.plan).to.equal('pro');
+    expect(await memories()).to.deep.equal([`${email} collects stamps`]);
+    expect((await fetch(`${view.accessUrl}/status`, { headers: { authorization: `Bearer ${oldKey}` } })).status).to.equal(401);
+    expect((await fetch(`${view.accessUrl}/status`, { headers: { authorization: `Bearer ${key}` } })).status).to.equal(200);
+
+    // The old subscription's deletion, delivered late, finds no instance on it any more: nothing is cancelled again.
+    const late = h.stripe.event('customer.subscription.deleted', canceled) as { id: string };
+    await h.deliver(late);
+    expect((await h.completedJob(QUEUES.stripeEvents, late.id)).returnvalue).to.deep.equal({ ignored: 'no instance for this subscription' });
+    await expectCalledOff(view.instanceId, ['archive', 'purge']);
+    const instances = await h.db.query(
+      `SELECT i.status, c.email FROM instances i JOIN customers c ON c.id = i.customer_id WHERE c.stripe_customer_id = $1`,
+      [customerId],
+    );
+    expect(instances.rows).to.deep.equal([{ status: 'active', email }]);
+    const { rows } = await h.db.query(`SELECT action FROM audit WHERE action LIKE 'instance.%' AND instance_id = $1 ORDER BY id`, [view.instanceId]);
+    const actions = rows.map((r) => r.action as string);
+    expect(actions.indexOf('instance.cancelled')).to.be.above(-1).and.below(actions.indexOf('instance.reactivated'));
+    expect(actions).to.not.include('instance.archived');
   });
 
   it('after the purge: provisioned fresh, with the new email', async () => {
@@ -369,14 +405,14 @@ describe('cancelling a provisioning still under way', function () {
     ).json()) as { customerId: string; workspaceId: string; instanceId: string };
     await held.arrived;
     expect((await h.admin(`/api/admin/customers/${created.customerId}/deprovision`, { method: 'POST' })).status).to.equal(202);
-    // The cancellation waits for the running step, holding no slot.
+    // The cancellation waits for the running step (it holds the instance's lock), holding no slot.
     let cancel: Job | undefined;
     await waitUntil(async () => {
       const delayed = await h.plane.ctx.queues.get(QUEUES.lifecycle).getJobs(['delayed']);
       cancel = delayed.find((j) => j.name === 'cancel' && j.data.instanceId === created.instanceId);
       return cancel !== undefined;
     });
-    expect((await h.plane.ctx.queues.get(QUEUES.lifecycle).getJobLogs(cancel!.id!)).logs.join('\n')).to.include('waiting for deploy');
+    expect((await h.plane.ctx.queues.get(QUEUES.lifecycle).getJobLogs(cancel!.id!)).logs.join('\n')).to.include('waiting for the instance');
     held.release();
 
     await h.completedJob(QUEUES.lifecycle, cancel!.id!);

@@ -167,6 +167,12 @@ export class FakeInstances implements Instances {
     return [...this.rows.values()].reverse().find((r) => r.stripe_customer_id === stripeCustomerId && ['cancelled', 'archived', 'purged'].includes(r.status));
   }
 
+  async liveForStripeCustomer(stripeCustomerId: string, exceptSubscriptionRef: string): Promise<InstanceWithCustomer[]> {
+    return [...this.rows.values()]
+      .reverse()
+      .filter((r) => r.stripe_customer_id === stripeCustomerId && r.stripe_subscription_id !== exceptSubscriptionRef && !['cancelled', 'archived', 'purged', 'abandoned'].includes(r.status));
+  }
+
   async idOfWorkspace(workspaceId: string): Promise<string | undefined> {
     return [...this.rows.values()].find((r) => r.workspace_id === workspaceId)?.id;
   }

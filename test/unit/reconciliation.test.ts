@@ -4,6 +4,7 @@
  * run act at a time across processes.
  */
 import { expect } from 'chai';
+import { LockConnections } from '../../src/db/instanceLocks.ts';
 import { PgReconciliation, sightingKey, type OrphanRef } from '../../src/db/reconciliation.ts';
 import { controlDb } from '../support/controlDb.ts';
 
@@ -11,14 +12,19 @@ describe('the reconciler’s gateway (Postgres)', function () {
   this.timeout(30_000);
   let control: Awaited<ReturnType<typeof controlDb>>;
   let gateway: PgReconciliation;
+  let locks: LockConnections;
   const a: OrphanRef = { kind: 'service', provider: 'railway', id: 'svc-a', name: 'claw-aaaaaaaaaaaaaaaa' };
   const b: OrphanRef = { kind: 'database', provider: 'neon', id: 'p/br-b', name: 'claw_bbbbbbbbbbbbbbbb' };
 
   before(async () => {
     control = await controlDb('reconcile_gw');
-    gateway = new PgReconciliation(control.db, `postgres://postgres@127.0.0.1:5432/${control.name}`);
+    locks = new LockConnections(`postgres://postgres@127.0.0.1:5432/${control.name}`, 2);
+    gateway = new PgReconciliation(control.db, locks);
   });
-  after(async () => control?.drop());
+  after(async () => {
+    await locks?.close();
+    await control?.drop();
+  });
 
   it('keeps an orphan’s first sighting across runs, and forgets those no longer seen', async () => {
     const first = await gateway.sighted([a, a, b]); // a repeat in one listing counts once

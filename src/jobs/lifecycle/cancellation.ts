@@ -27,6 +27,9 @@ function ofThisCancellation(instance: InstanceWithCustomer, data: LifecycleData)
 export async function cancel(ctx: JobContext, job: JobHandle<LifecycleData>, token?: string): Promise<Outcome> {
   return withLockedInstance(ctx, job, token, async (instance): Promise<Outcome> => {
     if (!canHappen(instance.status, 'cancelled')) return { skipped: `instance is ${instance.status}` };
+    if (job.data.subscriptionId && job.data.subscriptionId !== instance.subscription_id) {
+      return { skipped: 'the instance has moved on to a newer subscription of the customer' };
+    }
     const { lifecycle } = ctx.config;
     const canceledAtMs = job.data.canceledAt * 1000;
     const archiveAt = new Date(canceledAtMs + lifecycle.archiveAfterMs);

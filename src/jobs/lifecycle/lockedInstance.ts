@@ -24,12 +24,13 @@ export async function loadInstance(ctx: Pick<JobContext, 'instances'>, id: strin
 /** Runs `work` on the job's instance (read once the lock is held), holding the instance's lock. */
 export async function withLockedInstance(
   ctx: Pick<JobContext, 'locks' | 'instances'>,
-  job: Pick<JobHandle<{ instanceId: string }>, 'data' | 'moveToDelayed'>,
+  job: Pick<JobHandle<{ instanceId: string }>, 'data' | 'log' | 'moveToDelayed'>,
   token: string | undefined,
   work: (instance: InstanceWithCustomer) => Promise<Outcome>,
 ): Promise<Outcome> {
   const result = await ctx.locks.withLock(job.data.instanceId, async () => work(await loadInstance(ctx, job.data.instanceId)));
   if (result.ran) return result.value;
+  await job.log('waiting for the instance: another job (a provisioning step or lifecycle job) works on it');
   await job.moveToDelayed(Date.now() + RETRY_MS, token);
   throw new DelayedError();
 }

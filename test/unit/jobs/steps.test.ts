@@ -78,6 +78,24 @@ describe('step runner (fakes)', () => {
     expect(f.calls).to.deep.equal([]);
   });
 
+  it('holds the instance’s lock while it runs, and comes back later without running while another job holds it', async () => {
+    const f = fakeContext();
+    const instance = f.instances.add({ status: 'provisioning' });
+    f.locks.held.add(instance.id); // a cancellation works on the instance
+    let ran = false;
+    const job = stepJob(f, 'deploy', instance.id);
+    const err = await rejection(run(f, async (_ctx, { done }) => ((ran = true), done()), job));
+    expect(err).to.be.instanceOf(DelayedError);
+    expect(job.delayedUntil).to.be.a('number');
+    expect([ran, f.calls]).to.deep.equal([false, []]);
+
+    f.locks.held.delete(instance.id);
+    let heldWhileRunning = false;
+    await run(f, async (_ctx, { done }) => ((heldWhileRunning = f.locks.held.has(instance.id)), done()), stepJob(f, 'deploy', instance.id));
+    expect(heldWhileRunning).to.equal(true);
+    expect(f.locks.held.has(instance.id)).to.equal(false);
+  });
+
   it('turns a wait into a delayed re-run that keeps its data and holds no worker', async () => {
     const f = fakeContext();
     const instance = f.instances.add({ status: 'provisioning' });
