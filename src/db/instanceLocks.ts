@@ -44,6 +44,11 @@ export class LockConnections {
     }
   }
 
+  /** Connections open now (idle ones close after ten seconds). */
+  get open(): number {
+    return this.pool.totalCount;
+  }
+
   close(): Promise<void> {
     return this.pool.end();
   }
