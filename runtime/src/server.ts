@@ -7,7 +7,7 @@ import type { AddressInfo } from 'node:net';
 import Koa from 'koa';
 import Router from '@koa/router';
 import pg from 'pg';
-import { jsonErrors } from '../../core/http/httpError.ts';
+import { jsonErrors, refuseUnreadablePaths } from '../../core/http/httpError.ts';
 import { requireApiKey } from './auth.ts';
 import { chatRoutes, createChat, type Chat } from './chat.ts';
 import type { RuntimeConfig } from './config.ts';
@@ -92,6 +92,7 @@ export function createRuntimeApp(deps: RuntimeDeps): Koa {
     }
   });
   app.use(jsonErrors);
+  app.use(refuseUnreadablePaths);
   app.use(router.routes());
   app.use(router.allowedMethods());
   app.use(inbound.routes());

@@ -12,7 +12,7 @@ import type { Queues } from '../queues/connection.ts';
 import type { JobQueue } from '../queues/jobQueue.ts';
 import { adminApi } from './adminApi.ts';
 import { bullBoard } from './bullBoard.ts';
-import { jsonErrors } from '../../core/http/httpError.ts';
+import { jsonErrors, refuseUnreadablePaths } from '../../core/http/httpError.ts';
 import { countDeliveries, stripeWebhook } from './stripeWebhook.ts';
 import { metricsRoute } from './metrics.ts';
 import { metricsRegistry } from '../metrics/registry.ts';
@@ -47,6 +47,7 @@ export interface WebDeps extends Pick<Gateways, 'instances' | 'steps' | 'audit' 
 export function createWebApp(deps: WebDeps): Koa {
   const app = new Koa({ proxy: deps.config.production });
   app.use(jsonErrors);
+  app.use(refuseUnreadablePaths);
 
   // The Stripe intake (after its delivery count, an increment) and the health check come first: nothing else (Bull
   // Board, its auth) runs before them.

@@ -20,7 +20,12 @@ describe('Stripe webhook intake', function () {
     return { events: rows[0].n, jobs: Object.values(counts).reduce((a, b) => a + b, 0) };
   }
 
-  it('refuses forged, stale, unsigned, malformed and oversized deliveries, and records nothing', async () => {
+  /** A case whose body is signed with the right secret, now: only its content can refuse it. */
+  function signed(what: string, body: string): [string, string, Record<string, string>][] {
+    return [[what, body, { 'stripe-signature': signedWebhook(body, WEBHOOK_SECRET) }]];
+  }
+
+  it('refuses forged, stale, future, unsigned, malformed, oversized and unstorable deliveries, and records nothing', async () => {
     const before = await recorded();
     const { event } = h.checkout({ email: 'mallory@example.com' });
     const payload = JSON.stringify(event);
@@ -33,17 +38,48 @@ describe('Stripe webhook intake', function () {
       ['tampered body', payload.replace('mallory', 'mallorx'), { 'stripe-signature': signedWebhook(payload, WEBHOOK_SECRET) }],
       ['malformed JSON', '{"id": "evt_1", ', { 'stripe-signature': signedWebhook('{"id": "evt_1", ', WEBHOOK_SECRET) }],
       ['2 MB body', huge, { 'stripe-signature': signedWebhook(huge, WEBHOOK_SECRET) }],
+      ['timestamp 10 minutes ahead', payload, { 'stripe-signature': signedWebhook(payload, WEBHOOK_SECRET, { timestamp: now + 600 }) }],
+      ['empty v1', payload, { 'stripe-signature': `t=${now},v1=` }],
+      ['two timestamps', payload, { 'stripe-signature': `t=${now - 900},${signedWebhook(payload, WEBHOOK_SECRET, { timestamp: now - 900 }).split(',')[1]},t=${now}` }],
+      ...signed('a NUL escape', payload.replace('"mallory@example.com"', '"mallory\\u0000@example.com"')),
+      ...signed('created 1e20', payload.replace(/"created":\d+/, '"created":1e20')),
+      ...signed('nesting 100,000 deep', payload.replace(/}$/, `,"deep":${'['.repeat(100_000)}${']'.repeat(100_000)}}`)),
     ];
+    const expected: Record<string, string> = {
+      'timestamp 10 minutes ahead': 'invalid_signature',
+      'empty v1': 'invalid_signature',
+      'two timestamps': 'invalid_signature',
+      'a NUL escape': 'invalid_event',
+      'created 1e20': 'invalid_event',
+      'nesting 100,000 deep': 'invalid_event',
+    };
     for (const [what, body, headers] of cases) {
       const response = await h.postWebhook(body, headers);
       expect(response.status, what).to.be.within(400, 499);
       const answer = (await response.json()) as { error: string; reason: string };
-      expect(answer.error, what).to.be.a('string');
+      expect(answer.error, what).to.equal(expected[what] ?? answer.error).and.be.a('string');
       expect(answer.reason, what).to.be.a('string');
     }
     expect(await recorded()).to.deep.equal(before);
     const { rows } = await h.db.query('SELECT count(*)::int AS n FROM customers');
     expect(rows[0].n).to.equal(0);
+  });
+
+  it('answers 400, never 500, to a path with a NUL or broken percent-encoding, on every kind of route', async () => {
+    const before = await h.db.query('SELECT count(*)::int AS n FROM audit');
+    const paths: [string, string][] = [
+      ['GET', '/api/customers/%00/instance'],
+      ['POST', '/api/admin/customers/a%00b/deprovision'],
+      ['POST', '/api/admin/instances/%00/retry'],
+      ['GET', '/api/customers/%E0%A4%A/instance'],
+      ['GET', '/welcome/%00'],
+    ];
+    for (const [method, pathname] of paths) {
+      const response = await h.admin(pathname, { method });
+      expect(response.status, pathname).to.equal(400);
+      expect(((await response.json()) as { error: string }).error, pathname).to.equal('invalid_path');
+    }
+    expect((await h.db.query('SELECT count(*)::int AS n FROM audit')).rows).to.deep.equal(before.rows);
   });
 
   it('processes the same event delivered 5 times at once exactly once: one instance, one database, one email', async () => {
