@@ -166,6 +166,15 @@ const MIGRATIONS: ReadonlyArray<{ version: number; sql: string }> = [
       );
     `,
   },
+  {
+    version: 4,
+    sql: `
+      -- The SHA-256 of each inbound delivery's raw body: one body is accepted under one delivery id within five
+      -- minutes, so a captured delivery does not come back under a new id.
+      ALTER TABLE webhook_deliveries ADD COLUMN body_sha256 text;
+      CREATE INDEX webhook_deliveries_body_idx ON webhook_deliveries (source, body_sha256, received_at) WHERE body_sha256 IS NOT NULL;
+    `,
+  },
 ];
 
 export async function applyRuntimeSchema(db: SchemaConnection): Promise<void> {

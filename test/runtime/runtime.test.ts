@@ -152,7 +152,7 @@ describe('runtime schema', () => {
       await Promise.all(clients.map((c) => applyRuntimeSchema(c)));
       await applyRuntimeSchema(clients[0]!);
       const { rows } = await clients[0]!.query('SELECT version FROM runtime_migrations ORDER BY version');
-      expect(rows).to.deep.equal([{ version: 1 }, { version: 2 }, { version: 3 }]);
+      expect(rows).to.deep.equal([{ version: 1 }, { version: 2 }, { version: 3 }, { version: 4 }]);
     } finally {
       await Promise.all(clients.map((c) => c.end()));
     }

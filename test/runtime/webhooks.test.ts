@@ -9,6 +9,7 @@ import { createRuntimeDatabase, PG_SERVER } from '../support/runtimeDatabase.ts'
 import Koa from 'koa';
 import pg from 'pg';
 import { HttpError } from '../../core/http/httpError.ts';
+import { signTimed } from '../../core/timedSignature.ts';
 import { loadRuntimeConfig } from '../../runtime/src/config.ts';
 import type { RuntimeContext, TurnInput, TurnResult } from '../../runtime/src/context.ts';
 import { ModelRefusedError, ModelUnavailableError } from '../../runtime/src/model.ts';
@@ -65,7 +66,13 @@ async function waitFor(check: () => Promise<boolean>, timeoutMs = 4_000): Promis
   }
 }
 
-function sign(secret: string, body: string | Buffer): string {
+/** Our own scheme: the time, the delivery id of the X-Delivery-Id header (none when the body carries it) and the body. */
+function sign(secret: string, body: string, deliveryIdHeader = '', timestamp?: number): string {
+  return signTimed(secret, `${deliveryIdHeader}.${body}`, timestamp);
+}
+
+/** GitHub's scheme (X-Hub-Signature-256): the body alone. */
+function githubSign(secret: string, body: string): string {
   return `sha256=${createHmac('sha256', secret).update(body).digest('hex')}`;
 }
 
@@ -112,9 +119,9 @@ describe('runtime webhooks', function () {
   }
 
   /** A delivery to `github` signed with its secret. */
-  function deliverGithub(deliveryId: string, payload: unknown = { action: 'opened', number: 7 }) {
+  function deliverGithub(deliveryId: string, payload: unknown = { action: 'opened', number: 7, delivery: deliveryId }) {
     const body = JSON.stringify(payload);
-    return deliver('github', body, { 'x-clawdbot-signature': sign(github.secret, body), 'x-delivery-id': deliveryId });
+    return deliver('github', body, { 'x-clawdbot-signature': sign(github.secret, body, deliveryId), 'x-delivery-id': deliveryId });
   }
 
   async function delivery(deliveryId: string) {
@@ -264,7 +271,7 @@ describe('runtime webhooks', function () {
     it('accepts GitHub\'s own headers and processes the same delivery id only once', async () => {
       const id = randomUUID();
       const body = JSON.stringify({ zen: 'Keep it logically awesome.' });
-      const headers = { 'x-hub-signature-256': sign(github.secret, body), 'x-github-delivery': id };
+      const headers = { 'x-hub-signature-256': githubSign(github.secret, body), 'x-github-delivery': id };
       const first = await deliver('github', body, headers);
       const second = await deliver('github', body, headers);
       expect(first.json).to.deep.equal({ accepted: true, duplicate: false, deliveryId: id });
@@ -303,6 +310,11 @@ describe('runtime webhooks', function () {
         deliver('alerts', body, { authorization: `Bearer ${alerts.secret}x` }),
         deliver('alerts', body),
         deliver('alerts', body, { 'x-clawdbot-signature': sign(alerts.secret, body) }),
+        // The body-only signature of before (still GitHub's own scheme, in GitHub's header only).
+        deliver('github', body, { 'x-clawdbot-signature': githubSign(github.secret, body) }),
+        // Signed six minutes ago, or for five minutes from now.
+        deliver('github', body, { 'x-clawdbot-signature': sign(github.secret, body, '', Math.floor(Date.now() / 1000) - 360) }),
+        deliver('github', body, { 'x-clawdbot-signature': sign(github.secret, body, '', Math.floor(Date.now() / 1000) + 360) }),
       ];
       const answers = await Promise.all(attempts);
       for (const answer of answers) {
@@ -313,6 +325,32 @@ describe('runtime webhooks', function () {
       expect(answers[0]!.text).not.to.include('github').and.not.to.include('alerts');
       expect(await deliveryCount()).to.equal(before);
       expect(turns.callsFor('evil-1')).to.have.length(0);
+    });
+
+    it('refuses a captured delivery sent again under a new id, whatever the scheme, and stores it once', async () => {
+      const body = JSON.stringify({ action: 'closed', number: 99, at: randomUUID() });
+      const signed = { 'x-clawdbot-signature': sign(github.secret, body, 'orig-1'), 'x-delivery-id': 'orig-1' };
+      expect((await deliver('github', body, signed)).status).to.equal(202);
+      // Our own scheme signs the id: another id breaks the signature.
+      const renamed = await deliver('github', body, { ...signed, 'x-delivery-id': 'orig-2' });
+      expect(renamed.status).to.equal(401);
+
+      // GitHub's signs the body alone, and a bearer token signs nothing: the same body under another id is refused.
+      const githubBody = JSON.stringify({ zen: randomUUID() });
+      const github1 = await deliver('github', githubBody, { 'x-hub-signature-256': githubSign(github.secret, githubBody), 'x-github-delivery': 'gh-1' });
+      const github2 = await deliver('github', githubBody, { 'x-hub-signature-256': githubSign(github.secret, githubBody), 'x-github-delivery': 'gh-2' });
+      expect([github1.status, github2.status, github2.json.error]).to.deep.equal([202, 409, 'replayed_delivery']);
+      const alertBody = JSON.stringify({ level: 'warn', at: randomUUID() });
+      const alert1 = await deliver('alerts', alertBody, { authorization: `Bearer ${alerts.secret}`, 'x-delivery-id': 'al-1' });
+      const alert2 = await deliver('alerts', alertBody, { authorization: `Bearer ${alerts.secret}`, 'x-delivery-id': 'al-2' });
+      expect([alert1.status, alert2.status]).to.deep.equal([202, 409]);
+      // The same id again is still the duplicate it always was.
+      expect((await deliver('alerts', alertBody, { authorization: `Bearer ${alerts.secret}`, 'x-delivery-id': 'al-1' })).json.duplicate).to.equal(true);
+
+      const { rows } = await db.query(`SELECT delivery_id FROM webhook_deliveries WHERE delivery_id = ANY ($1) ORDER BY delivery_id`, [
+        ['orig-1', 'orig-2', 'gh-1', 'gh-2', 'al-1', 'al-2'],
+      ]);
+      expect(rows.map((r) => r.delivery_id)).to.deep.equal(['al-1', 'gh-1', 'orig-1']);
     });
 
     it('refuses a token in the query string, even a correct one', async () => {
@@ -334,7 +372,7 @@ describe('runtime webhooks', function () {
       expect(missing.json.reason).to.include('delivery id');
 
       const notJson = 'action=opened&number=7';
-      const bad = await deliver('github', notJson, { 'x-clawdbot-signature': sign(github.secret, notJson), 'x-delivery-id': 'nj-1' });
+      const bad = await deliver('github', notJson, { 'x-clawdbot-signature': sign(github.secret, notJson, 'nj-1'), 'x-delivery-id': 'nj-1' });
       expect(bad.status).to.equal(400);
       expect(bad.json.error).to.equal('invalid_json');
 

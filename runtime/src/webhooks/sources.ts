@@ -18,8 +18,14 @@ export const WEBHOOK_SCHEMES: readonly WebhookScheme[] = ['hmac', 'bearer'];
 /** Integrations the product knows; any other name matching SOURCE_PATTERN is a custom source. */
 export const KNOWN_WEBHOOK_SOURCES = ['gmail', 'calendar', 'github'] as const;
 export const SOURCE_PATTERN = /^[a-z0-9][a-z0-9_-]{0,39}$/;
-/** Header carrying `sha256=<hex HMAC-SHA256(secret, raw body)>`; GitHub's X-Hub-Signature-256 is accepted too. */
+/**
+ * Header carrying `t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<delivery id header>.<raw body>")>`; GitHub's
+ * X-Hub-Signature-256 (`sha256=<hex HMAC-SHA256(secret, raw body)>`) is accepted too.
+ */
 export const WEBHOOK_SIGNATURE_HEADER = 'X-Clawdbot-Signature';
+
+/** How an integration signs, as the API tells it. */
+export const SIGNATURE_FORMAT = 't=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<X-Delivery-Id>.<raw body>")>';
 
 export const SECRET_BYTES = 32;
 const SECRET_LENGTH = 43; // base62 digits of 32 bytes, padded so every secret has the same length
@@ -40,7 +46,7 @@ function sourceView(row: Pick<SourceRow, 'source' | 'scheme'>) {
     scheme: row.scheme,
     url: `/webhook/${row.source}`,
     header: row.scheme === 'hmac' ? WEBHOOK_SIGNATURE_HEADER : 'Authorization',
-    format: row.scheme === 'hmac' ? 'sha256=<hex HMAC-SHA256(secret, raw body)>' : 'Bearer <secret>',
+    format: row.scheme === 'hmac' ? SIGNATURE_FORMAT : 'Bearer <secret>',
   };
 }
 
