@@ -23,7 +23,8 @@ export interface Config {
   stripe: { webhookSecret: string; secretKey: string | null; apiBase: string | null; priceIds: Record<PlanName, string> };
   mail: { smtpUrl: string | null; from: string; outboxDir: string };
   alerts: { slackWebhookUrl: string | null; email: string | null };
-  admin: { user: string; password: string; token: string };
+  /** Operators' credentials; failed authentications from one address past authFailureLimit a minute answer 429. */
+  admin: { user: string; password: string; token: string; authFailureLimit: number };
   computeProvider: 'local' | 'railway';
   databaseProvider: 'local' | 'neon';
   /** Set when COMPUTE_PROVIDER=railway. */
@@ -367,6 +368,7 @@ export function loadConfig(env: Env = process.env, cwd = process.cwd()): Config 
       user: r.string('ADMIN_USER', 'admin'),
       password: r.secret('ADMIN_PASSWORD', () => randomBytes(18).toString('base64url')),
       token: r.secret('ADMIN_TOKEN', () => randomBytes(32).toString('base64url')),
+      authFailureLimit: r.int('AUTH_FAILURE_LIMIT', 20, 1, 1_000_000),
     },
     computeProvider,
     databaseProvider,

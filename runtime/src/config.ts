@@ -40,6 +40,8 @@ export interface RuntimeConfig {
   historyMessages: number;
   /** Requests per API key; unset, the plan's rate. */
   rateLimit: RateLimit;
+  /** Failed authentications (401) a minute from one address before its requests with credentials answer 429. */
+  authFailureLimit: number;
   /** 0 turns the heartbeat off. */
   heartbeatIntervalMs: number;
   /** Where usage notices go, signed with the secret; both unset means none are sent. */
@@ -155,6 +157,7 @@ export function loadRuntimeConfig(env: NodeJS.ProcessEnv): RuntimeConfig {
   const promptTokenBudget = positive('PROMPT_TOKEN_BUDGET', 8_000, 500);
   const toolRounds = positive('MAX_TOOL_ROUNDS', PLANS[plan].toolRounds);
   const historyMessages = positive('HISTORY_MESSAGES', 20, 0);
+  const authFailureLimit = positive('AUTH_FAILURE_LIMIT', 20);
   const heartbeatIntervalMs = duration('HEARTBEAT_INTERVAL', 30 * 60_000);
   const oneOf = <T extends string>(name: string, fallback: T, allowed: readonly T[]): T => {
     const text = read(env, name) ?? fallback;
@@ -208,6 +211,7 @@ export function loadRuntimeConfig(env: NodeJS.ProcessEnv): RuntimeConfig {
     promptTokenBudget,
     historyMessages,
     rateLimit: rateLimit!,
+    authFailureLimit,
     heartbeatIntervalMs,
     controlPlane: controlPlaneUrl && controlPlaneSecret ? { url: controlPlaneUrl, secret: controlPlaneSecret } : undefined,
     log,

@@ -8,6 +8,7 @@ import Koa from 'koa';
 import Router from '@koa/router';
 import pg from 'pg';
 import { jsonErrors, refuseUnreadablePaths } from '../../core/http/httpError.ts';
+import { throttleFailedAuth } from '../../core/http/authFailureThrottle.ts';
 import { requireApiKey } from './auth.ts';
 import { chatRoutes, createChat, type Chat } from './chat.ts';
 import type { RuntimeConfig } from './config.ts';
@@ -91,6 +92,7 @@ export function createRuntimeApp(deps: RuntimeDeps): Koa {
       log.error('request error', { error: err.message });
     }
   });
+  app.use(throttleFailedAuth(deps.config.authFailureLimit));
   app.use(jsonErrors);
   app.use(refuseUnreadablePaths);
   app.use(router.routes());

@@ -13,6 +13,7 @@ import type { JobQueue } from '../queues/jobQueue.ts';
 import { adminApi } from './adminApi.ts';
 import { bullBoard } from './bullBoard.ts';
 import { jsonErrors, refuseUnreadablePaths } from '../../core/http/httpError.ts';
+import { throttleFailedAuth } from '../../core/http/authFailureThrottle.ts';
 import { countDeliveries, stripeWebhook } from './stripeWebhook.ts';
 import { metricsRoute } from './metrics.ts';
 import { metricsRegistry } from '../metrics/registry.ts';
@@ -46,6 +47,7 @@ export interface WebDeps extends Pick<Gateways, 'instances' | 'steps' | 'audit' 
 
 export function createWebApp(deps: WebDeps): Koa {
   const app = new Koa({ proxy: deps.config.production });
+  app.use(throttleFailedAuth(deps.config.admin.authFailureLimit));
   app.use(jsonErrors);
   app.use(refuseUnreadablePaths);
 

@@ -69,6 +69,8 @@ describe('runtime chat', function () {
   let ann: RuntimeFixture; // starter, limit 3, reports usage
   let bob: RuntimeFixture; // team
   const modelEnv = () => ({
+    // These tests send wrong keys on purpose, more than the throttle lets one address send (see authThrottle.test.ts).
+    AUTH_FAILURE_LIMIT: '10000',
     ANTHROPIC_API_KEY: model.apiKey,
     ANTHROPIC_BASE_URL: model.url,
     MODEL_MAX_RETRIES: '2',
