@@ -24,7 +24,14 @@ export interface Config {
   mail: { smtpUrl: string | null; from: string; outboxDir: string };
   alerts: { slackWebhookUrl: string | null; email: string | null };
   /** Operators' credentials; failed authentications from one address past authFailureLimit a minute answer 429. */
-  admin: { user: string; password: string; token: string; authFailureLimit: number };
+  admin: {
+    user: string;
+    password: string;
+    token: string;
+    authFailureLimit: number;
+    /** Bull Board's read-only login (ADMIN_VIEWER_USER and ADMIN_VIEWER_PASSWORD), or null. */
+    viewer: { user: string; password: string } | null;
+  };
   computeProvider: 'local' | 'railway';
   databaseProvider: 'local' | 'neon';
   /** Set when COMPUTE_PROVIDER=railway. */
@@ -293,6 +300,16 @@ export const CONNECTION_URL_VARIABLES = [
   'GOOGLE_OAUTH_URL', 'GOOGLE_TOKEN_URL', 'GOOGLE_REVOKE_URL', 'GMAIL_API_URL', 'CALENDAR_API_URL', 'GITHUB_OAUTH_URL', 'GITHUB_API_URL',
 ] as const;
 
+/** Bull Board's read-only login: both or neither, its password as long as an operator's must be, and not theirs. */
+function viewerLogin(r: Reader): { user: string; password: string } | null {
+  const user = r.optional('ADMIN_VIEWER_USER');
+  const password = r.optional('ADMIN_VIEWER_PASSWORD');
+  if (Boolean(user) !== Boolean(password)) r.problems.push('ADMIN_VIEWER_USER and ADMIN_VIEWER_PASSWORD go together: set both or neither');
+  if (user && user === r.string('ADMIN_USER', 'admin')) r.problems.push('ADMIN_VIEWER_USER must differ from ADMIN_USER');
+  if (password && password.length < 12) r.problems.push('ADMIN_VIEWER_PASSWORD must be at least 12 characters');
+  return user && password ? { user, password } : null;
+}
+
 function connectionsConfig(r: Reader): Record<string, string> {
   const vars: Record<string, string> = {};
   for (const [id, secret] of CONNECTION_APP_VARIABLES) {
@@ -369,6 +386,7 @@ export function loadConfig(env: Env = process.env, cwd = process.cwd()): Config 
       password: r.secret('ADMIN_PASSWORD', () => randomBytes(18).toString('base64url')),
       token: r.secret('ADMIN_TOKEN', () => randomBytes(32).toString('base64url')),
       authFailureLimit: r.int('AUTH_FAILURE_LIMIT', 20, 1, 1_000_000),
+      viewer: viewerLogin(r),
     },
     computeProvider,
     databaseProvider,

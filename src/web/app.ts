@@ -75,7 +75,7 @@ export function createWebApp(deps: WebDeps): Koa {
     tokens: [deps.config.admin.token, ...(deps.config.metricsToken ? [deps.config.metricsToken] : [])],
   });
   app.use(scrape.routes()).use(scrape.allowedMethods());
-  app.use(bullBoard(deps.queues, deps.config.admin));
+  app.use(bullBoard({ queues: deps.queues, admin: deps.config.admin, audit: deps.audit, publicUrl: deps.config.publicUrl }));
 
   const admin = adminApi(deps);
   const runtimes = runtimeApi(deps);

@@ -14,6 +14,7 @@ import { logTo } from '../../core/logger.ts';
 import { DEFAULT_PRICE_IDS } from '../../core/plans.ts';
 import { INSTANCE_SECRETS, instanceOwner } from '../../src/instances/secrets.ts';
 import { ADMIN, startHarness, waitUntil, WEBHOOK_SECRET, type Harness } from '../support/harness.ts';
+import { bullBoardHeaders } from '../support/jobWaits.ts';
 
 type Line = Record<string, unknown>;
 
@@ -72,7 +73,7 @@ describe('logs', function () {
     await waitUntil(async () => (await fetch(`${failed.accessUrl}/health`).catch(() => undefined))?.status === 200, 30_000);
     const retry = await fetch(`${h.url}/admin/queues/api/queues/provision/${failed.workspaceId}-health-check/retry`, {
       method: 'PUT',
-      headers: { authorization: `Basic ${btoa(`${ADMIN.user}:${ADMIN.password}`)}` },
+      headers: bullBoardHeaders(h),
     });
     expect(retry.status).to.equal(204);
     await h.waitForStatus(customerId, ['active']);

@@ -8,6 +8,7 @@ import path from 'node:path';
 import { expect } from 'chai';
 import pg from 'pg';
 import { ADMIN, dumpKeys, startHarness, waitUntil, type Harness } from '../support/harness.ts';
+import { bullBoardHeaders } from '../support/jobWaits.ts';
 import { INSTANCE_SECRETS, instanceOwner } from '../../src/instances/secrets.ts';
 import { provision, type Provisioned } from '../support/provision.ts';
 
@@ -130,8 +131,7 @@ describe('provisioning end to end (local providers)', function () {
       await client.query(`UPDATE workspace_files SET content = '# Ann prefers short answers' WHERE path = 'MEMORY.md'`);
       const jobId = `${ann.view.workspaceId}-build-workspace`;
       const finishedBefore = (await h.plane.ctx.queues.get('provision').getJob(jobId))!.finishedOn!;
-      const auth = { authorization: `Basic ${btoa(`${ADMIN.user}:${ADMIN.password}`)}` };
-      const retry = await fetch(`${h.url}/admin/queues/api/queues/provision/${jobId}/retry`, { method: 'PUT', headers: auth });
+      const retry = await fetch(`${h.url}/admin/queues/api/queues/provision/${jobId}/retry`, { method: 'PUT', headers: bullBoardHeaders(h) });
       expect(retry.status).to.equal(204);
       await waitUntil(async () => {
         const job = (await h.plane.ctx.queues.get('provision').getJob(jobId))!;

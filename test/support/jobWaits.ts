@@ -34,11 +34,16 @@ export async function waitForIncidents(h: Harness, instanceId: string, action: s
   return rows;
 }
 
+/** What the dashboard sends with an action: the operator's basic auth and its own origin. */
+export function bullBoardHeaders(h: Pick<Harness, 'url'>): Record<string, string> {
+  return { authorization: `Basic ${btoa(`${ADMIN.user}:${ADMIN.password}`)}`, origin: h.url };
+}
+
 /** An operator's action on one job in Bull Board (retry, promote), as the dashboard sends it. */
 export async function bullBoardAction(h: Harness, queue: QueueName, id: string, action: 'retry' | 'promote'): Promise<number> {
   const response = await fetch(`${h.url}/admin/queues/api/queues/${queue}/${encodeURIComponent(id)}/${action}`, {
     method: 'PUT',
-    headers: { authorization: `Basic ${btoa(`${ADMIN.user}:${ADMIN.password}`)}` },
+    headers: bullBoardHeaders(h),
   });
   return response.status;
 }

@@ -288,7 +288,7 @@ describe('config', () => {
       expect(config.publicUrl).to.equal('https://control.example.com');
       expect(config.stripe.secretKey).to.equal('sk_live_prod');
       expect(config.stripe.webhookSecret).to.equal('whsec_prod');
-      expect(config.admin).to.deep.equal({ user: 'admin', password: 'prod-password-0123456789', token: 'prod-token-0123456789abcdef', authFailureLimit: 20 });
+      expect(config.admin).to.deep.equal({ user: 'admin', password: 'prod-password-0123456789', token: 'prod-token-0123456789abcdef', authFailureLimit: 20, viewer: null });
       expect(config.secretsKey.equals(Buffer.alloc(32, 7))).to.equal(true);
       expect(config.generatedSecrets).to.deep.equal([]);
       expect(existsSync(path.join(cwd, 'var'))).to.equal(false);

@@ -47,7 +47,7 @@ describe('web auth', () => {
       const app = new Koa();
       app.use(jsonErrors);
       app.use(async (ctx, next) => {
-        if (ctx.path.startsWith('/basic')) return requireBasicAuth(USER, PASSWORD, REALM)(ctx, next);
+        if (ctx.path.startsWith('/basic')) return requireBasicAuth([{ user: USER, password: PASSWORD }], REALM)(ctx, next);
         if (ctx.path.startsWith('/admin')) return requireAdminToken(TOKEN)(ctx, next);
         if (ctx.path.startsWith('/either')) return requireBearerToken([TOKEN, OTHER_TOKEN], 'send a token')(ctx, next);
         return next();
