@@ -12,7 +12,7 @@ import { currentGeneration } from '../fleet/generations.ts';
 import { releaseEntry } from '../fleet/releases.ts';
 import { parseRolloutRequest, type RolloutRequest } from '../fleet/rolloutRequest.ts';
 import { BUILTIN_VERSION, withOverrides } from '../fleet/settings.ts';
-import { QUEUES } from '../queues/catalogue.ts';
+import { JOB_IDS, QUEUES } from '../queues/catalogue.ts';
 import type { JobQueue } from '../queues/jobQueue.ts';
 import { HttpError } from '../../core/http/httpError.ts';
 import { readJsonBody } from '../../core/http/rawBody.ts';
@@ -116,6 +116,8 @@ export function rolloutsApi(deps: RolloutsApiDeps): Router {
       const moved = await deps.rollouts.setState(rollout.id, from, to, name === 'abort' ? { ends_as: 'aborted', halt_reason: 'aborted by an operator' } : {});
       if (!moved) throw new HttpError(409, 'wrong_state', `the rollout is ${rollout.state}; ${name} needs it ${from.join(' or ')}`);
       await deps.audit.record({ actor: ACTOR, action: `rollout.${name}_requested`, detail: { rolloutId: rollout.id, from: rollout.state } });
+      // A coordinator that failed for good (its failure is in its log) takes the rollout up again.
+      await deps.jobs.retryFailed(QUEUES.rollouts, JOB_IDS.rollout(rollout.id));
       ctx.status = 202;
       ctx.body = { id: rollout.id, state: to };
     });

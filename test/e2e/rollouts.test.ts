@@ -195,6 +195,41 @@ createServer((req, res) => { res.writeHead(500, { 'content-type': 'application/j
     const mails = h.smtp.messages.filter((m) => m.to.includes('ops@clawdbot.test')).slice(mailBefore);
     expect(mails).to.have.length(1);
   });
+
+  it('pauses (nothing new starts) and aborts (what changed goes back), each action audited', async () => {
+    const before = await currentGeneration(h);
+    const response = await h.admin('/api/admin/rollouts', { method: 'POST', body: JSON.stringify({ settings: { model: 'claude-paused' }, batchSize: 5 }) });
+    expect(response.status).to.equal(202);
+    const { id } = (await response.json()) as { id: number };
+    expect((await h.admin(`/api/admin/rollouts/${id}/resume`, { method: 'POST' })).status).to.equal(409); // not paused
+    expect((await h.admin(`/api/admin/rollouts/${id}/pause`, { method: 'POST' })).status).to.equal(202);
+    // Paused: whatever had started finishes, and the batch after it never starts.
+    let paused: RolloutView | undefined;
+    await waitUntil(async () => {
+      paused = await rollout(h, id);
+      return paused.instances.every((i) => i.state !== 'updating');
+    }, 60_000);
+    expect(paused!.state).to.equal('paused');
+    expect(paused!.instances.slice(1).map((i) => i.state)).to.deep.equal(Array(5).fill('pending'));
+
+    expect((await h.admin(`/api/admin/rollouts/${id}/abort`, { method: 'POST' })).status).to.equal(202);
+    const done = await finished(h, id);
+    expect(done.state).to.equal('aborted');
+    // The canary went back if it had been changed; nothing else was touched.
+    expect(['pending', 'rolled_back']).to.include(done.instances[0]!.state);
+    expect(done.instances.slice(1).map((i) => i.state)).to.deep.equal(Array(5).fill('pending'));
+    expect(await currentGeneration(h)).to.equal(before);
+    const { rows } = await h.db.query<{ settings_generation: number }>('SELECT settings_generation FROM instances');
+    expect(rows.map((r) => r.settings_generation)).to.deep.equal(Array(6).fill(before));
+    expect((await h.admin(`/api/admin/rollouts/${id}/pause`, { method: 'POST' })).status).to.equal(409);
+    const { rows: trail } = await h.db.query<{ action: string }>(
+      `SELECT action FROM audit WHERE action LIKE 'rollout.%' AND (detail->>'rolloutId')::int = $1 ORDER BY id`,
+      [id],
+    );
+    expect(trail.map((r) => r.action)).to.include.members(['rollout.created', 'rollout.pause_requested', 'rollout.abort_requested', 'rollout.rolled_back']);
+    const list = (await (await h.admin('/api/admin/rollouts')).json()) as { rollouts: { id: number; state: string }[] };
+    expect(list.rollouts[0]).to.include({ id, state: 'aborted' });
+  });
 });
 
 describe('rollouts: ANTHROPIC_API_KEY set after customers exist', function () {

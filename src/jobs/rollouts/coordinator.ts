@@ -26,6 +26,7 @@ export async function coordinateRollout(ctx: JobContext, job: JobHandle<RolloutD
   const done = rows.filter((r) => !['pending', 'updating'].includes(r.state)).length;
   await job.updateProgress(rows.length ? Math.round((done / rows.length) * 100) : 100);
 
+  await ensureJobs(ctx, rollout, rows);
   if (rollout.state === 'running') {
     const finished = await advance(ctx, job, rollout, rows);
     if (finished) return finished;
@@ -36,6 +37,17 @@ export async function coordinateRollout(ctx: JobContext, job: JobHandle<RolloutD
   // paused: in-flight instances finish; nothing new starts until resumed or aborted.
   await job.moveToDelayed(Date.now() + POLL_MS, token);
   throw new DelayedError();
+}
+
+/**
+ * Every instance the rows say is moving has its job: adding one that exists adds nothing, so a coordinator that died
+ * between marking instances and adding their jobs leaves none stranded.
+ */
+async function ensureJobs(ctx: JobContext, rollout: Rollout, rows: RolloutInstance[]): Promise<void> {
+  for (const row of rows) {
+    if (row.rollback === 'running') await ctx.jobs.addRolloutInstance({ rolloutId: rollout.id, instanceId: row.instance_id, direction: 'rollback' });
+    else if (row.state === 'updating') await ctx.jobs.addRolloutInstance({ rolloutId: rollout.id, instanceId: row.instance_id, direction: 'update' });
+  }
 }
 
 async function advance(ctx: JobContext, job: JobHandle<RolloutData>, rollout: Rollout, rows: RolloutInstance[]): Promise<Outcome | undefined> {
