@@ -178,3 +178,21 @@ describe('a rollout request', () => {
     expect(parseRolloutRequest(null)).to.have.property('problems');
   });
 });
+
+describe('rollout configuration', () => {
+  const base = { VAR_DIR: '/nonexistent/var', SECRETS_KEY: KEY.toString('base64'), STRIPE_WEBHOOK_SECRET: 'whsec_unit', ADMIN_PASSWORD: 'unit', ADMIN_TOKEN: 'unit' };
+
+  it('defaults: no fleet overrides, no releases, a 2 minute health gate', () => {
+    expect(loadConfig(base, '/nonexistent').fleet).to.deep.equal({ promptTokenBudget: null, maxOutputTokens: null, releasesDir: null, rolloutHealthTimeoutMs: 120_000 });
+  });
+
+  it('names every bad fleet variable in one error', () => {
+    let message = '';
+    try {
+      loadConfig({ ...base, PROMPT_TOKEN_BUDGET: '10', MAX_OUTPUT_TOKENS: 'lots', RUNTIME_RELEASES_DIR: '/nonexistent/releases', ROLLOUT_HEALTH_TIMEOUT: 'soon' }, '/nonexistent');
+    } catch (err) {
+      message = (err as Error).message;
+    }
+    for (const name of ['PROMPT_TOKEN_BUDGET', 'MAX_OUTPUT_TOKENS', 'RUNTIME_RELEASES_DIR', 'ROLLOUT_HEALTH_TIMEOUT']) expect(message).to.include(name);
+  });
+});
