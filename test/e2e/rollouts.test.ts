@@ -10,7 +10,8 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { logTo } from '../../core/logger.ts';
 import { QUEUES } from '../../src/queues/catalogue.ts';
-import { startHarness, waitUntil, type Harness } from '../support/harness.ts';
+import { RUNTIME_IMAGE, RUNTIME_REPO, startHarness, waitUntil, type Harness } from '../support/harness.ts';
+import type { RuntimeSpec } from '../emulators/railwayEmulator.ts';
 
 interface RolloutView {
   id: number;
@@ -275,5 +276,55 @@ describe('rollouts: ANTHROPIC_API_KEY set after customers exist', function () {
     // Nothing secret in what the API shows of a generation.
     const view = await (await h.admin(`/api/admin/rollouts/${id}`)).text();
     expect(view).to.include('ANTHROPIC_API_KEY').and.not.include(h.model.apiKey);
+  });
+});
+
+describe('rollouts on Railway (emulated): a version is an image tag', function () {
+  this.timeout(300_000);
+  let h: Harness;
+  // What the images run: the runtime for the configured tag and for v2; a control plane (never healthy) for broken.
+  const runtime: RuntimeSpec = { command: process.execPath, args: ['--import', 'tsx', 'runtime/src/main.ts'], env: { PATH: process.env.PATH ?? '' }, cwd: process.cwd() };
+  const image = (tag: string) => RUNTIME_IMAGE.replace(/:[^:/]+$/, `:${tag}`);
+  before(async () => {
+    h = await startHarness(
+      { CLAWDBOT_IMAGE: RUNTIME_IMAGE, ROLLOUT_HEALTH_TIMEOUT: '10s' },
+      {
+        cloud: {
+          railway: {
+            deployMs: 300,
+            builds: {
+              repos: { [RUNTIME_REPO]: { 'runtime/Dockerfile': runtime } },
+              images: { [RUNTIME_IMAGE]: runtime, [image('v2')]: runtime, [image('broken')]: { unhealthy: 'the control plane image' } },
+            },
+          },
+        },
+      },
+    );
+  });
+  after(async () => h?.close());
+
+  it('moves services to the tag, and back when the next one fails its health check', async () => {
+    const customers = await provision(h, ['rw1@example.com', 'rw2@example.com']);
+    const sources = () => h.railway!.services().filter((s) => !s.deletedAt).map((s) => s.source?.image).sort();
+    expect(sources()).to.deep.equal([RUNTIME_IMAGE, RUNTIME_IMAGE]);
+
+    const upgrade = await h.admin('/api/admin/rollouts', { method: 'POST', body: JSON.stringify({ version: 'v2', batchSize: 1 }) });
+    expect(upgrade.status).to.equal(202);
+    const upgraded = await finished(h, ((await upgrade.json()) as { id: number }).id);
+    expect(upgraded.state, upgraded.haltReason ?? '').to.equal('completed');
+    expect(sources()).to.deep.equal([image('v2'), image('v2')]);
+    for (const customer of customers) {
+      expect(await (await fetch(`${customer.accessUrl}/health`)).json()).to.deep.include({ version: 'v2', settingsGeneration: upgraded.targetGeneration });
+    }
+
+    const broken = await h.admin('/api/admin/rollouts', { method: 'POST', body: JSON.stringify({ version: 'broken' }) });
+    expect(broken.status).to.equal(202);
+    const halted = await finished(h, ((await broken.json()) as { id: number }).id);
+    expect(halted.state).to.equal('halted');
+    expect(halted.instances.map((i) => i.state)).to.deep.equal(['rolled_back', 'pending']);
+    expect(sources()).to.deep.equal([image('v2'), image('v2')]);
+    const canary = customers.find((c) => c.instanceId === halted.instances[0]!.instanceId)!;
+    expect(await (await fetch(`${canary.accessUrl}/health`)).json()).to.deep.include({ version: 'v2', settingsGeneration: upgraded.targetGeneration });
+    expect((await chat(canary, 'still here?')).status).to.equal(200);
   });
 });
