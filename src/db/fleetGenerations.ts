@@ -22,6 +22,8 @@ export interface Bootstrap {
   replaced?: Generation;
   /** Active instances configured with another generation than the current one. */
   behind: number;
+  /** The generations those instances run (none recorded: null), with how many run each. */
+  behindOn: { generation: Generation | null; instances: number }[];
 }
 
 export interface FleetGenerations {
@@ -121,8 +123,16 @@ export class PgFleetGenerations implements FleetGenerations {
                 runtime_version = (SELECT runtime_version FROM fleet_generations ORDER BY id LIMIT 1)
          WHERE settings_generation IS NULL AND service_id IS NOT NULL`,
       );
-      const behind = await this.behindWith(tx, generation.id);
-      return { current: generation, replaced: before && before.id !== generation.id ? before : undefined, behind };
+      const { rows: on } = await tx.query<GenerationRow & { instances: number; none: boolean }>(
+        `SELECT g.*, b.instances, b.generation IS NULL AS none
+         FROM (SELECT settings_generation AS generation, count(*)::int AS instances FROM instances
+               WHERE status = 'active' AND settings_generation IS DISTINCT FROM $1 GROUP BY settings_generation) b
+         LEFT JOIN fleet_generations g ON g.id = b.generation ORDER BY b.instances DESC`,
+        [generation.id],
+      );
+      const behindOn = on.map((row) => ({ generation: row.none ? null : this.opened(row), instances: row.instances }));
+      const behind = behindOn.reduce((sum, b) => sum + b.instances, 0);
+      return { current: generation, replaced: before && before.id !== generation.id ? before : undefined, behind, behindOn };
     });
   }
 

@@ -25,12 +25,12 @@ export async function currentGeneration(ctx: FleetContext): Promise<Generation> 
  * instances run another one, one warning says what changed and how to apply it.
  */
 export async function bootstrapFleetSettings(ctx: FleetContext): Promise<void> {
-  const { current, replaced, behind } = await ctx.fleet.bootstrap(valuesFromConfig(ctx.config));
+  const { current, replaced, behind, behindOn } = await ctx.fleet.bootstrap(valuesFromConfig(ctx.config));
   if (replaced) log.info('fleet settings changed in the configuration: new provisions get them now', { generation: current.id, previous: replaced.id });
   if (behind === 0) return;
-  // What changed, from the generation most of the behind instances run (the one replaced, else the current one's predecessor).
-  const from = replaced ?? (await ctx.fleet.byId(current.id - 1));
-  const changed = from ? changedNames(from, current) : [];
+  // What differs between what those instances run and the current generation, by name (an instance never
+  // configured since generations began has no recorded one: it is just behind).
+  const changed = [...new Set(behindOn.flatMap((b) => (b.generation ? changedNames(b.generation, current) : [])))].sort();
   log.warn(
     `${behind} instance(s) run other fleet settings than the configuration's${changed.length ? ` (changed: ${changed.join(', ')})` : ''}; ` +
       'apply them with POST /api/admin/rollouts and the body {}',

@@ -76,8 +76,11 @@ export function rolloutsApi(deps: RolloutsApiDeps): Router {
     };
   });
 
+  /** The current generation, how many active instances run another one, and the newest rollouts. */
   router.get('/', async (ctx) => {
-    ctx.body = { rollouts: (await deps.rollouts.list(50)).map(view) };
+    const current = await currentGeneration(deps);
+    const [behind, rollouts] = await Promise.all([deps.fleet.behind(current.id), deps.rollouts.list(50)]);
+    ctx.body = { current: generationView(current), behind, rollouts: rollouts.map(view) };
   });
 
   router.get('/:id', async (ctx) => {

@@ -228,8 +228,10 @@ createServer((req, res) => { res.writeHead(500, { 'content-type': 'application/j
       [id],
     );
     expect(trail.map((r) => r.action)).to.include.members(['rollout.created', 'rollout.pause_requested', 'rollout.abort_requested', 'rollout.rolled_back']);
-    const list = (await (await h.admin('/api/admin/rollouts')).json()) as { rollouts: { id: number; state: string }[] };
+    const list = (await (await h.admin('/api/admin/rollouts')).json()) as { current: { id: number }; behind: number; rollouts: { id: number; state: string }[] };
     expect(list.rollouts[0]).to.include({ id, state: 'aborted' });
+    expect(list.current.id).to.equal(before);
+    expect(list.behind).to.equal(0);
   });
 });
 
@@ -261,6 +263,9 @@ describe('rollouts: ANTHROPIC_API_KEY set after customers exist', function () {
     expect(warning, lines.join('')).to.have.length(1);
     expect(warning[0]).to.include('ANTHROPIC_API_KEY').and.include('2 instance(s)').and.not.include(h.model.apiKey);
 
+    const fleet = (await (await h.admin('/api/admin/rollouts')).json()) as { current: { secrets: string[] }; behind: number };
+    expect(fleet.behind).to.equal(2);
+    expect(fleet.current.secrets).to.include('ANTHROPIC_API_KEY');
     const response = await h.admin('/api/admin/rollouts', { method: 'POST', body: '{}' });
     expect(response.status).to.equal(202);
     const { id, instances } = (await response.json()) as { id: number; instances: number };

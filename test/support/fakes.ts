@@ -1062,7 +1062,7 @@ export class FakeFleetGenerations implements FleetGenerations {
     const generation = await this.ensure(values, 'config');
     const before = await this.current();
     this.currentId = generation.id;
-    return { current: generation, replaced: before && before.id !== generation.id ? before : undefined, behind: 0 };
+    return { current: generation, replaced: before && before.id !== generation.id ? before : undefined, behind: 0, behindOn: [] };
   }
 
   async recordOnInstance(instanceId: string, generation: Pick<Generation, 'id' | 'runtimeVersion'>): Promise<void> {
