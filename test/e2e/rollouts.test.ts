@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { logTo } from '../../core/logger.ts';
 import { QUEUES } from '../../src/queues/catalogue.ts';
-import { RUNTIME_IMAGE, RUNTIME_REPO, startHarness, waitUntil, type Harness } from '../support/harness.ts';
+import { dumpKeys, RUNTIME_IMAGE, RUNTIME_REPO, startHarness, waitUntil, type Harness } from '../support/harness.ts';
 import type { RuntimeSpec } from '../emulators/railwayEmulator.ts';
 
 interface RolloutView {
@@ -278,9 +278,15 @@ describe('rollouts: ANTHROPIC_API_KEY set after customers exist', function () {
     }
     const { rows: keysAfter } = await h.db.query('SELECT id, api_key_hash FROM instances ORDER BY id');
     expect(keysAfter).to.deep.equal(keysBefore);
-    // Nothing secret in what the API shows of a generation.
+    // Nothing secret in what the API shows of a generation, nor in Redis (the rollout's jobs, their data and logs).
     const view = await (await h.admin(`/api/admin/rollouts/${id}`)).text();
     expect(view).to.include('ANTHROPIC_API_KEY').and.not.include(h.model.apiKey);
+    const redis = await dumpKeys(h.redis, `${h.config.queuePrefix}:*`);
+    expect(redis.some((entry) => entry.includes(`rollout-${id}`))).to.equal(true);
+    expect(redis.filter((entry) => entry.includes(h.model.apiKey))).to.deep.equal([]);
+    // Nor in the database in clear: the generation's secrets are sealed.
+    const { rows: clear } = await h.db.query(`SELECT id FROM fleet_generations WHERE settings::text LIKE '%' || $1 || '%'`, [h.model.apiKey]);
+    expect(clear).to.deep.equal([]);
   });
 });
 
