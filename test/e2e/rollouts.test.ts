@@ -263,20 +263,24 @@ describe('rollouts: ANTHROPIC_API_KEY set after customers exist', function () {
     expect(warning, lines.join('')).to.have.length(1);
     expect(warning[0]).to.include('ANTHROPIC_API_KEY').and.include('2 instance(s)').and.not.include(h.model.apiKey);
 
+    // A customer provisioned now gets the current settings at once.
+    const [newcomer] = await provision(h, ['k3@example.com']);
+    expect((await chat(newcomer!, 'hello from a new customer')).status).to.equal(200);
+
     const fleet = (await (await h.admin('/api/admin/rollouts')).json()) as { current: { secrets: string[] }; behind: number };
     expect(fleet.behind).to.equal(2);
     expect(fleet.current.secrets).to.include('ANTHROPIC_API_KEY');
     const response = await h.admin('/api/admin/rollouts', { method: 'POST', body: '{}' });
     expect(response.status).to.equal(202);
-    const { id, instances } = (await response.json()) as { id: number; instances: number };
-    expect(instances).to.equal(2);
+    const { id, instances, alreadyOnTarget } = (await response.json()) as { id: number; instances: number; alreadyOnTarget: number };
+    expect({ instances, alreadyOnTarget }).to.deep.equal({ instances: 2, alreadyOnTarget: 1 });
     expect((await finished(h, id)).state).to.equal('completed');
 
     for (const customer of customers) {
       const answer = await chat(customer, 'hello now');
       expect(answer.status).to.equal(200);
     }
-    const { rows: keysAfter } = await h.db.query('SELECT id, api_key_hash FROM instances ORDER BY id');
+    const { rows: keysAfter } = await h.db.query('SELECT id, api_key_hash FROM instances WHERE id = ANY($1) ORDER BY id', [customers.map((c) => c.instanceId)]);
     expect(keysAfter).to.deep.equal(keysBefore);
     // Nothing secret in what the API shows of a generation, nor in Redis (the rollout's jobs, their data and logs).
     const view = await (await h.admin(`/api/admin/rollouts/${id}`)).text();
