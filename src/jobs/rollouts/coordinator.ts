@@ -5,11 +5,12 @@
  * current generation). Between runs it waits delayed, holding no worker slot; pause and abort are read at each run.
  */
 import { DelayedError } from 'bullmq';
-import { PermanentError } from '../../errors.ts';
+import { errorMessage, PermanentError } from '../../errors.ts';
+import { isFinalFailure } from '../../operations/incidents.ts';
 import { nextStep } from '../../fleet/batches.ts';
 import type { Rollout, RolloutInstance } from '../../db/rollouts.ts';
 import { QUEUES, type RolloutData } from '../../queues/catalogue.ts';
-import { logger } from '../../../core/logger.ts';
+import { logger, maskSecrets } from '../../../core/logger.ts';
 import type { JobContext, JobHandle } from '../context.ts';
 import type { Outcome } from '../lifecycle/lockedInstance.ts';
 
@@ -19,6 +20,25 @@ const POLL_MS = 500;
 export const ROLLOUT_HALTED = 'rollout.halted';
 
 export async function coordinateRollout(ctx: JobContext, job: JobHandle<RolloutData>, token?: string): Promise<Outcome> {
+  try {
+    return await coordinate(ctx, job, token);
+  } catch (err) {
+    if (err instanceof DelayedError || !isFinalFailure(job, err)) throw err;
+    // The rollout stays as it is (no instance is left half-way: each one's own job finishes it); an operator is told
+    // once, and pause, resume or abort takes the rollout up again.
+    const reason = maskSecrets(errorMessage(err)).slice(0, 2000);
+    const auditId = await ctx.audit.recordIncidentOnce(
+      'rollout.failed',
+      `rollout-${job.data.rolloutId}-failed`,
+      { step: 'rollout', jobId: job.id!, title: `Rollout ${job.data.rolloutId}: its coordinator failed (abort or resume it to take it up again)`, reason },
+      null,
+    );
+    if (auditId) await ctx.jobs.addAlerts(auditId, { queue: QUEUES.rollouts, jobId: job.id! });
+    throw err;
+  }
+}
+
+async function coordinate(ctx: JobContext, job: JobHandle<RolloutData>, token?: string): Promise<Outcome> {
   const rollout = await ctx.rollouts.byId(job.data.rolloutId);
   if (!rollout) throw new PermanentError(`rollout ${job.data.rolloutId} does not exist`);
   if (rollout.state === 'completed' || rollout.state === 'halted' || rollout.state === 'aborted') return { state: rollout.state };
