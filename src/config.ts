@@ -87,6 +87,21 @@ export interface Config {
   welcome: { keyRevealWindowMs: number; keyInEmail: boolean };
   /** Secrets that were generated for development, to mention at start (never their values). */
   generatedSecrets: string[];
+  /** Fleet settings and rollouts (see FleetConfig). */
+  fleet: FleetConfig;
+}
+
+/**
+ * Fleet settings every runtime shares besides the model's (PROMPT_TOKEN_BUDGET, MAX_OUTPUT_TOKENS: null leaves the
+ * runtime's default), where the local provider finds runtime versions, and how long a rollout waits for an instance
+ * to report healthy on what it was given.
+ */
+export interface FleetConfig {
+  promptTokenBudget: number | null;
+  maxOutputTokens: number | null;
+  /** RUNTIME_RELEASES_DIR: version V runs <dir>/<V>/main.ts (or main.js) locally; null: only the built-in runtime. */
+  releasesDir: string | null;
+  rolloutHealthTimeoutMs: number;
 }
 
 export interface RailwayConfig {
@@ -325,6 +340,18 @@ function connectionsConfig(r: Reader): Record<string, string> {
   return vars;
 }
 
+function fleetConfig(r: Reader, cwd: string): FleetConfig {
+  const optionalInt = (name: string, min: number, max: number): number | null => (r.raw(name) === undefined ? null : r.int(name, min, min, max));
+  const releasesDir = r.optional('RUNTIME_RELEASES_DIR');
+  if (releasesDir && !existsSync(path.resolve(cwd, releasesDir))) r.problems.push(`RUNTIME_RELEASES_DIR must be a directory that exists (got "${releasesDir}")`);
+  return {
+    promptTokenBudget: optionalInt('PROMPT_TOKEN_BUDGET', 500, 1_000_000),
+    maxOutputTokens: optionalInt('MAX_OUTPUT_TOKENS', 1, 1_000_000),
+    releasesDir: releasesDir ? path.resolve(cwd, releasesDir) : null,
+    rolloutHealthTimeoutMs: r.duration('ROLLOUT_HEALTH_TIMEOUT', 2 * 60_000),
+  };
+}
+
 /** A URL with any password replaced, safe for messages and logs. */
 export function redactUrl(value: string): string {
   try {
@@ -441,6 +468,7 @@ export function loadConfig(env: Env = process.env, cwd = process.cwd()): Config 
     logLevel: r.oneOf('LOG_LEVEL', 'info', LOG_LEVELS),
     logFormat: r.oneOf('LOG_FORMAT', defaultLogFormat(production), LOG_FORMATS),
     generatedSecrets: r.generated,
+    fleet: fleetConfig(r, cwd),
   };
   config.runtime.callbackUrl = r.url('RUNTIME_CALLBACK_URL', null, ['http:', 'https:']) ?? config.publicUrl;
   const logFormatIssue = logFormatProblem(config.logFormat, production);

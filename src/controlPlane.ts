@@ -33,6 +33,7 @@ import { createWebApp } from './web/app.ts';
 import { BULL_BOARD_PATH } from './web/bullBoard.ts';
 import { closeWorkers, startWorkers } from './worker.ts';
 import { sweepIntervalMs, sweepSealedKeys } from './jobs/keySweep.ts';
+import { bootstrapFleetSettings } from './fleet/generations.ts';
 import path from 'node:path';
 
 const log = logger('control-plane');
@@ -72,6 +73,7 @@ export async function startControlPlane(config: Config, roles: { web: boolean; w
     args: config.runtime.args,
     logDir: path.join(config.varDir, 'logs'),
     workspacesDir: config.runtime.workspacesDir,
+    releasesDir: config.fleet.releasesDir,
   });
   const compute: ComputeProvider = config.railway ? new RailwayComputeProvider(config.railway) : local;
   const localDatabase = new LocalDatabaseProvider(db, config.databaseUrl, secrets);
@@ -98,6 +100,8 @@ export async function startControlPlane(config: Config, roles: { web: boolean; w
   if (roles.worker) {
     // Local runtimes without a live supervisor (a restart of the control plane, a worker that died) are taken over.
     if (compute === local) await local.startSupervising();
+    // The configuration's fleet settings become current; a fleet running others is told of once, in the log.
+    await bootstrapFleetSettings(ctx);
     workers = startWorkers(ctx);
     await ctx.jobs.scheduleFleet({ monitor: config.monitor.intervalMs, reconcile: config.reconcile.intervalMs });
     // Sealed API keys that are done with (revealed, or past their window) are deleted here, by any worker, and so

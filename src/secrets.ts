@@ -7,7 +7,8 @@ export { open, seal, type Sealed };
 export class SecretStore {
   constructor(
     private readonly db: Db,
-    private readonly key: Buffer,
+    /** SECRETS_KEY (the fleet generations seal their secrets in their own rows with it). */
+    readonly key: Buffer,
   ) {}
 
   async put(owner: string, name: string, value: string): Promise<void> {

@@ -29,6 +29,8 @@ import { recordFinalFailure, ReportedFailure } from './operations/incidents.ts';
 import { monitor } from './jobs/fleet/monitor.ts';
 import { reconcile } from './jobs/fleet/reconcile.ts';
 import { recordFleetRun, type FleetJob } from './metrics/recorder.ts';
+import { coordinateRollout } from './jobs/rollouts/coordinator.ts';
+import { rolloutInstance } from './jobs/rollouts/rolloutInstance.ts';
 
 const log = logger('worker');
 
@@ -76,6 +78,8 @@ const HANDLERS: { [N in JobName]: Handler<JobData[N]> } = {
   'alert-email': sendAlert,
   monitor: timed('monitor', monitor),
   reconcile: timed('reconcile', reconcile),
+  rollout: coordinateRollout,
+  'rollout-instance': rolloutInstance,
 };
 
 const STEP_NAMES: readonly string[] = Object.values(STEPS);

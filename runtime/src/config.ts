@@ -22,6 +22,8 @@ export interface RuntimeConfig {
   messageLimit: number;
   features: readonly Feature[];
   version: string;
+  /** The control plane's fleet settings generation this runtime was configured with (SETTINGS_GENERATION), reported by /health. */
+  settingsGeneration: number | undefined;
   model: {
     /** Unset: chat answers 503 until the platform configures a key. */
     apiKey: string | undefined;
@@ -155,6 +157,11 @@ export function loadRuntimeConfig(env: NodeJS.ProcessEnv): RuntimeConfig {
     maxRetries: positive('MODEL_MAX_RETRIES', 3, 0),
   };
   const promptTokenBudget = positive('PROMPT_TOKEN_BUDGET', 8_000, 500);
+  const settingsGenerationText = read(env, 'SETTINGS_GENERATION');
+  const settingsGeneration = settingsGenerationText === undefined ? undefined : Number(settingsGenerationText);
+  if (settingsGeneration !== undefined && !(Number.isInteger(settingsGeneration) && settingsGeneration > 0)) {
+    problems.push(`SETTINGS_GENERATION must be a positive integer (got "${settingsGenerationText}")`);
+  }
   const toolRounds = positive('MAX_TOOL_ROUNDS', PLANS[plan].toolRounds);
   const historyMessages = positive('HISTORY_MESSAGES', 20, 0);
   const authFailureLimit = positive('AUTH_FAILURE_LIMIT', 20);
@@ -205,6 +212,7 @@ export function loadRuntimeConfig(env: NodeJS.ProcessEnv): RuntimeConfig {
     messageLimit,
     features,
     version: read(env, 'RUNTIME_VERSION') ?? DEFAULT_RUNTIME_VERSION,
+    settingsGeneration,
     model,
     toolRounds,
     webSearchMaxUses: PLANS[plan].webSearchMaxUses,

@@ -59,7 +59,8 @@ export function createRuntimeApp(deps: RuntimeDeps): Koa {
     const healthy = await answersWithin(deps.db.query('SELECT 1'), HEALTH_TIMEOUT_MS);
     ctx.set('Cache-Control', 'no-store');
     ctx.status = healthy ? 200 : 503;
-    ctx.body = { status: healthy ? 'ok' : 'unavailable' };
+    // What it runs, for the control plane's rollouts: they wait for the version and generation they gave it.
+    ctx.body = { status: healthy ? 'ok' : 'unavailable', version: deps.config.version, settingsGeneration: deps.config.settingsGeneration ?? null };
   });
 
   router.get('/status', auth, limited, async (ctx) => {

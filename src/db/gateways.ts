@@ -15,6 +15,8 @@ import { PgStepLedger, type StepLedger } from './steps.ts';
 import { PgStripeEvents, type StripeEvents } from './stripeEvents.ts';
 import { PgSubscriptions, type Subscriptions } from './subscriptions.ts';
 import { PgUsageNotices, type UsageNotices } from './usageNotices.ts';
+import { PgFleetGenerations, type FleetGenerations } from './fleetGenerations.ts';
+import { PgRollouts, type Rollouts } from './rollouts.ts';
 
 export interface Gateways {
   instances: Instances;
@@ -37,6 +39,10 @@ export interface Gateways {
   keyHandovers: KeyHandovers;
   /** Customers' sign-in links and account sessions. */
   accountAccess: AccountAccess;
+  /** Fleet settings generations: which is current, which each instance runs. */
+  fleet: FleetGenerations;
+  /** Rollouts and their instances. */
+  rollouts: Rollouts;
 }
 
 export function pgGateways(db: Db, secrets: SecretStore, lockConnections: LockConnections): Gateways {
@@ -55,5 +61,7 @@ export function pgGateways(db: Db, secrets: SecretStore, lockConnections: LockCo
     reconciliation: new PgReconciliation(db, lockConnections),
     keyHandovers: new PgKeyHandovers(db),
     accountAccess: new PgAccountAccess(db),
+    fleet: new PgFleetGenerations(db, secrets.key),
+    rollouts: new PgRollouts(db),
   };
 }

@@ -3,17 +3,24 @@ import { randomBytes } from 'node:crypto';
 import { INSTANCE_SECRETS, instanceOwner } from '../instances/secrets.ts';
 import type { JobContext } from '../jobs/context.ts';
 import { requestRate, type Plan } from '../../core/plans.ts';
+import type { Generation } from '../db/fleetGenerations.ts';
+import { currentGeneration } from '../fleet/generations.ts';
+import { fleetVariables } from '../fleet/settings.ts';
 
-/** The runtime's whole configuration, as env variables (secrets go straight from the sealed store to the provider). */
+/**
+ * The runtime's whole configuration, as env variables (secrets go straight from the sealed store to the provider):
+ * the fleet settings of a generation (shared by every instance running it), then the instance's own values.
+ */
 function runtimeVariables(
   ctx: Pick<JobContext, 'config'>,
   instance: ServiceInstance,
   plan: Plan,
   secrets: RuntimeSecrets,
+  generation: Generation,
 ): Record<string, string> {
   const { runtime } = ctx.config;
   const vars: Record<string, string> = {
-    ...runtime.connections,
+    ...fleetVariables(generation),
     DATABASE_URL: secrets.databaseUrl,
     WORKSPACE_ID: instance.workspace_id,
     PLAN: plan.name,
@@ -26,9 +33,6 @@ function runtimeVariables(
   };
   // Where the customer's browser comes back from an OAuth provider (the connection callbacks).
   if (instance.access_url) vars.PUBLIC_URL = instance.access_url;
-  if (runtime.anthropicApiKey) vars.ANTHROPIC_API_KEY = runtime.anthropicApiKey;
-  if (runtime.anthropicBaseUrl) vars.ANTHROPIC_BASE_URL = runtime.anthropicBaseUrl;
-  if (runtime.anthropicModel) vars.ANTHROPIC_MODEL = runtime.anthropicModel;
   return vars;
 }
 
@@ -38,19 +42,43 @@ type ServiceInstance = { id: string; workspace_id: string; access_url?: string |
 type InstanceRuntimeSecrets = { runtimeSecret: string; connectionsKey: string };
 type RuntimeSecrets = InstanceRuntimeSecrets & { databaseUrl: string };
 
-/** Hands the service its whole configuration for a plan: every variable and the plan's limits (one provider call). */
+/**
+ * Which fleet generation a configuration uses: the current one (new provisions, resizes, reactivations), the one the
+ * instance was last configured with ('instance': the reconciler puts a drifted service back as it was), or a given
+ * one (a rollout's target, or what a rollback returns to).
+ */
+export type GenerationChoice = 'current' | 'instance' | Generation;
+
+/**
+ * Hands the service its whole configuration for a plan: every variable, the plan's limits and the runtime version
+ * (one provider call), and records on the instance which generation it now has.
+ */
 export async function configureService(
-  ctx: Pick<JobContext, 'config' | 'secrets' | 'customerDbs' | 'compute'>,
+  ctx: Pick<JobContext, 'config' | 'secrets' | 'customerDbs' | 'compute' | 'fleet'>,
   instance: ServiceInstance,
   serviceId: string,
   plan: Plan,
-): Promise<void> {
+  choice: GenerationChoice = 'current',
+): Promise<Generation> {
   const owner = instanceOwner(instance.id);
   const secrets = {
     runtimeSecret: await ctx.secrets.putIfAbsent(owner, INSTANCE_SECRETS.runtimeSecret, randomBytes(32).toString('base64url')),
     connectionsKey: await ctx.secrets.putIfAbsent(owner, INSTANCE_SECRETS.connectionsKey, randomBytes(32).toString('base64')),
   };
-  await ctx.compute.configure(serviceId, await settingsFor(ctx, instance, plan, secrets));
+  const generation = await generationFor(ctx, instance, choice);
+  await ctx.compute.configure(serviceId, { ...(await settingsFor(ctx, instance, plan, secrets, generation)), version: generation.runtimeVersion });
+  await ctx.fleet.recordOnInstance(instance.id, generation);
+  return generation;
+}
+
+async function generationFor(ctx: Pick<JobContext, 'config' | 'fleet'>, instance: ServiceInstance, choice: GenerationChoice): Promise<Generation> {
+  if (typeof choice === 'object') return choice;
+  if (choice === 'instance') {
+    const id = await ctx.fleet.ofInstance(instance.id);
+    const recorded = id === null ? undefined : await ctx.fleet.byId(id);
+    if (recorded) return recorded;
+  }
+  return currentGeneration(ctx);
 }
 
 /**
@@ -58,7 +86,7 @@ export async function configureService(
  * service with it). A secret never made is an empty one, which no service holds: configuring makes it.
  */
 export async function configuredSettings(
-  ctx: Pick<JobContext, 'config' | 'customerDbs'> & { secrets: Pick<JobContext['secrets'], 'get'> },
+  ctx: Pick<JobContext, 'config' | 'customerDbs' | 'fleet'> & { secrets: Pick<JobContext['secrets'], 'get'> },
   instance: ServiceInstance,
   plan: Plan,
 ): Promise<ServiceConfiguration> {
@@ -67,7 +95,7 @@ export async function configuredSettings(
     runtimeSecret: (await ctx.secrets.get(owner, INSTANCE_SECRETS.runtimeSecret)) ?? '',
     connectionsKey: (await ctx.secrets.get(owner, INSTANCE_SECRETS.connectionsKey)) ?? '',
   };
-  return settingsFor(ctx, instance, plan, secrets);
+  return settingsFor(ctx, instance, plan, secrets, await generationFor(ctx, instance, 'instance'));
 }
 
 type ServiceConfiguration = { variables: Record<string, string>; limits: Pick<Plan, 'cpu' | 'memoryMb'> };
@@ -77,7 +105,8 @@ async function settingsFor(
   instance: ServiceInstance,
   plan: Plan,
   secrets: InstanceRuntimeSecrets,
+  generation: Generation,
 ): Promise<ServiceConfiguration> {
   const databaseUrl = await ctx.customerDbs.connectionUrl(instance.id);
-  return { variables: runtimeVariables(ctx, instance, plan, { ...secrets, databaseUrl }), limits: { cpu: plan.cpu, memoryMb: plan.memoryMb } };
+  return { variables: runtimeVariables(ctx, instance, plan, { ...secrets, databaseUrl }, generation), limits: { cpu: plan.cpu, memoryMb: plan.memoryMb } };
 }

@@ -17,8 +17,11 @@ export interface ComputeProvider {
    * the service was just created, so it has none yet to look for.
    */
   accessUrl(serviceId: string, options?: { fresh?: boolean }): Promise<string>;
-  /** The service's whole configuration for a plan: every variable (no deploy yet) and the plan's CPU and memory. */
-  configure(serviceId: string, settings: { variables: Record<string, string>; limits: Pick<Plan, 'cpu' | 'memoryMb'> }): Promise<void>;
+  /**
+   * The service's whole configuration for a plan: every variable (no deploy yet), the plan's CPU and memory, and the
+   * runtime version it runs (Railway: the image's tag; locally the RUNTIME_VERSION variable picks the release).
+   */
+  configure(serviceId: string, settings: ServiceConfigurationInput): Promise<void>;
   deploy(serviceId: string): Promise<{ deploymentId: string }>;
   deploymentState(serviceId: string, deploymentId: string): Promise<{ state: DeploymentState; detail?: string }>;
   /** The service's newest deployment, so a step that died after deploying adopts it instead of deploying again. */
@@ -43,6 +46,13 @@ export interface ComputeProvider {
   /** What the service holds now (read back, to compare with what configure sets); null when it does not exist. */
   readSettings(serviceId: string): Promise<ServiceSettings | null>;
   close(): Promise<void>;
+}
+
+export interface ServiceConfigurationInput {
+  variables: Record<string, string>;
+  limits: Pick<Plan, 'cpu' | 'memoryMb'>;
+  /** The runtime version (a fleet generation's); unset, what the configuration names. */
+  version?: string;
 }
 
 export interface ServiceState {

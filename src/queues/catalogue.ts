@@ -17,6 +17,8 @@ export const QUEUES = {
   lifecycle: 'lifecycle',
   /** Watching the fleet on a schedule: the health monitor and the reconciler. */
   fleet: 'fleet',
+  /** Fleet settings and runtime versions rolled out: a coordinator per rollout, a job per instance changed. */
+  rollouts: 'rollouts',
 } as const;
 
 export type QueueName = (typeof QUEUES)[keyof typeof QUEUES];
@@ -132,6 +134,21 @@ export interface AlertData {
 /** A fleet job (monitor, reconcile; scheduled, or a reconcile an operator asked for): it works from the database. */
 export type FleetData = Record<string, never>;
 
+/** A rollout's coordinator: launches the canary, then each batch, and rolls back when it halts or is aborted. */
+export interface RolloutData {
+  rolloutId: number;
+}
+
+/** One instance of a rollout moved to its target generation ('update') or back to what it ran ('rollback'). */
+export interface RolloutInstanceData {
+  rolloutId: number;
+  instanceId: string;
+  direction: 'update' | 'rollback';
+  /** Set once the service is configured and deployed: the health gate's deadline (epoch ms). */
+  deadline?: number;
+  polls?: number;
+}
+
 /** Every job's data by job name, but the Stripe events' (named after the event type, see STRIPE_EVENT_JOBS). */
 export interface JobData {
   'create-branch': ProvisionData;
@@ -156,6 +173,8 @@ export interface JobData {
   'alert-email': AlertData;
   monitor: FleetData;
   reconcile: FleetData;
+  rollout: RolloutData;
+  'rollout-instance': RolloutInstanceData;
 }
 
 export type JobName = keyof JobData;
@@ -190,6 +209,9 @@ export const JOBS: Record<JobName, { queue: QueueName; finalFailure: FinalFailur
   // A fleet run that fails is logged; the next scheduled run starts afresh.
   monitor: { queue: QUEUES.fleet, finalFailure: 'log' },
   reconcile: { queue: QUEUES.fleet, finalFailure: 'log' },
+  // A rollout's jobs record their own failures in the rollout (an instance that failed, a halt and its one alert).
+  rollout: { queue: QUEUES.rollouts, finalFailure: 'log' },
+  'rollout-instance': { queue: QUEUES.rollouts, finalFailure: 'log' },
 };
 
 export function isJobName(name: string): name is JobName {
@@ -230,4 +252,8 @@ export const JOB_IDS = {
   fleetScheduler: (job: 'monitor' | 'reconcile') => jobId('scheduler', job),
   /** A reconcile run an operator asked for now (one per request). */
   reconcileNow: (requestId: string) => jobId('reconcile', requestId),
+  /** One coordinator per rollout; one job per instance and direction of a rollout. */
+  rollout: (rolloutId: number) => jobId('rollout', String(rolloutId)),
+  rolloutInstance: (data: Pick<RolloutInstanceData, 'rolloutId' | 'instanceId' | 'direction'>) =>
+    jobId('rollout', String(data.rolloutId), data.direction, data.instanceId),
 };

@@ -20,6 +20,7 @@ import {
   type ProvisionData,
   type QueueName,
   type ReactivateData,
+  type RolloutInstanceData,
   type StripeEventData,
   type UsageEmailData,
 } from './catalogue.ts';
@@ -72,6 +73,10 @@ export interface JobQueue {
   scheduleFleet(everyMs: Record<'monitor' | 'reconcile', number>): Promise<void>;
   /** A reconcile run now, besides the scheduled ones (an operator asked); answers its job id. */
   addReconcile(requestId: string): Promise<string>;
+  /** A rollout's coordinator (adding it again adds nothing); answers its job id. */
+  addRollout(rolloutId: number): Promise<string>;
+  /** One instance's update or rollback in a rollout (once per instance and direction). */
+  addRolloutInstance(data: Pick<RolloutInstanceData, 'rolloutId' | 'instanceId' | 'direction'>): Promise<void>;
 }
 
 export interface HeldJobs {
@@ -223,6 +228,16 @@ export class BullJobQueue implements JobQueue {
     const data: FleetData = {};
     await this.queues.get(JOBS.reconcile.queue).add('reconcile', data, { ...FLEET_JOB_OPTIONS, jobId: id });
     return id;
+  }
+
+  async addRollout(rolloutId: number): Promise<string> {
+    const id = JOB_IDS.rollout(rolloutId);
+    await this.add('rollout', { rolloutId }, { jobId: id });
+    return id;
+  }
+
+  async addRolloutInstance(data: Pick<RolloutInstanceData, 'rolloutId' | 'instanceId' | 'direction'>): Promise<void> {
+    await this.add('rollout-instance', { rolloutId: data.rolloutId, instanceId: data.instanceId, direction: data.direction }, { jobId: JOB_IDS.rolloutInstance(data) });
   }
 }
 

@@ -11,6 +11,7 @@ import { QUEUES } from '../queues/catalogue.ts';
 import type { Queues } from '../queues/connection.ts';
 import type { JobQueue } from '../queues/jobQueue.ts';
 import { adminApi } from './adminApi.ts';
+import { rolloutsApi } from './rolloutsApi.ts';
 import { bullBoard } from './bullBoard.ts';
 import { jsonErrors, refuseUnreadablePaths } from '../../core/http/httpError.ts';
 import { throttleFailedAuth } from '../../core/http/authFailureThrottle.ts';
@@ -27,7 +28,7 @@ import { welcomePages } from './welcome/routes.ts';
 import { accountPages } from './account/routes.ts';
 import type { Mailer } from '../providers/types.ts';
 
-export interface WebDeps extends Pick<Gateways, 'instances' | 'steps' | 'audit' | 'stripeEvents' | 'usageNotices' | 'health' | 'reconciliation' | 'customerDbs' | 'keyHandovers' | 'accountAccess' | 'locks'> {
+export interface WebDeps extends Pick<Gateways, 'instances' | 'steps' | 'audit' | 'stripeEvents' | 'usageNotices' | 'health' | 'reconciliation' | 'customerDbs' | 'keyHandovers' | 'accountAccess' | 'locks' | 'fleet' | 'rollouts'> {
   config: Config;
   /** The admin API's reconcile dry run lists what the providers hold. */
   compute: ComputeProvider;
@@ -81,5 +82,7 @@ export function createWebApp(deps: WebDeps): Koa {
   const runtimes = runtimeApi(deps);
   app.use(runtimes.routes()).use(runtimes.allowedMethods());
   app.use(admin.routes()).use(admin.allowedMethods());
+  const rollouts = rolloutsApi(deps);
+  app.use(rollouts.routes()).use(rollouts.allowedMethods());
   return app;
 }

@@ -263,6 +263,8 @@ describe('LocalComputeProvider (real processes)', function () {
       WORKSPACE_ID: `ws_${id}`,
       PLAN: 'starter',
       MESSAGE_LIMIT: '5000',
+      RUNTIME_VERSION: 'v-test',
+      SETTINGS_GENERATION: '3',
     });
 
     before(() => {
@@ -290,7 +292,7 @@ describe('LocalComputeProvider (real processes)', function () {
 
       await stateOf(rt, 'rt', deploymentId, 'success');
       const health = await healthy(accessUrl);
-      expect(JSON.parse(health.body)).to.deep.equal({ status: 'ok' });
+      expect(JSON.parse(health.body)).to.deep.equal({ status: 'ok', version: 'v-test', settingsGeneration: 3 });
 
       const r = (await row('rt'))!;
       expect(r).to.include({ desired_state: 'running', deployment_id: deploymentId, port: portOf(accessUrl) });

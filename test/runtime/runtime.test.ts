@@ -205,7 +205,7 @@ describe('runtime server', () => {
        VALUES ('AGENTS.md', '# Agents', 'x'), ('skills/notes/SKILL.md', '# Notes skill', 'y')`,
     );
     workspaceDir = await mkdtemp(path.join(tmpdir(), 'rt-workspace-'));
-    runtime = await startRuntime(configFor(url, { workspaceDir }));
+    runtime = await startRuntime(configFor(url, { workspaceDir, version: '2.0.0-test', settingsGeneration: 7 }));
   });
 
   after(async () => {
@@ -218,10 +218,10 @@ describe('runtime server', () => {
     return fetch(`${runtime.url}/status`, { headers: authorization ? { authorization } : {} });
   }
 
-  it('answers /health with nothing but its status', async () => {
+  it('answers /health with its status, and the version and fleet settings generation it runs (nothing else)', async () => {
     const res = await fetch(`${runtime.url}/health`);
     expect(res.status).to.equal(200);
-    expect(await res.json()).to.deep.equal({ status: 'ok' });
+    expect(await res.json()).to.deep.equal({ status: 'ok', version: '2.0.0-test', settingsGeneration: 7 });
   });
 
   it('writes the workspace from the database to an empty WORKSPACE_DIR', async () => {
@@ -308,7 +308,7 @@ describe('runtime health when its database goes away', () => {
       await dropDatabase(url);
       const res = await fetch(`${runtime.url}/health`);
       expect(res.status).to.equal(503);
-      expect(await res.json()).to.deep.equal({ status: 'unavailable' });
+      expect(await res.json()).to.deep.equal({ status: 'unavailable', version: '0.1.0', settingsGeneration: null });
     } finally {
       await runtime.close();
     }

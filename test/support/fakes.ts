@@ -48,6 +48,9 @@ import type { AccountAccess } from '../../src/db/accountAccess.ts';
 import type { HeldJobs, JobQueue } from '../../src/queues/jobQueue.ts';
 import { RATE_LIMIT_GAP_MS, type RateLimitPeriod, type RateLimitPeriods } from '../../src/queues/rateLimits.ts';
 import type { WorkspaceFile } from '../../core/workspace/files.ts';
+import type { Bootstrap, FleetGenerations, Generation } from '../../src/db/fleetGenerations.ts';
+import type { Rollouts } from '../../src/db/rollouts.ts';
+import { generationDigest, type FleetValues } from '../../src/fleet/settings.ts';
 
 /** What every fake was asked to do, in order: `<fake>.<method> <argument>`. */
 export type Trace = string[];
@@ -703,6 +706,13 @@ export class FakeJobQueue implements JobQueue {
     return `reconcile-${requestId}`;
   }
 
+  async addRollout(rolloutId: number): Promise<string> {
+    await this.add('addRollout', rolloutId);
+    return `rollout-${rolloutId}`;
+  }
+
+  addRolloutInstance = (...args: unknown[]) => this.add('addRolloutInstance', ...args);
+
   /** What heldJobs answers. */
   held: HeldJobs = { waiting: 0, delayed: 0, active: 1, ids: [] };
 
@@ -1018,6 +1028,76 @@ export interface Fakes {
   mailer: FakeMailer;
   stripe: FakeStripe;
   rateLimitPeriods: FakeRateLimitPeriods;
+  fleet: FakeFleetGenerations;
+  rollouts: FakeRollouts;
+}
+
+/** Fleet generations in memory, digests as Postgres keeps them (the secrets are kept in clear here). */
+export class FakeFleetGenerations implements FleetGenerations {
+  readonly generations: Generation[] = [];
+  currentId: number | null = null;
+  readonly onInstance = new Map<string, { id: number; runtimeVersion: string }>();
+
+  constructor(private readonly key: Buffer) {}
+
+  async ensure(values: FleetValues, source: Generation['source']): Promise<Generation> {
+    const digest = generationDigest(values, this.key);
+    let found = this.generations.find((g) => g.digest === digest);
+    if (!found) {
+      found = { ...structuredClone(values), id: this.generations.length + 1, digest, source, createdAt: new Date() };
+      this.generations.push(found);
+    }
+    return found;
+  }
+
+  async byId(id: number): Promise<Generation | undefined> {
+    return this.generations.find((g) => g.id === id);
+  }
+
+  async current(): Promise<Generation | undefined> {
+    return this.currentId === null ? undefined : this.byId(this.currentId);
+  }
+
+  async setCurrent(id: number, expected?: number | null): Promise<boolean> {
+    if (expected !== undefined && expected !== this.currentId) return false;
+    this.currentId = id;
+    return true;
+  }
+
+  async bootstrap(values: FleetValues): Promise<Bootstrap> {
+    const generation = await this.ensure(values, 'config');
+    const before = await this.current();
+    this.currentId = generation.id;
+    return { current: generation, replaced: before && before.id !== generation.id ? before : undefined, behind: 0, behindOn: [] };
+  }
+
+  async recordOnInstance(instanceId: string, generation: Pick<Generation, 'id' | 'runtimeVersion'>): Promise<void> {
+    this.onInstance.set(instanceId, { id: generation.id, runtimeVersion: generation.runtimeVersion });
+  }
+
+  async ofInstance(instanceId: string): Promise<number | null> {
+    return this.onInstance.get(instanceId)?.id ?? null;
+  }
+
+  async behind(id: number): Promise<number> {
+    return [...this.onInstance.values()].filter((g) => g.id !== id).length;
+  }
+}
+
+/** Rollouts are tested end to end (test/e2e/rollouts.test.ts): no unit test reaches this gateway. */
+export class FakeRollouts implements Rollouts {
+  private none(): never {
+    throw new Error('the rollouts gateway is not faked: test rollouts end to end');
+  }
+  candidates = async () => this.none();
+  create = async () => this.none();
+  byId = async () => this.none();
+  list = async () => this.none();
+  instances = async () => this.none();
+  instance = async () => this.none();
+  setState = async () => this.none();
+  setInstances = async () => this.none();
+  setRollback = async () => this.none();
 }
 
 /** A job context made of fakes only. */
@@ -1063,6 +1143,8 @@ export function fakeContext(env: Record<string, string> = {}): Fakes {
     mailer: new FakeMailer(calls),
     stripe: new FakeStripe(),
     rateLimitPeriods: new FakeRateLimitPeriods(),
+    fleet: new FakeFleetGenerations(config.secretsKey),
+    rollouts: new FakeRollouts(),
   };
   const ctx: JobContext = {
     ...fakes,

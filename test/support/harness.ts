@@ -110,6 +110,11 @@ export interface Harness {
    * first for whatever adds them (say, the Stripe event's job), so that none is still to come.
    */
   completedJobsOf(instanceId: string, names: string[], timeoutMs?: number): Promise<Job[]>;
+  /**
+   * Stops the control plane and starts it again on the same database, queues and port, its environment changed by
+   * `env` (an operator's restart with new configuration); `plane` and `config` are then the new one's.
+   */
+  restart(env?: Record<string, string>): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -197,8 +202,8 @@ export async function startHarness(env: Record<string, string> = {}, options: Ha
     ...cloudEnv,
     ...env,
   };
-  const config = loadConfig(fullEnv, process.cwd());
-  const plane = await startControlPlane(config, { web: true, worker: !options.webOnly });
+  let config = loadConfig(fullEnv, process.cwd());
+  let plane = await startControlPlane(config, { web: true, worker: !options.webOnly });
   const url = plane.url!;
   const db = new pg.Pool({ connectionString: config.databaseUrl, max: 3 });
   db.on('error', () => undefined); // an idle connection ended by close()'s DROP DATABASE
@@ -213,8 +218,12 @@ export async function startHarness(env: Record<string, string> = {}, options: Ha
     });
 
   return {
-    plane,
-    config,
+    get plane() {
+      return plane;
+    },
+    get config() {
+      return config;
+    },
     env: fullEnv,
     url,
     stripe,
@@ -266,6 +275,12 @@ export async function startHarness(env: Record<string, string> = {}, options: Ha
           .flat()
           .filter((j) => j && names.includes(j.name) && (j.data as { instanceId?: string }).instanceId === instanceId);
       return completed(jobsOf, `jobs ${names.join(', ')} of instance ${instanceId}`, timeoutMs, false);
+    },
+    async restart(changes = {}) {
+      await plane.close();
+      Object.assign(fullEnv, changes);
+      config = loadConfig(fullEnv, process.cwd());
+      plane = await startControlPlane(config, { web: true, worker: !options.webOnly });
     },
     async close() {
       // Local customer databases are dropped here; Neon branches belong to the Neon emulator, which drops its own.

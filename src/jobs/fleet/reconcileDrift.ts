@@ -25,7 +25,7 @@ export interface DriftEntry extends Drift {
 }
 
 /** What a dry run reads (the web process runs one). */
-export type DriftReadContext = Pick<JobContext, 'config' | 'compute' | 'customerDbs'> & { secrets: Pick<JobContext['secrets'], 'get'> };
+export type DriftReadContext = Pick<JobContext, 'config' | 'compute' | 'customerDbs' | 'fleet'> & { secrets: Pick<JobContext['secrets'], 'get'> };
 
 /** Compares each instance's service with its plan; answers the drifted ones (or those that could not be read). */
 export async function findDrift(ctx: DriftReadContext, instances: FleetInstance[]): Promise<DriftEntry[]> {
@@ -49,7 +49,7 @@ export async function findDrift(ctx: DriftReadContext, instances: FleetInstance[
  * Corrects each drifted service, holding its instance's lifecycle lock (a plan change holds it too, so the two never
  * cross) and only while the instance is still active on the plan and service it was compared for.
  */
-export async function correctDrift(ctx: Pick<JobContext, 'config' | 'compute' | 'customerDbs' | 'secrets' | 'instances' | 'locks' | 'audit'>, entries: DriftEntry[], fleet: FleetInstance[]): Promise<void> {
+export async function correctDrift(ctx: Pick<JobContext, 'config' | 'compute' | 'customerDbs' | 'secrets' | 'instances' | 'locks' | 'audit' | 'fleet'>, entries: DriftEntry[], fleet: FleetInstance[]): Promise<void> {
   const byId = new Map(fleet.map((i) => [i.id, i]));
   for (const entry of entries.filter((e) => e.outcome === 'would-correct')) {
     const plan = byId.get(entry.instanceId)?.plan;
@@ -60,7 +60,8 @@ export async function correctDrift(ctx: Pick<JobContext, 'config' | 'compute' | 
         if (!instance || instance.status !== 'active' || instance.service_id !== entry.serviceId || instance.plan !== plan) {
           return { skipped: 'the instance changed since it was compared' };
         }
-        await configureService(ctx, instance, entry.serviceId, PLANS[plan]);
+        // Put back as it was configured (its own generation): moving it to other fleet settings is a rollout's work.
+        await configureService(ctx, instance, entry.serviceId, PLANS[plan], 'instance');
         const { deploymentId } = await ctx.compute.deploy(entry.serviceId);
         await ctx.audit.record({
           actor: 'worker',

@@ -17,7 +17,8 @@ import path from 'node:path';
 import type { Db } from '../../db/pool.ts';
 import type { SecretStore } from '../../secrets.ts';
 import type { Plan } from '../../../core/plans.ts';
-import type { ComputeProvider, DeploymentState, ListedService, ServiceSettings, ServiceState } from '../types.ts';
+import type { ComputeProvider, DeploymentState, ListedService, ServiceConfigurationInput, ServiceSettings, ServiceState } from '../types.ts';
+import { releaseEntry } from '../../fleet/releases.ts';
 import { logger, maskSecrets } from '../../../core/logger.ts';
 
 export interface LocalComputeOptions {
@@ -28,6 +29,11 @@ export interface LocalComputeOptions {
   workspacesDir: string;
   /** How long a worker's hold on its runtimes lasts unless renewed (it is renewed every third of it). Default 6 s. */
   leaseMs?: number;
+  /**
+   * Runtime versions on disk (RUNTIME_RELEASES_DIR): a service whose RUNTIME_VERSION names one runs its entry in place
+   * of the last of `args`; other versions run the built-in runtime.
+   */
+  releasesDir?: string | null;
 }
 
 interface ServiceRow {
@@ -101,7 +107,8 @@ export class LocalComputeProvider implements ComputeProvider {
     return `http://127.0.0.1:${(await this.requireRow(serviceId)).port}`;
   }
 
-  async configure(serviceId: string, settings: { variables: Record<string, string>; limits: Pick<Plan, 'cpu' | 'memoryMb'> }): Promise<void> {
+  /** The version is the RUNTIME_VERSION variable here: start() picks the runtime's entry by it. */
+  async configure(serviceId: string, settings: ServiceConfigurationInput): Promise<void> {
     await this.setVariables(serviceId, settings.variables);
     await this.setLimits(serviceId, settings.limits);
   }
@@ -206,7 +213,7 @@ export class LocalComputeProvider implements ComputeProvider {
    * directly under its workspaces directory (another control plane's runtimes have theirs elsewhere).
    */
   private runtimeProcesses(): { pid: number; name: string }[] {
-    return runtimeProcesses(this.options.args.join('\0'), this.options.workspacesDir);
+    return this.commandLines().flatMap((line) => runtimeProcesses(line, this.options.workspacesDir));
   }
 
   async readSettings(serviceId: string): Promise<ServiceSettings | null> {
@@ -305,7 +312,19 @@ export class LocalComputeProvider implements ComputeProvider {
   }
 
   private isOurRuntime(pid: number, port: number): boolean {
-    return runsAs(pid, this.options.args.join('\0'), port);
+    return this.commandLines().some((line) => runsAs(pid, line, port));
+  }
+
+  /** What our runtimes' command lines hold: the built-in runtime's arguments, or those of a release (its directory). */
+  private commandLines(): string[] {
+    const { args, releasesDir } = this.options;
+    return releasesDir ? [args.join('\0'), [...args.slice(0, -1), releasesDir].join('\0')] : [args.join('\0')];
+  }
+
+  /** The arguments that start `version`: its release's entry in place of the built-in one, when it is on disk. */
+  private argsFor(version: string | undefined): string[] {
+    const entry = version ? releaseEntry(this.options.releasesDir ?? null, version) : undefined;
+    return entry ? [...this.options.args.slice(0, -1), entry] : this.options.args;
   }
 
   private async row(name: string): Promise<ServiceRow | undefined> {
@@ -343,7 +362,7 @@ export class LocalComputeProvider implements ComputeProvider {
     const logFd = openSync(this.logPath(name), 'a');
     let child: ChildProcess;
     try {
-      child = spawn(this.options.command, this.options.args, { env, stdio: ['ignore', logFd, logFd], detached: true });
+      child = spawn(this.options.command, this.argsFor(variables.RUNTIME_VERSION), { env, stdio: ['ignore', logFd, logFd], detached: true });
     } finally {
       closeSync(logFd);
     }

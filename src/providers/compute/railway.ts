@@ -11,7 +11,8 @@ import type { RailwayConfig } from '../../config.ts';
 import { isTransientNetworkError, parseRetryAfter, PermanentError, RateLimitedError, TransientError } from '../../errors.ts';
 import type { Plan } from '../../../core/plans.ts';
 import { providerFetch } from '../http.ts';
-import type { ComputeProvider, DeploymentState, ListedService, ServiceSettings, ServiceState } from '../types.ts';
+import type { ComputeProvider, DeploymentState, ListedService, ServiceConfigurationInput, ServiceSettings, ServiceState } from '../types.ts';
+import { imageWithVersion } from '../../fleet/settings.ts';
 import { RAILWAY_DOCUMENTS as DOCS } from './railwayDocuments.ts';
 
 const REQUEST_TIMEOUT_MS = 20_000;
@@ -79,8 +80,8 @@ export class RailwayComputeProvider implements ComputeProvider {
    * One request: every variable (deploys skipped), the plan's CPU and memory, and what the service builds and runs
    * (the image, or the repository with the runtime's Dockerfile, and the runtime's healthcheck).
    */
-  async configure(serviceId: string, settings: { variables: Record<string, string>; limits: Pick<Plan, 'cpu' | 'memoryMb'> }): Promise<void> {
-    const source = this.source();
+  async configure(serviceId: string, settings: ServiceConfigurationInput): Promise<void> {
+    const source = this.source(settings.version);
     await this.call('configure', {
       ...this.envScope(),
       serviceId,
@@ -213,9 +214,10 @@ export class RailwayComputeProvider implements ComputeProvider {
   }
 
   /** Railway's ServiceSourceInput: the prebuilt image, or the repository. */
-  private source(): { image?: string; repo?: string } {
+  /** What the service runs: the configured image (with its tag set to `version` when given), or the repository. */
+  private source(version?: string): { image?: string; repo?: string } {
     const { source } = this.config;
-    return 'image' in source ? { image: source.image } : { repo: source.repo };
+    return 'image' in source ? { image: version ? imageWithVersion(source.image, version) : source.image } : { repo: source.repo };
   }
 
   private scope() {
