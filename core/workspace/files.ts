@@ -6,6 +6,7 @@ import { createHash, randomUUID } from 'node:crypto';
 import { lstat, mkdir, open, realpath, rename, rm } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import { sha256Hex } from '../hash.ts';
+import { ensurePrivateDir, PRIVATE_DIR_MODE, PRIVATE_FILE_MODE } from '../privateFiles.ts';
 
 /** A workspace file; `path` is relative and uses '/' separators. */
 export interface WorkspaceFile {
@@ -39,13 +40,13 @@ export async function writeWorkspaceToDisk(dir: string, files: WorkspaceFile[]):
     const unsafe = /[\\\0]/.test(path) || segments.some((s) => s === '' || s === '.' || s === '..');
     if (unsafe) throw new Error(`refusing unsafe workspace path: ${JSON.stringify(path)}`);
   }
-  await mkdir(dir, { recursive: true });
+  await ensurePrivateDir(dir);
   const root = await realpath(dir);
   for (const { path, content } of files) {
     const parent = await plainDirectory(root, path.split('/').slice(0, -1));
     const tmp = join(parent, `.${randomUUID()}.tmp`);
     try {
-      const handle = await open(tmp, 'wx');
+      const handle = await open(tmp, 'wx', PRIVATE_FILE_MODE);
       try {
         await handle.writeFile(content, 'utf8');
         await handle.sync();
@@ -65,7 +66,7 @@ async function plainDirectory(root: string, segments: string[]): Promise<string>
   let current = root;
   for (const segment of segments) {
     current = join(current, segment);
-    await mkdir(current).catch((err: NodeJS.ErrnoException) => {
+    await mkdir(current, PRIVATE_DIR_MODE).catch((err: NodeJS.ErrnoException) => {
       if (err.code !== 'EEXIST') throw err;
     });
     if (!(await lstat(current)).isDirectory()) throw new Error(`refusing to write through ${current}: not a directory`);

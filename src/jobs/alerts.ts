@@ -28,6 +28,7 @@ async function describe(ctx: JobContext, data: AlertData): Promise<Omit<Alert, '
     return {
       title: 'Stripe event could not be acted on',
       customer: `${detail.stripeCustomer ?? 'unknown customer'} (event ${detail.eventId}, ${detail.eventType})`,
+      customerRef: detail.stripeCustomer ?? null,
       step: 'stripe-intake',
       reason: detail.reason ?? 'unknown',
     };
@@ -37,6 +38,7 @@ async function describe(ctx: JobContext, data: AlertData): Promise<Omit<Alert, '
     return {
       title: detail.title ?? (incident.action === RATE_LIMIT_INCIDENT ? 'A provider keeps answering 429 (rate limited)' : 'A provider needs an operator'),
       customer: `none in particular (first seen provisioning ${instance ? `${instance.email ?? 'no email'}, ${instance.workspace_id}` : (incident.instanceId ?? 'unknown')})`,
+      customerRef: null,
       step: detail.step ?? 'unknown',
       reason: detail.reason ?? 'unknown',
     };
@@ -47,6 +49,7 @@ async function describe(ctx: JobContext, data: AlertData): Promise<Omit<Alert, '
     customer: instance
       ? `${instance.email ?? 'no email'} (${instance.stripe_customer_id ?? 'comped'}, ${instance.workspace_id})`
       : (incident.instanceId ?? 'none in particular'),
+    customerRef: instance?.customer_id ?? incident.instanceId,
     step: detail.step ?? 'unknown',
     reason: detail.reason ?? 'unknown',
   };

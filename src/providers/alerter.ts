@@ -6,7 +6,10 @@ import { logger } from '../../core/logger.ts';
 
 export interface Alert {
   title: string;
+  /** Who, as operators read it (email, Stripe id, workspace): in the Slack post and the email, never in a log line. */
   customer: string;
+  /** The customer's (or instance's) id: what a log line names them by. */
+  customerRef: string | null;
   step: string;
   reason: string;
   link: string;
@@ -23,7 +26,10 @@ export class Alerter {
   ) {}
 
   async slack(alert: Alert): Promise<void> {
-    if (!this.slackWebhookUrl) return log.warn('no SLACK_WEBHOOK_URL: alert logged only', { ...alert });
+    if (!this.slackWebhookUrl) {
+      const { title, customerRef, step, reason, link } = alert;
+      return log.warn('no SLACK_WEBHOOK_URL: alert logged only', { title, customer: customerRef, step, reason, link });
+    }
     const text = `:rotating_light: ${alert.title}\n*Customer:* ${alert.customer}\n*Step:* ${alert.step}\n*Reason:* ${alert.reason}\n<${alert.link}|Open in Bull Board>`;
     let response: Response;
     try {

@@ -1,9 +1,10 @@
 /** Mail through SMTP (SMTP_URL), or, on the embedded defaults, written to var/outbox/ as .eml files. */
-import { mkdir, writeFile } from 'node:fs/promises';
+import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import nodemailer, { type Transporter } from 'nodemailer';
 import { PermanentError, TransientError } from '../errors.ts';
 import type { Mailer, MailMessage } from './types.ts';
+import { ensurePrivateDir, PRIVATE_FILE_MODE } from '../../core/privateFiles.ts';
 
 export function createMailer(options: { smtpUrl: string | null; from: string; outboxDir: string }): Mailer {
   return options.smtpUrl ? new SmtpMailer(options.smtpUrl, options.from) : new OutboxMailer(options.outboxDir, options.from);
@@ -50,10 +51,10 @@ class OutboxMailer implements Mailer {
 
   async send(message: MailMessage): Promise<void> {
     const info = await this.transport.sendMail({ from: this.from, ...message });
-    await mkdir(this.dir, { recursive: true, mode: 0o700 });
+    await ensurePrivateDir(this.dir);
     const stamp = new Date().toISOString().replace(/[:.]/g, '-');
     const slug = message.subject.toLowerCase().replace(/[^a-z0-9]+/g, '-').slice(0, 40);
-    await writeFile(path.join(this.dir, `${stamp}-${slug}.eml`), info.message as Buffer, { mode: 0o600 });
+    await writeFile(path.join(this.dir, `${stamp}-${slug}.eml`), info.message as Buffer, { mode: PRIVATE_FILE_MODE });
   }
 
   close(): void {}

@@ -5,7 +5,7 @@
  * file) is captured: none carries a key, password or token the test made, and the lifecycle events are there, one
  * JSON line each with the instance's ids.
  */
-import { readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { mkdtemp } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -18,6 +18,19 @@ import { bullBoardHeaders } from '../support/jobWaits.ts';
 
 type Line = Record<string, unknown>;
 
+/** Every directory and file under `root` (itself included) with its permission bits; none when it does not exist. */
+async function modesUnder(root: string): Promise<{ path: string; mode: number; file: boolean }[]> {
+  const found: { path: string; mode: number; file: boolean }[] = [];
+  const visit = async (at: string): Promise<void> => {
+    const info = await stat(at).catch(() => undefined);
+    if (!info) return;
+    found.push({ path: at, mode: info.mode & 0o777, file: info.isFile() });
+    if (info.isDirectory()) for (const entry of await readdir(at)) await visit(path.join(at, entry));
+  };
+  await visit(root);
+  return found;
+}
+
 describe('logs', function () {
   this.timeout(120_000);
   let h: Harness;
@@ -28,7 +41,11 @@ describe('logs', function () {
   let stray = '';
   const writes = { stdout: process.stdout.write, stderr: process.stderr.write };
 
+  /** The umask the test ran with: this one makes every file as open as its creator asks. */
+  let umask: number;
+
   before(async () => {
+    umask = process.umask(0);
     dir = await mkdtemp(path.join(tmpdir(), 'clawdbot-logs-'));
     marker = path.join(dir, 'ready');
     logTo({ write: (line: string) => lines.push(line) });
@@ -50,6 +67,7 @@ describe('logs', function () {
     });
   });
   after(async () => {
+    process.umask(umask);
     process.stdout.write = writes.stdout;
     process.stderr.write = writes.stderr;
     logTo(undefined);
@@ -90,6 +108,14 @@ describe('logs', function () {
     const wrongKey = await fetch(`${failed.accessUrl}/status`, { headers: { authorization: `Bearer ${apiKey.slice(0, -1)}x` } });
     expect(wrongKey.status).to.equal(401);
 
+    // What the control plane and the runtime wrote of the customer (logs, workspace) is theirs
+    // alone: directories 0700 and files 0600, under a umask of 0.
+    const owned = [path.join(h.config.varDir, 'logs'), h.config.runtime.workspacesDir, h.config.lifecycle.archiveDir, h.config.mail.outboxDir];
+    const modes = (await Promise.all(owned.map((root) => modesUnder(root)))).flat();
+    expect(modes.filter((m) => m.file).length, 'files checked').to.be.at.least(5); // the runtime's log and its workspace files
+    expect(modes.filter((m) => m.mode !== (m.file ? 0o600 : 0o700)).map((m) => `${m.path} ${m.mode.toString(8)}`)).to.deep.equal([]);
+
+
     // A plan change, then the end: cancelled, archived after ARCHIVE_AFTER, purged after PURGE_AFTER.
     const upgraded = h.stripe.updateSubscription(subscriptionId, { price: DEFAULT_PRICE_IDS.pro });
     expect((await h.deliver(h.stripe.event('customer.subscription.updated', upgraded))).status).to.equal(200);
@@ -120,6 +146,8 @@ describe('logs', function () {
       const leaks = everything.filter((text) => text.includes(secret));
       expect(leaks, `${name} appears in the logs`).to.deep.equal([]);
     }
+    // Customers are named by id: their email is in the alert (Slack, email), never in a log line.
+    expect(everything.filter((text) => text.includes('lena@example.com'))).to.deep.equal([]);
     for (const text of everything) {
       expect(text).to.not.match(/claw_[0-9A-Za-z]{43}/);
       expect(text).to.not.match(/postgres(ql)?:\/\/[^"\s/]*:[^"\s*]+@/);

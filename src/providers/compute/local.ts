@@ -9,7 +9,8 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { closeSync, mkdirSync, openSync, readdirSync, readFileSync } from 'node:fs';
+import { closeSync, openSync, readdirSync, readFileSync } from 'node:fs';
+import { ensurePrivateDirSync, PRIVATE_FILE_MODE } from '../../../core/privateFiles.ts';
 import { open, rm } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { hostname } from 'node:os';
@@ -82,7 +83,8 @@ export class LocalComputeProvider implements ComputeProvider {
     private readonly secrets: SecretStore,
     private readonly options: LocalComputeOptions,
   ) {
-    mkdirSync(options.logDir, { recursive: true });
+    ensurePrivateDirSync(options.logDir);
+    ensurePrivateDirSync(options.workspacesDir);
     this.leaseMs = options.leaseMs ?? DEFAULT_LEASE_MS;
   }
 
@@ -359,7 +361,7 @@ export class LocalComputeProvider implements ComputeProvider {
     if (row.limits.memoryMb) env.NODE_OPTIONS = `--max-old-space-size=${Math.floor(row.limits.memoryMb * 0.75)}`;
     // The log file itself is the child's stdout and stderr (no pipe through this process), so the runtime keeps
     // logging when its worker is gone.
-    const logFd = openSync(this.logPath(name), 'a');
+    const logFd = openSync(this.logPath(name), 'a', PRIVATE_FILE_MODE);
     let child: ChildProcess;
     try {
       child = spawn(this.options.command, this.argsFor(variables.RUNTIME_VERSION), { env, stdio: ['ignore', logFd, logFd], detached: true });
