@@ -29,6 +29,9 @@ import { recordFinalFailure, ReportedFailure } from './operations/incidents.ts';
 import { monitor } from './jobs/fleet/monitor.ts';
 import { reconcile } from './jobs/fleet/reconcile.ts';
 import { recordFleetRun, type FleetJob } from './metrics/recorder.ts';
+import { backupSweep } from './jobs/backups/sweep.ts';
+import { backup } from './jobs/backups/backup.ts';
+import { restore } from './jobs/backups/restore.ts';
 
 const log = logger('worker');
 
@@ -76,6 +79,9 @@ const HANDLERS: { [N in JobName]: Handler<JobData[N]> } = {
   'alert-email': sendAlert,
   monitor: timed('monitor', monitor),
   reconcile: timed('reconcile', reconcile),
+  'backup-sweep': backupSweep,
+  backup,
+  restore,
 };
 
 const STEP_NAMES: readonly string[] = Object.values(STEPS);

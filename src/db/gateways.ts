@@ -2,6 +2,7 @@
 import type { SecretStore } from '../secrets.ts';
 import { PgArchiveRecords, type ArchiveRecords } from './archives.ts';
 import { PgAuditLog, type AuditLog } from './audit.ts';
+import { PgBackupRecords, type BackupRecords } from './backups.ts';
 import { PgCustomerDatabases, type CustomerDatabases } from './customerDatabases.ts';
 import { PgInstanceLocks, type InstanceLocks } from './instanceLocks.ts';
 import { PgInstanceHealth, type InstanceHealth } from './instanceHealth.ts';
@@ -37,6 +38,8 @@ export interface Gateways {
   keyHandovers: KeyHandovers;
   /** Customers' sign-in links and account sessions. */
   accountAccess: AccountAccess;
+  /** Every backup and restore run of customers' databases. */
+  backups: BackupRecords;
 }
 
 export function pgGateways(db: Db, secrets: SecretStore, databaseUrl: string): Gateways {
@@ -55,5 +58,6 @@ export function pgGateways(db: Db, secrets: SecretStore, databaseUrl: string): G
     reconciliation: new PgReconciliation(db, databaseUrl),
     keyHandovers: new PgKeyHandovers(db),
     accountAccess: new PgAccountAccess(db),
+    backups: new PgBackupRecords(db),
   };
 }

@@ -17,6 +17,8 @@ export const QUEUES = {
   lifecycle: 'lifecycle',
   /** Watching the fleet on a schedule: the health monitor and the reconciler. */
   fleet: 'fleet',
+  /** Backups of customers' databases (the scheduled sweep, each backup) and restores. */
+  backups: 'backups',
 } as const;
 
 export type QueueName = (typeof QUEUES)[keyof typeof QUEUES];
@@ -122,6 +124,34 @@ export interface AlertData {
 /** A fleet job (monitor, reconcile; scheduled, or a reconcile an operator asked for): it works from the database. */
 export type FleetData = Record<string, never>;
 
+// Backups (issue 13).
+
+/** The scheduled backup sweep: it works from the database. */
+export type BackupSweepData = Record<string, never>;
+
+/** One backup of an instance's database: scheduled by the sweep, or asked for by an operator now. */
+export interface BackupData {
+  instanceId: string;
+  reason: 'scheduled' | 'on-demand';
+}
+
+/** A restore run (recorded before the job is added); its progress is added by the job itself as it goes. */
+export interface RestoreData {
+  instanceId: string;
+  restoreId: string;
+  /** The database provider's progress towards the fresh database, while it is not ready. */
+  database?: Record<string, string | number | string[]>;
+  waitingSince?: number;
+  /** Set once the service was stopped to swap databases: from then on a failure swaps back. */
+  swapped?: { branchId: string; databaseName: string; roleName: string };
+  /** The restored database as the provider made it. */
+  restored?: { branchId: string; databaseName: string; roleName: string };
+  deploymentId?: string;
+  /** When the restarted service must be healthy by (epoch ms), else the restore is undone. */
+  deadline?: number;
+  polls?: number;
+}
+
 /** Every job's data by job name, but the Stripe events' (named after the event type, see STRIPE_EVENT_JOBS). */
 export interface JobData {
   'create-branch': ProvisionData;
@@ -146,6 +176,9 @@ export interface JobData {
   'alert-email': AlertData;
   monitor: FleetData;
   reconcile: FleetData;
+  'backup-sweep': BackupSweepData;
+  backup: BackupData;
+  restore: RestoreData;
 }
 
 export type JobName = keyof JobData;
@@ -180,6 +213,10 @@ export const JOBS: Record<JobName, { queue: QueueName; finalFailure: FinalFailur
   // A fleet run that fails is logged; the next scheduled run starts afresh.
   monitor: { queue: QUEUES.fleet, finalFailure: 'log' },
   reconcile: { queue: QUEUES.fleet, finalFailure: 'log' },
+  // A sweep that fails is logged (the next one starts afresh); a backup or restore that fails for good is an incident.
+  'backup-sweep': { queue: QUEUES.backups, finalFailure: 'log' },
+  backup: { queue: QUEUES.backups, finalFailure: 'raise-incident' },
+  restore: { queue: QUEUES.backups, finalFailure: 'raise-incident' },
 };
 
 export function isJobName(name: string): name is JobName {
@@ -220,4 +257,11 @@ export const JOB_IDS = {
   fleetScheduler: (job: 'monitor' | 'reconcile') => jobId('scheduler', job),
   /** A reconcile run an operator asked for now (one per request). */
   reconcileNow: (requestId: string) => jobId('reconcile', requestId),
+  /** The backup sweep's job scheduler. */
+  backupScheduler: () => jobId('scheduler', 'backup-sweep'),
+  /** One scheduled backup per instance and sweep slot (a repeated sweep adds nothing); one per operator request. */
+  scheduledBackup: (workspaceId: string, slot: number) => jobId(workspaceId, 'backup', String(slot)),
+  backupNow: (workspaceId: string, requestId: string) => jobId(workspaceId, 'backup-now', requestId),
+  /** One per restore run. */
+  restore: (workspaceId: string, restoreId: string) => jobId(workspaceId, 'restore', restoreId),
 };

@@ -13,6 +13,9 @@ import {
   QUEUES,
   STEPS,
   type AlertData,
+  type BackupData,
+  type BackupSweepData,
+  type RestoreData,
   type FleetData,
   type JobData,
   type JobName,
@@ -72,6 +75,14 @@ export interface JobQueue {
   scheduleFleet(everyMs: Record<'monitor' | 'reconcile', number>): Promise<void>;
   /** A reconcile run now, besides the scheduled ones (an operator asked); answers its job id. */
   addReconcile(requestId: string): Promise<string>;
+  /** The backup sweep's schedule (a cron expression; null removes it). */
+  scheduleBackups(schedule: string | null): Promise<void>;
+  /** A sweep slot's scheduled backups, each delayed by its offset (added in one call; a repeat adds nothing). */
+  addScheduledBackups(slot: number, backups: { instance: InstanceKey; delayMs: number }[]): Promise<void>;
+  /** A backup now (an operator asked); answers its job id. */
+  addBackupNow(instance: InstanceKey, requestId: string): Promise<string>;
+  /** The job of a recorded restore run; answers its job id. */
+  addRestore(instance: InstanceKey, restoreId: string): Promise<string>;
 }
 
 export interface HeldJobs {
@@ -83,7 +94,17 @@ export interface HeldJobs {
 }
 
 export class BullJobQueue implements JobQueue {
-  constructor(private readonly queues: Queues) {}
+  /** The backup jobs' helpers (below, in a block of their own). */
+  private readonly backups: BullBackupJobs;
+
+  constructor(private readonly queues: Queues) {
+    this.backups = new BullBackupJobs(queues);
+  }
+
+  scheduleBackups = (schedule: string | null) => this.backups.scheduleBackups(schedule);
+  addScheduledBackups = (slot: number, backups: { instance: InstanceKey; delayMs: number }[]) => this.backups.addScheduledBackups(slot, backups);
+  addBackupNow = (instance: InstanceKey, requestId: string) => this.backups.addBackupNow(instance, requestId);
+  addRestore = (instance: InstanceKey, restoreId: string) => this.backups.addRestore(instance, restoreId);
 
   private async add<N extends JobName>(name: N, data: JobData[N], opts: { jobId: string; delay?: number }): Promise<void> {
     await this.queues.get(JOBS[name].queue).add(name, data, opts);
@@ -222,6 +243,53 @@ export class BullJobQueue implements JobQueue {
     const id = JOB_IDS.reconcileNow(requestId);
     const data: FleetData = {};
     await this.queues.get(JOBS.reconcile.queue).add('reconcile', data, { ...FLEET_JOB_OPTIONS, jobId: id });
+    return id;
+  }
+}
+
+// Backups (issue 13).
+/** Kept two days whatever their number, so a repeated sweep of a slot finds every scheduled backup's id. */
+const BACKUP_JOB_OPTIONS = { removeOnComplete: { age: 2 * 86_400 } };
+
+export class BullBackupJobs {
+  constructor(private readonly queues: Queues) {}
+
+  async scheduleBackups(schedule: string | null): Promise<void> {
+    const queue = this.queues.get(QUEUES.backups);
+    if (schedule === null) {
+      await queue.removeJobScheduler(JOB_IDS.backupScheduler());
+      return;
+    }
+    const data: BackupSweepData = {};
+    await queue.upsertJobScheduler(JOB_IDS.backupScheduler(), { pattern: schedule, tz: 'UTC' }, {
+      name: 'backup-sweep',
+      data,
+      opts: FLEET_JOB_OPTIONS,
+    });
+  }
+
+  async addScheduledBackups(slot: number, backups: { instance: InstanceKey; delayMs: number }[]): Promise<void> {
+    if (!backups.length) return;
+    await this.queues.get(QUEUES.backups).addBulk(
+      backups.map(({ instance, delayMs }) => {
+        const data: BackupData = { instanceId: instance.id, reason: 'scheduled' };
+        return { name: 'backup', data, opts: { ...BACKUP_JOB_OPTIONS, jobId: JOB_IDS.scheduledBackup(instance.workspace_id, slot), delay: delayMs } };
+      }),
+    );
+  }
+
+  async addBackupNow(instance: InstanceKey, requestId: string): Promise<string> {
+    const id = JOB_IDS.backupNow(instance.workspace_id, requestId);
+    const data: BackupData = { instanceId: instance.id, reason: 'on-demand' };
+    await this.queues.get(QUEUES.backups).add('backup', data, { ...BACKUP_JOB_OPTIONS, jobId: id });
+    return id;
+  }
+
+  async addRestore(instance: InstanceKey, restoreId: string): Promise<string> {
+    const id = JOB_IDS.restore(instance.workspace_id, restoreId);
+    const data: RestoreData = { instanceId: instance.id, restoreId };
+    // A restore is not repeated by BullMQ: a failure swaps back and is final (an operator asks again).
+    await this.queues.get(QUEUES.backups).add('restore', data, { ...BACKUP_JOB_OPTIONS, attempts: 1, jobId: id });
     return id;
   }
 }

@@ -11,6 +11,7 @@ import { QUEUES } from '../queues/catalogue.ts';
 import type { Queues } from '../queues/connection.ts';
 import type { JobQueue } from '../queues/jobQueue.ts';
 import { adminApi } from './adminApi.ts';
+import { backupsApi } from './backupsApi.ts';
 import { bullBoard } from './bullBoard.ts';
 import { jsonErrors } from '../../core/http/httpError.ts';
 import { countDeliveries, stripeWebhook } from './stripeWebhook.ts';
@@ -26,7 +27,7 @@ import { welcomePages } from './welcome/routes.ts';
 import { accountPages } from './account/routes.ts';
 import type { Mailer } from '../providers/types.ts';
 
-export interface WebDeps extends Pick<Gateways, 'instances' | 'steps' | 'audit' | 'stripeEvents' | 'usageNotices' | 'health' | 'reconciliation' | 'customerDbs' | 'keyHandovers' | 'accountAccess' | 'locks'> {
+export interface WebDeps extends Pick<Gateways, 'instances' | 'steps' | 'audit' | 'stripeEvents' | 'usageNotices' | 'health' | 'reconciliation' | 'customerDbs' | 'keyHandovers' | 'accountAccess' | 'locks' | 'backups'> {
   config: Config;
   /** The admin API's reconcile dry run lists what the providers hold. */
   compute: ComputeProvider;
@@ -78,5 +79,6 @@ export function createWebApp(deps: WebDeps): Koa {
   const runtimes = runtimeApi(deps);
   app.use(runtimes.routes()).use(runtimes.allowedMethods());
   app.use(admin.routes()).use(admin.allowedMethods());
+  app.use(backupsApi(deps).routes());
   return app;
 }

@@ -116,6 +116,7 @@ describe('lifecycle jobs (fakes)', () => {
         'secrets.delete database_url',
         'secrets.delete runtime_secret',
         'secrets.delete connections_key',
+        'secrets.delete previous_database_url',
         'instances.transition archived',
         'audit.record instance.archived',
       ]);
@@ -242,6 +243,9 @@ describe('lifecycle jobs (fakes)', () => {
       expect(f.compute.services.get('claw-svc')!.variables).to.include({ PLAN: 'pro', MESSAGE_LIMIT: '20000', RATE_LIMIT: '120/m' });
       expect(f.instances.get(instance.id).plan).to.equal('pro');
       expect(f.calls.indexOf('compute.configure claw-svc')).to.be.below(f.calls.indexOf('compute.deploy claw-svc'));
+      // A verified backup of the database comes before anything changes.
+      expect(f.calls.indexOf('backups.verified')).to.be.within(0, f.calls.indexOf('compute.configure claw-svc'));
+      expect([...f.backups.runs.values()].map((b) => `${b.reason} ${b.state}`)).to.deep.equal(['plan-change verified']);
 
       f.calls.length = 0;
       expect(await resize(f.ctx, new FakeJob('resize', { instanceId: instance.id, plan: 'pro' as const }))).to.deep.equal({ unchanged: 'pro' });
@@ -319,7 +323,7 @@ describe('lifecycle jobs (fakes)', () => {
       await abandon(f.ctx, job);
       await abandon(f.ctx, job); // an operator's second click, or a retry after a crash
       const slug = instance.workspace_id.slice(3);
-      expect(f.calls.slice(0, 9)).to.deep.equal([
+      expect(f.calls.slice(0, 10)).to.deep.equal([
         'jobs.removeProvisionFlow',
         `compute.deleteService claw-${slug}`,
         'instances.update service_id,service_requested_at',
@@ -328,6 +332,7 @@ describe('lifecycle jobs (fakes)', () => {
         'secrets.delete database_url',
         'secrets.delete runtime_secret',
         'secrets.delete connections_key',
+        'secrets.delete previous_database_url',
         'instances.transition abandoned',
       ]);
       expect(f.audit.actions(instance.id)).to.deep.equal(['instance.abandoned']);
