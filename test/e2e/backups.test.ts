@@ -11,6 +11,9 @@ import { expect } from 'chai';
 import { QUEUES } from '../../src/queues/catalogue.ts';
 import { startHarness, waitUntil, type Harness, type InstanceView } from '../support/harness.ts';
 import { startS3Emulator, type S3Emulator } from '../emulators/s3Server.ts';
+import { backupSweep } from '../../src/jobs/backups/sweep.ts';
+import type { JobHandle } from '../../src/jobs/context.ts';
+import type { BackupSweepData } from '../../src/queues/catalogue.ts';
 
 const KEY = /claw_[0-9A-Za-z]{43}/;
 
@@ -160,6 +163,16 @@ describe('backups and restore', function () {
       }
     });
 
+    it('a sweep run twice for the same slot adds one backup per instance', async () => {
+      const sweep = { id: 'repeat:scheduler-backup-sweep:1000', timestamp: 1000 } as JobHandle<BackupSweepData>;
+      expect(await backupSweep(h.plane.ctx, sweep)).to.deep.equal({ slot: new Date(1000).toISOString(), instances: 1 });
+      await backupSweep(h.plane.ctx, sweep);
+      const queue = h.plane.ctx.queues.get(QUEUES.backups);
+      const jobs = (await queue.getJobs(['waiting', 'delayed', 'active', 'completed', 'failed'])).filter((j) => j.id?.endsWith('-backup-1000'));
+      expect(jobs.map((j) => j.id)).to.deep.equal([`${ana.view.workspaceId}-backup-1000`]);
+      await h.completedJob(QUEUES.backups, `${ana.view.workspaceId}-backup-1000`);
+    });
+
     it('restores a backup after the customer deleted memories: they come back, with the same key; the old database goes', async () => {
       const kept = await remember(ana, 'Ana keeps bees on the roof');
       const backupId = await backupNow(h, ana.view.instanceId);
@@ -185,6 +198,27 @@ describe('backups and restore', function () {
         ana.view.instanceId,
       ]);
       expect(audit.map((r) => r.action)).to.deep.equal(['restore.requested', 'instance.restored']);
+    });
+
+    it('keeps the key the customer has now, rotated since the backup: the old one stays refused', async () => {
+      const backupId = await backupNow(h, ana.view.instanceId);
+      const rotate = await h.admin(`/api/admin/instances/${ana.view.instanceId}/rotate-key`, { method: 'POST' });
+      expect(rotate.status).to.equal(202);
+      const mail = await h.smtp.waitFor((m) => m.to.includes(ana.email) && KEY.exec(m.text)?.[0] !== ana.key && KEY.test(m.text));
+      const rotated: Customer = { ...ana, key: KEY.exec(mail.text)![0] };
+      rotated.call = (method, pathname, body) =>
+        fetch(`${ana.view.accessUrl}${pathname}`, {
+          method,
+          headers: { authorization: `Bearer ${rotated.key}`, 'content-type': 'application/json' },
+          ...(body !== undefined && { body: JSON.stringify(body) }),
+        });
+      await waitUntil(async () => (await ana.call('GET', '/api/memory')).status === 401, 10_000);
+
+      const { jobId } = await requestRestore(h, ana.view.instanceId, backupId);
+      await h.completedJob(QUEUES.backups, jobId, 90_000);
+      expect(await memoriesOnceServing(rotated)).to.deep.equal(['Ana keeps bees on the roof']);
+      expect((await ana.call('GET', '/api/memory')).status).to.equal(401);
+      ana = rotated;
     });
 
     it('a restore that fails midway (the backup’s rows break the schema) leaves the live data serving, with one alert', async () => {
@@ -267,7 +301,14 @@ describe('backups and restore', function () {
     let ben: Customer;
     before(async () => {
       s3 = await startS3Emulator();
-      h = await startHarness({ BACKUP_SCHEDULE: 'off', BACKUP_S3_BUCKET: s3.bucket, BACKUP_S3_ENDPOINT: s3.url, BACKUP_S3_REGION: 'us-east-1' });
+      h = await startHarness({
+        BACKUP_SCHEDULE: 'off',
+        BACKUP_S3_BUCKET: s3.bucket,
+        BACKUP_S3_ENDPOINT: s3.url,
+        BACKUP_S3_REGION: 'us-east-1',
+        ARCHIVE_AFTER: '1s',
+        PURGE_AFTER: '1h',
+      });
       ben = await provision(h, 'ben@example.com');
     });
     after(async () => {
@@ -320,6 +361,24 @@ describe('backups and restore', function () {
       const next = await backupNow(h, ben.view.instanceId);
       const now = (await listing(h, ben.view.instanceId)).backups.filter((b) => b.state === 'verified').map((b) => b.id);
       expect(now).to.deep.equal([next, ...kept.slice(0, 2)]);
+    });
+
+    it('stores a cancellation archive in the bucket too, encrypted, and verifies it before deleting anything', async () => {
+      const cy = await provision(h, 'cy@example.com');
+      await remember(cy, 'Cy collects stamps');
+      expect((await h.admin(`/api/admin/customers/${cy.view.customerId}/deprovision`, { method: 'POST' })).status).to.equal(202);
+      await h.waitForStatus(cy.view.customerId, ['archived'], 60_000);
+      const { rows } = await h.db.query<{ location: string; sha256: string; verified: boolean }>(
+        'SELECT location, sha256, verified_at IS NOT NULL AS verified FROM archives WHERE instance_id = $1',
+        [cy.view.instanceId],
+      );
+      expect(rows[0]!.location).to.match(new RegExp(`^${cy.view.workspaceId}/\\d+\\.jsonl\\.gz$`));
+      expect(rows[0]!.verified).to.equal(true);
+      const stored = await s3.object(rows[0]!.location);
+      expect(stored.subarray(0, 8).toString()).to.equal('CLAWENC1');
+      expect(stored.includes(Buffer.from('Cy collects stamps'))).to.equal(false);
+      expect(createHash('sha256').update(stored).digest('hex')).to.equal(rows[0]!.sha256);
+      expect(await readFile(path.join(h.config.lifecycle.archiveDir, rows[0]!.location)).catch(() => 'not here')).to.equal('not here');
     });
 
     it('refuses to restore a backup whose stored bytes were altered, with one alert; the live data keeps serving', async () => {
