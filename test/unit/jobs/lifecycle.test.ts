@@ -12,6 +12,7 @@ import { suspend, resume } from '../../../src/jobs/lifecycle/billing.ts';
 import { archive, cancel, purge } from '../../../src/jobs/lifecycle/cancellation.ts';
 import { reactivate } from '../../../src/jobs/lifecycle/reactivation.ts';
 import { resize } from '../../../src/jobs/lifecycle/resize.ts';
+import { backupNow } from '../../../src/operations/backup.ts';
 import { DEFAULT_PRICE_IDS } from '../../../core/plans.ts';
 import type { LifecycleData } from '../../../src/queues/catalogue.ts';
 import { FakeJob, fakeContext, type Fakes } from '../../support/fakes.ts';
@@ -185,12 +186,17 @@ describe('lifecycle jobs (fakes)', () => {
       expect(early.delayedUntil).to.be.a('number');
       expect(f.calls).to.deep.equal([]);
 
+      // Backups taken while it ran go with the purge too.
+      await backupNow(f.ctx, instance, 'scheduled');
+      await backupNow(f.ctx, instance, 'on-demand');
       await archive(f.ctx, lifecycleJob('archive', instance.id));
+      expect(f.archives.files.size).to.equal(3);
       f.calls.length = 0;
       const result = await purge(f.ctx, lifecycleJob('purge', instance.id));
       expect(f.archives.files.size).to.equal(0);
+      expect([...f.backups.runs.values()].map((b) => b.state)).to.deep.equal(['deleted', 'deleted']);
       expect(f.instances.get(instance.id)).to.include({ status: 'purged', email: null, customer_name: null, stripe_customer_id: instance.stripe_customer_id });
-      expect(result.deleted).to.include('customer email and name').and.include('2 Stripe event payloads');
+      expect(result.deleted).to.include('customer email and name').and.include('2 Stripe event payloads').and.include('2 backups');
       expect(f.calls.at(-2)).to.equal('instances.transition purged');
     });
 
