@@ -408,4 +408,35 @@ describe('backups and restore', function () {
       expect(await memories(ben)).to.include('Ben likes rye bread');
     });
   });
+
+  describe('on the cloud providers (Railway and Neon emulators)', () => {
+    let h: Harness;
+    before(async () => {
+      h = await startHarness({ BACKUP_SCHEDULE: 'off' }, { cloud: {} });
+    });
+    after(async () => h?.close());
+
+    it('restores onto a fresh Neon branch, redeploys the Railway service on it, and deletes the old branch', async () => {
+      const dee = await provision(h, 'dee@example.com');
+      const kept = await remember(dee, 'Dee sails on weekends');
+      const backupId = await backupNow(h, dee.view.instanceId);
+      expect((await dee.call('DELETE', `/api/memory/${kept}`)).status).to.equal(204);
+      const { rows } = await h.db.query<{ branch_id: string }>('SELECT branch_id FROM instances WHERE id = $1', [dee.view.instanceId]);
+      const [projectId, oldBranch] = rows[0]!.branch_id.split('/') as [string, string];
+      expect(h.neon!.branches(projectId).map((b) => b.branch.id)).to.include(oldBranch);
+
+      const { restoreId, jobId } = await requestRestore(h, dee.view.instanceId, backupId);
+      await h.completedJob(QUEUES.backups, jobId, 120_000);
+      expect(await memoriesOnceServing(dee)).to.deep.equal(['Dee sails on weekends']);
+      const { rows: after } = await h.db.query<{ branch_id: string; database_role: string }>('SELECT branch_id, database_role FROM instances WHERE id = $1', [
+        dee.view.instanceId,
+      ]);
+      // The branch (and its role) made for this run: claw_<hash>_r<8 hex of the run>.
+      expect(after[0]!.database_role).to.match(new RegExp(`^claw_[0-9a-f]{16}_r${restoreId.replace(/-/g, '').slice(0, 8)}$`));
+      expect((await listing(h, dee.view.instanceId)).restores[0]).to.include({ id: restoreId, state: 'succeeded', databaseName: after[0]!.database_role });
+      expect(h.neon!.branches(projectId).map((b) => b.branch.id)).to.include(after[0]!.branch_id.split('/')[1]);
+      // Its deletion is an operation Neon finishes on its own time.
+      await waitUntil(async () => !h.neon!.branches(projectId).some((b) => b.branch.id === oldBranch), 30_000);
+    });
+  });
 });

@@ -100,7 +100,7 @@ async function beforeSwap(ctx: JobContext, job: RestoreJob, token: string | unde
   const restored: DatabaseRef = { branchId: made.ready.branchId, databaseName: made.ready.databaseName, roleName: made.ready.roleName };
   await job.updateData({ ...job.data, restored });
   const counts = await ctx.customerDbs.loadRestore(instance.id, made.ready.connectionUrl, () => ctx.archives.read(record.location));
-  await job.log(`backup loaded into ${restored.databaseName}: ${JSON.stringify(counts ?? 'by an earlier attempt')}`);
+  await job.log(`backup loaded into ${restored.roleName}: ${JSON.stringify(counts ?? 'by an earlier attempt')}`);
 
   // The swap: from here on a failure swaps back. The old database's URL is kept sealed until the end.
   const owner = instanceOwner(instance.id);
@@ -115,7 +115,7 @@ async function beforeSwap(ctx: JobContext, job: RestoreJob, token: string | unde
   const { deploymentId } = await ctx.compute.deploy(instance.service_id);
   const deadline = Date.now() + ctx.config.deployTimeoutMs + ctx.config.healthCheck.timeoutMs;
   await job.updateData({ ...job.data, restored, swapped, deploymentId, deadline, polls: 0 });
-  await job.log(`service stopped, database swapped to ${restored.databaseName}, deployment ${deploymentId} started`);
+  await job.log(`service stopped, database swapped to ${restored.roleName}, deployment ${deploymentId} started`);
   await job.moveToDelayed(Date.now() + POLL_MS.min, token);
   throw new DelayedError();
 }
@@ -149,7 +149,7 @@ async function afterSwap(ctx: JobContext, job: RestoreJob, token: string | undef
 
   // Healthy on the restored data: the old database goes, and so does its URL.
   const run = (await ctx.backups.restoreById(data.restoreId))!;
-  if (data.swapped.databaseName !== data.restored.databaseName) await ctx.database.deleteDatabase(data.swapped);
+  if (data.swapped.branchId !== data.restored.branchId) await ctx.database.deleteDatabase(data.swapped);
   await ctx.secrets.delete(instanceOwner(instance.id), INSTANCE_SECRETS.previousDatabaseUrl);
   await ctx.backups.restoreFinished(run.id, { state: 'succeeded' });
   await ctx.audit.record({
@@ -157,10 +157,10 @@ async function afterSwap(ctx: JobContext, job: RestoreJob, token: string | undef
     action: 'instance.restored',
     customerId: instance.customer_id,
     instanceId: instance.id,
-    detail: { restoreId: run.id, backupId: run.backupId, preBackupId: run.preBackupId, database: data.restored.databaseName, replaced: data.swapped.databaseName },
+    detail: { restoreId: run.id, backupId: run.backupId, preBackupId: run.preBackupId, database: data.restored.branchId, replaced: data.swapped.branchId },
   });
   logInstanceEvent('restored', { instance: instance.id, workspace: instance.workspace_id, customer: instance.customer_id }, { backupId: run.backupId });
-  return { restored: run.backupId, database: data.restored.databaseName, preBackupId: run.preBackupId ?? '' };
+  return { restored: run.backupId, database: data.restored.branchId, preBackupId: run.preBackupId ?? '' };
 }
 
 /**
@@ -176,7 +176,7 @@ async function undo(ctx: JobContext, job: RestoreJob, instance: InstanceWithCust
     if (previousUrl) {
       await ctx.customerDbs.register(instance.id, previousUrl);
       await ctx.instances.update(instance.id, { branch_id: swapped.branchId, database_name: swapped.databaseName, database_role: swapped.roleName });
-      done.push(`database ${swapped.databaseName} swapped back`);
+      done.push(`database ${swapped.roleName} swapped back`);
     }
     const current = await ctx.instances.byId(instance.id);
     const plan = planByName(current?.plan ?? '');
@@ -186,11 +186,12 @@ async function undo(ctx: JobContext, job: RestoreJob, instance: InstanceWithCust
       done.push(`service redeployed on it (${deploymentId})`);
     }
   }
-  if (restored && restored.databaseName !== swapped?.databaseName) {
+  if (restored && restored.branchId !== swapped?.branchId) {
     await ctx.database.deleteDatabase(restored);
-    done.push(`fresh database ${restored.databaseName} deleted`);
-  } else if (!restored && !swapped && ctx.database.kind === 'local') {
-    // A local database made before this attempt recorded it (its id is its name): deleted by its name.
+    done.push(`fresh database ${restored.roleName} deleted`);
+  } else if (!restored && !swapped) {
+    // The provider may have made (or placed) the fresh database before it was ready: deleted by its name, which
+    // providers look a database up by when no id was recorded (nothing to do when there is none).
     const run = await ctx.backups.restoreById(job.data.restoreId);
     if (run?.databaseName) {
       await ctx.database.deleteDatabase({ branchId: run.databaseName, databaseName: run.databaseName, roleName: run.databaseName });
