@@ -7,7 +7,8 @@
  * 3. A fresh database (one per run, restoreDatabaseName) gets the runtime's schema, the backup, and the live
  *    database's keys and settings as they are now (so the customer's key works even if rotated since the backup).
  * 4. The service is stopped, the instance's database swapped to the fresh one, the service configured on it and
- *    deployed, and its /health polled until it answers 200.
+ *    deployed, and its /health polled until it answers 200 (a suspended instance's service is configured and stays
+ *    stopped until the customer pays).
  * 5. Then the old database is deleted. On any failure before that, the old database is swapped back and the
  *    service redeployed on it, the fresh database deleted, the run recorded failed, and the job fails for good (its
  *    one incident alerts operators).
@@ -112,6 +113,11 @@ async function beforeSwap(ctx: JobContext, job: RestoreJob, token: string | unde
   await ctx.customerDbs.register(instance.id, made.ready.connectionUrl);
   await ctx.instances.update(instance.id, { branch_id: restored.branchId, database_name: restored.databaseName, database_role: restored.roleName });
   await configureService(ctx, instance, instance.service_id, plan);
+  if (instance.status === 'suspended') {
+    // Its service stays stopped until the customer pays: it will start on the restored database then.
+    await job.log(`database swapped to ${restored.roleName}; the suspended service stays stopped`);
+    return finish(ctx, job.data.restoreId, instance, { swapped, restored });
+  }
   const { deploymentId } = await ctx.compute.deploy(instance.service_id);
   const deadline = Date.now() + ctx.config.deployTimeoutMs + ctx.config.healthCheck.timeoutMs;
   await job.updateData({ ...job.data, restored, swapped, deploymentId, deadline, polls: 0 });
@@ -147,8 +153,17 @@ async function afterSwap(ctx: JobContext, job: RestoreJob, token: string | undef
     throw new DelayedError();
   }
 
-  // Healthy on the restored data: the old database goes, and so does its URL.
-  const run = (await ctx.backups.restoreById(data.restoreId))!;
+  return finish(ctx, data.restoreId, instance, data);
+}
+
+/** Step 5: the instance serves the restored data (a suspended one will): the old database goes, and its URL. */
+async function finish(
+  ctx: JobContext,
+  restoreId: string,
+  instance: InstanceWithCustomer,
+  data: { swapped: DatabaseRef; restored: DatabaseRef },
+): Promise<Outcome> {
+  const run = (await ctx.backups.restoreById(restoreId))!;
   if (data.swapped.branchId !== data.restored.branchId) await ctx.database.deleteDatabase(data.swapped);
   await ctx.secrets.delete(instanceOwner(instance.id), INSTANCE_SECRETS.previousDatabaseUrl);
   await ctx.backups.restoreFinished(run.id, { state: 'succeeded' });
@@ -182,8 +197,12 @@ async function undo(ctx: JobContext, job: RestoreJob, instance: InstanceWithCust
     const plan = planByName(current?.plan ?? '');
     if (current && BACKED_UP_STATUSES.includes(current.status) && current.service_id && plan) {
       await configureService(ctx, current, current.service_id, plan);
-      const { deploymentId } = await ctx.compute.deploy(current.service_id);
-      done.push(`service redeployed on it (${deploymentId})`);
+      if (current.status === 'active') {
+        const { deploymentId } = await ctx.compute.deploy(current.service_id);
+        done.push(`service redeployed on it (${deploymentId})`);
+      } else {
+        done.push('the suspended service configured on it, still stopped');
+      }
     }
   }
   if (restored && restored.branchId !== swapped?.branchId) {
