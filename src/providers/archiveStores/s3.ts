@@ -70,6 +70,7 @@ export class S3ArchiveStore implements ArchiveStore {
   }
 
   read(name: string): Readable {
+    checkArchiveName(name);
     const out = new PassThrough();
     this.stored(name).then(
       (stored) => pipeline(stored, decryptingStream(this.key, name), out, () => undefined),
