@@ -67,7 +67,14 @@ export function backupsApi(deps: BackupsApiDeps): Router {
     mustRun(instance, 'restored');
     const run = await deps.backups.requestRestore(instance.id, backupId);
     if (!run) throw new HttpError(409, 'restore_running', 'a restore of this instance is under way');
-    const jobId = await deps.jobs.addRestore(instance, run.id);
+    let jobId: string;
+    try {
+      jobId = await deps.jobs.addRestore(instance, run.id);
+    } catch (err) {
+      // No job will run it: the run must not stay running (it would refuse every later restore).
+      await deps.backups.restoreFinished(run.id, { state: 'failed', error: `the restore job could not be queued: ${(err as Error).message}` });
+      throw err;
+    }
     await deps.audit.record({
       actor: 'admin-api',
       action: 'restore.requested',
