@@ -45,6 +45,8 @@ export interface Plan {
   memoryMb: number;
   /** Database size budget. */
   databaseMb: number;
+  /** Verified backups of the customer's database kept (scheduled and on-demand alike); older ones are deleted. */
+  backupsKept: number;
 }
 
 export const PLANS: Readonly<Record<PlanName, Plan>> = {
@@ -60,6 +62,7 @@ export const PLANS: Readonly<Record<PlanName, Plan>> = {
     cpu: 0.5,
     memoryMb: 512,
     databaseMb: 100,
+    backupsKept: 3,
   },
   pro: {
     name: 'pro',
@@ -73,6 +76,7 @@ export const PLANS: Readonly<Record<PlanName, Plan>> = {
     cpu: 1,
     memoryMb: 1024,
     databaseMb: 500,
+    backupsKept: 7,
   },
   team: {
     name: 'team',
@@ -86,6 +90,7 @@ export const PLANS: Readonly<Record<PlanName, Plan>> = {
     cpu: 2,
     memoryMb: 2048,
     databaseMb: 2048,
+    backupsKept: 30,
   },
 };
 

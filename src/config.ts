@@ -10,6 +10,7 @@ import { fileURLToPath } from 'node:url';
 import { DEFAULT_PRICE_IDS, type PlanName } from '../core/plans.ts';
 import { defaultLogFormat, LOG_FORMATS, LOG_LEVELS, logFormatProblem, type LogFormat, type LogLevel } from '../core/logger.ts';
 import { parseDuration, parseRate, type RateLimit } from '../core/durations.ts';
+import { isCronExpression } from './operations/backupPolicy.ts';
 
 
 export interface Config {
@@ -89,6 +90,8 @@ export interface Config {
   generatedSecrets: string[];
   /** Fleet settings and rollouts (see FleetConfig). */
   fleet: FleetConfig;
+  /** Backups of customers' databases, and where they and cancellation archives are stored. */
+  backups: BackupConfig;
 }
 
 /**
@@ -102,6 +105,34 @@ export interface FleetConfig {
   /** RUNTIME_RELEASES_DIR: version V runs <dir>/<V>/main.ts (or main.js) locally; null: only the built-in runtime. */
   releasesDir: string | null;
   rolloutHealthTimeoutMs: number;
+}
+
+// Backups (issue 13): their schedule, and the S3-compatible store archives and backups go to when it is set.
+export interface BackupConfig {
+  /** BACKUP_SCHEDULE, a cron expression (5 fields, or 6 with seconds); null when off. */
+  schedule: string | null;
+  /** Scheduled backups start spread over this window after the sweep (a fixed offset per instance). */
+  spreadMs: number;
+  /** The S3-compatible store (BACKUP_S3_BUCKET set), or null for the local directory (ARCHIVE_DIR). */
+  s3: { bucket: string; region: string; endpoint: string | null } | null;
+}
+
+function backupConfig(r: Reader): BackupConfig {
+  const scheduleText = r.string('BACKUP_SCHEDULE', '0 3 * * *');
+  const off = scheduleText === 'off';
+  if (!off && !isCronExpression(scheduleText)) {
+    r.problems.push(`BACKUP_SCHEDULE must be a cron expression such as "0 3 * * *" (5 fields, or 6 with seconds), or off (got "${scheduleText}")`);
+  }
+  const bucket = r.optional('BACKUP_S3_BUCKET');
+  if (bucket && !/^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/.test(bucket)) r.problems.push(`BACKUP_S3_BUCKET must be a bucket name (got "${bucket}")`);
+  const endpoint = r.url('BACKUP_S3_ENDPOINT', null, ['http:', 'https:']);
+  const region = r.string('BACKUP_S3_REGION', 'us-east-1');
+  if (!bucket && (r.optional('BACKUP_S3_ENDPOINT') || r.optional('BACKUP_S3_REGION'))) r.problems.push('BACKUP_S3_ENDPOINT and BACKUP_S3_REGION need BACKUP_S3_BUCKET');
+  return {
+    schedule: off ? null : scheduleText,
+    spreadMs: r.duration('BACKUP_SPREAD', 3_600_000),
+    s3: bucket ? { bucket, region, endpoint } : null,
+  };
 }
 
 export interface RailwayConfig {
@@ -469,6 +500,7 @@ export function loadConfig(env: Env = process.env, cwd = process.cwd()): Config 
     logFormat: r.oneOf('LOG_FORMAT', defaultLogFormat(production), LOG_FORMATS),
     generatedSecrets: r.generated,
     fleet: fleetConfig(r, cwd),
+    backups: backupConfig(r),
   };
   config.runtime.callbackUrl = r.url('RUNTIME_CALLBACK_URL', null, ['http:', 'https:']) ?? config.publicUrl;
   const logFormatIssue = logFormatProblem(config.logFormat, production);

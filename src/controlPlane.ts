@@ -20,7 +20,7 @@ import { RailwayComputeProvider } from './providers/compute/railway.ts';
 import type { ComputeProvider, DatabaseProvider } from './providers/types.ts';
 import { createMailer } from './providers/mailer.ts';
 import { StripeGateway } from './providers/stripe.ts';
-import { ArchiveStore } from './providers/archiveStore.ts';
+import { createArchiveStore } from './providers/archiveStores/create.ts';
 import { Queues, redisConnection } from './queues/connection.ts';
 import { RedisRateLimitPeriods } from './queues/rateLimits.ts';
 import { CounterStore } from './metrics/counterStore.ts';
@@ -91,7 +91,7 @@ export async function startControlPlane(config: Config, roles: { web: boolean; w
     mailer,
     alerter: new Alerter(config.alerts.slackWebhookUrl, config.alerts.email, mailer),
     stripe,
-    archives: new ArchiveStore(config.lifecycle.archiveDir),
+    archives: createArchiveStore(config),
     rateLimitPeriods,
   };
 
@@ -104,6 +104,7 @@ export async function startControlPlane(config: Config, roles: { web: boolean; w
     await bootstrapFleetSettings(ctx);
     workers = startWorkers(ctx);
     await ctx.jobs.scheduleFleet({ monitor: config.monitor.intervalMs, reconcile: config.reconcile.intervalMs });
+    await ctx.jobs.scheduleBackups(config.backups.schedule);
     // Sealed API keys that are done with (revealed, or past their window) are deleted here, by any worker, and so
     // are sign-in links and account sessions a day past their end.
     const windowMs = config.welcome.keyRevealWindowMs;

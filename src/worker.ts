@@ -31,6 +31,9 @@ import { reconcile } from './jobs/fleet/reconcile.ts';
 import { recordFleetRun, type FleetJob } from './metrics/recorder.ts';
 import { coordinateRollout } from './jobs/rollouts/coordinator.ts';
 import { rolloutInstance } from './jobs/rollouts/rolloutInstance.ts';
+import { backupSweep } from './jobs/backups/sweep.ts';
+import { backup } from './jobs/backups/backup.ts';
+import { restore } from './jobs/backups/restore.ts';
 
 const log = logger('worker');
 
@@ -80,6 +83,9 @@ const HANDLERS: { [N in JobName]: Handler<JobData[N]> } = {
   reconcile: timed('reconcile', reconcile),
   rollout: coordinateRollout,
   'rollout-instance': rolloutInstance,
+  'backup-sweep': backupSweep,
+  backup,
+  restore,
 };
 
 const STEP_NAMES: readonly string[] = Object.values(STEPS);

@@ -45,7 +45,16 @@ export interface CustomerDatabases {
    * already holds a workspace.
    */
   restoreArchive(instanceId: string, source: () => Readable): Promise<Record<string, number> | undefined>;
+  /**
+   * A restore's fresh database (at `targetUrl`, not the instance's yet): the runtime's schema, the archive loaded in
+   * one transaction (unless an earlier attempt did), then what the archive leaves out copied from the instance's
+   * live database as it is now: its API keys, webhook sources, connections and suspension (RESTORE_KEPT_TABLES).
+   */
+  loadRestore(instanceId: string, targetUrl: string, source: () => Readable): Promise<Record<string, number> | undefined>;
 }
+
+/** What a restore keeps of the live database rather than the backup: the customer's keys and settings as they are now. */
+export const RESTORE_KEPT_TABLES = ['api_keys', 'webhook_sources', 'connections', 'account_status'] as const;
 
 export class PgCustomerDatabases implements CustomerDatabases {
   constructor(private readonly secrets: Pick<SecretStore, 'get' | 'put'>) {}
@@ -139,6 +148,31 @@ export class PgCustomerDatabases implements CustomerDatabases {
       const { rowCount } = await client.query('SELECT 1 FROM workspace_files LIMIT 1');
       // A database that already has files was restored by an earlier attempt (the restore is one transaction).
       return rowCount ? undefined : restoreArchive(source(), client);
+    });
+  }
+
+  async loadRestore(instanceId: string, targetUrl: string, source: () => Readable): Promise<Record<string, number> | undefined> {
+    const live = await this.with(instanceId, async (client) => {
+      const rows: Record<string, unknown[]> = {};
+      for (const table of RESTORE_KEPT_TABLES) rows[table] = (await client.query<{ row: unknown }>(`SELECT to_jsonb(t) AS row FROM ${table} t`)).rows.map((r) => r.row);
+      return rows;
+    });
+    return withClient(targetUrl, async (client) => {
+      await applyRuntimeSchema(client);
+      const { rowCount } = await client.query('SELECT 1 FROM workspace_files LIMIT 1');
+      const counts = rowCount ? undefined : await restoreArchive(source(), client);
+      await client.query('BEGIN');
+      try {
+        for (const table of RESTORE_KEPT_TABLES) {
+          await client.query(`DELETE FROM ${table}`);
+          await client.query(`INSERT INTO ${table} SELECT * FROM jsonb_populate_recordset(NULL::${table}, $1::jsonb)`, [JSON.stringify(live[table])]);
+        }
+        await client.query('COMMIT');
+      } catch (err) {
+        await client.query('ROLLBACK').catch(() => undefined);
+        throw err;
+      }
+      return counts;
     });
   }
 

@@ -2,6 +2,7 @@
 import type { SecretStore } from '../secrets.ts';
 import { PgArchiveRecords, type ArchiveRecords } from './archives.ts';
 import { PgAuditLog, type AuditLog } from './audit.ts';
+import { PgBackupRecords, type BackupRecords } from './backups.ts';
 import { PgCustomerDatabases, type CustomerDatabases } from './customerDatabases.ts';
 import { PgInstanceLocks, type InstanceLocks, type LockConnections } from './instanceLocks.ts';
 import { PgInstanceHealth, type InstanceHealth } from './instanceHealth.ts';
@@ -43,6 +44,8 @@ export interface Gateways {
   fleet: FleetGenerations;
   /** Rollouts and their instances. */
   rollouts: Rollouts;
+  /** Every backup and restore run of customers' databases. */
+  backups: BackupRecords;
 }
 
 export function pgGateways(db: Db, secrets: SecretStore, lockConnections: LockConnections): Gateways {
@@ -63,5 +66,6 @@ export function pgGateways(db: Db, secrets: SecretStore, lockConnections: LockCo
     accountAccess: new PgAccountAccess(db),
     fleet: new PgFleetGenerations(db, secrets.key),
     rollouts: new PgRollouts(db),
+    backups: new PgBackupRecords(db),
   };
 }

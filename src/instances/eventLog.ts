@@ -8,7 +8,7 @@ import type { InstanceEvent } from './stateMachine.ts';
 
 const log = logger('instances');
 
-export type LoggedInstanceEvent = InstanceEvent | 'resized' | 'restarted' | 'recovered';
+export type LoggedInstanceEvent = InstanceEvent | 'resized' | 'restarted' | 'recovered' | 'restored';
 
 export interface InstanceIds {
   instance: string;

@@ -15,11 +15,20 @@ export function instanceResources(workspaceId: string): { serviceName: string; d
   return { serviceName: `claw-${slug}`, databaseName: `claw_${slug}` };
 }
 
+/** The fresh database a restore run loads a backup into, `claw_<slug>_r<8 hex of the run>`: one per run. */
+export function restoreDatabaseName(workspaceId: string, restoreId: string): string {
+  return `${instanceResources(workspaceId).databaseName}_r${restoreId.replace(/-/g, '').slice(0, 8).toLowerCase()}`;
+}
+
 /**
- * The workspace a service or database name was derived from (instanceResources backwards), or undefined for a name
- * not of our making: only names of this exact shape are ever the reconciler's to touch.
+ * The workspace a service or database name was derived from (instanceResources backwards, a restore's database
+ * too), or undefined for a name not of our making: only names of these exact shapes are ever the reconciler's to touch.
  */
 export function workspaceOfResource(kind: 'service' | 'database', name: string): string | undefined {
+  if (kind === 'database') {
+    const restored = /^(claw_[0-9a-f]{16})_r[0-9a-f]{8}$/.exec(name)?.[1];
+    if (restored) return workspaceOfResource(kind, restored);
+  }
   const slug = /^claw[-_]([0-9a-f]{16})$/.exec(name)?.[1];
   if (!slug) return undefined;
   const names = instanceResources(`ws-${slug}`);

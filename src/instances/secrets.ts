@@ -9,6 +9,8 @@ export const INSTANCE_SECRETS = {
   runtimeSecret: 'runtime_secret',
   /** The runtime's CONNECTIONS_KEY, which seals the customer's OAuth tokens in their database. */
   connectionsKey: 'connections_key',
+  /** During a restore: the database the instance served from before the swap, to swap back to on failure. */
+  previousDatabaseUrl: 'previous_database_url',
 } as const;
 
 export function instanceOwner(instanceId: string): string {

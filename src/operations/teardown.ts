@@ -25,5 +25,6 @@ export async function teardownInstance(
   await ctx.secrets.delete(owner, INSTANCE_SECRETS.databaseUrl);
   await ctx.secrets.delete(owner, INSTANCE_SECRETS.runtimeSecret);
   await ctx.secrets.delete(owner, INSTANCE_SECRETS.connectionsKey);
+  await ctx.secrets.delete(owner, INSTANCE_SECRETS.previousDatabaseUrl);
   return { serviceId: hadService ? serviceId : null, databaseName: database.databaseName };
 }

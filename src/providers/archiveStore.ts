@@ -1,6 +1,8 @@
 /**
- * The archive store: a directory (ARCHIVE_DIR) of compressed exports. Writes are atomic (temporary file, then
- * rename), and the size and SHA-256 are measured on the bytes as written.
+ * The archive store: where cancellation archives and backups are kept, as files of compressed exports. Two
+ * implementations: a local directory (ARCHIVE_DIR, the default; LocalArchiveStore below) and any
+ * S3-compatible object store (./archiveStores/s3.ts, when BACKUP_S3_BUCKET is set), chosen by createArchiveStore.
+ * The size and SHA-256 are always of the bytes as stored.
  */
 import { createHash } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
@@ -16,23 +18,50 @@ export interface StoredArchive {
   sha256: string;
 }
 
-export class ArchiveStore {
+/** What every archive store does; names are relative paths of safe segments (see checkArchiveName). */
+export interface ArchiveStore {
+  /** Stores what `source` yields under `name`, whole or not at all; answers the size and SHA-256 as stored. */
+  write(name: string, source: Readable): Promise<StoredArchive>;
+  /** Size and SHA-256 of what is stored now (the stored bytes, read back). */
+  checksum(name: string): Promise<Omit<StoredArchive, 'location'>>;
+  /** The archive as it was written (decrypted where the store encrypts); fails loudly if it was altered. */
+  read(name: string): Readable;
+  /** Deletes it (nothing to do when it is not there). */
+  delete(name: string): Promise<void>;
+}
+
+/** Throws for a name that is not a relative path of safe segments (no '..', no absolute path). */
+export function checkArchiveName(name: string): string {
+  if (!/^[\w.-]+(\/[\w.-]+)*$/.test(name) || name.split('/').some((s) => s === '..' || s === '.')) {
+    throw new Error(`invalid archive name ${name}`);
+  }
+  return name;
+}
+
+/** A pass-through that measures what goes through it: its size and SHA-256 once it has ended. */
+export function measuringStream(): { stream: Transform; measured: () => Omit<StoredArchive, 'location'> } {
+  const hash = createHash('sha256');
+  let sizeBytes = 0;
+  let sha256: string | undefined;
+  const stream = new Transform({
+    transform(chunk: Buffer, _encoding, done) {
+      hash.update(chunk);
+      sizeBytes += chunk.length;
+      done(null, chunk);
+    },
+  });
+  return { stream, measured: () => ({ sizeBytes, sha256: (sha256 ??= hash.digest('hex')) }) };
+}
+
+/** The directory store (ARCHIVE_DIR). Writes are atomic: a temporary file, then a rename. */
+export class LocalArchiveStore implements ArchiveStore {
   constructor(private readonly dir: string) {}
 
-  /** Stores what `source` yields under `name` (a relative path of safe segments). */
   async write(name: string, source: Readable): Promise<StoredArchive> {
     const location = this.pathOf(name);
     await mkdir(path.dirname(location), { recursive: true, mode: 0o700 });
     const temporary = `${location}.${process.pid}.partial`;
-    const hash = createHash('sha256');
-    let sizeBytes = 0;
-    const measure = new Transform({
-      transform(chunk: Buffer, _encoding, done) {
-        hash.update(chunk);
-        sizeBytes += chunk.length;
-        done(null, chunk);
-      },
-    });
+    const { stream: measure, measured } = measuringStream();
     try {
       await pipeline(source, measure, createWriteStream(temporary, { mode: 0o600 }));
       await rename(temporary, location);
@@ -40,10 +69,9 @@ export class ArchiveStore {
       await rm(temporary, { force: true });
       throw err;
     }
-    return { location: name, sizeBytes, sha256: hash.digest('hex') };
+    return { location: name, ...measured() };
   }
 
-  /** Size and SHA-256 of what is stored now. */
   async checksum(name: string): Promise<Omit<StoredArchive, 'location'>> {
     const hash = createHash('sha256');
     let sizeBytes = 0;
@@ -63,9 +91,6 @@ export class ArchiveStore {
   }
 
   private pathOf(name: string): string {
-    if (!/^[\w.-]+(\/[\w.-]+)*$/.test(name) || name.split('/').some((s) => s === '..' || s === '.')) {
-      throw new Error(`invalid archive name ${name}`);
-    }
-    return path.join(this.dir, name);
+    return path.join(this.dir, checkArchiveName(name));
   }
 }

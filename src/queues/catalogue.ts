@@ -19,6 +19,8 @@ export const QUEUES = {
   fleet: 'fleet',
   /** Fleet settings and runtime versions rolled out: a coordinator per rollout, a job per instance changed. */
   rollouts: 'rollouts',
+  /** Backups of customers' databases (the scheduled sweep, each backup) and restores. */
+  backups: 'backups',
 } as const;
 
 export type QueueName = (typeof QUEUES)[keyof typeof QUEUES];
@@ -149,6 +151,34 @@ export interface RolloutInstanceData {
   polls?: number;
 }
 
+// Backups (issue 13).
+
+/** The scheduled backup sweep: it works from the database. */
+export type BackupSweepData = Record<string, never>;
+
+/** One backup of an instance's database: scheduled by the sweep, or asked for by an operator now. */
+export interface BackupData {
+  instanceId: string;
+  reason: 'scheduled' | 'on-demand';
+}
+
+/** A restore run (recorded before the job is added); its progress is added by the job itself as it goes. */
+export interface RestoreData {
+  instanceId: string;
+  restoreId: string;
+  /** The database provider's progress towards the fresh database, while it is not ready. */
+  database?: Record<string, string | number | string[]>;
+  waitingSince?: number;
+  /** Set once the service was stopped to swap databases: from then on a failure swaps back. */
+  swapped?: { branchId: string; databaseName: string; roleName: string };
+  /** The restored database as the provider made it. */
+  restored?: { branchId: string; databaseName: string; roleName: string };
+  deploymentId?: string;
+  /** When the restarted service must be healthy by (epoch ms), else the restore is undone. */
+  deadline?: number;
+  polls?: number;
+}
+
 /** Every job's data by job name, but the Stripe events' (named after the event type, see STRIPE_EVENT_JOBS). */
 export interface JobData {
   'create-branch': ProvisionData;
@@ -175,6 +205,9 @@ export interface JobData {
   reconcile: FleetData;
   rollout: RolloutData;
   'rollout-instance': RolloutInstanceData;
+  'backup-sweep': BackupSweepData;
+  backup: BackupData;
+  restore: RestoreData;
 }
 
 export type JobName = keyof JobData;
@@ -212,6 +245,10 @@ export const JOBS: Record<JobName, { queue: QueueName; finalFailure: FinalFailur
   // A rollout's jobs record their own failures in the rollout (an instance that failed, a halt and its one alert).
   rollout: { queue: QUEUES.rollouts, finalFailure: 'log' },
   'rollout-instance': { queue: QUEUES.rollouts, finalFailure: 'log' },
+  // A sweep that fails is logged (the next one starts afresh); a backup or restore that fails for good is an incident.
+  'backup-sweep': { queue: QUEUES.backups, finalFailure: 'log' },
+  backup: { queue: QUEUES.backups, finalFailure: 'raise-incident' },
+  restore: { queue: QUEUES.backups, finalFailure: 'raise-incident' },
 };
 
 export function isJobName(name: string): name is JobName {
@@ -256,4 +293,11 @@ export const JOB_IDS = {
   rollout: (rolloutId: number) => jobId('rollout', String(rolloutId)),
   rolloutInstance: (data: Pick<RolloutInstanceData, 'rolloutId' | 'instanceId' | 'direction'>) =>
     jobId('rollout', String(data.rolloutId), data.direction, data.instanceId),
+  /** The backup sweep's job scheduler. */
+  backupScheduler: () => jobId('scheduler', 'backup-sweep'),
+  /** One scheduled backup per instance and sweep slot (a repeated sweep adds nothing); one per operator request. */
+  scheduledBackup: (workspaceId: string, slot: number) => jobId(workspaceId, 'backup', String(slot)),
+  backupNow: (workspaceId: string, requestId: string) => jobId(workspaceId, 'backup-now', requestId),
+  /** One per restore run. */
+  restore: (workspaceId: string, restoreId: string) => jobId(workspaceId, 'restore', restoreId),
 };

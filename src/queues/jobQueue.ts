@@ -13,6 +13,9 @@ import {
   QUEUES,
   STEPS,
   type AlertData,
+  type BackupData,
+  type BackupSweepData,
+  type RestoreData,
   type FleetData,
   type JobData,
   type JobName,
@@ -77,6 +80,14 @@ export interface JobQueue {
   addRollout(rolloutId: number): Promise<string>;
   /** One instance's update or rollback in a rollout (once per instance and direction). */
   addRolloutInstance(data: Pick<RolloutInstanceData, 'rolloutId' | 'instanceId' | 'direction'>): Promise<void>;
+  /** The backup sweep's schedule (a cron expression; null removes it). */
+  scheduleBackups(schedule: string | null): Promise<void>;
+  /** A sweep slot's scheduled backups, each delayed by its offset (added in one call; a repeat adds nothing). */
+  addScheduledBackups(slot: number, backups: { instance: InstanceKey; delayMs: number }[]): Promise<void>;
+  /** A backup now (an operator asked); answers its job id. */
+  addBackupNow(instance: InstanceKey, requestId: string): Promise<string>;
+  /** The job of a recorded restore run; answers its job id. */
+  addRestore(instance: InstanceKey, restoreId: string): Promise<string>;
 }
 
 export interface HeldJobs {
@@ -88,7 +99,17 @@ export interface HeldJobs {
 }
 
 export class BullJobQueue implements JobQueue {
-  constructor(private readonly queues: Queues) {}
+  /** The backup jobs' helpers (below, in a block of their own). */
+  private readonly backups: BullBackupJobs;
+
+  constructor(private readonly queues: Queues) {
+    this.backups = new BullBackupJobs(queues);
+  }
+
+  scheduleBackups = (schedule: string | null) => this.backups.scheduleBackups(schedule);
+  addScheduledBackups = (slot: number, backups: { instance: InstanceKey; delayMs: number }[]) => this.backups.addScheduledBackups(slot, backups);
+  addBackupNow = (instance: InstanceKey, requestId: string) => this.backups.addBackupNow(instance, requestId);
+  addRestore = (instance: InstanceKey, restoreId: string) => this.backups.addRestore(instance, restoreId);
 
   private async add<N extends JobName>(name: N, data: JobData[N], opts: { jobId: string; delay?: number }): Promise<void> {
     await this.queues.get(JOBS[name].queue).add(name, data, opts);
@@ -238,6 +259,53 @@ export class BullJobQueue implements JobQueue {
 
   async addRolloutInstance(data: Pick<RolloutInstanceData, 'rolloutId' | 'instanceId' | 'direction'>): Promise<void> {
     await this.add('rollout-instance', { rolloutId: data.rolloutId, instanceId: data.instanceId, direction: data.direction }, { jobId: JOB_IDS.rolloutInstance(data) });
+  }
+}
+
+// Backups (issue 13).
+/** Kept two days whatever their number, so a repeated sweep of a slot finds every scheduled backup's id. */
+const BACKUP_JOB_OPTIONS = { removeOnComplete: { age: 2 * 86_400 } };
+
+export class BullBackupJobs {
+  constructor(private readonly queues: Queues) {}
+
+  async scheduleBackups(schedule: string | null): Promise<void> {
+    const queue = this.queues.get(QUEUES.backups);
+    if (schedule === null) {
+      await queue.removeJobScheduler(JOB_IDS.backupScheduler());
+      return;
+    }
+    const data: BackupSweepData = {};
+    await queue.upsertJobScheduler(JOB_IDS.backupScheduler(), { pattern: schedule, tz: 'UTC' }, {
+      name: 'backup-sweep',
+      data,
+      opts: FLEET_JOB_OPTIONS,
+    });
+  }
+
+  async addScheduledBackups(slot: number, backups: { instance: InstanceKey; delayMs: number }[]): Promise<void> {
+    if (!backups.length) return;
+    await this.queues.get(QUEUES.backups).addBulk(
+      backups.map(({ instance, delayMs }) => {
+        const data: BackupData = { instanceId: instance.id, reason: 'scheduled' };
+        return { name: 'backup', data, opts: { ...BACKUP_JOB_OPTIONS, jobId: JOB_IDS.scheduledBackup(instance.workspace_id, slot), delay: delayMs } };
+      }),
+    );
+  }
+
+  async addBackupNow(instance: InstanceKey, requestId: string): Promise<string> {
+    const id = JOB_IDS.backupNow(instance.workspace_id, requestId);
+    const data: BackupData = { instanceId: instance.id, reason: 'on-demand' };
+    await this.queues.get(QUEUES.backups).add('backup', data, { ...BACKUP_JOB_OPTIONS, jobId: id });
+    return id;
+  }
+
+  async addRestore(instance: InstanceKey, restoreId: string): Promise<string> {
+    const id = JOB_IDS.restore(instance.workspace_id, restoreId);
+    const data: RestoreData = { instanceId: instance.id, restoreId };
+    // A restore is not repeated by BullMQ: a failure swaps back and is final (an operator asks again).
+    await this.queues.get(QUEUES.backups).add('restore', data, { ...BACKUP_JOB_OPTIONS, attempts: 1, jobId: id });
+    return id;
   }
 }
 

@@ -12,6 +12,7 @@ import type { Queues } from '../queues/connection.ts';
 import type { JobQueue } from '../queues/jobQueue.ts';
 import { adminApi } from './adminApi.ts';
 import { rolloutsApi } from './rolloutsApi.ts';
+import { backupsApi } from './backupsApi.ts';
 import { bullBoard } from './bullBoard.ts';
 import { jsonErrors, refuseUnreadablePaths } from '../../core/http/httpError.ts';
 import { throttleFailedAuth } from '../../core/http/authFailureThrottle.ts';
@@ -28,7 +29,11 @@ import { welcomePages } from './welcome/routes.ts';
 import { accountPages } from './account/routes.ts';
 import type { Mailer } from '../providers/types.ts';
 
-export interface WebDeps extends Pick<Gateways, 'instances' | 'steps' | 'audit' | 'stripeEvents' | 'usageNotices' | 'health' | 'reconciliation' | 'customerDbs' | 'keyHandovers' | 'accountAccess' | 'locks' | 'fleet' | 'rollouts'> {
+export interface WebDeps
+  extends Pick<
+    Gateways,
+    'instances' | 'steps' | 'audit' | 'stripeEvents' | 'usageNotices' | 'health' | 'reconciliation' | 'customerDbs' | 'keyHandovers' | 'accountAccess' | 'locks' | 'fleet' | 'rollouts' | 'backups'
+  > {
   config: Config;
   /** The admin API's reconcile dry run lists what the providers hold. */
   compute: ComputeProvider;
@@ -84,5 +89,6 @@ export function createWebApp(deps: WebDeps): Koa {
   app.use(admin.routes()).use(admin.allowedMethods());
   const rollouts = rolloutsApi(deps);
   app.use(rollouts.routes()).use(rollouts.allowedMethods());
+  app.use(backupsApi(deps).routes());
   return app;
 }

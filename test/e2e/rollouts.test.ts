@@ -141,6 +141,10 @@ createServer((req, res) => { res.writeHead(500, { 'content-type': 'application/j
     expect(await currentGeneration(h)).to.equal(started.targetGeneration);
     const { rows } = await h.db.query<{ settings_generation: number }>('SELECT settings_generation FROM instances');
     expect(rows.map((r) => r.settings_generation)).to.deep.equal(Array(6).fill(started.targetGeneration));
+    // Each instance's data was backed up (and the backup verified) before it changed.
+    const { rows: backedUp } = await h.db.query<{ instance_id: string; state: string }>(`SELECT instance_id, state FROM backups WHERE reason = 'rollout'`);
+    expect(backedUp.map((b) => b.state)).to.deep.equal(Array(6).fill('verified'));
+    expect(new Set(backedUp.map((b) => b.instance_id)).size).to.equal(6);
 
     for (const customer of customers) {
       h.model.reset();

@@ -5,13 +5,14 @@
  * test check where effects land and that a re-run changes nothing.
  */
 import type { KeyHandovers } from '../../src/db/keyHandovers.ts';
-import { createHash } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { createGzip } from 'node:zlib';
 import type Stripe from 'stripe';
 import { loadConfig, type Config } from '../../src/config.ts';
 import { ARCHIVE_FORMAT, ARCHIVED_TABLES, readArchive } from '../../core/archiveFormat.ts';
 import type { ArchiveRecord, ArchiveRecords } from '../../src/db/archives.ts';
+import type { BackupReason, BackupRecords, BackupRun, RestoreRun } from '../../src/db/backups.ts';
 import type { AuditEntry, AuditLog, Incident } from '../../src/db/audit.ts';
 import type { CustomerDatabases } from '../../src/db/customerDatabases.ts';
 import type { InstanceLocks } from '../../src/db/instanceLocks.ts';
@@ -621,6 +622,11 @@ export class FakeCustomerDbs implements CustomerDatabases {
       if (table === 'workspace_files') db.files.set(String(row.path), String(row.content));
     });
   }
+
+  async loadRestore(_instanceId: string, targetUrl: string, source: () => Readable): Promise<Record<string, number> | undefined> {
+    this.calls.push(`customerDbs.loadRestore ${targetUrl}`);
+    return readArchive(source());
+  }
 }
 
 /** An archive in the real format (gzip-compressed JSON lines) of the given rows. */
@@ -712,6 +718,18 @@ export class FakeJobQueue implements JobQueue {
   }
 
   addRolloutInstance = (...args: unknown[]) => this.add('addRolloutInstance', ...args);
+  scheduleBackups = (...args: unknown[]) => this.add('scheduleBackups', ...args);
+  addScheduledBackups = (...args: unknown[]) => this.add('addScheduledBackups', ...args);
+
+  async addBackupNow(instance: { workspace_id: string }, requestId: string): Promise<string> {
+    await this.add('addBackupNow', instance, requestId);
+    return `${instance.workspace_id}-backup-now-${requestId}`;
+  }
+
+  async addRestore(instance: { workspace_id: string }, restoreId: string): Promise<string> {
+    await this.add('addRestore', instance, restoreId);
+    return `${instance.workspace_id}-restore-${restoreId}`;
+  }
 
   /** What heldJobs answers. */
   held: HeldJobs = { waiting: 0, delayed: 0, active: 1, ids: [] };
@@ -1030,6 +1048,7 @@ export interface Fakes {
   rateLimitPeriods: FakeRateLimitPeriods;
   fleet: FakeFleetGenerations;
   rollouts: FakeRollouts;
+  backups: FakeBackupRecords;
 }
 
 /** Fleet generations in memory, digests as Postgres keeps them (the secrets are kept in clear here). */
@@ -1145,6 +1164,7 @@ export function fakeContext(env: Record<string, string> = {}): Fakes {
     rateLimitPeriods: new FakeRateLimitPeriods(),
     fleet: new FakeFleetGenerations(config.secretsKey),
     rollouts: new FakeRollouts(),
+    backups: new FakeBackupRecords(calls),
   };
   const ctx: JobContext = {
     ...fakes,
@@ -1198,3 +1218,95 @@ export class FakeJob<D> implements JobHandle<D> {
   }
 }
 
+
+/** Backup and restore runs in memory, as the Postgres gateway keeps them. */
+export class FakeBackupRecords implements BackupRecords {
+  readonly runs = new Map<string, BackupRun>();
+  readonly restoreRuns = new Map<string, RestoreRun>();
+  private clock = 0;
+
+  constructor(private readonly calls: Trace) {}
+
+  async start(instanceId: string, reason: BackupReason): Promise<string> {
+    const id = randomUUID();
+    this.calls.push(`backups.start ${reason}`);
+    const run: BackupRun = {
+      id, instanceId, reason, state: 'running', location: null, sizeBytes: null, sha256: null, rowCounts: null, error: null,
+      startedAt: new Date(Date.now() + this.clock++), finishedAt: null, durationMs: null, deletedAt: null,
+    };
+    this.runs.set(id, run);
+    return id;
+  }
+
+  async stored(id: string, stored: { location: string; sizeBytes: number; sha256: string; rowCounts: Record<string, number> }): Promise<void> {
+    Object.assign(this.runs.get(id)!, stored);
+  }
+
+  private finish(id: string, set: Partial<BackupRun>): void {
+    const run = this.runs.get(id)!;
+    if (run.state !== 'running') return;
+    Object.assign(run, { finishedAt: new Date(), durationMs: 0 }, set);
+  }
+
+  async verified(id: string): Promise<void> {
+    this.calls.push('backups.verified');
+    this.finish(id, { state: 'verified' });
+  }
+
+  async failed(id: string, error: string): Promise<void> {
+    this.calls.push('backups.failed');
+    this.finish(id, { state: 'failed', error });
+  }
+
+  async markDeleted(id: string): Promise<void> {
+    this.calls.push('backups.markDeleted');
+    Object.assign(this.runs.get(id)!, { state: 'deleted', deletedAt: new Date() });
+  }
+
+  async byId(id: string): Promise<BackupRun | undefined> {
+    return this.runs.get(id);
+  }
+
+  async list(instanceId: string): Promise<BackupRun[]> {
+    return [...this.runs.values()].filter((r) => r.instanceId === instanceId).sort((a, b) => b.startedAt.getTime() - a.startedAt.getTime());
+  }
+
+  async verifiedOf(instanceId: string): Promise<BackupRun[]> {
+    return (await this.list(instanceId)).filter((r) => r.state === 'verified');
+  }
+
+  async requestRestore(instanceId: string, backupId: string): Promise<RestoreRun | undefined> {
+    if ([...this.restoreRuns.values()].some((r) => r.instanceId === instanceId && r.state === 'running')) return undefined;
+    const run: RestoreRun = {
+      id: randomUUID(), instanceId, backupId, state: 'running', preBackupId: null, databaseName: null, error: null,
+      requestedAt: new Date(), startedAt: null, finishedAt: null, durationMs: null,
+    };
+    this.restoreRuns.set(run.id, run);
+    return run;
+  }
+
+  async restoreById(id: string): Promise<RestoreRun | undefined> {
+    return this.restoreRuns.get(id);
+  }
+
+  async restoreStarted(id: string, set: { databaseName?: string; preBackupId?: string }): Promise<void> {
+    const run = this.restoreRuns.get(id)!;
+    run.startedAt ??= new Date();
+    if (set.databaseName) run.databaseName = set.databaseName;
+    if (set.preBackupId) run.preBackupId = set.preBackupId;
+  }
+
+  async restoreFinished(id: string, outcome: { state: 'succeeded' } | { state: 'failed'; error: string }): Promise<void> {
+    const run = this.restoreRuns.get(id)!;
+    if (run.state !== 'running') return;
+    Object.assign(run, { state: outcome.state, error: outcome.state === 'failed' ? outcome.error : null, finishedAt: new Date(), durationMs: 0 });
+  }
+
+  async restores(instanceId: string): Promise<RestoreRun[]> {
+    return [...this.restoreRuns.values()].filter((r) => r.instanceId === instanceId);
+  }
+
+  async instancesToBackUp(): Promise<{ id: string; workspace_id: string }[]> {
+    return [];
+  }
+}

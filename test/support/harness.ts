@@ -197,6 +197,7 @@ export async function startHarness(env: Record<string, string> = {}, options: Ha
     // The fleet jobs run only in the tests about them (their first run would add provider calls to every test).
     MONITOR_INTERVAL: '0',
     RECONCILE_INTERVAL: '0',
+    BACKUP_SCHEDULE: 'off',
     // Warnings and errors only, so the test report stays readable (a test that reads the logs sets its own level).
     LOG_LEVEL: 'warn',
     ...cloudEnv,

@@ -51,6 +51,7 @@ describe('plans', () => {
         cpu: 0.5,
         memoryMb: 512,
         databaseMb: 100,
+        backupsKept: 3,
       });
       expect(PLANS.starter.features).to.deep.equal(['chat', 'memory', 'web_search']);
     });
@@ -65,6 +66,7 @@ describe('plans', () => {
         cpu: 1,
         memoryMb: 1024,
         databaseMb: 500,
+        backupsKept: 7,
       });
       expect(PLANS.pro.features).to.deep.equal(['chat', 'memory', 'web_search', 'gmail', 'calendar', 'browser']);
     });
@@ -79,6 +81,7 @@ describe('plans', () => {
         cpu: 2,
         memoryMb: 2048,
         databaseMb: 2048,
+        backupsKept: 30,
       });
       expect([...PLANS.team.features]).to.have.members([...ALL_FEATURES]);
       expect(PLANS.team.features).to.have.length(8);
@@ -93,7 +96,7 @@ describe('plans', () => {
       const order = [PLANS.starter, PLANS.pro, PLANS.team];
       for (let i = 1; i < order.length; i++) {
         const [cheaper, plan] = [order[i - 1]!, order[i]!];
-        for (const limit of ['messageLimit', 'requestsPerMinute', 'toolRounds', 'webSearchMaxUses', 'cpu', 'memoryMb', 'databaseMb'] as const) {
+        for (const limit of ['messageLimit', 'requestsPerMinute', 'toolRounds', 'webSearchMaxUses', 'cpu', 'memoryMb', 'databaseMb', 'backupsKept'] as const) {
           expect(plan[limit], `${plan.name} ${limit}`).to.be.greaterThan(cheaper[limit]);
         }
       }

@@ -13,6 +13,7 @@ import { INSTANCE_SECRETS, instanceOwner } from '../../instances/secrets.ts';
 import { canHappen, provisioningUnderway } from '../../instances/stateMachine.ts';
 import { stopProvisionFlow } from '../../operations/provisionFlow.ts';
 import { teardownInstance } from '../../operations/teardown.ts';
+import { deleteAllBackups } from '../../operations/backup.ts';
 import type { LifecycleData } from '../../queues/catalogue.ts';
 import type { JobContext, JobHandle } from '../context.ts';
 import { withLockedInstance, type Outcome } from './lockedInstance.ts';
@@ -118,6 +119,8 @@ export async function purge(ctx: JobContext, job: JobHandle<LifecycleData>, toke
       deleted.push(`archive ${stored.location}`);
     }
     await ctx.archiveRecords.markDeleted(instance.id);
+    const backups = await deleteAllBackups(ctx, instance.id);
+    if (backups) deleted.push(`${backups} backups`);
     // Personal data held by the control plane: the customer's email and name, and the Stripe event payloads that
     // carry them. The Stripe ids stay (for accounting) and so does the audit trail. A returning customer's other
     // instance still needs them (its emails, its events' retries): then they stay until that one is purged too.

@@ -2,6 +2,7 @@ import { PermanentError } from '../../errors.ts';
 import { logInstanceEvent } from '../../instances/eventLog.ts';
 import { isRunning } from '../../instances/stateMachine.ts';
 import { configureService } from '../../operations/service.ts';
+import { backupNow } from '../../operations/backup.ts';
 import { PLANS } from '../../../core/plans.ts';
 import type { ResizeData } from '../../queues/catalogue.ts';
 import { renderWorkspace } from '../../workspace/render.ts';
@@ -11,7 +12,8 @@ import { withLockedInstance, type Outcome } from './lockedInstance.ts';
 /**
  * A plan change, in place: the service gets the new plan's variables (message limit, features) and CPU and memory,
  * and restarts on them; the new plan's skill files are added to the workspace (nothing the customer changed is
- * overwritten) and STATE.json records the plan. The database, its memories and the key stay as they are.
+ * overwritten) and STATE.json records the plan. The database, its memories and the key stay as they are; a verified
+ * backup of it is taken first.
  */
 export async function resize(ctx: JobContext, job: JobHandle<ResizeData>, token?: string): Promise<Outcome> {
   return withLockedInstance(ctx, job, token, async (instance): Promise<Outcome> => {
@@ -19,6 +21,8 @@ export async function resize(ctx: JobContext, job: JobHandle<ResizeData>, token?
     if (!isRunning(instance.status)) return { skipped: `instance is ${instance.status}` };
     if (instance.plan === plan.name) return { unchanged: plan.name };
     if (!instance.service_id || !instance.email) throw new PermanentError('instance has no service or customer email');
+    // A verified backup first: the plan change does not go ahead without one (its failure is retried).
+    const { backupId } = await backupNow(ctx, instance, 'plan-change');
     const files = renderWorkspace({
       workspaceId: instance.workspace_id,
       customer: { name: instance.customer_name, email: instance.email },
@@ -38,7 +42,7 @@ export async function resize(ctx: JobContext, job: JobHandle<ResizeData>, token?
       action: 'instance.resized',
       customerId: instance.customer_id,
       instanceId: instance.id,
-      detail: { from: instance.plan, to: plan.name, deploymentId },
+      detail: { from: instance.plan, to: plan.name, deploymentId, backupId },
     });
     const ids = { instance: instance.id, workspace: instance.workspace_id, customer: instance.customer_id };
     logInstanceEvent('resized', ids, { from: instance.plan, to: plan.name, deploymentId });

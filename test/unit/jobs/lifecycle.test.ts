@@ -12,6 +12,7 @@ import { suspend, resume } from '../../../src/jobs/lifecycle/billing.ts';
 import { archive, cancel, purge } from '../../../src/jobs/lifecycle/cancellation.ts';
 import { reactivate } from '../../../src/jobs/lifecycle/reactivation.ts';
 import { resize } from '../../../src/jobs/lifecycle/resize.ts';
+import { backupNow } from '../../../src/operations/backup.ts';
 import { DEFAULT_PRICE_IDS } from '../../../core/plans.ts';
 import type { LifecycleData } from '../../../src/queues/catalogue.ts';
 import { FakeJob, fakeContext, type Fakes } from '../../support/fakes.ts';
@@ -116,6 +117,7 @@ describe('lifecycle jobs (fakes)', () => {
         'secrets.delete database_url',
         'secrets.delete runtime_secret',
         'secrets.delete connections_key',
+        'secrets.delete previous_database_url',
         'instances.transition archived',
         'audit.record instance.archived',
       ]);
@@ -184,12 +186,17 @@ describe('lifecycle jobs (fakes)', () => {
       expect(early.delayedUntil).to.be.a('number');
       expect(f.calls).to.deep.equal([]);
 
+      // Backups taken while it ran go with the purge too.
+      await backupNow(f.ctx, instance, 'scheduled');
+      await backupNow(f.ctx, instance, 'on-demand');
       await archive(f.ctx, lifecycleJob('archive', instance.id));
+      expect(f.archives.files.size).to.equal(3);
       f.calls.length = 0;
       const result = await purge(f.ctx, lifecycleJob('purge', instance.id));
       expect(f.archives.files.size).to.equal(0);
+      expect([...f.backups.runs.values()].map((b) => b.state)).to.deep.equal(['deleted', 'deleted']);
       expect(f.instances.get(instance.id)).to.include({ status: 'purged', email: null, customer_name: null, stripe_customer_id: instance.stripe_customer_id });
-      expect(result.deleted).to.include('customer email and name').and.include('2 Stripe event payloads');
+      expect(result.deleted).to.include('customer email and name').and.include('2 Stripe event payloads').and.include('2 backups');
       expect(f.calls.at(-2)).to.equal('instances.transition purged');
     });
 
@@ -242,6 +249,9 @@ describe('lifecycle jobs (fakes)', () => {
       expect(f.compute.services.get('claw-svc')!.variables).to.include({ PLAN: 'pro', MESSAGE_LIMIT: '20000', RATE_LIMIT: '120/m' });
       expect(f.instances.get(instance.id).plan).to.equal('pro');
       expect(f.calls.indexOf('compute.configure claw-svc')).to.be.below(f.calls.indexOf('compute.deploy claw-svc'));
+      // A verified backup of the database comes before anything changes.
+      expect(f.calls.indexOf('backups.verified')).to.be.within(0, f.calls.indexOf('compute.configure claw-svc'));
+      expect([...f.backups.runs.values()].map((b) => `${b.reason} ${b.state}`)).to.deep.equal(['plan-change verified']);
 
       f.calls.length = 0;
       expect(await resize(f.ctx, new FakeJob('resize', { instanceId: instance.id, plan: 'pro' as const }))).to.deep.equal({ unchanged: 'pro' });
@@ -319,7 +329,7 @@ describe('lifecycle jobs (fakes)', () => {
       await abandon(f.ctx, job);
       await abandon(f.ctx, job); // an operator's second click, or a retry after a crash
       const slug = instance.workspace_id.slice(3);
-      expect(f.calls.slice(0, 9)).to.deep.equal([
+      expect(f.calls.slice(0, 10)).to.deep.equal([
         'jobs.removeProvisionFlow',
         `compute.deleteService claw-${slug}`,
         'instances.update service_id,service_requested_at',
@@ -328,6 +338,7 @@ describe('lifecycle jobs (fakes)', () => {
         'secrets.delete database_url',
         'secrets.delete runtime_secret',
         'secrets.delete connections_key',
+        'secrets.delete previous_database_url',
         'instances.transition abandoned',
       ]);
       expect(f.audit.actions(instance.id)).to.deep.equal(['instance.abandoned']);
