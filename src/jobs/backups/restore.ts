@@ -6,9 +6,10 @@
  * 2. A 'restore' backup of the live data is taken.
  * 3. A fresh database (one per run, restoreDatabaseName) gets the runtime's schema, the backup, and the live
  *    database's keys and settings as they are now (so the customer's key works even if rotated since the backup).
- * 4. The service is stopped, the instance's database swapped to the fresh one, the service configured on it and
- *    deployed, and its /health polled until it answers 200 (a suspended instance's service is configured and stays
- *    stopped until the customer pays).
+ * 4. The service is stopped, the instance's database swapped to the fresh one, the service configured on it (on the
+ *    fleet settings generation the instance runs: a restore changes its data, not its settings) and deployed, and
+ *    its /health polled until it answers 200 (a suspended instance's service is configured and stays stopped until
+ *    the customer pays).
  * 5. Then the old database is deleted. On any failure before that, the old database is swapped back and the
  *    service redeployed on it, the fresh database deleted, the run recorded failed, and the job fails for good (its
  *    one incident alerts operators).
@@ -112,7 +113,7 @@ async function beforeSwap(ctx: JobContext, job: RestoreJob, token: string | unde
   await ctx.compute.stop(instance.service_id);
   await ctx.customerDbs.register(instance.id, made.ready.connectionUrl);
   await ctx.instances.update(instance.id, { branch_id: restored.branchId, database_name: restored.databaseName, database_role: restored.roleName });
-  await configureService(ctx, instance, instance.service_id, plan);
+  await configureService(ctx, instance, instance.service_id, plan, 'instance');
   if (instance.status === 'suspended') {
     // Its service stays stopped until the customer pays: it will start on the restored database then.
     await job.log(`database swapped to ${restored.roleName}; the suspended service stays stopped`);
@@ -196,7 +197,7 @@ async function undo(ctx: JobContext, job: RestoreJob, instance: InstanceWithCust
     const current = await ctx.instances.byId(instance.id);
     const plan = planByName(current?.plan ?? '');
     if (current && BACKED_UP_STATUSES.includes(current.status) && current.service_id && plan) {
-      await configureService(ctx, current, current.service_id, plan);
+      await configureService(ctx, current, current.service_id, plan, 'instance');
       if (current.status === 'active') {
         const { deploymentId } = await ctx.compute.deploy(current.service_id);
         done.push(`service redeployed on it (${deploymentId})`);

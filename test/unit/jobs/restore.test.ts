@@ -11,6 +11,7 @@ import { INSTANCE_SECRETS, instanceOwner } from '../../../src/instances/secrets.
 import { restore } from '../../../src/jobs/backups/restore.ts';
 import { backupNow } from '../../../src/operations/backup.ts';
 import { PermanentError } from '../../../src/errors.ts';
+import { valuesFromConfig, withOverrides } from '../../../src/fleet/settings.ts';
 import type { RestoreData } from '../../../src/queues/catalogue.ts';
 import { FakeJob, fakeContext, type Fakes } from '../../support/fakes.ts';
 import { rejection } from '../../support/rejection.ts';
@@ -46,6 +47,24 @@ async function runToEnd(f: Fakes, job: FakeJob<RestoreData>): Promise<unknown> {
 }
 
 describe('restore job (fakes)', () => {
+  it('keeps the instance on the fleet settings generation it runs, even when another one is current', async () => {
+    const runtime = await healthyRuntime();
+    try {
+      const f = fakeContext();
+      const { instance, job } = await setUp(f, 'active', runtime.url);
+      const base = valuesFromConfig(f.ctx.config);
+      const own = await f.fleet.ensure(withOverrides(base, { settings: { model: 'claude-old' } }), 'config');
+      await f.fleet.recordOnInstance(instance.id, own);
+      const current = await f.fleet.ensure(withOverrides(base, { settings: { model: 'claude-new' } }), 'rollout');
+      await f.fleet.setCurrent(current.id);
+      await runToEnd(f, job);
+      expect(await f.fleet.ofInstance(instance.id)).to.equal(own.id);
+      expect(f.compute.services.get('claw-svc')!.variables.ANTHROPIC_MODEL).to.equal('claude-old');
+    } finally {
+      runtime.server.close();
+    }
+  });
+
   it('verifies, backs up the live data, loads a fresh database, stops, swaps, deploys, waits for health, then deletes the old one', async () => {
     const runtime = await healthyRuntime();
     try {
