@@ -7,7 +7,8 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { expect } from 'chai';
 import { QUEUES } from '../../src/queues/catalogue.ts';
-import { ADMIN, startHarness, waitUntil, type Harness } from '../support/harness.ts';
+import { startHarness, waitUntil, type Harness } from '../support/harness.ts';
+import { bullBoardHeaders } from '../support/jobWaits.ts';
 
 describe('a provisioning step that fails for good', function () {
   this.timeout(90_000);
@@ -100,10 +101,9 @@ describe('a provisioning step that fails for good', function () {
     // job from Bull Board: the flow resumes at that step.
     await writeFile(marker, 'ready');
     await waitUntil(async () => (await fetch(`${failed.accessUrl}/health`).catch(() => undefined))?.status === 200, 30_000);
-    const auth = { authorization: `Basic ${btoa(`${ADMIN.user}:${ADMIN.password}`)}` };
     const retry = await fetch(`${h.url}/admin/queues/api/queues/provision/${failed.workspaceId}-health-check/retry`, {
       method: 'PUT',
-      headers: auth,
+      headers: bullBoardHeaders(h),
     });
     expect(retry.status).to.equal(204);
     const retriedTwice = await h.admin(`/api/admin/instances/${failed.instanceId}/retry`, { method: 'POST' });
