@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { expect } from 'chai';
-import { logTo } from '../../core/logger.ts';
+import { configureLogs, logTo } from '../../core/logger.ts';
 import { loadRuntimeConfig, type RuntimeConfig } from '../../runtime/src/config.ts';
 import { connectedServices, connectionTools } from '../../runtime/src/tools/connectionTools.ts';
 import { readsAsConfirmation } from '../../runtime/src/tools/confirmations.ts';
@@ -62,6 +62,7 @@ describe('runtime connections (Gmail, Calendar, GitHub through OAuth)', function
   const run = (name: string, input: Record<string, unknown>, ctx: ToolContext): Promise<ToolOutcome> => tool(name).run(input, ctx);
 
   before(async () => {
+    configureLogs({ level: 'info', format: 'json' }); // whatever an earlier test of this process set
     logTo({ write: (line: string) => logs.push(line) });
     [google, github] = await Promise.all([startGoogleEmulator(), startGithubEmulator()]);
     const env = { ...googleRuntimeEnv(google), ...githubRuntimeEnv(github), CONNECTIONS_KEY };

@@ -1,11 +1,14 @@
 /** The alerter without a Slack webhook logs the alert: by the customer's id, never their email. */
 import { expect } from 'chai';
-import { logTo } from '../../core/logger.ts';
+import { configureLogs, logTo } from '../../core/logger.ts';
 import { Alerter } from '../../src/providers/alerter.ts';
 
 describe('alerter', () => {
   const lines: string[] = [];
-  before(() => logTo({ write: (line: string) => lines.push(line) }));
+  before(() => {
+    configureLogs({ level: 'info', format: 'json' }); // whatever an earlier test of this process set
+    logTo({ write: (line: string) => lines.push(line) });
+  });
   after(() => logTo(undefined));
 
   it('logs an alert it cannot post naming the customer by id, with no email in the line', async () => {
