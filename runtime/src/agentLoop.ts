@@ -5,7 +5,7 @@
  * tokens are summed; the turn is one message whatever the rounds.
  */
 import type { BetaContentBlock, BetaMessageParam } from '@anthropic-ai/sdk/resources/beta/messages/messages';
-import type { Model, ModelRound } from './model.ts';
+import { TurnAbortedError, type Model, type ModelRound } from './model.ts';
 import { runToolCall, type ToolSet } from './tools/registry.ts';
 import type { ToolContext } from './tools/types.ts';
 
@@ -32,6 +32,8 @@ export interface LoopInput {
   ctx: ToolContext;
   secrets: readonly string[];
   events?: TurnEvents;
+  /** Aborts the turn (a streamed turn whose client went away): no more model requests or tool runs. */
+  signal?: AbortSignal;
 }
 
 export interface LoopResult {
@@ -61,12 +63,22 @@ export async function runAgentLoop(input: LoopInput): Promise<LoopResult> {
   const usage = { inputTokens: 0, outputTokens: 0, rounds: 0 };
   const citations = new CitationList();
 
+  /** The turn given up: what it used so far, counted by whoever stores it. */
+  const abandoned = (partial?: TurnAbortedError) =>
+    new TurnAbortedError(usage.inputTokens + (partial?.inputTokens ?? 0), usage.outputTokens + (partial?.outputTokens ?? 0), texts.value);
+
   let toolRounds = 0;
   for (;;) {
+    if (input.signal?.aborted) throw abandoned();
     texts.nextRound();
-    const round: ModelRound = events
-      ? await model.stream(request(), { onText: (text) => texts.add(text), onBlock: (block) => serverToolEvent(block, events) })
-      : await model.complete(request());
+    let round: ModelRound;
+    try {
+      round = events
+        ? await model.stream(request(), { onText: (text) => texts.add(text), onBlock: (block) => serverToolEvent(block, events) }, input.signal)
+        : await model.complete(request());
+    } catch (err) {
+      throw err instanceof TurnAbortedError ? abandoned(err) : err;
+    }
     usage.rounds += 1;
     usage.inputTokens += round.inputTokens;
     usage.outputTokens += round.outputTokens;
@@ -92,6 +104,7 @@ export async function runAgentLoop(input: LoopInput): Promise<LoopResult> {
     }
     const results = [];
     for (const call of calls) {
+      if (input.signal?.aborted) throw abandoned();
       events?.onTool('tool_start', { name: call.name, summary: describeCall(tools, call.name, call.input) });
       const run = await runToolCall(tools, call, input.ctx, input.secrets);
       events?.onTool('tool_end', { name: call.name, summary: run.summary });

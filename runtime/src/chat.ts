@@ -11,7 +11,7 @@ import { HttpError } from '../../core/http/httpError.ts';
 import { readJsonBody } from '../../core/http/rawBody.ts';
 import { runAgentLoop, type TurnEvents } from './agentLoop.ts';
 import type { RuntimeContext, TurnInput, TurnResult } from './context.ts';
-import type { Model, ModelMessage } from './model.ts';
+import { TurnAbortedError, type Model, type ModelMessage } from './model.ts';
 import { Notifier } from './notifier.ts';
 import { buildSystemPrompt } from './prompt.ts';
 import { readPromptContext } from './promptContext.ts';
@@ -49,8 +49,11 @@ export interface Chat {
   runTurn(input: TurnInput): Promise<TurnResult>;
   /** The checks that answer with a status (unknown conversation, limit reached), before anything is streamed. */
   begin(input: TurnInput): Promise<PendingTurn>;
-  /** Runs the turn's agent loop; with events, streamed: each piece of text and each tool run as it happens. */
-  finish(pending: PendingTurn, events?: TurnEvents): Promise<TurnResult>;
+  /**
+   * Runs the turn's agent loop; with events, streamed: each piece of text and each tool run as it happens. `signal`
+   * gives the turn up (the client went away): TurnAbortedError, the turn stored with what it used so far.
+   */
+  finish(pending: PendingTurn, events?: TurnEvents, signal?: AbortSignal): Promise<TurnResult>;
 }
 
 type ChatContext = Pick<RuntimeContext, 'db' | 'config' | 'workspace'>;
@@ -115,7 +118,7 @@ export function createChat(ctx: ChatContext, model: Model): Chat {
     return { history, system: redactSecrets(system, secrets), tools };
   }
 
-  async function finish({ input, conversationId, used, at: now, context }: PendingTurn, events?: TurnEvents): Promise<TurnResult> {
+  async function finish({ input, conversationId, used, at: now, context }: PendingTurn, events?: TurnEvents, signal?: AbortSignal): Promise<TurnResult> {
     let turn;
     let unsent: boolean;
     try {
@@ -129,9 +132,16 @@ export function createChat(ctx: ChatContext, model: Model): Chat {
         ctx: { ...ctx, conversationId, message: input.message, now },
         secrets,
         events,
+        signal,
       });
       unsent = await storeTurn(ctx.db, conversationId, input.message, turn, now);
     } catch (err) {
+      if (err instanceof TurnAbortedError) {
+        // The message was sent and the model worked on it: the turn counts, with the tokens it used and the text the
+        // customer was sent before leaving.
+        await storeTurn(ctx.db, conversationId, input.message, err, now);
+        throw err;
+      }
       await releaseMessage(ctx.db, dayOf(now)).catch(() => undefined); // the turn did not happen: not counted
       throw err;
     }
@@ -243,7 +253,12 @@ export function chatRoutes(deps: RuntimeContext & { chat: Chat }): Router {
       else early.push([event, data]);
       firstWords();
     };
-    const turn = deps.chat.finish(pending, { onText: (text) => emit('delta', { text }), onTool: emit });
+    // A client that goes away mid-stream gives the turn up: the model request is aborted, no further tool runs.
+    const abandon = new AbortController();
+    ctx.res.once('close', () => {
+      if (!ctx.res.writableFinished) abandon.abort();
+    });
+    const turn = deps.chat.finish(pending, { onText: (text) => emit('delta', { text }), onTool: emit }, abandon.signal);
     await Promise.race([spoke, turn]);
 
     const events = new PassThrough();
@@ -257,6 +272,10 @@ export function chatRoutes(deps: RuntimeContext & { chat: Chat }): Router {
     turn
       .then((result) => send!('done', result))
       .catch((err: unknown) => {
+        if (err instanceof TurnAbortedError) {
+          log.info('chat stream abandoned by the client', { conversationId: pending.conversationId, inputTokens: err.inputTokens, outputTokens: err.outputTokens });
+          return;
+        }
         const http = err instanceof HttpError ? err : undefined;
         if (!http) log.error('chat stream failed', { error: (err as Error).message });
         send!('error', { error: http?.code ?? 'internal_error', reason: http?.reason ?? 'internal error', ...(http?.extra ?? {}) });

@@ -50,7 +50,23 @@ export interface StreamHandlers {
 
 export interface Model {
   complete(request: ModelRequest): Promise<ModelRound>;
-  stream(request: ModelRequest, handlers: StreamHandlers): Promise<ModelRound>;
+  /** Streams one round; `signal` aborts the request (the client went away): TurnAbortedError with the tokens used. */
+  stream(request: ModelRequest, handlers: StreamHandlers, signal?: AbortSignal): Promise<ModelRound>;
+}
+
+/**
+ * The turn was given up while the model was working (the customer's client disconnected from the stream): the model
+ * request was aborted. It carries the tokens used so far (they are counted) and the text the customer was sent.
+ */
+export class TurnAbortedError extends Error {
+  constructor(
+    readonly inputTokens: number,
+    readonly outputTokens: number,
+    readonly text = '',
+  ) {
+    super('the client went away: the turn was abandoned');
+    this.name = 'TurnAbortedError';
+  }
 }
 
 const DEFAULT_RETRY_AFTER_SECONDS = 30;
@@ -97,13 +113,20 @@ export function createModel(config: RuntimeConfig['model']): Model {
         throw asModelError(err);
       }
     },
-    async stream(request, handlers) {
+    async stream(request, handlers, signal) {
+      let current = (): BetaMessage | undefined => undefined;
       try {
-        const stream = ready().beta.messages.stream(params(request));
+        const stream = ready().beta.messages.stream(params(request), { signal });
+        current = () => stream.currentMessage;
         stream.on('text', (text) => handlers.onText(text));
         if (handlers.onBlock) stream.on('contentBlock', handlers.onBlock);
         return roundOf(await stream.finalMessage());
       } catch (err) {
+        if (signal?.aborted) {
+          // What the model had counted when the request was cut: the input, and the output so far.
+          const usage = current()?.usage;
+          throw new TurnAbortedError(usage?.input_tokens ?? 0, usage?.output_tokens ?? 0);
+        }
         throw asModelError(err);
       }
     },

@@ -72,6 +72,8 @@ export interface RecordedRequest {
   /** HTTP status answered; `null` while the request is still in flight (or the socket was dropped before headers). */
   status: number | null;
   receivedAt: number;
+  /** The connection closed before the answer was complete: the client went away (or a drop fault cut it). */
+  cutOff: boolean;
 }
 
 /** A block of a scripted reply; ids, encrypted fields and the server tool blocks are filled in as the API would. */
@@ -672,13 +674,17 @@ export async function startAnthropicEmulator(opts: { apiKey?: string } = {}): Pr
     const path = (req.url ?? '/').split('?')[0] ?? '/';
     const rec: RecordedRequest = {
       method: req.method ?? 'GET', path, headers: req.headers, body: undefined as unknown as MessagesRequestBody,
-      rawBody: '', stream: false, requestId, status: null, receivedAt: Date.now(),
+      rawBody: '', stream: false, requestId, status: null, receivedAt: Date.now(), cutOff: false,
     };
     requests.push(rec);
 
     // Aborted when the client goes away before the response is complete, or when the emulator closes.
     const gone = new AbortController();
-    res.on('close', () => { if (!res.writableFinished) gone.abort(); });
+    res.on('close', () => {
+      if (res.writableFinished) return;
+      rec.cutOff = true;
+      gone.abort();
+    });
     const signal = AbortSignal.any([gone.signal, shutdown.signal]);
 
     // Consume faults at arrival, in request order, so concurrent requests see them deterministically.

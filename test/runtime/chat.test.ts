@@ -234,6 +234,34 @@ describe('runtime chat', function () {
     expect((await status(bob)).usage.messages).to.equal(before);
   });
 
+  it('aborts the model request when the client leaves mid-stream, and counts the turn with the tokens it used', async () => {
+    const before = (await status(bob)).usage;
+    model.respond(() => Array.from({ length: 200 }, (_, i) => `word${i}`).join(' '));
+    model.chunkDelay(50);
+    const client = new AbortController();
+    const response = await fetch(`${bob.url}/api/chat`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${bob.key}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ message: 'a very long story please', stream: true }),
+      signal: client.signal,
+    });
+    const reader = response.body!.getReader();
+    let seen = '';
+    while (!seen.includes('event: delta')) seen += new TextDecoder().decode((await reader.read()).value);
+    client.abort(); // the customer closes the tab
+    const request = model.lastRequest()!;
+    await waitUntil(async () => request.cutOff, 5_000);
+    // The runtime let go of the model well before its 200 words (at 50 ms each) were written.
+    expect(request.cutOff).to.equal(true);
+    await waitUntil(async () => (await status(bob)).usage.messages === before.messages + 1, 5_000);
+    const after = (await status(bob)).usage;
+    expect(after.inputTokens).to.be.greaterThan(before.inputTokens);
+    const { rows } = await bob.db.query(`SELECT role, content FROM conversation_messages ORDER BY id DESC LIMIT 2`);
+    expect(rows.map((r) => r.role)).to.deep.equal(['assistant', 'user']);
+    expect(rows[1].content).to.equal('a very long story please');
+    expect(rows[0].content).to.match(/^word0/).and.not.include('word199');
+  });
+
   it('refuses bad input with a 4xx and a reason', async () => {
     const cases: [unknown, number][] = [
       [{}, 400],
