@@ -12,8 +12,12 @@ import { logger } from '../../core/logger.ts';
 const log = logger('locks');
 
 export interface InstanceLocks {
-  /** Runs `work` holding the instance's lock; answers `{ ran: false }` at once when another job holds it. */
-  withLock<T>(instanceId: string, work: () => Promise<T>): Promise<{ ran: true; value: T } | { ran: false }>;
+  /**
+   * Runs `work` holding the instance's lock; answers `{ ran: false }` at once when another job holds it. `shared`:
+   * held alongside other shared holders (the provisioning steps of one instance that run side by side), never
+   * alongside an exclusive one (a lifecycle job).
+   */
+  withLock<T>(instanceId: string, work: () => Promise<T>, options?: { shared?: boolean }): Promise<{ ran: true; value: T } | { ran: false }>;
 }
 
 /** The connections advisory locks are held on. */
@@ -26,18 +30,19 @@ export class LockConnections {
   }
 
   /** Runs `work` holding the advisory lock named `key`; `{ ran: false }` at once when it is held elsewhere. */
-  async withLock<T>(key: string, work: () => Promise<T>): Promise<{ ran: true; value: T } | { ran: false }> {
+  async withLock<T>(key: string, work: () => Promise<T>, shared = false): Promise<{ ran: true; value: T } | { ran: false }> {
+    const [take, give] = shared ? ['pg_try_advisory_lock_shared', 'pg_advisory_unlock_shared'] : ['pg_try_advisory_lock', 'pg_advisory_unlock'];
     const client = await this.pool.connect();
     // A connection that failed a lock statement is closed instead of reused: closing releases every lock it held.
     let healthy = true;
     const onConnection = <R>(query: Promise<R>): Promise<R> => query.catch((err: Error) => ((healthy = false), Promise.reject(err)));
     try {
-      const { rows } = await onConnection(client.query<{ locked: boolean }>('SELECT pg_try_advisory_lock(hashtext($1)) AS locked', [key]));
+      const { rows } = await onConnection(client.query<{ locked: boolean }>(`SELECT ${take}(hashtext($1)) AS locked`, [key]));
       if (!rows[0]!.locked) return { ran: false };
       try {
         return { ran: true, value: await work() };
       } finally {
-        await onConnection(client.query('SELECT pg_advisory_unlock(hashtext($1))', [key])).catch(() => undefined);
+        await onConnection(client.query(`SELECT ${give}(hashtext($1))`, [key])).catch(() => undefined);
       }
     } finally {
       client.release(!healthy);
@@ -57,7 +62,7 @@ export class LockConnections {
 export class PgInstanceLocks implements InstanceLocks {
   constructor(private readonly connections: LockConnections) {}
 
-  withLock<T>(instanceId: string, work: () => Promise<T>): Promise<{ ran: true; value: T } | { ran: false }> {
-    return this.connections.withLock(`lifecycle/${instanceId}`, work);
+  withLock<T>(instanceId: string, work: () => Promise<T>, options: { shared?: boolean } = {}): Promise<{ ran: true; value: T } | { ran: false }> {
+    return this.connections.withLock(`lifecycle/${instanceId}`, work, options.shared);
   }
 }

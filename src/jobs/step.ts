@@ -41,7 +41,8 @@ const LOCK_RETRY_MS = 500;
 
 /**
  * Runs the step holding its instance's lock, the one lifecycle jobs take: a cancellation, an abandon or a repair never
- * works on the instance while a step is half-way through making it. A step that finds the lock taken comes back a
+ * works on the instance while a step is half-way through making it. Steps hold it shared, so the flow's siblings
+ * (create-service beside build-workspace) still run side by side. A step that finds the lock taken comes back a
  * moment later without holding a worker slot (and then sees what the other job did, a cancellation say).
  */
 export async function runStep<D extends ProvisionData>(
@@ -50,7 +51,7 @@ export async function runStep<D extends ProvisionData>(
   token: string | undefined,
   handler: StepHandler<D>,
 ): Promise<StepResult> {
-  const locked = await ctx.locks.withLock(job.data.instanceId, () => runLockedStep(ctx, job, token, handler));
+  const locked = await ctx.locks.withLock(job.data.instanceId, () => runLockedStep(ctx, job, token, handler), { shared: true });
   if (locked.ran) return locked.value;
   await job.moveToDelayed(Date.now() + LOCK_RETRY_MS, token);
   throw new DelayedError();

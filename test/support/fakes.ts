@@ -398,14 +398,19 @@ export class FakeTimings implements ProviderTimings {
 export class FakeLocks implements InstanceLocks {
   /** Instances whose lock another job holds. */
   readonly held = new Set<string>();
+  /** Instances whose lock steps hold shared (as many as run), with how many. */
+  readonly shared = new Map<string, number>();
 
-  async withLock<T>(instanceId: string, work: () => Promise<T>): Promise<{ ran: true; value: T } | { ran: false }> {
-    if (this.held.has(instanceId)) return { ran: false };
-    this.held.add(instanceId);
+  async withLock<T>(instanceId: string, work: () => Promise<T>, options: { shared?: boolean } = {}): Promise<{ ran: true; value: T } | { ran: false }> {
+    if (this.held.has(instanceId) || (!options.shared && this.shared.has(instanceId))) return { ran: false };
+    if (options.shared) this.shared.set(instanceId, (this.shared.get(instanceId) ?? 0) + 1);
+    else this.held.add(instanceId);
     try {
       return { ran: true, value: await work() };
     } finally {
-      this.held.delete(instanceId);
+      if (!options.shared) this.held.delete(instanceId);
+      else if (this.shared.get(instanceId) === 1) this.shared.delete(instanceId);
+      else this.shared.set(instanceId, this.shared.get(instanceId)! - 1);
     }
   }
 }

@@ -45,6 +45,25 @@ describe('instance locks (Postgres)', function () {
     expect(await locks.withLock('inst-a', async () => 'third')).to.deep.equal({ ran: true, value: 'third' });
   });
 
+  it('lets shared holders (one instance\'s steps) in together, and never together with an exclusive one', async () => {
+    let release!: () => void;
+    const held = new Promise<void>((resolve) => (release = resolve));
+    let entered!: () => void;
+    const inside = new Promise<void>((resolve) => (entered = resolve));
+    const step = locks.withLock('inst-s', async () => (entered(), await held, 'step'), { shared: true });
+    await inside;
+    expect(await locks.withLock('inst-s', async () => 'sibling', { shared: true })).to.deep.equal({ ran: true, value: 'sibling' });
+    expect(await locks.withLock('inst-s', async () => 'cancel')).to.deep.equal({ ran: false });
+    release();
+    expect(await step).to.deep.equal({ ran: true, value: 'step' });
+    const cancel = locks.withLock('inst-s', async () => {
+      expect(await locks.withLock('inst-s', async () => 'step', { shared: true })).to.deep.equal({ ran: false });
+      return 'cancel';
+    });
+    expect(await cancel).to.deep.equal({ ran: true, value: 'cancel' });
+    expect(await freeElsewhere('inst-s')).to.equal(true);
+  });
+
   it('releases the lock when the work fails, and takes every lock on the same kept connection', async () => {
     const err = await rejection(locks.withLock('inst-c', async () => Promise.reject(new Error('step failed'))));
     expect(err.message).to.equal('step failed');

@@ -90,10 +90,21 @@ describe('step runner (fakes)', () => {
     expect([ran, f.calls]).to.deep.equal([false, []]);
 
     f.locks.held.delete(instance.id);
-    let heldWhileRunning = false;
-    await run(f, async (_ctx, { done }) => ((heldWhileRunning = f.locks.held.has(instance.id)), done()), stepJob(f, 'deploy', instance.id));
-    expect(heldWhileRunning).to.equal(true);
-    expect(f.locks.held.has(instance.id)).to.equal(false);
+    // Held shared: a sibling step runs meanwhile, a lifecycle job (exclusive) does not.
+    let sibling: unknown;
+    let lifecycle: unknown;
+    await run(
+      f,
+      async (_ctx, { done }) => {
+        sibling = await run(f, async (_c, tools) => tools.done({ sibling: true }), stepJob(f, 'build-workspace', instance.id));
+        lifecycle = await f.locks.withLock(instance.id, async () => 'cancelled');
+        return done();
+      },
+      stepJob(f, 'create-service', instance.id),
+    );
+    expect(sibling).to.deep.equal({ sibling: true });
+    expect(lifecycle).to.deep.equal({ ran: false });
+    expect([f.locks.held.size, f.locks.shared.size]).to.deep.equal([0, 0]);
   });
 
   it('turns a wait into a delayed re-run that keeps its data and holds no worker', async () => {
