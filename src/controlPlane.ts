@@ -78,7 +78,7 @@ export async function startControlPlane(config: Config, roles: { web: boolean; w
   const compute: ComputeProvider = config.railway ? new RailwayComputeProvider(config.railway) : local;
   const localDatabase = new LocalDatabaseProvider(db, config.databaseUrl, secrets);
   const database: DatabaseProvider = config.neon ? new NeonDatabaseProvider(config.neon, new PgNeonPlacements(db)) : localDatabase;
-  if (roles.worker && database === localDatabase) await localDatabase.init();
+  if (roles.worker && database === localDatabase) await localDatabase.init({ production: config.production });
   const stripe = new StripeGateway(config.stripe.secretKey, config.stripe.apiBase);
   const ctx: JobContext & { queues: Queues } = {
     config,

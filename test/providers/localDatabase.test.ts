@@ -13,6 +13,7 @@ import { createPool, ensureDatabase, type Db } from '../../src/db/pool.ts';
 import { quoteIdent } from '../../core/postgres.ts';
 import { LocalDatabaseProvider } from '../../src/providers/database/local.ts';
 import { SecretStore } from '../../src/secrets.ts';
+import { startPasswordCluster } from '../support/passwordCluster.ts';
 
 const SERVER = 'postgres://postgres@127.0.0.1:5432';
 
@@ -62,6 +63,54 @@ function passwordMatches(verifier: string, role: string, password: string): bool
   }
   throw new Error(`unknown password verifier format for ${role}`);
 }
+
+describe('LocalDatabaseProvider: logins without a password', function () {
+  this.timeout(60_000);
+
+  it('refuses to start in production on a server that lets a role in without its password, and warns elsewhere', async () => {
+    const name = `prov_trust_${randomBytes(4).toString('hex')}`;
+    const url = `${SERVER}/${name}`;
+    await ensureDatabase(url);
+    const pool = createPool(url, 2);
+    try {
+      await migrate(pool);
+      const provider = new LocalDatabaseProvider(pool, url, new SecretStore(pool, randomBytes(32)));
+      const refused = await provider.init({ production: true }).then(() => null, (err: Error) => err);
+      expect(refused?.message).to.match(/^refusing to start: a customer role logs in to this PostgreSQL server without its password/);
+      await provider.init({ production: false });
+      const probes = await pool.query(`SELECT rolname FROM pg_roles WHERE rolname LIKE 'claw\\_probe\\_%'`);
+      expect(probes.rows).to.deep.equal([]); // the probe role is gone either way
+    } finally {
+      await pool.end();
+      const admin = await connect(`${SERVER}/postgres`);
+      await admin.query(`DROP DATABASE IF EXISTS ${quoteIdent(name)} WITH (FORCE)`);
+      await admin.end();
+    }
+  });
+
+  it('starts in production on a server that asks every role for its password', async () => {
+    const cluster = await startPasswordCluster();
+    const url = new URL(cluster.adminUrl);
+    url.pathname = '/control';
+    const pool = createPool(url.toString(), 2);
+    try {
+      await ensureDatabase(url.toString());
+      await migrate(pool);
+      const provider = new LocalDatabaseProvider(pool, url.toString(), new SecretStore(pool, randomBytes(32)));
+      await provider.init({ production: true });
+      // And a customer's role opens its own database with its password only.
+      const made = await provider.findOrCreateDatabase('claw_pw_test');
+      const own = await connect(made.connectionUrl);
+      await own.end();
+      const without = new URL(made.connectionUrl);
+      without.password = 'wrong-password';
+      expect((await connectError(without.toString()))?.code).to.equal('28P01');
+    } finally {
+      await pool.end();
+      await cluster.stop();
+    }
+  });
+});
 
 describe('LocalDatabaseProvider (real Postgres)', function () {
   this.timeout(30_000);

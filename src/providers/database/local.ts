@@ -3,12 +3,16 @@
  * CONNECT is revoked from PUBLIC, so a customer's role can open its own database and no other.
  */
 import { randomBytes } from 'node:crypto';
+import pg from 'pg';
 import type { Db } from '../../db/pool.ts';
 import { inTransaction, quoteIdent } from '../../../core/postgres.ts';
 import type { SecretStore } from '../../secrets.ts';
 import { toBase62 } from '../../../core/apiKey.ts';
 import { scramSha256Verifier } from './scram.ts';
 import type { DatabaseProvider, DatabaseRef, EnsureDatabaseResult, ListedDatabase } from '../types.ts';
+import { logger } from '../../../core/logger.ts';
+
+const log = logger('database.local');
 
 const NAME_PATTERN = /^[a-z][a-z0-9_]{0,62}$/;
 /** Each role's password is kept under local-database/<name>. */
@@ -23,14 +27,22 @@ export class LocalDatabaseProvider implements DatabaseProvider {
     private readonly secrets: SecretStore,
   ) {}
 
-  /** Customers' roles must not open the control-plane database either. */
-  async init(): Promise<void> {
+  /**
+   * Customers' roles must not open the control-plane database either. In production the server must also ask them
+   * for their password: a probe role (with a password, and nothing to open) tries to log in without one, and the
+   * start is refused if it gets in (say, `trust` in pg_hba.conf), since then any customer's role could open any
+   * customer's database. Elsewhere that is only warned about.
+   */
+  async init(options: { production: boolean } = { production: false }): Promise<void> {
     await inTransaction(this.admin, async (client) => {
       // Several processes may start at once; concurrent changes to one database's ACL fail in the catalog.
       await client.query(`SELECT pg_advisory_xact_lock(hashtext('local-database/init'))`);
       const { rows } = await client.query<{ db: string }>('SELECT current_database() AS db');
       await client.query(`REVOKE CONNECT, TEMPORARY ON DATABASE ${quoteIdent(rows[0]!.db)} FROM PUBLIC`);
     });
+    const problem = await this.passwordlessLogin();
+    if (problem && options.production) throw new Error(`refusing to start: ${problem}`);
+    if (problem) log.warn(`${problem}: any customer's role could open any customer's database (production refuses to start)`);
   }
 
   /** Local databases are ready at once. */
@@ -102,6 +114,36 @@ export class LocalDatabaseProvider implements DatabaseProvider {
   }
 
   async close(): Promise<void> {}
+
+  /** Why a customer's role could log in without its password on this server, or undefined when it cannot. */
+  private async passwordlessLogin(): Promise<string | undefined> {
+    const probe = `claw_probe_${randomBytes(6).toString('hex')}`;
+    const password = toBase62(randomBytes(24), 33);
+    await this.admin.query(`CREATE ROLE ${quoteIdent(probe)} WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE CONNECTION LIMIT 1 PASSWORD '${scramSha256Verifier(password)}'`);
+    try {
+      const url = new URL(this.adminUrl);
+      const client = new pg.Client({
+        host: decodeURIComponent(url.hostname),
+        port: Number(url.port || 5432),
+        database: decodeURIComponent(url.pathname.slice(1)) || 'postgres',
+        user: probe,
+        password: '', // none of PGPASSWORD's or .pgpass's: the login must stand on its own
+        connectionTimeoutMillis: 5_000,
+      });
+      client.on('error', () => undefined);
+      try {
+        await client.connect();
+        await client.end();
+        return 'a customer role logs in to this PostgreSQL server without its password';
+      } catch (err) {
+        // Let in, then refused the database (CONNECT revoked): the password was not asked for either.
+        if ((err as { code?: string }).code === '42501') return 'a customer role logs in to this PostgreSQL server without its password';
+        return undefined;
+      }
+    } finally {
+      await this.admin.query(`DROP ROLE IF EXISTS ${quoteIdent(probe)}`);
+    }
+  }
 
   /** The role's password, made once and kept encrypted, so a re-run does not break a deployed instance. */
   private async password(name: string): Promise<string> {
