@@ -16,14 +16,13 @@ export function throttleFailedAuth(limit: number): Middleware {
   const failures = new Map<string, { count: number; resetAt: number }>();
   return async (ctx: Context, next) => {
     const client = ctx.ip;
-    const now = Date.now();
-    let seen = failures.get(client);
-    if (seen && seen.resetAt <= now) {
-      failures.delete(client);
-      seen = undefined;
-    }
+    const current = () => {
+      const entry = failures.get(client);
+      return entry && entry.resetAt > Date.now() ? entry : undefined;
+    };
+    const seen = current();
     if (seen && seen.count >= limit && CREDENTIAL_HEADERS.some((name) => ctx.get(name))) {
-      const retryAfter = Math.ceil((seen.resetAt - now) / 1000);
+      const retryAfter = Math.ceil((seen.resetAt - Date.now()) / 1000);
       return new HttpError(
         429,
         'too_many_failures',
@@ -35,8 +34,9 @@ export function throttleFailedAuth(limit: number): Middleware {
     await next();
     if (ctx.status !== 401) return;
     // Read again: other requests of the address may have failed while this one ran.
-    let counted = failures.get(client);
+    let counted = current();
     if (!counted) {
+      failures.delete(client); // an expired count, moved to the end of the map with its new one
       while (failures.size >= MAX_CLIENTS) failures.delete(failures.keys().next().value as string);
       counted = { count: 0, resetAt: Date.now() + WINDOW_MS };
       failures.set(client, counted);

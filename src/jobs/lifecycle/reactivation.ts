@@ -5,6 +5,10 @@ import type { ReactivateData } from '../../queues/catalogue.ts';
 import type { JobContext, JobHandle } from '../context.ts';
 import { withLockedInstance, type Outcome } from './lockedInstance.ts';
 
+/** How long a reactivation waits for the cancellation it comes after, and how often it looks. */
+const WAIT_FOR_CANCELLATION_MS = 10 * 60_000;
+const CANCELLATION_POLL_MS = 1_000;
+
 /**
  * A customer comes back (a new subscription, or an operator). The pending archive and purge are called off and the
  * provisioning flow runs again as a new generation: before the archive it finds the service and database still
@@ -14,10 +18,6 @@ import { withLockedInstance, type Outcome } from './lockedInstance.ts';
  * A customer who comes back before their old subscription's cancellation has run (`afterCancellation`) waits for it,
  * so they end with their one instance, reactivated, and never with a second one beside it.
  */
-/** How long a reactivation waits for the cancellation it comes after, and how often it looks. */
-const WAIT_FOR_CANCELLATION_MS = 10 * 60_000;
-const CANCELLATION_POLL_MS = 1_000;
-
 export async function reactivate(ctx: JobContext, job: JobHandle<ReactivateData>, token?: string): Promise<Outcome> {
   return withLockedInstance(ctx, job, token, async (instance): Promise<Outcome> => {
     if (!isEnded(instance.status)) {
