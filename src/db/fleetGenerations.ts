@@ -4,7 +4,7 @@
  */
 import { open, seal } from '../../core/sealing.ts';
 import { inTransaction } from '../../core/postgres.ts';
-import { generationDigest, type FleetSettings, type FleetValues } from '../fleet/settings.ts';
+import { generationDigest, overridesBetween, withOverrides, type FleetSettings, type FleetValues } from '../fleet/settings.ts';
 import type { Db } from './pool.ts';
 
 /** One generation, its secrets opened (for configuring services only: never logged, returned or queued). */
@@ -35,8 +35,9 @@ export interface FleetGenerations {
   /** Makes a generation current, if `expected` is current (or nothing is, with null): whether it did. */
   setCurrent(id: number, expected?: number | null): Promise<boolean>;
   /**
-   * At start: makes the configuration's generation current and gives instances from before generations the first
-   * one there was. Safe when several workers start at once.
+   * At start: the configuration's values become current, with what completed rollouts changed on top of the
+   * configuration last seen (a version, a model) carried over; an unchanged configuration changes nothing. Instances
+   * from before generations get the first one there was. Safe when several workers start at once.
    */
   bootstrap(values: FleetValues): Promise<Bootstrap>;
   /** The instance's service was configured with this generation. */
@@ -112,11 +113,20 @@ export class PgFleetGenerations implements FleetGenerations {
   bootstrap(values: FleetValues): Promise<Bootstrap> {
     return inTransaction(this.db, async (tx) => {
       await tx.query('SELECT pg_advisory_xact_lock($1)', [BOOTSTRAP_LOCK]);
-      const generation = await this.ensureWith(tx, values, 'config');
-      const { rows } = await tx.query<GenerationRow>('SELECT g.* FROM fleet_current c JOIN fleet_generations g ON g.id = c.generation_id FOR UPDATE OF c');
+      const configured = await this.ensureWith(tx, values, 'config');
+      const { rows } = await tx.query<GenerationRow & { config_generation_id: number | null }>(
+        'SELECT g.*, c.config_generation_id FROM fleet_current c JOIN fleet_generations g ON g.id = c.generation_id FOR UPDATE OF c',
+      );
       const before = rows[0] && this.opened(rows[0]);
-      if (!before) await tx.query('INSERT INTO fleet_current (generation_id) VALUES ($1)', [generation.id]);
-      else if (before.id !== generation.id) await tx.query('UPDATE fleet_current SET generation_id = $1, updated_at = now() WHERE singleton', [generation.id]);
+      const lastConfigured = rows[0]?.config_generation_id;
+      let generation = before && lastConfigured === configured.id ? before : configured;
+      if (before && lastConfigured !== configured.id && lastConfigured != null) {
+        // The configuration changed: what rollouts had changed on top of the last one stays changed.
+        const last = (await tx.query<GenerationRow>('SELECT * FROM fleet_generations WHERE id = $1', [lastConfigured])).rows[0];
+        if (last) generation = await this.ensureWith(tx, withOverrides(values, overridesBetween(this.opened(last), before)), before.source);
+      }
+      if (!before) await tx.query('INSERT INTO fleet_current (generation_id, config_generation_id) VALUES ($1, $2)', [generation.id, configured.id]);
+      else await tx.query('UPDATE fleet_current SET generation_id = $1, config_generation_id = $2, updated_at = now() WHERE singleton', [generation.id, configured.id]);
       // Instances configured before generations existed run what the configuration said then: the first generation.
       await tx.query(
         `UPDATE instances SET settings_generation = (SELECT min(id) FROM fleet_generations),

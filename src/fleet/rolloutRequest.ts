@@ -82,7 +82,7 @@ export function parseRolloutRequest(body: unknown): { request: RolloutRequest } 
       if (instanceIds !== undefined) {
         if (!Array.isArray(instanceIds) || instanceIds.length === 0 || instanceIds.length > 10_000 || !instanceIds.every((id) => typeof id === 'string' && UUID.test(id))) {
           problems.push('selector.instanceIds must be a non-empty list of instance ids');
-        } else selector.instanceIds = [...new Set(instanceIds as string[])];
+        } else selector.instanceIds = [...new Set((instanceIds as string[]).map((id) => id.toLowerCase()))]; // as Postgres writes uuids
       }
     }
   }

@@ -117,6 +117,13 @@ export function changedNames(from: FleetValues, to: FleetValues): string[] {
   return [...changed].sort();
 }
 
+/** What rollouts changed on top of a configuration's values: the version and the settings that differ. */
+export function overridesBetween(config: FleetValues, current: FleetValues): { version?: string; settings: SettingOverrides } {
+  const settings: Record<string, unknown> = {};
+  for (const name of SETTING_OVERRIDES) if (current.settings[name] !== config.settings[name]) settings[name] = current.settings[name];
+  return { ...(current.runtimeVersion !== config.runtimeVersion && { version: current.runtimeVersion }), settings: settings as SettingOverrides };
+}
+
 /** The values of `base` with a rollout's changes. */
 export function withOverrides(base: FleetValues, change: { version?: string; settings?: SettingOverrides }): FleetValues {
   return {

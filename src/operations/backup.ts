@@ -106,14 +106,19 @@ export async function applyRetention(ctx: BackupContext, instance: { id: string;
   return deleted;
 }
 
-/** Deletes every backup of an instance (its purge): objects and all. */
-export async function deleteAllBackups(ctx: BackupContext, instanceId: string): Promise<number> {
+/**
+ * Deletes every backup of an instance (its purge): objects and all. Every row's object is deleted whatever the row
+ * says (deleting what is gone is no error): a crash between marking a backup deleted and deleting its object, or
+ * during a backup that never recorded where it went, leaves nothing of the customer in the store.
+ */
+export async function deleteAllBackups(ctx: BackupContext, instance: { id: string; workspace_id: string }): Promise<number> {
   let deleted = 0;
-  for (const backup of await ctx.backups.list(instanceId, 100_000)) {
-    if (backup.state === 'deleted') continue;
-    await ctx.backups.markDeleted(backup.id);
-    if (backup.location) await ctx.archives.delete(backup.location);
-    deleted++;
+  for (const backup of await ctx.backups.list(instance.id, 100_000)) {
+    if (backup.state !== 'deleted') {
+      await ctx.backups.markDeleted(backup.id);
+      deleted++;
+    }
+    await ctx.archives.delete(backup.location ?? backupLocation(instance.workspace_id, backup.id));
   }
   return deleted;
 }

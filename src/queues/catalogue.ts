@@ -171,6 +171,8 @@ export interface RestoreData {
   waitingSince?: number;
   /** Set once the service was stopped to swap databases: from then on a failure swaps back. */
   swapped?: { branchId: string; databaseName: string; roleName: string };
+  /** Set once the restored database serves (or will): from then on the restore only finishes, never undoes. */
+  committed?: boolean;
   /** The restored database as the provider made it. */
   restored?: { branchId: string; databaseName: string; roleName: string };
   deploymentId?: string;

@@ -28,6 +28,12 @@ export interface RolloutsApiDeps {
 
 const ACTOR = 'admin-api';
 
+const OPEN_STATES: readonly string[] = ['running', 'paused', 'rolling_back'];
+
+function rolloutOpen(): HttpError {
+  return new HttpError(409, 'rollout_open', 'another rollout is running, paused or rolling back: wait for it, or abort it');
+}
+
 export function rolloutsApi(deps: RolloutsApiDeps): Router {
   const router = new Router({ prefix: '/api/admin/rollouts' });
   router.use(requireAdminToken(deps.config.admin.token));
@@ -39,13 +45,15 @@ export function rolloutsApi(deps: RolloutsApiDeps): Router {
     const request = parsed.request;
     const current = await currentGeneration(deps);
     if (request.version !== undefined && request.version !== current.runtimeVersion) checkVersion(deps.config, request.version);
-    const target = await deps.fleet.ensure(withOverrides(current, request), 'rollout');
     const candidates = await deps.rollouts.candidates(request.selector);
     if (request.selector.instanceIds) {
       const found = new Set(candidates.map((c) => c.id));
       const missing = request.selector.instanceIds.filter((id) => !found.has(id));
       if (missing.length) throw new HttpError(400, 'invalid_request', `not active instances (with a service${request.selector.plan ? ` on ${request.selector.plan}` : ''}): ${missing.join(', ')}`);
     }
+    // Refused before anything is written (create refuses it again, should two requests race).
+    if ((await deps.rollouts.list(1)).some((r) => OPEN_STATES.includes(r.state))) throw rolloutOpen(); // only the newest can be open
+    const target = await deps.fleet.ensure(withOverrides(current, request), 'rollout');
     // Instances already on the target are left out; the others go in their order, the canary first.
     const toChange = candidates.filter((c) => c.settings_generation !== target.id || c.runtime_version !== target.runtimeVersion);
     const byId = new Map(toChange.map((c) => [c.id, c]));
@@ -60,7 +68,7 @@ export function rolloutsApi(deps: RolloutsApiDeps): Router {
       createdBy: ACTOR,
       plan,
     });
-    if (!rollout) throw new HttpError(409, 'rollout_open', 'another rollout is running, paused or rolling back: wait for it, or abort it');
+    if (!rollout) throw rolloutOpen();
     const jobId = await deps.jobs.addRollout(rollout.id);
     ctx.status = 202;
     ctx.body = {

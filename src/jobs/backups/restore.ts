@@ -46,11 +46,13 @@ export async function restore(ctx: JobContext, job: RestoreJob, token?: string):
     if (!run) throw new PermanentError(`restore run ${job.data.restoreId} does not exist`);
     if (run.state !== 'running') return { skipped: `restore run is ${run.state}` };
     try {
+      // A run that died after the restored database took over (say, while deleting the old one) finishes it again.
+      if (job.data.committed && job.data.swapped && job.data.restored) return await finish(ctx, job, instance, { swapped: job.data.swapped, restored: job.data.restored });
       return job.data.swapped ? await afterSwap(ctx, job, token, instance) : await beforeSwap(ctx, job, token, instance);
     } catch (err) {
-      if (err instanceof DelayedError) throw err;
+      if (err instanceof DelayedError || job.data.committed) throw err;
       const reason = maskSecrets(errorMessage(err)).slice(0, 2000);
-      const undone = await undo(ctx, job, instance, reason).catch((undoErr: unknown) => `undoing it failed too: ${errorMessage(undoErr)}`);
+      const undone = await undo(ctx, job, instance, reason).catch((undoErr: unknown) => `undoing it failed too: ${maskSecrets(errorMessage(undoErr))}`);
       await ctx.backups.restoreFinished(run.id, { state: 'failed', error: reason });
       await ctx.audit.record({
         actor: 'worker',
@@ -117,7 +119,7 @@ async function beforeSwap(ctx: JobContext, job: RestoreJob, token: string | unde
   if (instance.status === 'suspended') {
     // Its service stays stopped until the customer pays: it will start on the restored database then.
     await job.log(`database swapped to ${restored.roleName}; the suspended service stays stopped`);
-    return finish(ctx, job.data.restoreId, instance, { swapped, restored });
+    return finish(ctx, job, instance, { swapped, restored });
   }
   const { deploymentId } = await ctx.compute.deploy(instance.service_id);
   const deadline = Date.now() + ctx.config.deployTimeoutMs + ctx.config.healthCheck.timeoutMs;
@@ -130,6 +132,8 @@ async function beforeSwap(ctx: JobContext, job: RestoreJob, token: string | unde
 /** Step 4's wait (the deployment, then /health) and step 5. */
 async function afterSwap(ctx: JobContext, job: RestoreJob, token: string | undefined, instance: InstanceWithCustomer): Promise<Outcome> {
   const data = job.data as Required<Pick<RestoreData, 'swapped' | 'restored' | 'deploymentId' | 'deadline'>> & RestoreData;
+  // Swapped but never deployed (the run died in between): nothing to wait for, so it is undone.
+  if (!data.deploymentId || data.deadline === undefined) throw new Error('the run stopped between the swap and the deployment');
   if (!BACKED_UP_STATUSES.includes(instance.status)) throw new Error(`the instance became ${instance.status} during the restore`);
   if (!instance.service_id || !instance.access_url) throw new Error('the instance has no service');
   const { state, detail } = await ctx.compute.deploymentState(instance.service_id, data.deploymentId);
@@ -154,17 +158,20 @@ async function afterSwap(ctx: JobContext, job: RestoreJob, token: string | undef
     throw new DelayedError();
   }
 
-  return finish(ctx, data.restoreId, instance, data);
+  return finish(ctx, job, instance, data);
 }
 
 /** Step 5: the instance serves the restored data (a suspended one will): the old database goes, and its URL. */
 async function finish(
   ctx: JobContext,
-  restoreId: string,
+  job: RestoreJob,
   instance: InstanceWithCustomer,
   data: { swapped: DatabaseRef; restored: DatabaseRef },
 ): Promise<Outcome> {
-  const run = (await ctx.backups.restoreById(restoreId))!;
+  const run = (await ctx.backups.restoreById(job.data.restoreId))!;
+  // The commit point: past it a failure (a retry after a crash) finishes the restore again, never swaps back onto
+  // the old database, which may already be gone.
+  if (!job.data.committed) await job.updateData({ ...job.data, committed: true });
   if (data.swapped.branchId !== data.restored.branchId) await ctx.database.deleteDatabase(data.swapped);
   await ctx.secrets.delete(instanceOwner(instance.id), INSTANCE_SECRETS.previousDatabaseUrl);
   await ctx.backups.restoreFinished(run.id, { state: 'succeeded' });

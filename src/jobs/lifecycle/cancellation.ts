@@ -119,7 +119,7 @@ export async function purge(ctx: JobContext, job: JobHandle<LifecycleData>, toke
       deleted.push(`archive ${stored.location}`);
     }
     await ctx.archiveRecords.markDeleted(instance.id);
-    const backups = await deleteAllBackups(ctx, instance.id);
+    const backups = await deleteAllBackups(ctx, instance);
     if (backups) deleted.push(`${backups} backups`);
     // Personal data held by the control plane: the customer's email and name, and the Stripe event payloads that
     // carry them. The Stripe ids stay (for accounting) and so does the audit trail. A returning customer's other

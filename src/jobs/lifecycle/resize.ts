@@ -33,7 +33,7 @@ export async function resize(ctx: JobContext, job: JobHandle<ResizeData>, token?
       add: files.filter((f) => f.path.startsWith('skills/')),
       replace: files.filter((f) => f.path === 'STATE.json'),
     });
-    await configureService(ctx, instance, instance.service_id, plan);
+    await configureService(ctx, instance, instance.service_id, plan, 'instance');
     const { deploymentId } = await ctx.compute.deploy(instance.service_id);
     await ctx.subscriptions.setPlan(instance.subscription_id, plan.name);
     await ctx.instances.update(instance.id, { plan: plan.name });

@@ -51,6 +51,8 @@ async function coordinate(ctx: JobContext, job: JobHandle<RolloutData>, token?: 
     const finished = await advance(ctx, job, rollout, rows);
     if (finished) return finished;
   } else if (rollout.state === 'rolling_back') {
+    // Raised again at each run while it rolls back (once per rollout): a crash right after the halt loses no alert.
+    if (rollout.ends_as === 'halted') await raiseHalt(ctx, job, rollout.id, rollout.halt_reason ?? 'halted');
     const finished = await rollBack(ctx, job, rollout, rows);
     if (finished) return finished;
   }
@@ -90,26 +92,32 @@ async function advance(ctx: JobContext, job: JobHandle<RolloutData>, rollout: Ro
     if (await ctx.rollouts.setState(rollout.id, ['running'], 'rolling_back', { ends_as: 'halted', halt_reason: reason, failures: failed.length })) {
       await job.log(`halted: ${reason}; rolling back the changed instances`);
       log.warn('rollout halted', { rollout: rollout.id, failures: failed.length });
-      const auditId = await ctx.audit.recordIncidentOnce(
-        ROLLOUT_HALTED,
-        `rollout-${rollout.id}-halted`,
-        { step: 'rollout', jobId: job.id!, title: `Rollout ${rollout.id} halted and is rolling back`, reason },
-        null,
-      );
-      if (auditId) await ctx.jobs.addAlerts(auditId, { queue: QUEUES.rollouts, jobId: job.id! });
+      await raiseHalt(ctx, job, rollout.id, reason);
     }
     return undefined;
   }
   if (step.kind === 'complete') {
     // The target becomes current only now: new provisions never got an untested generation. If the current one
     // changed meanwhile (a control plane started with other settings), that one stays current.
+    // Completed first: an abort that came in between wins, and then the target never becomes current.
+    if (!(await ctx.rollouts.setState(rollout.id, ['running'], 'completed', { failures: rows.filter((r) => r.state === 'failed').length }))) return undefined;
     const madeCurrent = await ctx.fleet.setCurrent(rollout.target_generation, rollout.previous_generation);
-    await ctx.rollouts.setState(rollout.id, ['running'], 'completed', { failures: rows.filter((r) => r.state === 'failed').length });
     await ctx.audit.record({ actor: 'worker', action: 'rollout.completed', detail: { rolloutId: rollout.id, generation: rollout.target_generation, madeCurrent } });
     await job.log(`completed: generation ${rollout.target_generation} ${madeCurrent ? 'is current' : 'is not made current (the current generation changed meanwhile)'}`);
     return { state: 'completed', generation: rollout.target_generation };
   }
   return undefined;
+}
+
+/** The halt's one incident (its Slack post and email): recorded once per rollout, however often it is raised. */
+async function raiseHalt(ctx: JobContext, job: JobHandle<RolloutData>, rolloutId: number, reason: string): Promise<void> {
+  const auditId = await ctx.audit.recordIncidentOnce(
+    ROLLOUT_HALTED,
+    `rollout-${rolloutId}-halted`,
+    { step: 'rollout', jobId: job.id!, title: `Rollout ${rolloutId} halted and is rolling back`, reason },
+    null,
+  );
+  if (auditId) await ctx.jobs.addAlerts(auditId, { queue: QUEUES.rollouts, jobId: job.id! });
 }
 
 /** Halted or aborted: once nothing updates any more, every changed instance goes back; then the rollout ends. */
