@@ -9,7 +9,7 @@ import { errorMessage, PermanentError } from '../../errors.ts';
 import { isFinalFailure } from '../../operations/incidents.ts';
 import { nextStep } from '../../fleet/batches.ts';
 import type { Rollout, RolloutInstance } from '../../db/rollouts.ts';
-import { QUEUES, type RolloutData } from '../../queues/catalogue.ts';
+import { JOB_IDS, QUEUES, type RolloutData } from '../../queues/catalogue.ts';
 import { logger, maskSecrets } from '../../../core/logger.ts';
 import type { JobContext, JobHandle } from '../context.ts';
 import type { Outcome } from '../lifecycle/lockedInstance.ts';
@@ -63,12 +63,16 @@ async function coordinate(ctx: JobContext, job: JobHandle<RolloutData>, token?: 
 
 /**
  * Every instance the rows say is moving has its job: adding one that exists adds nothing, so a coordinator that died
- * between marking instances and adding their jobs leaves none stranded.
+ * between marking instances and adding their jobs leaves none stranded; and one that failed without recording its
+ * outcome (its worker died too often) runs again, so no row stays moving for ever.
  */
 async function ensureJobs(ctx: JobContext, rollout: Rollout, rows: RolloutInstance[]): Promise<void> {
   for (const row of rows) {
-    if (row.rollback === 'running') await ctx.jobs.addRolloutInstance({ rolloutId: rollout.id, instanceId: row.instance_id, direction: 'rollback' });
-    else if (row.state === 'updating') await ctx.jobs.addRolloutInstance({ rolloutId: rollout.id, instanceId: row.instance_id, direction: 'update' });
+    const direction = row.rollback === 'running' ? 'rollback' : row.state === 'updating' ? 'update' : undefined;
+    if (!direction) continue;
+    const data = { rolloutId: rollout.id, instanceId: row.instance_id, direction } as const;
+    await ctx.jobs.addRolloutInstance(data);
+    await ctx.jobs.retryFailed(QUEUES.rollouts, JOB_IDS.rolloutInstance(data));
   }
 }
 
