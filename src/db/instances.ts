@@ -94,7 +94,12 @@ export interface Instances {
    * The instance's API key is now this one: its hash and label are recorded with an `api_key.rotated` audit row, in
    * one statement. A repeat (the same hash again) changes nothing and answers null; otherwise the audit row's id.
    */
-  recordKeyRotation(id: string, key: { hash: string; label: string }, audit: { actor: string; detail: object }): Promise<string | null>;
+  /**
+   * Records the instance's new key (hash and label) with its audit row, unless it is the recorded one already: then
+   * null. `signedAt`, for a runtime's notice: null too when the recorded key changed after it (an older notice sent
+   * again); a rotation made here (an operator's, the account page's) is recorded whenever it happens.
+   */
+  recordKeyRotation(id: string, key: { hash: string; label: string }, audit: { actor: string; detail: object }, signedAt?: Date): Promise<string | null>;
 }
 
 const WITH_CUSTOMER = `
@@ -198,16 +203,18 @@ export class PgInstances implements Instances {
     await this.db.query('UPDATE instances SET past_due_since = NULL WHERE id = $1', [id]);
   }
 
-  async recordKeyRotation(id: string, key: { hash: string; label: string }, audit: { actor: string; detail: object }): Promise<string | null> {
+  async recordKeyRotation(id: string, key: { hash: string; label: string }, audit: { actor: string; detail: object }, signedAt?: Date): Promise<string | null> {
     const { rows } = await this.db.query<{ id: string }>(
       `WITH changed AS (
-         UPDATE instances SET api_key_hash = $2, api_key_label = $3, updated_at = now()
+         UPDATE instances SET api_key_hash = $2, api_key_label = $3, updated_at = now(),
+           key_changed_at = date_trunc('second', coalesce($6::timestamptz, now()))
          WHERE id = $1 AND api_key_hash IS DISTINCT FROM $2
+           AND ($6::timestamptz IS NULL OR key_changed_at IS NULL OR key_changed_at <= date_trunc('second', $6::timestamptz))
          RETURNING id, customer_id
        )
        INSERT INTO audit (actor, action, customer_id, instance_id, detail)
        SELECT $4, 'api_key.rotated', customer_id, id, $5 FROM changed RETURNING id`,
-      [id, key.hash, key.label, audit.actor, JSON.stringify({ ...audit.detail, label: key.label })],
+      [id, key.hash, key.label, audit.actor, JSON.stringify({ ...audit.detail, label: key.label }), signedAt ?? null],
     );
     return rows[0]?.id ?? null;
   }

@@ -21,7 +21,7 @@ const UNKNOWN_WORKSPACE_SECRET = randomBytes(32).toString('hex');
 export function runtimeApi(deps: { instances: Instances; usageNotices: UsageNotices; jobs: JobQueue; secrets: Pick<SecretStore, 'get'> }): Router {
   const router = new Router();
   /** The signed call's instance and raw body; one 401 for an unknown workspace and a bad signature. */
-  async function verified(ctx: Context): Promise<{ instanceId: string; workspaceId: string; raw: string }> {
+  async function verified(ctx: Context): Promise<{ instanceId: string; workspaceId: string; raw: string; signedAt: Date }> {
     const raw = (await readRawBody(ctx.req, 16 * 1024)).toString('utf8');
     const workspaceId = ctx.get(NOTICE_WORKSPACE_HEADER);
     const instanceId = await deps.instances.idOfWorkspace(workspaceId);
@@ -30,7 +30,9 @@ export function runtimeApi(deps: { instances: Instances; usageNotices: UsageNoti
     // throwaway secret when there is none): callers learn nothing about which workspaces exist.
     const valid = noticeSignatureValid(ctx.get(NOTICE_SIGNATURE_HEADER), raw, secret ?? UNKNOWN_WORKSPACE_SECRET);
     if (!instanceId || !secret || !valid) throw new HttpError(401, 'unauthorized', 'unknown workspace or bad signature');
-    return { instanceId, workspaceId, raw };
+    // When the runtime signed it (checked to be within five minutes of now).
+    const signedAt = new Date(Number(/(?:^|,)\s*t=(\d+)/.exec(ctx.get(NOTICE_SIGNATURE_HEADER))![1]) * 1000);
+    return { instanceId, workspaceId, raw, signedAt };
   }
 
   router.post(NOTICE_PATH, async (ctx) => {
@@ -44,11 +46,11 @@ export function runtimeApi(deps: { instances: Instances; usageNotices: UsageNoti
   });
 
   // The customer rotated their key through the runtime: the instance records the new key's hash and label (a
-  // repeated notice records nothing twice).
+  // repeated notice records nothing twice, and an older one sent again does not put its key back).
   router.post(KEY_ROTATED_PATH, async (ctx) => {
-    const { instanceId, workspaceId, raw } = await verified(ctx);
+    const { instanceId, workspaceId, raw, signedAt } = await verified(ctx);
     const key = parseKeyRotation(raw, workspaceId);
-    const auditId = await deps.instances.recordKeyRotation(instanceId, key, { actor: 'customer', detail: { via: 'runtime-api' } });
+    const auditId = await deps.instances.recordKeyRotation(instanceId, key, { actor: 'customer', detail: { via: 'runtime-api' } }, signedAt);
     ctx.body = { received: true, duplicate: auditId === null };
   });
   return router;

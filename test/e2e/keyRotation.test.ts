@@ -85,6 +85,24 @@ describe('API key rotation end to end', function () {
     expect(await rotations()).to.have.length(1);
   });
 
+  it('does not put an older key back when an older key-rotated notice is sent again', async () => {
+    const secret = (await h.plane.ctx.secrets.get(instanceOwner(ann.instanceId), INSTANCE_SECRETS.runtimeSecret))!;
+    const post = (body: string, signedAt: number) =>
+      fetch(`${h.url}${KEY_ROTATED_PATH}`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', [NOTICE_WORKSPACE_HEADER]: ann.view.workspaceId, [NOTICE_SIGNATURE_HEADER]: signNotice(secret, body, signedAt) },
+        body,
+      });
+    const notice = (hex: string, label: string) => JSON.stringify({ workspaceId: ann.view.workspaceId, hash: hex.repeat(64), label });
+    const now = Math.floor(Date.now() / 1000);
+    // A rotation now (captured on the way), then a later one (signed two seconds on: within the five minutes).
+    expect((await (await post(notice('a', 'claw_older0…aaaa'), now)).json()).duplicate).to.equal(false);
+    expect((await (await post(notice('b', 'claw_newer0…bbbb'), now + 2)).json()).duplicate).to.equal(false);
+    // The older notice sent again, still within its five minutes: validly signed, and refused as older.
+    expect((await (await post(notice('a', 'claw_older0…aaaa'), now)).json()).duplicate).to.equal(true);
+    expect((await instanceKey()).api_key_hash).to.equal('b'.repeat(64));
+  });
+
   it('refuses an operator rotation of an unknown instance (404) or of one not running (409)', async () => {
     expect((await h.admin('/api/admin/instances/00000000-0000-4000-8000-000000000000/rotate-key', { method: 'POST' })).status).to.equal(404);
     expect((await h.admin('/api/admin/instances/not-an-id/rotate-key', { method: 'POST' })).status).to.equal(404);
