@@ -1,10 +1,8 @@
 /** health-check: polls the instance's /health until it answers 200, within a deadline, holding no slot between polls. */
-import { PermanentError, errorMessage } from '../errors.ts';
-import { providerFetch } from '../providers/http.ts';
+import { PermanentError } from '../errors.ts';
+import { probeHealth } from '../operations/runtimeHealth.ts';
 import type { ProvisionData } from '../queues/catalogue.ts';
 import type { StepHandler } from './step.ts';
-
-const runtimeFetch = providerFetch('runtime');
 
 export interface HealthCheckData extends ProvisionData {
   deadline?: number;
@@ -20,16 +18,10 @@ export const healthCheck: StepHandler<HealthCheckData> = async (ctx, { job, inst
   const polls = data.polls ?? 0;
   if (!instance.access_url) throw new PermanentError('instance has no access URL: create-service has not completed');
 
-  let last: string;
-  try {
-    const response = await runtimeFetch(`${instance.access_url}/health`, { signal: AbortSignal.timeout(5_000) });
-    if (response.status === 200) {
-      await log(`healthy after ${polls + 1} checks`);
-      return done({ accessUrl: instance.access_url, checks: polls + 1, healthyAfterMs: Date.now() - startedAt });
-    }
-    last = `HTTP ${response.status}`;
-  } catch (err) {
-    last = errorMessage(err);
+  const { ok, last } = await probeHealth(instance.access_url);
+  if (ok) {
+    await log(`healthy after ${polls + 1} checks`);
+    return done({ accessUrl: instance.access_url, checks: polls + 1, healthyAfterMs: Date.now() - startedAt });
   }
   if (Date.now() >= deadline) {
     throw new PermanentError(`no healthy answer from ${instance.access_url}/health within ${Math.round(timeoutMs / 1000)} s (last: ${last})`);

@@ -24,7 +24,7 @@ import { INSTANCE_SECRETS, instanceOwner } from '../../instances/secrets.ts';
 import { backupNow, verifyStoredArchive } from '../../operations/backup.ts';
 import { raiseProviderAlert } from '../../operations/incidents.ts';
 import { configureService } from '../../operations/service.ts';
-import { providerFetch } from '../../providers/http.ts';
+import { probeHealth } from '../../operations/runtimeHealth.ts';
 import type { DatabaseRef } from '../../providers/types.ts';
 import type { RestoreData } from '../../queues/catalogue.ts';
 import { maskSecrets } from '../../../core/logger.ts';
@@ -32,7 +32,6 @@ import type { JobContext, JobHandle } from '../context.ts';
 import { withLockedInstance, type Outcome } from '../lifecycle/lockedInstance.ts';
 import { BACKED_UP_STATUSES } from './backup.ts';
 
-const runtimeFetch = providerFetch('runtime');
 const POLL_MS = { min: 250, max: 5_000 };
 
 type RestoreJob = JobHandle<RestoreData>;
@@ -138,18 +137,7 @@ async function afterSwap(ctx: JobContext, job: RestoreJob, token: string | undef
   if (!instance.service_id || !instance.access_url) throw new Error('the instance has no service');
   const { state, detail } = await ctx.compute.deploymentState(instance.service_id, data.deploymentId);
   if (state === 'failed') throw new Error(`the deployment on the restored database failed${detail ? `: ${detail}` : ''}`);
-  let healthy = false;
-  let last = state;
-  if (state === 'success') {
-    try {
-      const response = await runtimeFetch(`${instance.access_url}/health`, { signal: AbortSignal.timeout(5_000) });
-      await response.arrayBuffer();
-      healthy = response.status === 200;
-      last = `HTTP ${response.status}` as typeof last;
-    } catch (err) {
-      last = errorMessage(err) as typeof last;
-    }
-  }
+  const { ok: healthy, last } = state === 'success' ? await probeHealth(instance.access_url) : { ok: false, last: state };
   if (!healthy) {
     if (Date.now() > data.deadline) throw new Error(`the service was not healthy on the restored database in time (last: ${last})`);
     const polls = (data.polls ?? 0) + 1;

@@ -11,14 +11,13 @@ import { isPlanName, PLANS } from '../../../core/plans.ts';
 import { maskSecrets } from '../../../core/logger.ts';
 import { configureService } from '../../operations/service.ts';
 import { isFinalFailure } from '../../operations/incidents.ts';
-import { providerFetch } from '../../providers/http.ts';
+import { probeHealth } from '../../operations/runtimeHealth.ts';
 import type { RolloutInstanceData } from '../../queues/catalogue.ts';
 import type { Generation } from '../../db/fleetGenerations.ts';
 import type { JobContext, JobHandle } from '../context.ts';
 import { withLockedInstance, type Outcome } from '../lifecycle/lockedInstance.ts';
 import { beforeRolloutChange } from './hooks.ts';
 
-const runtimeFetch = providerFetch('runtime');
 const FIRST_POLL_MS = 250;
 const MAX_POLL_MS = 2_000;
 
@@ -69,19 +68,16 @@ async function healthGate(ctx: JobContext, job: JobHandle<RolloutInstanceData>, 
   const data = job.data;
   const polls = data.polls ?? 0;
   const instance = await ctx.instances.byId(data.instanceId);
-  let last: string;
-  try {
-    if (!instance?.access_url) throw new Error('the instance has no access URL');
-    const response = await runtimeFetch(`${instance.access_url}/health`, { signal: AbortSignal.timeout(5_000) });
-    const body = (await response.json().catch(() => ({}))) as { version?: unknown; settingsGeneration?: unknown };
-    if (response.status === 200 && body.version === generation.runtimeVersion && body.settingsGeneration === generation.id) {
+  let last = 'the instance has no access URL';
+  if (instance?.access_url) {
+    const answer = await probeHealth(instance.access_url);
+    const { version, settingsGeneration } = answer.body;
+    if (answer.ok && version === generation.runtimeVersion && settingsGeneration === generation.id) {
       await job.log(`healthy on generation ${generation.id} after ${polls + 1} checks`);
       await finish(ctx, data, true, null);
       return { healthy: generation.id, checks: polls + 1 };
     }
-    last = response.status === 200 ? `answers 200 on version ${String(body.version)}, generation ${String(body.settingsGeneration)}` : `HTTP ${response.status}`;
-  } catch (err) {
-    last = errorMessage(err);
+    last = answer.ok ? `answers 200 on version ${String(version)}, generation ${String(settingsGeneration)}` : answer.last;
   }
   if (Date.now() >= data.deadline!) {
     const reason = `not healthy on generation ${generation.id} (version ${generation.runtimeVersion}) within ${Math.round(ctx.config.fleet.rolloutHealthTimeoutMs / 1000)} s (last: ${last})`;
