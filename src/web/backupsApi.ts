@@ -6,7 +6,7 @@ import { randomUUID } from 'node:crypto';
 import Router from '@koa/router';
 import type { Config } from '../config.ts';
 import type { AuditLog } from '../db/audit.ts';
-import type { BackupRecords, BackupRun, RestoreRun } from '../db/backups.ts';
+import type { BackupRecords } from '../db/backups.ts';
 import { UUID, type Instances, type InstanceWithCustomer } from '../db/instances.ts';
 import { BACKED_UP_STATUSES } from '../jobs/backups/backup.ts';
 import { QUEUES } from '../queues/catalogue.ts';
@@ -42,7 +42,7 @@ export function backupsApi(deps: BackupsApiDeps): Router {
   router.get('/backups', async (ctx) => {
     const instance = await instanceOf(ctx.params.instanceId!);
     const [backups, restores] = await Promise.all([deps.backups.list(instance.id), deps.backups.restores(instance.id)]);
-    ctx.body = { instanceId: instance.id, backups: backups.map(backupView), restores: restores.map(restoreView) };
+    ctx.body = { instanceId: instance.id, backups: backups.map(withoutInstance), restores: restores.map(withoutInstance) };
   });
 
   /** A backup now (it counts towards the plan's number like any other). */
@@ -89,34 +89,7 @@ export function backupsApi(deps: BackupsApiDeps): Router {
   return router;
 }
 
-function backupView(b: BackupRun) {
-  return {
-    id: b.id,
-    reason: b.reason,
-    state: b.state,
-    location: b.location,
-    sizeBytes: b.sizeBytes,
-    sha256: b.sha256,
-    rowCounts: b.rowCounts,
-    error: b.error,
-    startedAt: b.startedAt,
-    finishedAt: b.finishedAt,
-    durationMs: b.durationMs,
-    deletedAt: b.deletedAt,
-  };
-}
-
-function restoreView(r: RestoreRun) {
-  return {
-    id: r.id,
-    backupId: r.backupId,
-    state: r.state,
-    preBackupId: r.preBackupId,
-    databaseName: r.databaseName,
-    error: r.error,
-    requestedAt: r.requestedAt,
-    startedAt: r.startedAt,
-    finishedAt: r.finishedAt,
-    durationMs: r.durationMs,
-  };
+/** A run as the listing shows it: all of it but the instance's id, which the listing names once. */
+function withoutInstance<T extends { instanceId: string }>({ instanceId: _, ...run }: T): Omit<T, 'instanceId'> {
+  return run;
 }
