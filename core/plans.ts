@@ -43,6 +43,8 @@ export interface Plan {
   /** Compute limits handed to the compute provider. */
   cpu: number;
   memoryMb: number;
+  /** Processes and threads the runtime may run at once (a container's pids limit), so a fork bomb stays in its box. */
+  pidsLimit: number;
   /** Database size budget. */
   databaseMb: number;
   /** Verified backups of the customer's database kept (scheduled and on-demand alike); older ones are deleted. */
@@ -61,6 +63,7 @@ export const PLANS: Readonly<Record<PlanName, Plan>> = {
     webSearchMaxUses: 3,
     cpu: 0.5,
     memoryMb: 512,
+    pidsLimit: 128,
     databaseMb: 100,
     backupsKept: 3,
   },
@@ -75,6 +78,7 @@ export const PLANS: Readonly<Record<PlanName, Plan>> = {
     webSearchMaxUses: 5,
     cpu: 1,
     memoryMb: 1024,
+    pidsLimit: 256,
     databaseMb: 500,
     backupsKept: 7,
   },
@@ -89,6 +93,7 @@ export const PLANS: Readonly<Record<PlanName, Plan>> = {
     webSearchMaxUses: 8,
     cpu: 2,
     memoryMb: 2048,
+    pidsLimit: 512,
     databaseMb: 2048,
     backupsKept: 30,
   },

@@ -3,7 +3,7 @@
  * one is named in a single error. Outside production, secrets that are not given are generated once under
  * `var/` (and the start-up log says so); production refuses to start without them.
  */
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -11,6 +11,7 @@ import { DEFAULT_PRICE_IDS, type PlanName } from '../core/plans.ts';
 import { defaultLogFormat, LOG_FORMATS, LOG_LEVELS, logFormatProblem, type LogFormat, type LogLevel } from '../core/logger.ts';
 import { parseDuration, parseRate, type RateLimit } from '../core/durations.ts';
 import { isCronExpression } from './operations/backupPolicy.ts';
+import type { DockerComputeOptions } from './providers/compute/docker.ts';
 
 
 export interface Config {
@@ -33,12 +34,19 @@ export interface Config {
     /** Bull Board's read-only login (ADMIN_VIEWER_USER and ADMIN_VIEWER_PASSWORD), or null. */
     viewer: { user: string; password: string } | null;
   };
-  computeProvider: 'local' | 'railway';
+  computeProvider: 'local' | 'railway' | 'docker';
   databaseProvider: 'local' | 'neon';
   /** Set when COMPUTE_PROVIDER=railway. */
   railway: RailwayConfig | null;
+  /** Set when COMPUTE_PROVIDER=docker. */
+  docker: DockerConfig | null;
   /** Set when DATABASE_PROVIDER=neon. */
   neon: NeonConfig | null;
+  /**
+   * The PostgreSQL server the local database provider makes customers' databases on (CUSTOMER_DATABASE_URL, a
+   * superuser's URL): the control plane's own server unless given. With containers it is one they can reach.
+   */
+  customerDatabaseUrl: string;
   secretsKey: Buffer;
   worker: { concurrency: number; attempts: number; backoffMs: number };
   /** Global per-provider job rates (all workers together), or null for no limit. */
@@ -151,6 +159,9 @@ export interface RailwayConfig {
   /** The port the runtime listens on inside the service. */
   runtimePort: number;
 }
+
+/** COMPUTE_PROVIDER=docker: each customer's runtime in a hardened container (src/providers/compute/docker.ts). */
+export type DockerConfig = DockerComputeOptions;
 
 export interface NeonConfig {
   apiUrl: string;
@@ -323,6 +334,31 @@ export function isImageReference(value: string): boolean {
   return value.length <= 512 && IMAGE_REFERENCE.test(value);
 }
 
+function dockerConfig(r: Reader, databaseUrl: string): DockerConfig {
+  const image = r.string('DOCKER_RUNTIME_IMAGE', 'clawdbot-runtime:latest');
+  if (!isImageReference(image)) r.problems.push(`DOCKER_RUNTIME_IMAGE must be an image reference such as clawdbot-runtime:1.4.0 (got "${image}")`);
+  const host = r.string('DOCKER_HOST', 'unix:///var/run/docker.sock');
+  if (!/^(unix:\/\/\/|\/|tcp:\/\/|https?:\/\/)/.test(host)) r.problems.push(`DOCKER_HOST must be unix:///path, tcp://host:port or http(s)://host:port (got "${host}")`);
+  const ports = /^(\d+)-(\d+)$/.exec(r.string('DOCKER_PORTS', '20000-29999'));
+  const from = Number(ports?.[1]);
+  const to = Number(ports?.[2]);
+  if (!ports || from < 1 || to > 65535 || from > to) r.problems.push('DOCKER_PORTS must be a range of ports such as 20000-29999');
+  const publishHost = r.string('DOCKER_PUBLISH_HOST', '127.0.0.1');
+  // The control plane's database, told apart by where it is (never by its password): another control plane on the
+  // same engine has another scope.
+  const where = new URL(databaseUrl);
+  return {
+    host,
+    image,
+    network: r.string('DOCKER_NETWORK', 'clawdbot-runtimes'),
+    publishHost,
+    accessHost: r.string('DOCKER_ACCESS_HOST', publishHost === '0.0.0.0' ? '127.0.0.1' : publishHost),
+    ports: ports ? { from, to } : { from: 20000, to: 29999 },
+    hostAlias: r.string('DOCKER_HOST_ALIAS', 'host.docker.internal'),
+    scope: r.string('DOCKER_SCOPE', createHash('sha256').update(`${where.hostname}:${where.port}${where.pathname}`).digest('hex').slice(0, 16)),
+  };
+}
+
 function neonConfig(r: Reader): NeonConfig {
   const apiKey = r.optional('NEON_API_KEY');
   if (!apiKey) r.problems.push('NEON_API_KEY is required with DATABASE_PROVIDER=neon');
@@ -420,7 +456,8 @@ export function loadConfig(env: Env = process.env, cwd = process.cwd()): Config 
   if (alertEmail && !/^[^@\s]+@[^@\s]+$/.test(alertEmail)) r.problems.push(`ALERT_EMAIL must be an email address`);
 
   const backoffMs = r.duration('JOB_BACKOFF', 1_000);
-  const computeProvider = r.oneOf('COMPUTE_PROVIDER', 'local', ['local', 'railway'] as const);
+  const computeProvider = r.oneOf('COMPUTE_PROVIDER', 'local', ['local', 'railway', 'docker'] as const);
+  const databaseUrl = r.url('DATABASE_URL', 'postgres://postgres@127.0.0.1:5432/clawdbot', ['postgres:', 'postgresql:'])!;
   const databaseProvider = r.oneOf('DATABASE_PROVIDER', 'local', ['local', 'neon'] as const);
   const healthTimeoutMs = r.duration('HEALTH_CHECK_TIMEOUT', 120_000);
 
@@ -429,7 +466,7 @@ export function loadConfig(env: Env = process.env, cwd = process.cwd()): Config 
     port,
     publicUrl: r.url('PUBLIC_URL', production ? null : `http://localhost:${port}`, ['http:', 'https:']) ?? '',
     redisUrl: r.url('REDIS_URL', 'redis://127.0.0.1:6379', ['redis:', 'rediss:'])!,
-    databaseUrl: r.url('DATABASE_URL', 'postgres://postgres@127.0.0.1:5432/clawdbot', ['postgres:', 'postgresql:'])!,
+    databaseUrl,
     queuePrefix: r.string('QUEUE_PREFIX', '{clawdbot}'),
     varDir,
     stripe: { webhookSecret, secretKey, apiBase: r.url('STRIPE_API_BASE', null, ['http:', 'https:']), priceIds },
@@ -449,7 +486,9 @@ export function loadConfig(env: Env = process.env, cwd = process.cwd()): Config 
     computeProvider,
     databaseProvider,
     railway: computeProvider === 'railway' ? railwayConfig(r) : null,
+    docker: computeProvider === 'docker' ? dockerConfig(r, databaseUrl) : null,
     neon: databaseProvider === 'neon' ? neonConfig(r) : null,
+    customerDatabaseUrl: r.url('CUSTOMER_DATABASE_URL', databaseUrl, ['postgres:', 'postgresql:'])!,
     secretsKey,
     worker: {
       concurrency: r.int('WORKER_CONCURRENCY', 10, 1, 1000),

@@ -17,6 +17,7 @@ import { LocalComputeProvider } from './providers/compute/local.ts';
 import { LocalDatabaseProvider } from './providers/database/local.ts';
 import { NeonDatabaseProvider } from './providers/database/neon.ts';
 import { RailwayComputeProvider } from './providers/compute/railway.ts';
+import { DockerComputeProvider } from './providers/compute/docker.ts';
 import type { ComputeProvider, DatabaseProvider } from './providers/types.ts';
 import { createMailer } from './providers/mailer.ts';
 import { StripeGateway } from './providers/stripe.ts';
@@ -75,8 +76,14 @@ export async function startControlPlane(config: Config, roles: { web: boolean; w
     workspacesDir: config.runtime.workspacesDir,
     releasesDir: config.fleet.releasesDir,
   });
-  const compute: ComputeProvider = config.railway ? new RailwayComputeProvider(config.railway) : local;
-  const localDatabase = new LocalDatabaseProvider(db, config.databaseUrl, secrets);
+  const compute: ComputeProvider = config.railway
+    ? new RailwayComputeProvider(config.railway)
+    : config.docker
+      ? new DockerComputeProvider(db, secrets, config.docker)
+      : local;
+  // Customers' databases on a server of their own when one is given (one the runtimes' containers can reach).
+  const customerServer = config.customerDatabaseUrl === config.databaseUrl ? db : createPool(config.customerDatabaseUrl, 5);
+  const localDatabase = new LocalDatabaseProvider(customerServer, config.customerDatabaseUrl, secrets);
   const database: DatabaseProvider = config.neon ? new NeonDatabaseProvider(config.neon, new PgNeonPlacements(db)) : localDatabase;
   if (roles.worker && database === localDatabase) await localDatabase.init({ production: config.production });
   const stripe = new StripeGateway(config.stripe.secretKey, config.stripe.apiBase);
@@ -100,6 +107,7 @@ export async function startControlPlane(config: Config, roles: { web: boolean; w
   if (roles.worker) {
     // Local runtimes without a live supervisor (a restart of the control plane, a worker that died) are taken over.
     if (compute === local) await local.startSupervising();
+    if (compute instanceof DockerComputeProvider) await compute.init();
     // The configuration's fleet settings become current; a fleet running others is told of once, in the log.
     await bootstrapFleetSettings(ctx);
     workers = startWorkers(ctx);
@@ -143,6 +151,7 @@ export async function startControlPlane(config: Config, roles: { web: boolean; w
       await queues.close();
       mailer.close();
       await lockConnections.close();
+      if (customerServer !== db) await customerServer.end();
       await db.end();
     },
   };

@@ -32,10 +32,11 @@ export interface FleetValues {
 export const SETTING_OVERRIDES = ['model', 'promptTokenBudget', 'maxOutputTokens'] as const;
 export type SettingOverrides = Partial<Pick<FleetSettings, (typeof SETTING_OVERRIDES)[number]>>;
 
-/** The runtime version the configuration names: the image's tag (or digest) on Railway, else the built-in runtime. */
+/** The runtime version the configuration names: the image's tag (or digest) on Railway and Docker, else the built-in runtime. */
 export const BUILTIN_VERSION = 'builtin';
 
-export function configuredVersion(config: Pick<Config, 'railway'>): string {
+export function configuredVersion(config: Pick<Config, 'railway' | 'docker'>): string {
+  if (config.docker) return imageVersion(config.docker.image);
   const source = config.railway?.source;
   if (!source || !('image' in source)) return BUILTIN_VERSION;
   return imageVersion(source.image);
@@ -64,7 +65,7 @@ export function imageWithVersion(image: string, version: string): string {
 const CONNECTION_SECRET = /_CLIENT_(ID|SECRET)$/;
 
 /** The fleet values the control plane's configuration describes. */
-export function valuesFromConfig(config: Pick<Config, 'railway' | 'runtime' | 'fleet'>): FleetValues {
+export function valuesFromConfig(config: Pick<Config, 'railway' | 'docker' | 'runtime' | 'fleet'>): FleetValues {
   const { runtime } = config;
   const secrets: Record<string, string> = {};
   const connectionUrls: Record<string, string> = {};

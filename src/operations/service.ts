@@ -98,7 +98,7 @@ export async function configuredSettings(
   return settingsFor(ctx, instance, plan, secrets, await generationFor(ctx, instance, 'instance'));
 }
 
-type ServiceConfiguration = { variables: Record<string, string>; limits: Pick<Plan, 'cpu' | 'memoryMb'> };
+type ServiceConfiguration = { variables: Record<string, string>; limits: Pick<Plan, 'cpu' | 'memoryMb' | 'pidsLimit'> };
 
 async function settingsFor(
   ctx: Pick<JobContext, 'config' | 'customerDbs'>,
@@ -108,5 +108,5 @@ async function settingsFor(
   generation: Generation,
 ): Promise<ServiceConfiguration> {
   const databaseUrl = await ctx.customerDbs.connectionUrl(instance.id);
-  return { variables: runtimeVariables(ctx, instance, plan, { ...secrets, databaseUrl }, generation), limits: { cpu: plan.cpu, memoryMb: plan.memoryMb } };
+  return { variables: runtimeVariables(ctx, instance, plan, { ...secrets, databaseUrl }, generation), limits: { cpu: plan.cpu, memoryMb: plan.memoryMb, pidsLimit: plan.pidsLimit } };
 }

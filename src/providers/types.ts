@@ -50,7 +50,8 @@ export interface ComputeProvider {
 
 export interface ServiceConfigurationInput {
   variables: Record<string, string>;
-  limits: Pick<Plan, 'cpu' | 'memoryMb'>;
+  /** The plan's limits; providers that cannot bound processes (Railway, local processes) leave pidsLimit aside. */
+  limits: Pick<Plan, 'cpu' | 'memoryMb' | 'pidsLimit'>;
   /** The runtime version (a fleet generation's); unset, what the configuration names. */
   version?: string;
 }

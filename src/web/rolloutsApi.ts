@@ -148,6 +148,7 @@ function checkVersion(config: Config, version: string): void {
     }
     return;
   }
+  if (config.docker) return; // an image tag: a missing one fails the canary's deploy, which halts and rolls back
   if (version === BUILTIN_VERSION) return;
   if (!releaseEntry(config.fleet.releasesDir, version)) {
     throw new HttpError(400, 'invalid_request', config.fleet.releasesDir

@@ -245,7 +245,7 @@ for (const backend of [LOCAL, CLOUD]) {
     it('configures a drifted service for its plan again, with an audit row', async () => {
       const { serviceId, settings } = await stateOf(h, live[1]!);
       // Changed behind the control plane's back, as someone in the provider's dashboard would.
-      await h.plane.ctx.compute.configure(serviceId, { variables: { ...settings!.variables, PLAN: 'team', MESSAGE_LIMIT: '1' }, limits: { cpu: 2, memoryMb: 2048 } });
+      await h.plane.ctx.compute.configure(serviceId, { variables: { ...settings!.variables, PLAN: 'team', MESSAGE_LIMIT: '1' }, limits: { cpu: 2, memoryMb: 2048, pidsLimit: 512 } });
 
       const dry = await dryRun(h);
       expect(dry.drift.found.map((d) => `${d.instanceId} ${d.variables.join(',')} ${d.plan?.held} ${d.outcome}`)).to.deep.equal([

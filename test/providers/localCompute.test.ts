@@ -23,6 +23,7 @@ import { LocalComputeProvider, type LocalComputeOptions } from '../../src/provid
 import type { DeploymentState } from '../../src/providers/types.ts';
 import { SecretStore } from '../../src/secrets.ts';
 import { applyRuntimeSchema } from '../../core/runtimeSchema.ts';
+import { CONTRACT_STUB, computeProviderContract } from './computeContract.ts';
 
 const SERVER = 'postgres://postgres@127.0.0.1:5432';
 const RUNTIME_MAIN = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../runtime/src/main.ts');
@@ -206,6 +207,8 @@ describe('LocalComputeProvider (real processes)', function () {
     });
   });
 
+  computeProviderContract('local', () => ({ provider: provider({ args: ['-e', CONTRACT_STUB] }), name: `contract-${id}` }));
+
   it('createService is idempotent by name (one row, one port); another name gets another port', async () => {
     const p = provider();
     expect(await p.createService('svc-a')).to.deep.equal({ serviceId: 'svc-a', created: true });
@@ -242,7 +245,7 @@ describe('LocalComputeProvider (real processes)', function () {
     for (const call of [
       () => p.setVariables('svc-ghost', { A: 'b' }),
       () => p.setLimits('svc-ghost', { cpu: 1, memoryMb: 512 }),
-      () => p.configure('svc-ghost', { variables: { A: 'b' }, limits: { cpu: 1, memoryMb: 512 } }),
+      () => p.configure('svc-ghost', { variables: { A: 'b' }, limits: { cpu: 1, memoryMb: 512, pidsLimit: 128 } }),
       () => p.accessUrl('svc-ghost'),
       () => p.deploy('svc-ghost'),
     ]) {

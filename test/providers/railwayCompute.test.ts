@@ -9,11 +9,11 @@ import { PermanentError, RateLimitedError, TransientError } from '../../src/erro
 import { RailwayComputeProvider, RUNTIME_DOCKERFILE } from '../../src/providers/compute/railway.ts';
 import { RAILWAY_DOCUMENTS } from '../../src/providers/compute/railwayDocuments.ts';
 import { waitUntil } from '../support/wait.ts';
+import { CONTRACT_STUB, computeProviderContract } from './computeContract.ts';
 import { startRailwayEmulator, validateRailwayDocument, type ProjectHandle, type RailwayEmulator, type RuntimeSpec } from '../emulators/railwayEmulator.ts';
 
-const STUB = "require('http').createServer((q,s)=>s.end(JSON.stringify({plan:process.env.PLAN}))).listen(process.env.PORT,process.env.HOST)";
 const IMAGE = 'ghcr.io/clawdbot/runtime:1.0.0';
-const LIMITS = { cpu: 1, memoryMb: 1024 };
+const LIMITS = { cpu: 1, memoryMb: 1024, pidsLimit: 256 };
 
 describe('Railway GraphQL documents', () => {
   for (const [name, document] of Object.entries(RAILWAY_DOCUMENTS)) {
@@ -28,7 +28,7 @@ describe('RailwayComputeProvider (against the emulator)', function () {
   let railway: RailwayEmulator;
   let project: ProjectHandle;
   let provider: RailwayComputeProvider;
-  const stub: RuntimeSpec = { command: process.execPath, args: ['-e', STUB] };
+  const stub: RuntimeSpec = { command: process.execPath, args: ['-e', CONTRACT_STUB] };
   const config = (over: Partial<RailwayConfig> = {}, on: ProjectHandle = project): RailwayConfig => ({
     apiUrl: railway.url,
     auth: { kind: 'project', token: on.token },
@@ -54,6 +54,8 @@ describe('RailwayComputeProvider (against the emulator)', function () {
     provider = new RailwayComputeProvider(config());
   });
   after(async () => railway?.close());
+
+  computeProviderContract('railway (emulator)', () => ({ provider: new RailwayComputeProvider(config({ source: { image: IMAGE } })), name: 'claw-contract' }));
 
   /** What create-service and deploy ask of the provider for one new customer, up to one status query at the end. */
   async function provision(p: RailwayComputeProvider, name: string) {
@@ -129,7 +131,7 @@ describe('RailwayComputeProvider (against the emulator)', function () {
     expect(Object.fromEntries(p.calls)).to.deep.equal({ projectServices: 2 });
 
     p.calls.clear();
-    expect(await p.readSettings(serviceId)).to.deep.equal({ variables: { PLAN: 'pro', PORT: '8080' }, limits: LIMITS });
+    expect(await p.readSettings(serviceId)).to.deep.equal({ variables: { PLAN: 'pro', PORT: '8080' }, limits: { cpu: 1, memoryMb: 1024 } });
     expect(Object.fromEntries(p.calls)).to.deep.equal({ serviceSettings: 1 });
     // No limits set: none to compare (Railway's plan maximums are not the plan's).
     expect(await p.readSettings(bare.serviceId)).to.deep.equal({ variables: {}, limits: null });
@@ -161,7 +163,7 @@ describe('RailwayComputeProvider (against the emulator)', function () {
     // As the provider configures it: runtime/Dockerfile, which runs the runtime.
     const made = await provision(provider, 'claw-runtime-dockerfile');
     expect(made.state).to.equal('success');
-    expect(railway.deployment(made.deploymentId)).to.include({ runs: `runtime: ${process.execPath} -e ${STUB}`, running: true });
+    expect(railway.deployment(made.deploymentId)).to.include({ runs: `runtime: ${process.execPath} -e ${CONTRACT_STUB}`, running: true });
     expect(await (await fetch(made.accessUrl)).json()).to.deep.equal({ plan: 'pro' });
   });
 
@@ -170,7 +172,7 @@ describe('RailwayComputeProvider (against the emulator)', function () {
     const made = await provision(fromImage, 'claw-image');
     expect(railway.services().find((s) => s.id === made.serviceId)!.source).to.deep.equal({ repo: null, image: IMAGE });
     expect(made.state).to.equal('success');
-    expect(railway.deployment(made.deploymentId)!.runs).to.equal(`runtime: ${process.execPath} -e ${STUB}`);
+    expect(railway.deployment(made.deploymentId)!.runs).to.equal(`runtime: ${process.execPath} -e ${CONTRACT_STUB}`);
     expect(await (await fetch(made.accessUrl)).json()).to.deep.equal({ plan: 'pro' });
   });
 

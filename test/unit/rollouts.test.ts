@@ -143,7 +143,7 @@ describe('fleet settings', () => {
     expect(imageWithVersion('ghcr.io/clawdbot/runtime:1.4.0', '1.5.0')).to.equal('ghcr.io/clawdbot/runtime:1.5.0');
     expect(imageWithVersion('registry:5000/runtime', '2')).to.equal('registry:5000/runtime:2');
     expect(imageWithVersion('ghcr.io/c/r:1', `sha256:${'b'.repeat(64)}`)).to.equal(`ghcr.io/c/r@sha256:${'b'.repeat(64)}`);
-    expect(configuredVersion({ railway: null })).to.equal(BUILTIN_VERSION);
+    expect(configuredVersion({ railway: null, docker: null })).to.equal(BUILTIN_VERSION);
   });
 });
 

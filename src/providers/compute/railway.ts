@@ -132,7 +132,13 @@ export class RailwayComputeProvider implements ComputeProvider {
 
   /** The newest deployment's status: one request (made only when the instance's /health failed). */
   async serviceState(serviceId: string): Promise<ServiceState> {
-    const latest = await this.latestWithStatus(serviceId);
+    let latest: { id: string; status: string } | null;
+    try {
+      latest = await this.latestWithStatus(serviceId);
+    } catch (err) {
+      if (err instanceof PermanentError && /not found/i.test(err.message)) return { running: false, detail: 'the service does not exist' };
+      throw err;
+    }
     if (!latest) return { running: false, detail: 'the service has no deployment' };
     return { running: latest.status === 'SUCCESS', detail: `deployment ${latest.id} is ${latest.status}` };
   }
