@@ -503,7 +503,8 @@ function take<T>(queue: Fault<T>[]): T | undefined {
 
 const pad = (n: number) => n.toString().padStart(8, '0');
 
-export async function startAnthropicEmulator(opts: { apiKey?: string } = {}): Promise<AnthropicEmulator> {
+/** `listen`: the address to listen on (loopback unless given; 0.0.0.0 for runtimes in containers, via the host gateway). */
+export async function startAnthropicEmulator(opts: { apiKey?: string; listen?: string } = {}): Promise<AnthropicEmulator> {
   const apiKey = opts.apiKey ?? ANTHROPIC_EMULATOR_API_KEY;
   const requests: RecordedRequest[] = [];
   let responder: Responder = echoResponder;
@@ -778,7 +779,7 @@ export async function startAnthropicEmulator(opts: { apiKey?: string } = {}): Pr
   });
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => { server.off('error', reject); resolve(); });
+    server.listen(0, opts.listen ?? '127.0.0.1', () => { server.off('error', reject); resolve(); });
   });
   const port = (server.address() as AddressInfo).port;
   const url = `http://127.0.0.1:${port}`;

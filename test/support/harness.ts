@@ -123,6 +123,8 @@ export interface HarnessOptions {
   webOnly?: boolean;
   /** Railway and Neon through their emulators instead of the local providers. */
   cloud?: { railway?: RailwayEmulatorOptions; neon?: NeonEmulatorOptions; neonProjects?: number };
+  /** Where the model emulator listens (loopback unless given): runtimes in containers reach it through the host gateway. */
+  modelListen?: string;
 }
 
 export async function startHarness(env: Record<string, string> = {}, options: HarnessOptions = {}): Promise<Harness> {
@@ -165,7 +167,7 @@ export async function startHarness(env: Record<string, string> = {}, options: Ha
     startStripeEmulator(),
     startSmtpCapture(),
     startSlackReceiver(),
-    startAnthropicEmulator(),
+    startAnthropicEmulator({ listen: options.modelListen }),
     freePort(),
   ]);
   const fullEnv: Record<string, string> = {

@@ -27,7 +27,11 @@ async function binDir(): Promise<string> {
   return path.join('/usr/lib/postgresql', versions[0], 'bin');
 }
 
-export async function startPasswordCluster(): Promise<PasswordCluster> {
+/**
+ * `listen`: addresses besides loopback to listen on (say, the Docker bridge's gateway, for customers' containers);
+ * logins from anywhere are then let in by password (SCRAM) only.
+ */
+export async function startPasswordCluster(options: { listen?: string[] } = {}): Promise<PasswordCluster> {
   const bin = await binDir();
   const dir = await mkdtemp(path.join(tmpdir(), 'pg-password-'));
   const data = path.join(dir, 'data');
@@ -41,7 +45,9 @@ export async function startPasswordCluster(): Promise<PasswordCluster> {
     await chmod(dir, 0o700);
   }
   await as(path.join(bin, 'initdb'), ['-D', data, '-U', 'postgres', '--auth=scram-sha-256', `--pwfile=${path.join(dir, 'pw')}`, '-E', 'UTF8', '--no-sync']);
-  await as(path.join(bin, 'pg_ctl'), ['-D', data, '-w', '-l', path.join(dir, 'log'), '-o', `-p ${port} -k ${dir} -c listen_addresses=127.0.0.1 -c fsync=off`, 'start']);
+  const listen = ['127.0.0.1', ...(options.listen ?? [])];
+  if (options.listen?.length) await as('sh', ['-c', `echo 'host all all 0.0.0.0/0 scram-sha-256' >> '${path.join(data, 'pg_hba.conf')}'`]);
+  await as(path.join(bin, 'pg_ctl'), ['-D', data, '-w', '-l', path.join(dir, 'log'), '-o', `-p ${port} -k ${dir} -c listen_addresses=${listen.join(',')} -c fsync=off`, 'start']);
   return {
     adminUrl: `postgres://postgres:${password}@127.0.0.1:${port}/postgres`,
     port,
