@@ -9,7 +9,7 @@ import { expect } from 'chai';
 import { Redis } from 'ioredis';
 import pg from 'pg';
 import { freePort } from '../../src/providers/compute/local.ts';
-import { buildPostgresImage, buildRedisImage, docker, dockerUnavailable } from '../support/dockerImages.ts';
+import { buildPostgresImage, buildRedisImage, docker, skipWithoutDocker } from '../support/dockerImages.ts';
 import { waitUntil } from '../support/wait.ts';
 
 /** Answers the query's first row, or the error the server sent (a refused login). */
@@ -29,13 +29,7 @@ describe('the Redis and Postgres images for docker-compose.yml', function () {
   this.timeout(180_000);
   const containers: string[] = [];
 
-  before(async function () {
-    const why = await dockerUnavailable();
-    if (why) {
-      console.log(`      skipped: ${why}`);
-      this.skip();
-    }
-  });
+  before(skipWithoutDocker);
   after(async () => {
     for (const container of containers) await docker(['rm', '-f', container]).catch(() => undefined);
   });

@@ -9,7 +9,7 @@ import { expect } from 'chai';
 import { apiKeyLabel, generateApiKey, hashApiKey } from '../../core/apiKey.ts';
 import { quoteIdent } from '../../core/postgres.ts';
 import { freePort } from '../../src/providers/compute/local.ts';
-import { buildImage, docker, dockerUnavailable } from '../support/dockerImages.ts';
+import { buildImage, docker, skipWithoutDocker } from '../support/dockerImages.ts';
 import { createRuntimeDatabase, PG_SERVER } from '../support/runtimeDatabase.ts';
 import { waitUntil } from '../support/wait.ts';
 
@@ -19,13 +19,7 @@ describe('the runtime image on Docker', function () {
   let container: string | undefined;
   let database: Awaited<ReturnType<typeof createRuntimeDatabase>> | undefined;
 
-  before(async function () {
-    const why = await dockerUnavailable();
-    if (why) {
-      console.log(`      skipped: ${why}`);
-      this.skip();
-    }
-  });
+  before(skipWithoutDocker);
   after(async () => {
     if (container) await docker(['rm', '-f', container]).catch(() => undefined);
     await database?.pool.end();

@@ -3,8 +3,8 @@
  * Node (the binary and the libraries it links, npm, a shell and the few tools the Dockerfiles run, and the machine's
  * CA bundle so npm reaches its registry as the host does) by `docker import`, then the repository's Dockerfiles built
  * on it (`BASE_IMAGE`); and, the same way, Redis and PostgreSQL images from this machine's servers, for
- * docker-compose.yml (REDIS_IMAGE, POSTGRES_IMAGE). Without an engine, dockerUnavailable() says why, for a test to
- * skip with one line.
+ * docker-compose.yml (REDIS_IMAGE, POSTGRES_IMAGE). Without an engine, dockerUnavailable() says why, and
+ * skipWithoutDocker skips a suite with one line saying it.
  */
 import { execFile } from 'node:child_process';
 import { chmod, chown, cp, mkdir, mkdtemp, readdir, realpath, rm, symlink, writeFile } from 'node:fs/promises';
@@ -32,6 +32,15 @@ export async function dockerUnavailable(): Promise<string | undefined> {
     return undefined;
   } catch (err) {
     return `no Docker engine answers (${(err as Error).message.split('\n')[0]})`;
+  }
+}
+
+/** For a suite's before(): skips it, with one line saying why, where no Docker engine answers. */
+export async function skipWithoutDocker(this: Mocha.Context): Promise<void> {
+  const why = await dockerUnavailable();
+  if (why) {
+    console.log(`      skipped: ${why}`);
+    this.skip();
   }
 }
 
