@@ -12,7 +12,7 @@ import { randomBytes } from 'node:crypto';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { DOCKER_LABELS } from '../../src/providers/compute/docker.ts';
-import { buildImage, docker, dockerUnavailable } from '../support/dockerImages.ts';
+import { buildImage, docker, skipWithoutDocker } from '../support/dockerImages.ts';
 import { startHarness, type Harness } from '../support/harness.ts';
 import { startPasswordCluster, type PasswordCluster } from '../support/passwordCluster.ts';
 import { provision, type Provisioned } from '../support/provision.ts';
@@ -59,11 +59,7 @@ describe('Docker compute provider end to end (real engine)', function () {
   const inside = (serviceId: string, script: string, ...args: string[]) => docker(['exec', '-w', '/app', serviceId, 'node', '-e', script, ...args]);
 
   before(async function () {
-    const why = await dockerUnavailable();
-    if (why) {
-      console.log(`      skipped: ${why}`);
-      this.skip();
-    }
+    await skipWithoutDocker.call(this);
     const image = await buildImage('runtime/Dockerfile', 'clawdbot-runtime:e2e');
     // Containers reach the Docker host at its bridge's gateway (host.docker.internal): the customers' cluster
     // listens there; the machine's own PostgreSQL and Redis listen on loopback only.

@@ -14,7 +14,7 @@ import { setLogLevel } from '../../core/logger.ts';
 import { DOCKER_LABELS, DockerComputeProvider, throughGateway, type DockerComputeOptions } from '../../src/providers/compute/docker.ts';
 import { PermanentError } from '../../src/errors.ts';
 import { SecretStore } from '../../src/secrets.ts';
-import { buildNodeBase, docker, dockerUnavailable } from '../support/dockerImages.ts';
+import { buildNodeBase, docker, skipWithoutDocker } from '../support/dockerImages.ts';
 import { controlDb } from '../support/controlDb.ts';
 import { rejection } from '../support/rejection.ts';
 import { waitUntil } from '../support/wait.ts';
@@ -62,11 +62,7 @@ describe('DockerComputeProvider (real engine)', function () {
   };
 
   before(async function () {
-    const why = await dockerUnavailable();
-    if (why) {
-      console.log(`    skipped: ${why}`);
-      this.skip();
-    }
+    await skipWithoutDocker.call(this);
     setLogLevel('error');
     control = await controlDb('prov_docker');
     secrets = new SecretStore(control.db, randomBytes(32));

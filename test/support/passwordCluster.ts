@@ -21,7 +21,7 @@ export interface PasswordCluster {
 }
 
 /** The directory of the server's programs (initdb, pg_ctl): the newest installed version. */
-async function binDir(): Promise<string> {
+export async function binDir(): Promise<string> {
   const versions = (await readdir('/usr/lib/postgresql')).sort((a, b) => Number(b) - Number(a));
   if (!versions[0]) throw new Error('no PostgreSQL server programs under /usr/lib/postgresql');
   return path.join('/usr/lib/postgresql', versions[0], 'bin');
