@@ -349,6 +349,7 @@ function dockerConfig(r: Reader, databaseUrl: string): DockerConfig {
   const where = new URL(databaseUrl);
   return {
     host,
+    token: r.optional('DOCKER_PROXY_TOKEN'),
     image,
     network: r.string('DOCKER_NETWORK', 'clawdbot-runtimes'),
     publishHost,

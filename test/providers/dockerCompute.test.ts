@@ -48,6 +48,7 @@ describe('DockerComputeProvider (real engine)', function () {
   const provider = (over: Partial<DockerComputeOptions> = {}, db: Db = control.db) => {
     const p = new DockerComputeProvider(db, secrets, {
       host: '/var/run/docker.sock',
+      token: null,
       image,
       network,
       publishHost: '127.0.0.1',

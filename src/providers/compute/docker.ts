@@ -28,6 +28,8 @@ import type { ComputeProvider, DeploymentState, ListedService, ServiceConfigurat
 export interface DockerComputeOptions {
   /** The engine's address: a unix socket path, or the http(s) URL of an engine or a socket proxy. */
   host: string;
+  /** The socket proxy's bearer token (src/dockerProxy), when the engine is reached through one that asks for it. */
+  token: string | null;
   image: string;
   network: string;
   publishHost: string;
@@ -71,7 +73,7 @@ export class DockerComputeProvider implements ComputeProvider {
     private readonly secrets: SecretStore,
     private readonly options: DockerComputeOptions,
   ) {
-    this.docker = new Docker(engineAddress(options.host));
+    this.docker = new Docker({ ...engineAddress(options.host), ...(options.token && { headers: { authorization: `Bearer ${options.token}` } }) });
   }
 
   /** The engine answers, and the runtimes' network exists with inter-container traffic off (made when missing). */
