@@ -44,8 +44,10 @@ const CREATE_FIELDS = [
 /** HostConfig fields that may only be absent or empty: each gives a container something of the host or of another. */
 const HOST_CONFIG_EMPTY = [
   'CapAdd', 'Binds', 'Devices', 'DeviceRequests', 'DeviceCgroupRules', 'VolumesFrom', 'VolumeDriver', 'Links',
-  'CgroupParent', 'Cgroup', 'MaskedPaths', 'ReadonlyPaths',
+  'CgroupParent', 'Cgroup',
 ];
+/** HostConfig fields that replace the engine's defaults when given at all: an empty list unmasks /proc paths. */
+const HOST_CONFIG_ABSENT = ['MaskedPaths', 'ReadonlyPaths'];
 /** Namespaces that must not be the host's nor (where the engine allows it) another container's. */
 const NAMESPACE_MODES = ['NetworkMode', 'PidMode', 'IpcMode', 'UTSMode', 'UsernsMode'];
 const LOG_DRIVERS = new Set(['', 'json-file', 'local']);
@@ -248,6 +250,9 @@ function checkCreate(body: Record<string, unknown>, label: string): void {
   if (!stringList(get('CapDrop'), 'HostConfig.CapDrop').some((c) => c.toUpperCase() === 'ALL')) refuse('HostConfig.CapDrop must contain ALL');
   for (const name of HOST_CONFIG_EMPTY) {
     if (!isEmpty(get(name))) refuse(`HostConfig.${name} must be empty`);
+  }
+  for (const name of HOST_CONFIG_ABSENT) {
+    if (get(name) !== undefined && get(name) !== null) refuse(`HostConfig.${name} must be absent (the engine's defaults)`);
   }
   const securityOpt = stringList(get('SecurityOpt'), 'HostConfig.SecurityOpt');
   const noNewPrivileges = /^no-new-privileges([:=]true)?$/;

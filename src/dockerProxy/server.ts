@@ -136,9 +136,12 @@ export async function startDockerProxy(options: DockerProxyOptions): Promise<Doc
         });
         answer.on('error', reject);
       });
-      // A client gone before the whole answer (a followed log left): the engine's side is ended too.
+      // A client gone before the whole answer (a followed log left): the engine's side is ended too, and that is no error.
       res.on('close', () => {
-        if (!answered) upstream.destroy();
+        if (answered) return;
+        answered = true;
+        upstream.destroy();
+        resolve();
       });
       upstream.on('error', reject);
       upstream.end(raw);

@@ -7,6 +7,7 @@
 import { randomBytes } from 'node:crypto';
 import { expect } from 'chai';
 import Docker from 'dockerode';
+import { logTo } from '../../core/logger.ts';
 import { freePort } from '../../src/providers/compute/local.ts';
 import { startDockerProxy, type DockerProxy } from '../../src/dockerProxy/server.ts';
 import { buildNodeBase, docker, dockerUnavailable } from '../support/dockerImages.ts';
@@ -19,7 +20,10 @@ describe('the Docker socket proxy on the real engine', function () {
   const scope = `proxy-test-${suffix}`;
   const name = `proxy_mine_${suffix}`;
   const otherName = `proxy_other_${suffix}`;
+  const network = `proxy_net_${suffix}`;
+  const otherNetwork = `proxy_othernet_${suffix}`;
   const token = randomBytes(24).toString('hex');
+  const secret = `secret-${randomBytes(8).toString('hex')}`;
   let proxy: DockerProxy | undefined;
   let client: Docker;
   let image: string;
@@ -31,6 +35,7 @@ describe('the Docker socket proxy on the real engine', function () {
     Image: image,
     Cmd: ['/usr/local/bin/node', '-e', 'setInterval(() => console.log("alive"), 200)'],
     User: 'node',
+    Env: [`RUNTIME_SECRET=${secret}`],
     Labels: { [LABEL]: scope },
     HostConfig: {
       CapDrop: ['ALL'],
@@ -68,13 +73,20 @@ describe('the Docker socket proxy on the real engine', function () {
   after(async () => {
     await proxy?.close();
     for (const leftover of [name, otherName]) await docker(['rm', '-f', leftover]).catch(() => undefined);
+    for (const leftover of [network, otherNetwork]) await docker(['network', 'rm', leftover]).catch(() => undefined);
   });
 
-  it('answers a ping, and 401 without the token', async () => {
+  it('answers a ping; 401 without the token, 413 over 1 MiB', async () => {
     expect(String(await client.ping())).to.equal('OK');
     const anonymous = await fetch(`${proxy!.url}/_ping`);
     expect(anonymous.status).to.equal(401);
     expect(((await anonymous.json()) as { message: string }).message).to.match(/^docker proxy: /);
+    const oversized = await fetch(`${proxy!.url}/containers/create`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ Env: ['X='.padEnd(1024 * 1024 + 1, 'x')] }),
+    });
+    expect(oversized.status).to.equal(413);
   });
 
   it('makes, starts, inspects, lists, reads the logs of, stops and removes a hardened container of its scope', async () => {
@@ -99,17 +111,33 @@ describe('the Docker socket proxy on the real engine', function () {
       await new Promise((resolve) => setTimeout(resolve, 100));
     }
     expect(logs).to.include('alive');
+    // A followed log streams as it is written, until the client leaves.
+    const followed = (await container.logs({ stdout: true, follow: true, since: Math.floor(Date.now() / 1000) })) as NodeJS.ReadableStream & { destroy(): void };
+    const lines: string[] = [];
+    await new Promise<void>((resolve) =>
+      followed.on('data', (chunk: Buffer) => {
+        lines.push(chunk.toString('utf8'));
+        if (lines.length > 3) resolve();
+      }),
+    );
+    followed.destroy();
+    expect(lines.join('')).to.include('alive');
 
     await container.stop({ t: 1 });
     expect((await container.inspect()).State.Running).to.equal(false);
     await container.remove({ force: true });
     expect(await docker(['ps', '-aq', '--filter', `name=^${name}$`])).to.equal('');
+    expect((await refusal(container.inspect())).statusCode).to.equal(404);
   });
 
   it('refuses a privileged container and one with / bind-mounted, naming the field, and makes neither', async () => {
     const privileged = hardened();
     privileged.HostConfig!.Privileged = true;
-    const one = await refusal(client.createContainer(privileged));
+    const lines: string[] = [];
+    logTo({ write: (line: string) => lines.push(line) });
+    const one = await refusal(client.createContainer(privileged)).finally(() => logTo(undefined));
+    // The refusal is logged with its reason, never with the body (its environment holds secrets).
+    expect(lines.join('')).to.include('HostConfig.Privileged must be false').and.not.include(secret);
     expect(one.statusCode).to.equal(403);
     expect(one.message).to.include('HostConfig.Privileged');
 
@@ -142,5 +170,40 @@ describe('the Docker socket proxy on the real engine', function () {
     expect(pull.statusCode).to.equal(403);
     expect(pull.message).to.match(/images\/create is not allowed/);
     await mine.remove({ force: true });
+  });
+
+  it('makes a network of its scope and joins it, but joins no other scope’s network', async () => {
+    await client.createNetwork({ Name: network, Driver: 'bridge', Internal: true, Labels: { [LABEL]: scope } });
+    await docker(['network', 'create', '--label', `${LABEL}=other-${suffix}`, otherNetwork]);
+    const joining = hardened();
+    joining.HostConfig!.NetworkMode = otherNetwork;
+    const refused = await refusal(client.createContainer(joining));
+    expect(refused.statusCode).to.equal(403);
+    expect(refused.message).to.include(`the network "${otherNetwork}"`);
+
+    joining.HostConfig!.NetworkMode = network;
+    const container = await client.createContainer(joining);
+    expect(Object.keys((await container.inspect()).NetworkSettings.Networks)).to.deep.equal([network]);
+    await container.remove({ force: true });
+  });
+
+  it('updates a limit but lifts none, and refuses a body whose keys repeat (as the engine would merge them)', async () => {
+    const container = await client.createContainer(hardened());
+    await container.update({ PidsLimit: 48 });
+    expect((await container.inspect()).HostConfig.PidsLimit).to.equal(48);
+    expect((await refusal(container.update({ PidsLimit: -1 }))).statusCode).to.equal(403);
+    expect((await refusal(container.update({ Privileged: true }))).statusCode).to.equal(403);
+    await container.remove({ force: true });
+
+    const body = JSON.stringify(hardened());
+    const forged = `{"HostConfig":{"Privileged":true},${body.slice(1)}`;
+    const answer = await fetch(`${proxy!.url}/containers/create?name=${name}`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+      body: forged,
+    });
+    expect(answer.status).to.equal(400);
+    expect(((await answer.json()) as { message: string }).message).to.include('twice');
+    expect(await docker(['ps', '-aq', '--filter', `name=^${name}$`])).to.equal('');
   });
 });
