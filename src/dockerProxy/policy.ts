@@ -316,6 +316,13 @@ function checkNetworkCreate(body: Record<string, unknown>, label: string): void 
     if (value !== undefined && value !== null && value !== false) refuse(`${name} must be false`);
   }
   if (!isEmpty(field(body, 'ConfigFrom', ''))) refuse('ConfigFrom must be empty');
+  // Addresses are the engine's to pick from its pools: a subnet given here could shadow a route of the host's.
+  const ipam = asObject(field(body, 'IPAM', ''), 'IPAM') ?? {};
+  const ipamDriver = field(ipam, 'Driver', 'IPAM.');
+  if (!isEmpty(ipamDriver) && ipamDriver !== 'default') refuse(`IPAM.Driver "${String(ipamDriver)}" is not default`);
+  for (const name of ['Config', 'Options']) {
+    if (!isEmpty(field(ipam, name, 'IPAM.'))) refuse(`IPAM.${name} must be empty (the engine picks the subnet)`);
+  }
   const options = asObject(field(body, 'Options', ''), 'Options') ?? {};
   const option = Object.keys(options).find((k) => !NETWORK_OPTIONS.includes(k));
   if (option !== undefined) refuse(`the network option "${option}" is not allowed (Options)`);

@@ -34,7 +34,7 @@ export interface DockerProxy {
 
 const BODY_LIMIT = 1024 * 1024;
 /** Headers of one connection, not of the request: never passed from one side to the other. */
-const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'te', 'trailer', 'upgrade', 'host', 'authorization']);
+const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'te', 'trailer', 'upgrade', 'host', 'authorization', 'expect']);
 const FULL_ID = /^[0-9a-f]{64}$/;
 
 const log = logger('docker.proxy');
@@ -110,7 +110,7 @@ export async function startDockerProxy(options: DockerProxyOptions): Promise<Doc
     } catch (err) {
       if (!(err instanceof Answer)) {
         log.error('request failed', { method, path: pathOnly(path), error: (err as Error).message });
-        err = new Answer(502, 'the Docker engine could not be reached');
+        err = new Answer(502, 'the Docker engine did not answer as expected');
       }
       const { status, message, fromEngine } = err as Answer;
       if (status < 500 && !fromEngine) log.warn('refused', { method, path: pathOnly(path), status, reason: message });
@@ -166,7 +166,7 @@ export async function startDockerProxy(options: DockerProxyOptions): Promise<Doc
 }
 
 function bearerMatches(header: string | undefined, token: string): boolean {
-  const presented = /^Bearer (.+)$/.exec(header ?? '')?.[1];
+  const presented = /^Bearer +(.+)$/i.exec(header ?? '')?.[1];
   return presented !== undefined && secretEquals(presented, token);
 }
 

@@ -87,6 +87,7 @@ describe('Docker proxy policy', () => {
     it('a bridge network labelled for a scope, internal or not', () => {
       allowed({ method: 'POST', path: '/networks/create', body: { Name: 'n', Driver: 'bridge', Internal: true, Labels: { [LABEL]: 'tenant-a' } } });
       allowed({ method: 'POST', path: '/networks/create', body: { Name: 'n', Labels: { [LABEL]: 'tenant-a' }, Options: { 'com.docker.network.bridge.enable_icc': 'false' } } });
+      allowed({ method: 'POST', path: '/networks/create', body: { Name: 'n', Labels: { [LABEL]: 'tenant-a' }, IPAM: { Driver: 'default', Config: [], Options: {} } } });
     });
   });
 
@@ -202,6 +203,8 @@ describe('Docker proxy policy', () => {
       expect(reason(network({ Labels: {} }))).to.include('Labels');
       expect(reason(network({ Options: { 'com.docker.network.bridge.name': 'docker0' } }))).to.include('Options');
       expect(reason(network({ Scope: 'swarm' }))).to.include('Scope');
+      expect(reason(network({ IPAM: { Config: [{ Subnet: '10.0.0.0/8' }] } }))).to.include('IPAM.Config');
+      expect(reason(network({ IPAM: { Driver: 'dhcp' } }))).to.include('IPAM.Driver');
     });
   });
 
