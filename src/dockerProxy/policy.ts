@@ -67,7 +67,8 @@ type Route =
   | { kind: 'listing' }
   | { kind: 'create' }
   | { kind: 'network-create' }
-  | { kind: 'container'; id: string; action: string; update: boolean };
+  /** action: the path's last segment (json, logs, start…), empty for DELETE. */
+  | { kind: 'container'; id: string; action: string };
 
 interface Target {
   /** `/v1.41` or empty. */
@@ -77,12 +78,21 @@ interface Target {
 }
 
 export function decide(request: DockerRequest, options: PolicyOptions): Decision {
+  return judged<Decision>(
+    () => {
+      checkBody(request, routeOf(request), options.label);
+      return { allow: true };
+    },
+    (reason) => ({ allow: false, reason }),
+  );
+}
+
+/** What `judge` answers, or what `refused` makes of the reason it refused with. */
+function judged<T>(judge: () => T, refused: (reason: string) => T): T {
   try {
-    const route = routeOf(request);
-    checkBody(request, route, options.label);
-    return { allow: true };
+    return judge();
   } catch (err) {
-    if (err instanceof Refused) return { allow: false, reason: err.message };
+    if (err instanceof Refused) return refused(err.message);
     throw err;
   }
 }
@@ -98,12 +108,10 @@ export type ScopeCheck =
   | { kind: 'refuse'; reason: string };
 
 export function scopeCheck(request: DockerRequest, options: PolicyOptions & { scope: string }): ScopeCheck {
-  try {
-    return scopeCheckOf(request, options);
-  } catch (err) {
-    if (err instanceof Refused) return { kind: 'refuse', reason: err.message };
-    throw err;
-  }
+  return judged<ScopeCheck>(
+    () => scopeCheckOf(request, options),
+    (reason) => ({ kind: 'refuse', reason }),
+  );
 }
 
 function scopeCheckOf(request: DockerRequest, options: PolicyOptions & { scope: string }): ScopeCheck {
@@ -122,14 +130,14 @@ function scopeCheckOf(request: DockerRequest, options: PolicyOptions & { scope: 
     case 'create':
     case 'network-create': {
       const body = requireObject(request.body, 'the body');
-      if (labelsOf(body, options.label) !== options.scope) refuse(`Labels["${options.label}"] is not this proxy's scope`);
+      if (labelValue(body, options.label) !== options.scope) refuse(`Labels["${options.label}"] is not this proxy's scope`);
       return { kind: 'networks', names: route.kind === 'create' ? namedNetworks(body) : [] };
     }
   }
 }
 
 /** The value of the label `label` in a parsed body's Labels (undefined when absent). */
-function labelsOf(body: Record<string, unknown>, label: string): unknown {
+function labelValue(body: Record<string, unknown>, label: string): unknown {
   return asObject(field(body, 'Labels', ''), 'Labels')?.[label];
 }
 
@@ -197,15 +205,15 @@ function routeOf(request: DockerRequest): Route {
       only('DELETE');
       const unknown = [...new URLSearchParams(search).keys()].filter((k) => k !== 'force' && k !== 'v');
       if (unknown.length > 0) refuse(`the query parameter "${unknown[0]}" of ${endpoint} is not allowed`);
-      return { kind: 'container', id: second, action: '', update: false };
+      return { kind: 'container', id: second, action: '' };
     }
     if (third === 'json' || third === 'logs') {
       only('GET');
-      return { kind: 'container', id: second, action: third, update: false };
+      return { kind: 'container', id: second, action: third };
     }
     if (CONTAINER_ACTIONS.has(third) || third === 'update') {
       only('POST');
-      return { kind: 'container', id: second, action: third, update: third === 'update' };
+      return { kind: 'container', id: second, action: third };
     }
   }
   refuse(`${endpoint} is not allowed`);
@@ -219,7 +227,7 @@ function checkBody(request: DockerRequest, route: Route, label: string): void {
     case 'network-create':
       return checkNetworkCreate(requireObject(body, 'the body'), label);
     case 'container':
-      if (route.update) return checkUpdate(requireObject(body, 'the body'));
+      if (route.action === 'update') return checkUpdate(requireObject(body, 'the body'));
       // dockerode repeats a call's options (t, signal) as a JSON body, which the engine ignores from v1.24 on.
       if (request.method === 'POST' && body !== undefined) {
         const options = requireObject(body, 'the body');
@@ -330,7 +338,7 @@ function checkNetworkCreate(body: Record<string, unknown>, label: string): void 
 }
 
 function requireLabel(body: Record<string, unknown>, label: string): void {
-  if (typeof labelsOf(body, label) !== 'string') refuse(`Labels must contain the label "${label}"`);
+  if (typeof labelValue(body, label) !== 'string') refuse(`Labels must contain the label "${label}"`);
 }
 
 /**
