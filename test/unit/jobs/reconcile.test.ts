@@ -172,7 +172,7 @@ describe('reconcile (fakes)', () => {
     expect(real.report.drift.found.map((d) => d.outcome)).to.deep.equal(['corrected']);
     expect(f.calls.filter((c) => /configure|deploy/.test(c))).to.deep.equal([`compute.configure ${instance.service_id}`, `compute.deploy ${instance.service_id}`]);
     expect(service.variables.PLAN).to.equal('pro');
-    expect(service.limits).to.deep.equal({ cpu: 1, memoryMb: 1024 });
+    expect(service.limits).to.deep.equal({ cpu: 1, memoryMb: 1024, pidsLimit: 256 });
     const [corrected] = f.audit.entries.filter((e) => e.action === 'reconcile.drift_corrected');
     expect(corrected!.detail).to.deep.include({ variables: ['PLAN'], plan: { held: 'team', wanted: 'pro' } });
     expect(JSON.stringify(real.report)).to.not.include('postgres://');
