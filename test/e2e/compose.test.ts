@@ -55,12 +55,11 @@ describe('docker compose up, end to end', function () {
     command = found!;
     const gateway = /inet (\d+\.\d+\.\d+\.\d+)/.exec((await run('ip', ['-4', '-o', 'addr', 'show', 'docker0'])).stdout)?.[1];
     if (!gateway) throw new Error('the Docker engine has no docker0 bridge');
-    const [controlPlaneImage, runtimeImage, redisImage, postgresImage] = await Promise.all([
-      buildImage('Dockerfile', 'clawdbot-control-plane:compose-test'),
-      buildImage('runtime/Dockerfile', 'clawdbot-runtime:compose-test'),
-      buildRedisImage(),
-      buildPostgresImage(),
-    ]);
+    // One after the other: the two Dockerfiles share their build stage and installed modules, which the second
+    // build then takes from the engine's cache (the runtime's image is also what dockerProvisioning builds).
+    const runtimeImage = await buildImage('runtime/Dockerfile', 'clawdbot-runtime:e2e');
+    const controlPlaneImage = await buildImage('Dockerfile', 'clawdbot-control-plane:e2e');
+    const [redisImage, postgresImage] = await Promise.all([buildRedisImage(), buildPostgresImage()]);
     [smtp, model] = await Promise.all([startSmtpCapture(), startAnthropicEmulator({ listen: '0.0.0.0' })]);
     const [webPort, redisPort, postgresPort, customerPort, proxyPort] = await Promise.all(Array.from({ length: 5 }, () => freePort()));
     env = {

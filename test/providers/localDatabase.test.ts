@@ -105,6 +105,15 @@ describe('LocalDatabaseProvider: logins without a password', function () {
       const without = new URL(made.connectionUrl);
       without.password = 'wrong-password';
       expect((await connectError(without.toString()))?.code).to.equal('28P01');
+      // The probe's refused login is closed, not left half authenticated: a DROP DATABASE (which waits for every
+      // backend of the server) does not wait for the server's authentication_timeout (60 s) to end it.
+      const admin = await connect(cluster.adminUrl);
+      try {
+        await admin.query(`SET statement_timeout = '20s'`);
+        await admin.query(`DROP DATABASE claw_pw_test WITH (FORCE)`);
+      } finally {
+        await admin.end();
+      }
     } finally {
       await pool.end();
       await cluster.stop();

@@ -136,6 +136,9 @@ export class LocalDatabaseProvider implements DatabaseProvider {
         await client.end();
         return 'a customer role logs in to this PostgreSQL server without its password';
       } catch (err) {
+        // Refused by the client itself (asked for a password it has none of), the connection would stay open half
+        // authenticated until the server's authentication_timeout, and hold up every DROP DATABASE meanwhile.
+        await client.end().catch(() => undefined);
         // Let in, then refused the database (CONNECT revoked): the password was not asked for either.
         if ((err as { code?: string }).code === '42501') return 'a customer role logs in to this PostgreSQL server without its password';
         return undefined;
