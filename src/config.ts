@@ -334,11 +334,14 @@ export function isImageReference(value: string): boolean {
   return value.length <= 512 && IMAGE_REFERENCE.test(value);
 }
 
-function dockerConfig(r: Reader, databaseUrl: string): DockerConfig {
+function dockerConfig(r: Reader, databaseUrl: string, production: boolean): DockerConfig {
   const image = r.string('DOCKER_RUNTIME_IMAGE', 'clawdbot-runtime:latest');
   if (!isImageReference(image)) r.problems.push(`DOCKER_RUNTIME_IMAGE must be an image reference such as clawdbot-runtime:1.4.0 (got "${image}")`);
   const host = r.string('DOCKER_HOST', 'unix:///var/run/docker.sock');
   if (!/^(unix:\/\/\/|\/|tcp:\/\/|https?:\/\/)/.test(host)) r.problems.push(`DOCKER_HOST must be unix:///path, tcp://host:port or http(s)://host:port (got "${host}")`);
+  const token = r.optional('DOCKER_PROXY_TOKEN');
+  // An engine on the network is the socket proxy: whoever reaches it unasked could run containers.
+  if (production && !token && !/^(unix:|\/)/.test(host)) r.problems.push('DOCKER_PROXY_TOKEN is required in production when DOCKER_HOST is a network address (the socket proxy)');
   const ports = /^(\d+)-(\d+)$/.exec(r.string('DOCKER_PORTS', '20000-29999'));
   const from = Number(ports?.[1]);
   const to = Number(ports?.[2]);
@@ -349,7 +352,7 @@ function dockerConfig(r: Reader, databaseUrl: string): DockerConfig {
   const where = new URL(databaseUrl);
   return {
     host,
-    token: r.optional('DOCKER_PROXY_TOKEN'),
+    token,
     image,
     network: r.string('DOCKER_NETWORK', 'clawdbot-runtimes'),
     publishHost,
@@ -487,7 +490,7 @@ export function loadConfig(env: Env = process.env, cwd = process.cwd()): Config 
     computeProvider,
     databaseProvider,
     railway: computeProvider === 'railway' ? railwayConfig(r) : null,
-    docker: computeProvider === 'docker' ? dockerConfig(r, databaseUrl) : null,
+    docker: computeProvider === 'docker' ? dockerConfig(r, databaseUrl, production) : null,
     neon: databaseProvider === 'neon' ? neonConfig(r) : null,
     customerDatabaseUrl: r.url('CUSTOMER_DATABASE_URL', databaseUrl, ['postgres:', 'postgresql:'])!,
     secretsKey,

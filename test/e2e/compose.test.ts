@@ -75,6 +75,7 @@ describe('docker compose up, end to end', function () {
       DOCKER_PROXY_PORT: String(proxyPort),
       DOCKER_PROXY_SCOPE: `compose-${id}`,
       DOCKER_PROXY_TOKEN: randomBytes(24).toString('base64url'),
+      CUSTOMER_POSTGRES_PASSWORD: randomBytes(24).toString('hex'),
       DOCKER_NETWORK: `clawdbot-compose-${id}`,
       ADMIN_TOKEN: adminToken,
       SMTP_URL: smtp.url,

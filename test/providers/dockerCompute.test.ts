@@ -101,7 +101,7 @@ describe('DockerComputeProvider (real engine)', function () {
       p = provider();
       ({ serviceId } = await p.createService(`claw-hard-${id}`));
       await p.configure(serviceId, {
-        variables: { PLAN: 'starter', WORKSPACE_ID: `ws-${id}`, DATABASE_URL: 'postgres://c:secret@127.0.0.1:5999/c' },
+        variables: { PLAN: 'starter', WORKSPACE_ID: `ws-${id}`, DATABASE_URL: 'postgres://c:secret@127.0.0.1:5999/c', PUBLIC_URL: 'http://127.0.0.1:20001' },
         limits: { cpu: 0.5, memoryMb: 512, pidsLimit: 128 },
       });
       ({ deploymentId: container } = await p.deploy(serviceId));
@@ -120,7 +120,7 @@ describe('DockerComputeProvider (real engine)', function () {
       expect(host.Memory).to.equal(512 * 1024 * 1024);
       expect(host.MemorySwap).to.equal(512 * 1024 * 1024);
       expect(host.NanoCpus).to.equal(500_000_000);
-      expect(host.RestartPolicy).to.deep.equal({ Name: 'on-failure', MaximumRetryCount: 5 });
+      expect(host.RestartPolicy).to.deep.equal({ Name: 'unless-stopped', MaximumRetryCount: 0 });
       expect(host.NetworkMode).to.equal(network);
       expect(host.Binds ?? []).to.deep.equal([]);
       expect(Object.keys(host.Tmpfs as object)).to.deep.equal(['/tmp']);
@@ -136,9 +136,11 @@ describe('DockerComputeProvider (real engine)', function () {
       expect(net['com.docker.network.bridge.enable_icc']).to.equal('false');
     });
 
-    it('hands loopback URLs to the container through the host gateway, and keeps them as configured for the reconciler', async () => {
+    it('hands the loopback URLs the runtime calls through the host gateway, and keeps them as configured for the reconciler', async () => {
       const env = (await inspect('.Config.Env')) as string[];
       expect(env).to.include('DATABASE_URL=postgres://c:secret@host.docker.internal:5999/c');
+      // The customer's browser follows PUBLIC_URL (OAuth redirects): loopback there is theirs, and stays.
+      expect(env).to.include('PUBLIC_URL=http://127.0.0.1:20001');
       expect((await p.readSettings(serviceId))?.variables.DATABASE_URL).to.equal('postgres://c:secret@127.0.0.1:5999/c');
       expect((await inspect('.HostConfig.ExtraHosts')) as string[]).to.deep.equal(['host.docker.internal:host-gateway']);
     });
@@ -164,7 +166,7 @@ describe('DockerComputeProvider (real engine)', function () {
       expect((await p.serviceState(serviceId)).detail).to.match(/running since/);
     });
 
-    it('refuses a network on which containers reach each other, and an image the engine does not have', async () => {
+    it('refuses a network on which containers reach each other', async () => {
       const open = `clawdbot-test-open-${id}`;
       await docker(['network', 'create', open]);
       try {
@@ -174,13 +176,34 @@ describe('DockerComputeProvider (real engine)', function () {
       } finally {
         await docker(['network', 'rm', open]);
       }
+    });
+
+    it('refuses a deploy of an image the engine does not have, leaving the running container alone', async () => {
+      const before = (await p.latestDeployment(serviceId))!.deploymentId;
+      const settings = (await p.readSettings(serviceId))!;
       const missing = provider({ image: `clawdbot/no-such-image:${id}` });
-      const { serviceId: other } = await missing.createService(`claw-missing-${id}`);
-      await missing.configure(other, { variables: {}, limits: { cpu: 0.5, memoryMb: 512, pidsLimit: 128 } });
-      const err = await rejection(missing.deploy(other));
+      await missing.configure(serviceId, { variables: settings.variables, limits: { cpu: 0.5, memoryMb: 512, pidsLimit: 128 } });
+      const err = await rejection(missing.deploy(serviceId));
       expect(err).to.be.instanceOf(PermanentError);
       expect(err.message).to.match(/is not on the Docker engine/);
-      await missing.deleteService(other);
+      expect(await p.serviceState(serviceId)).to.deep.include({ running: true });
+      expect((await p.latestDeployment(serviceId))?.deploymentId).to.equal(before);
+      await p.configure(serviceId, { variables: settings.variables, limits: { cpu: 0.5, memoryMb: 512, pidsLimit: 128 } });
+    });
+
+    it('makes a container again when it is gone, and deploys anew over one made but never started', async () => {
+      await docker(['rm', '-f', serviceId]);
+      expect(await p.serviceState(serviceId)).to.deep.equal({ running: false, detail: 'the container does not exist' });
+      const { action } = await p.restart(serviceId);
+      expect(action).to.match(/^made container [0-9a-f]{12} again/);
+      await waitUntil(async () => (await p.serviceState(serviceId)).running, 20_000);
+      // A deploy that died between making its container and starting it: a re-run does not adopt that one.
+      await docker(['rm', '-f', serviceId]);
+      await docker(['create', '--name', serviceId, '--label', `${DOCKER_LABELS.scope}=${scope}`, image]);
+      expect(await p.latestDeployment(serviceId)).to.equal(null);
+      const { deploymentId } = await p.deploy(serviceId);
+      await waitUntil(async () => (await p.deploymentState(serviceId, deploymentId)).state === 'success', 20_000);
+      container = deploymentId;
     });
   });
 });

@@ -345,6 +345,23 @@ describe('config', () => {
       expect(err.problems).to.deep.equal(['NEON_BRANCH_LIMIT must be an integer between 2 and 1000000 (got "1")']);
     });
 
+    it('reads the Docker provider, its scope told apart by the control plane database, and asks production for the proxy token', () => {
+      const docker = loadConfig({ COMPUTE_PROVIDER: 'docker', DOCKER_PORTS: '30000-30099' }, cwd).docker!;
+      expect(docker).to.deep.include({
+        host: 'unix:///var/run/docker.sock', token: null, image: 'clawdbot-runtime:latest', network: 'clawdbot-runtimes',
+        publishHost: '127.0.0.1', accessHost: '127.0.0.1', ports: { from: 30000, to: 30099 }, hostAlias: 'host.docker.internal',
+      });
+      const other = loadConfig({ COMPUTE_PROVIDER: 'docker', DATABASE_URL: 'postgres://postgres@127.0.0.1:5432/other' }, cwd).docker!;
+      expect(other.scope).to.match(/^[0-9a-f]{16}$/).and.not.equal(docker.scope);
+      const err = configError(() =>
+        loadConfig({ NODE_ENV: 'production', ...PRODUCTION_SECRETS, COMPUTE_PROVIDER: 'docker', DOCKER_HOST: 'tcp://127.0.0.1:2375', DOCKER_PORTS: '9-1' }, cwd),
+      );
+      expect(err.problems).to.deep.equal([
+        'DOCKER_PROXY_TOKEN is required in production when DOCKER_HOST is a network address (the socket proxy)',
+        'DOCKER_PORTS must be a range of ports such as 20000-29999',
+      ]);
+    });
+
     it('refuses a repository that is not owner/name', () => {
       const err = configError(() =>
         loadConfig({ COMPUTE_PROVIDER: 'railway', RAILWAY_TOKEN: 't', RAILWAY_PROJECT_ID: 'p', RAILWAY_ENVIRONMENT_ID: 'e', CLAWDBOT_REPO: 'https://github.com/x' }, cwd),

@@ -9,9 +9,9 @@
  * root filesystem (a small tmpfs for /tmp), within the plan's CPU, memory and process limits. All runtimes share one
  * bridge network on which containers cannot reach each other (inter-container traffic is off), and each publishes its
  * port on DOCKER_PUBLISH_HOST (loopback by default, which no container can reach). The host's services a runtime needs
- * (its database, the control plane's callbacks, the model API) are reached through the engine's host gateway: URLs
- * naming a loopback host are handed to containers naming `hostAlias` instead, so only what listens on the gateway is
- * reachable, never what listens on loopback alone (the control plane's own database, Redis).
+ * (its database, the control plane's callbacks, the model API) are reached through the engine's host gateway: the
+ * URLs it calls itself that name a loopback host are handed to it naming `hostAlias` instead, so only what listens on
+ * the gateway is reachable, never what listens on loopback alone (the control plane's own database, Redis).
  */
 import { randomInt } from 'node:crypto';
 import { createServer } from 'node:net';
@@ -54,10 +54,20 @@ export const DOCKER_LABELS = { scope: 'ai.clawdbot.scope', service: 'ai.clawdbot
 const RUNTIME_PORT = 8080;
 /** How long a container must stay up before its deployment counts as a success (one that cannot start exits at once). */
 const STEADY_MS = 1_000;
+/** A container made but not started after this long never will be (its deploy died between the two). */
+const NEVER_STARTED_MS = 30_000;
+/** Restarts by the engine while a deployment is young that still count as starting (say, its database not up yet). */
+const STARTING_RESTARTS = 3;
+/**
+ * The variables holding URLs the runtime calls itself (its database, the control plane, the model and OAuth APIs):
+ * a loopback host in them is the Docker host's. Others are left alone: PUBLIC_URL and the OAuth authorize URLs are
+ * followed by the customer's browser, for which loopback means their own machine.
+ */
+const URLS_THE_RUNTIME_CALLS = new Set([
+  'DATABASE_URL', 'CONTROL_PLANE_URL', 'ANTHROPIC_BASE_URL', 'GOOGLE_TOKEN_URL', 'GOOGLE_REVOKE_URL', 'GMAIL_API_URL', 'CALENDAR_API_URL', 'GITHUB_API_URL',
+]);
 const LOG_TAIL_LINES = 20;
 const MIB = 1024 * 1024;
-/** A crashed runtime is restarted by the engine this many times; past them it stays down for the health monitor. */
-const ENGINE_RESTARTS = 5;
 const DEFAULT_PIDS_LIMIT = 128;
 
 const log = logger('compute.docker');
@@ -112,20 +122,27 @@ export class DockerComputeProvider implements ComputeProvider {
     await this.db.query('UPDATE docker_services SET image = $2, limits = $3 WHERE name = $1', [serviceId, image, JSON.stringify({ cpu, memoryMb, pidsLimit })]);
   }
 
-  /** Replaces the service's container (if any) by a new one of its configuration, started; its id is the deployment's. */
+  /**
+   * Replaces the service's container (if any) by a new one of its configuration, started; its id is the deployment's.
+   * What the new one needs (its image, the network) is made sure of first, so a deploy that cannot succeed leaves the
+   * running container alone; the old one is then stopped gracefully (in-flight requests finish) and removed.
+   */
   async deploy(serviceId: string): Promise<{ deploymentId: string }> {
     const row = await this.requireRow(serviceId);
     const variables = await this.variables(serviceId);
+    const spec = this.containerSpec(row, variables);
+    await this.requireImage(spec.Image!);
     await this.ensureNetwork();
-    await this.removeContainer(serviceId);
+    await this.removeContainer(serviceId, { graceful: true });
     let container: Docker.Container;
     try {
-      container = await this.docker.createContainer(this.containerSpec(row, variables));
+      container = await this.docker.createContainer(spec);
     } catch (err) {
-      if (statusOf(err) === 404) {
-        throw new PermanentError(`the runtime image ${row.image ?? this.options.image} is not on the Docker engine (build it with npm run build:images)`);
-      }
-      throw err;
+      if (statusOf(err) !== 404) throw err;
+      // The image is there, so the network is what went missing (removed since it was made): made again, once.
+      this.networkReady = undefined;
+      await this.ensureNetwork();
+      container = await this.docker.createContainer(spec);
     }
     await container.start();
     log.info('runtime container started', { service: serviceId, container: container.id.slice(0, 12), port: row.port });
@@ -139,14 +156,16 @@ export class DockerComputeProvider implements ComputeProvider {
     if (State.Running && !State.Restarting) {
       return { state: Date.now() - Date.parse(State.StartedAt) >= STEADY_MS ? 'success' : 'in_progress' };
     }
-    if (State.Status === 'created') return { state: 'in_progress' };
+    if (State.Status === 'created' && !State.Error && Date.now() - Date.parse(info.Created) < NEVER_STARTED_MS) return { state: 'in_progress' };
+    if (State.Restarting && info.RestartCount < STARTING_RESTARTS) return { state: 'in_progress' };
     const lines = (await this.recentLog(serviceId)).slice(-5);
     return { state: 'failed', detail: `${describeState(info)}${lines.length ? `; last log lines: ${lines.join(' | ')}` : ''}` };
   }
 
+  /** The container, unless it was made and never started (a deploy that died between the two): that one is deployed anew. */
   async latestDeployment(serviceId: string): Promise<{ deploymentId: string; createdAt: Date } | null> {
     const info = await this.inspect(serviceId);
-    return info ? { deploymentId: info.Id, createdAt: new Date(info.Created) } : null;
+    return info && info.State.Status !== 'created' ? { deploymentId: info.Id, createdAt: new Date(info.Created) } : null;
   }
 
   async serviceState(serviceId: string): Promise<ServiceState> {
@@ -155,9 +174,13 @@ export class DockerComputeProvider implements ComputeProvider {
     return { running: info.State.Running && !info.State.Restarting, detail: describeState(info) };
   }
 
+  /** Restarts the container; one that is gone (removed by hand, pruned) is made again from the configuration. */
   async restart(serviceId: string): Promise<{ action: string }> {
     const info = await this.inspect(serviceId);
-    if (!info) throw new Error(`the container of ${serviceId} does not exist; deploy it instead`);
+    if (!info) {
+      const { deploymentId } = await this.deploy(serviceId);
+      return { action: `made container ${deploymentId.slice(0, 12)} again (the service had none)` };
+    }
     await this.docker.getContainer(info.Id).restart({ t: 10 });
     return { action: `restarted container ${info.Id.slice(0, 12)} (${info.State.Status} before)` };
   }
@@ -222,7 +245,9 @@ export class DockerComputeProvider implements ComputeProvider {
     const { cpu = 0.5, memoryMb = 512, pidsLimit = DEFAULT_PIDS_LIMIT } = row.limits;
     const env: Record<string, string> = {
       NODE_ENV: 'production',
-      ...Object.fromEntries(Object.entries(variables).map(([name, value]) => [name, throughGateway(value, this.options.hostAlias)])),
+      ...Object.fromEntries(
+        Object.entries(variables).map(([name, value]) => [name, URLS_THE_RUNTIME_CALLS.has(name) ? throughGateway(value, this.options.hostAlias) : value]),
+      ),
       HOST: '0.0.0.0',
       PORT: String(RUNTIME_PORT),
       NODE_OPTIONS: `--max-old-space-size=${Math.floor(memoryMb * 0.75)}`,
@@ -249,7 +274,8 @@ export class DockerComputeProvider implements ComputeProvider {
         MemorySwap: memoryMb * MIB, // no swap beyond the memory limit
         NanoCpus: Math.round(cpu * 1e9),
         PidsLimit: pidsLimit,
-        RestartPolicy: { Name: 'on-failure', MaximumRetryCount: ENGINE_RESTARTS },
+        // Up again after a crash, an engine restart or a reboot; stopped only when stopped on purpose (a cancellation).
+        RestartPolicy: { Name: 'unless-stopped' },
         NetworkMode: this.options.network,
         PortBindings: { [`${RUNTIME_PORT}/tcp`]: [{ HostIp: this.options.publishHost, HostPort: String(row.port) }] },
         ExtraHosts: [`${this.options.hostAlias}:host-gateway`],
@@ -266,7 +292,19 @@ export class DockerComputeProvider implements ComputeProvider {
     return this.networkReady;
   }
 
+  /** Made under a lock of this control plane's: two workers starting at once would otherwise make two of one name. */
   private async makeNetwork(): Promise<void> {
+    const client = await this.db.connect();
+    try {
+      await client.query('SELECT pg_advisory_lock(hashtext($1))', [`docker-network/${this.options.network}`]);
+      await this.findOrMakeNetwork();
+    } finally {
+      await client.query('SELECT pg_advisory_unlock(hashtext($1))', [`docker-network/${this.options.network}`]).catch(() => undefined);
+      client.release();
+    }
+  }
+
+  private async findOrMakeNetwork(): Promise<void> {
     const { network } = this.options;
     let info = await this.docker.getNetwork(network).inspect().catch((err: unknown) => (statusOf(err) === 404 ? null : Promise.reject(err)));
     if (!info) {
@@ -289,10 +327,20 @@ export class DockerComputeProvider implements ComputeProvider {
     }
   }
 
-  private async removeContainer(serviceId: string): Promise<void> {
+  private async requireImage(image: string): Promise<void> {
+    try {
+      await this.docker.getImage(image).inspect();
+    } catch (err) {
+      if (statusOf(err) === 404) throw new PermanentError(`the runtime image ${image} is not on the Docker engine (build it with npm run build:images)`);
+      throw err;
+    }
+  }
+
+  private async removeContainer(serviceId: string, options: { graceful?: boolean } = {}): Promise<void> {
     const info = await this.inspect(serviceId);
     if (!info) return;
     try {
+      if (options.graceful && info.State.Running) await this.docker.getContainer(info.Id).stop({ t: 10 }).catch(() => undefined);
       await this.docker.getContainer(info.Id).remove({ force: true });
     } catch (err) {
       if (statusOf(err) !== 404) throw err;
