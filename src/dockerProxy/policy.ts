@@ -51,7 +51,8 @@ const CREATE_FIELDS = [
 ];
 /**
  * HostConfig fields that may only be absent or empty: each gives a container something of the host or of another
- * (Capabilities replaces the whole set, CapDrop included; GroupAdd adds the host's groups; Sysctls tune the kernel).
+ * (Capabilities, on a 19.03 engine, replaces the whole set and CapDrop with it; GroupAdd adds the host's groups;
+ * Sysctls tune the kernel).
  */
 const HOST_CONFIG_EMPTY = [
   'CapAdd', 'Capabilities', 'Binds', 'Devices', 'DeviceRequests', 'DeviceCgroupRules', 'VolumesFrom', 'VolumeDriver',

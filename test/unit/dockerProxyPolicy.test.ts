@@ -195,7 +195,7 @@ describe('Docker proxy policy', () => {
       ['the host cgroup namespace', (b) => (b.HostConfig.CgroupnsMode = 'host'), 'HostConfig.CgroupnsMode'],
       ['kernel parameters', (b) => (b.HostConfig.Sysctls = { 'net.ipv4.ip_unprivileged_port_start': '0' }), 'HostConfig.Sysctls'],
       ['extra groups', (b) => (b.HostConfig.GroupAdd = ['0']), 'HostConfig.GroupAdd'],
-      ['a capability set that replaces CapDrop', (b) => (b.HostConfig.Capabilities = ['CAP_SYS_ADMIN']), 'HostConfig.Capabilities'],
+      ['a capability set that replaces CapDrop (on a 19.03 engine)', (b) => (b.HostConfig.Capabilities = ['CAP_SYS_ADMIN']), 'HostConfig.Capabilities'],
       ['another runtime', (b) => (b.HostConfig.Runtime = 'nvidia'), 'HostConfig.Runtime'],
       ['the OOM killer told to spare it', (b) => (b.HostConfig.OomScoreAdj = -1000), 'HostConfig.OomScoreAdj'],
       ['the OOM killer turned off', (b) => (b.HostConfig.OomKillDisable = true), 'HostConfig.OomKillDisable'],
