@@ -18,7 +18,7 @@ async function main(): Promise<void> {
     throw err;
   }
   const proxy = await startDockerProxy(options);
-  log.info('listening', { url: proxy.url, upstream: options.upstreamSocket, scope: options.scope, tokenRequired: options.token !== undefined });
+  log.info('listening', { url: proxy.url, upstream: options.upstreamSocket, scope: options.scope, tokenRequired: options.token !== undefined, publicPorts: options.allowPublicPorts === true });
   const stop = async (signal: string) => {
     log.info('stopping', { signal });
     await proxy.close();

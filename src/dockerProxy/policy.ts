@@ -7,6 +7,7 @@
  * Bodies are read as the engine reads them (Go's encoding/json): field names match ignoring case, so every field is
  * looked up so, and an object holding two keys that fold alike is refused (see strictJson.ts for the raw text).
  */
+import { isLoopbackAddress } from './addresses.ts';
 import { foldKey } from './strictJson.ts';
 
 export interface DockerRequest {
@@ -20,6 +21,11 @@ export type Decision = { allow: true } | { allow: false; reason: string };
 export interface PolicyOptions {
   /** The label key every container and network made through the proxy carries; its value is the scope. */
   label: string;
+  /**
+   * Lets a container publish a port on an address other than the host's loopback. Off by default: a port published
+   * on any other address (every interface, the bridge gateway, the host's own) is reachable from every container.
+   */
+  allowPublicPorts?: boolean;
 }
 
 /** Container and network names and ids, as the engine accepts them (no slash, no `..` on its own). */
@@ -30,6 +36,8 @@ const IMAGE = /^[A-Za-z0-9][A-Za-z0-9_.\/:@-]*$/;
 const OLDEST_API = { major: 1, minor: 24 };
 /** Network modes that name no network of the engine's users. */
 const BUILTIN_NETWORKS = new Set(['', 'default', 'bridge', 'none']);
+/** Network modes of the engine's default bridge, which lets its containers reach each other. */
+const DEFAULT_BRIDGE = new Set(['', 'default', 'bridge']);
 
 /**
  * The fields of container.Config, HostConfig and NetworkingConfig: a create body holds nothing else but the query's
@@ -41,17 +49,30 @@ const CREATE_FIELDS = [
   'StdinOnce', 'Env', 'Cmd', 'Healthcheck', 'ArgsEscaped', 'Image', 'Volumes', 'WorkingDir', 'Entrypoint',
   'NetworkDisabled', 'MacAddress', 'OnBuild', 'Labels', 'StopSignal', 'StopTimeout', 'Shell', 'HostConfig', 'NetworkingConfig',
 ];
-/** HostConfig fields that may only be absent or empty: each gives a container something of the host or of another. */
+/**
+ * HostConfig fields that may only be absent or empty: each gives a container something of the host or of another
+ * (Capabilities, on a 19.03 engine, replaces the whole set and CapDrop with it; GroupAdd adds the host's groups;
+ * Sysctls tune the kernel).
+ */
 const HOST_CONFIG_EMPTY = [
-  'CapAdd', 'Binds', 'Devices', 'DeviceRequests', 'DeviceCgroupRules', 'VolumesFrom', 'VolumeDriver', 'Links',
-  'CgroupParent', 'Cgroup',
+  'CapAdd', 'Capabilities', 'Binds', 'Devices', 'DeviceRequests', 'DeviceCgroupRules', 'VolumesFrom', 'VolumeDriver',
+  'Links', 'CgroupParent', 'Cgroup', 'Sysctls', 'GroupAdd',
 ];
+/**
+ * HostConfig switches that must be off: all the host's powers; an OOM kill that never comes (the host's processes
+ * die instead); every exposed port published on every interface.
+ */
+const HOST_CONFIG_FALSE = ['Privileged', 'OomKillDisable', 'PublishAllPorts'];
 /** HostConfig fields that replace the engine's defaults when given at all: an empty list unmasks /proc paths. */
 const HOST_CONFIG_ABSENT = ['MaskedPaths', 'ReadonlyPaths'];
 /** Namespaces that must not be the host's nor (where the engine allows it) another container's. */
-const NAMESPACE_MODES = ['NetworkMode', 'PidMode', 'IpcMode', 'UTSMode', 'UsernsMode'];
+const NAMESPACE_MODES = ['NetworkMode', 'PidMode', 'IpcMode', 'UTSMode', 'UsernsMode', 'CgroupnsMode'];
+/** The engine's own runtime: another (a VM runtime, a debugging shim) is configured on the host, outside this policy. */
+const RUNTIMES = new Set(['', 'runc']);
 const LOG_DRIVERS = new Set(['', 'json-file', 'local']);
-const UPDATE_FIELDS = ['Memory', 'MemorySwap', 'NanoCpus', 'PidsLimit', 'CpuQuota', 'CpuPeriod', 'RestartPolicy'];
+/** The limits an update may change: each must stay above 0 (0 or -1 lifts it, or falls back to the engine's default). */
+const UPDATE_LIMITS = ['Memory', 'MemorySwap', 'NanoCpus', 'PidsLimit', 'CpuQuota', 'CpuPeriod'];
+const UPDATE_FIELDS = [...UPDATE_LIMITS, 'RestartPolicy'];
 const NETWORK_FIELDS = ['Name', 'CheckDuplicate', 'Driver', 'Internal', 'Attachable', 'Ingress', 'ConfigOnly', 'ConfigFrom', 'EnableIPv6', 'IPAM', 'Options', 'Labels'];
 const NETWORK_OPTIONS = ['com.docker.network.bridge.enable_icc', 'com.docker.network.bridge.enable_ip_masquerade', 'com.docker.network.driver.mtu'];
 const CONTAINER_ACTIONS = new Set(['start', 'stop', 'restart', 'kill', 'wait']);
@@ -80,7 +101,7 @@ interface Target {
 export function decide(request: DockerRequest, options: PolicyOptions): Decision {
   return judged<Decision>(
     () => {
-      checkBody(request, routeOf(request), options.label);
+      checkBody(request, routeOf(request), options);
       return { allow: true };
     },
     (reason) => ({ allow: false, reason }),
@@ -219,13 +240,13 @@ function routeOf(request: DockerRequest): Route {
   refuse(`${endpoint} is not allowed`);
 }
 
-function checkBody(request: DockerRequest, route: Route, label: string): void {
+function checkBody(request: DockerRequest, route: Route, options: PolicyOptions): void {
   const { body } = request;
   switch (route.kind) {
     case 'create':
-      return checkCreate(requireObject(body, 'the body'), label);
+      return checkCreate(requireObject(body, 'the body'), options);
     case 'network-create':
-      return checkNetworkCreate(requireObject(body, 'the body'), label);
+      return checkNetworkCreate(requireObject(body, 'the body'), options.label);
     case 'container':
       if (route.action === 'update') return checkUpdate(requireObject(body, 'the body'));
       // dockerode repeats a call's options (t, signal) as a JSON body, which the engine ignores from v1.24 on.
@@ -240,10 +261,10 @@ function checkBody(request: DockerRequest, route: Route, label: string): void {
   if (body !== undefined) refuse(`${request.method} /${parseTarget(request.path).segments.join('/')} takes no body`);
 }
 
-function checkCreate(body: Record<string, unknown>, label: string): void {
+function checkCreate(body: Record<string, unknown>, options: PolicyOptions): void {
   const unknown = Object.keys(body).filter((k) => !CREATE_FIELDS.some((f) => foldKey(f) === foldKey(k)));
   if (unknown.length > 0) refuse(`the field "${unknown[0]}" is not allowed in a container's create body`);
-  requireLabel(body, label);
+  requireLabel(body, options.label);
   const user = field(body, 'User', '');
   if (typeof user !== 'string' || user === '') refuse('User must be set (a non-root user)');
   const uid = user.split(':')[0]!;
@@ -251,10 +272,16 @@ function checkCreate(body: Record<string, unknown>, label: string): void {
   const volumes = asObject(field(body, 'Volumes', ''), 'Volumes');
   if (volumes && Object.keys(volumes).length > 0) refuse('Volumes must be empty');
 
-  const host = requireObject(field(body, 'HostConfig', ''), 'HostConfig');
+  checkHostConfig(requireObject(field(body, 'HostConfig', ''), 'HostConfig'), options);
+  checkNetworks(body);
+}
+
+function checkHostConfig(host: Record<string, unknown>, options: PolicyOptions): void {
   const get = (name: string): unknown => field(host, name, 'HostConfig.');
-  const privileged = get('Privileged');
-  if (privileged !== undefined && privileged !== null && privileged !== false) refuse('HostConfig.Privileged must be false');
+  for (const name of HOST_CONFIG_FALSE) {
+    const value = get(name);
+    if (value !== undefined && value !== null && value !== false) refuse(`HostConfig.${name} must be false`);
+  }
   if (!stringList(get('CapDrop'), 'HostConfig.CapDrop').some((c) => c.toUpperCase() === 'ALL')) refuse('HostConfig.CapDrop must contain ALL');
   for (const name of HOST_CONFIG_EMPTY) {
     if (!isEmpty(get(name))) refuse(`HostConfig.${name} must be empty`);
@@ -281,11 +308,48 @@ function checkCreate(body: Record<string, unknown>, label: string): void {
     if (typeof mode !== 'string') refuse(`HostConfig.${name} must be a string`);
     if (mode === 'host' || mode.startsWith('container:')) refuse(`HostConfig.${name} "${mode}" shares a namespace of the host or another container`);
   }
+  const runtime = get('Runtime') ?? '';
+  if (typeof runtime !== 'string' || !RUNTIMES.has(runtime)) refuse(`HostConfig.Runtime may only be runc`);
+  const oomScoreAdj = get('OomScoreAdj');
+  // Below 0 the OOM killer picks the host's processes before this container's.
+  if (oomScoreAdj !== undefined && oomScoreAdj !== null && !(typeof oomScoreAdj === 'number' && oomScoreAdj >= 0)) {
+    refuse('HostConfig.OomScoreAdj must not be below 0');
+  }
   if (!positive(get('PidsLimit'))) refuse('HostConfig.PidsLimit must be above 0');
   if (!positive(get('Memory'))) refuse('HostConfig.Memory must be above 0');
   const logConfig = asObject(get('LogConfig'), 'HostConfig.LogConfig');
   const logDriver = logConfig ? field(logConfig, 'Type', 'HostConfig.LogConfig.') ?? '' : '';
   if (typeof logDriver !== 'string' || !LOG_DRIVERS.has(logDriver)) refuse(`HostConfig.LogConfig.Type may only be json-file or local`);
+  if (!options.allowPublicPorts) checkPortsOnLoopback(get('PortBindings'));
+}
+
+/** Every published port is on the host's loopback, the one host address no container reaches. */
+function checkPortsOnLoopback(bindings: unknown): void {
+  for (const [port, list] of Object.entries(asObject(bindings, 'HostConfig.PortBindings') ?? {})) {
+    if (list === null) continue;
+    if (!Array.isArray(list)) refuse(`HostConfig.PortBindings["${port}"] must be a list`);
+    for (const binding of list) {
+      const where = `HostConfig.PortBindings["${port}"][].`;
+      const hostIp = field(requireObject(binding, where.slice(0, -1)), 'HostIp', where) ?? '';
+      if (typeof hostIp !== 'string' || !isLoopbackAddress(hostIp)) {
+        refuse(`${where}HostIp "${String(hostIp)}" is not a loopback address: a port published there is reachable from every container (DOCKER_PROXY_PUBLIC_PORTS allows it)`);
+      }
+    }
+  }
+}
+
+/**
+ * A container joins named networks only (the server confirms each is of the scope) or none: never the default
+ * bridge, where containers reach each other.
+ */
+function checkNetworks(body: Record<string, unknown>): void {
+  const host = requireObject(field(body, 'HostConfig', ''), 'HostConfig');
+  const mode = field(host, 'NetworkMode', 'HostConfig.') ?? '';
+  if (typeof mode !== 'string' || DEFAULT_BRIDGE.has(mode)) {
+    refuse(`HostConfig.NetworkMode "${String(mode)}" is the default bridge, where containers reach each other: name a network of the scope`);
+  }
+  const builtin = endpointNames(body).find((name) => BUILTIN_NETWORKS.has(name) || name === 'host');
+  if (builtin !== undefined) refuse(`NetworkingConfig.EndpointsConfig may only name networks of the scope (not "${builtin}")`);
   for (const network of namedNetworks(body)) {
     if (!NAME.test(network)) refuse(`the network name "${network}" is not a valid name`);
   }
@@ -295,22 +359,24 @@ function checkCreate(body: Record<string, unknown>, label: string): void {
 function namedNetworks(body: Record<string, unknown>): string[] {
   const host = requireObject(field(body, 'HostConfig', ''), 'HostConfig');
   const mode = field(host, 'NetworkMode', 'HostConfig.');
+  const names = [...(typeof mode === 'string' ? [mode] : []), ...endpointNames(body)];
+  return [...new Set(names.filter((n) => !BUILTIN_NETWORKS.has(n)))];
+}
+
+/** The networks a create body's NetworkingConfig names an endpoint on. */
+function endpointNames(body: Record<string, unknown>): string[] {
   const networking = asObject(field(body, 'NetworkingConfig', ''), 'NetworkingConfig');
   const endpoints = networking ? asObject(field(networking, 'EndpointsConfig', 'NetworkingConfig.'), 'NetworkingConfig.EndpointsConfig') : undefined;
-  const names = [...(typeof mode === 'string' ? [mode] : []), ...Object.keys(endpoints ?? {})];
-  return [...new Set(names.filter((n) => !BUILTIN_NETWORKS.has(n)))];
+  return Object.keys(endpoints ?? {});
 }
 
 function checkUpdate(body: Record<string, unknown>): void {
   for (const key of Object.keys(body)) {
     if (!UPDATE_FIELDS.some((f) => foldKey(f) === foldKey(key))) refuse(`the field "${key}" may not be changed by an update`);
   }
-  for (const name of UPDATE_FIELDS) {
+  for (const name of UPDATE_LIMITS) {
     const value = field(body, name, '');
-    // An update may change limits but never lift them (0 or -1 is none).
-    if ((name === 'Memory' || name === 'PidsLimit') && value !== undefined && value !== null && !positive(value)) {
-      refuse(`${name} must be above 0 (a limit cannot be lifted)`);
-    }
+    if (value !== undefined && value !== null && !positive(value)) refuse(`${name} must be above 0 (a limit cannot be lifted)`);
   }
 }
 

@@ -25,6 +25,8 @@ export interface DockerProxyOptions {
   scope: string;
   /** When set, every request must carry `Authorization: Bearer <token>`. */
   token?: string;
+  /** Lets a container publish a port on an address other than loopback (see PolicyOptions); off by default. */
+  allowPublicPorts?: boolean;
 }
 
 export interface DockerProxy {

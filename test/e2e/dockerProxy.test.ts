@@ -172,7 +172,7 @@ describe('the Docker socket proxy on the real engine', function () {
     await mine.remove({ force: true });
   });
 
-  it('makes a network of its scope and joins it, but joins no other scope’s network', async () => {
+  it('makes a network of its scope and joins it, publishing on loopback; joins no other scope’s network nor the default bridge, publishes nowhere else', async () => {
     await client.createNetwork({ Name: network, Driver: 'bridge', Internal: true, Labels: { [LABEL]: scope } });
     await docker(['network', 'create', '--label', `${LABEL}=other-${suffix}`, otherNetwork]);
     const joining = hardened();
@@ -180,10 +180,20 @@ describe('the Docker socket proxy on the real engine', function () {
     const refused = await refusal(client.createContainer(joining));
     expect(refused.statusCode).to.equal(403);
     expect(refused.message).to.include(`the network "${otherNetwork}"`);
+    joining.HostConfig!.NetworkMode = 'bridge';
+    expect((await refusal(client.createContainer(joining))).message).to.include('HostConfig.NetworkMode');
 
     joining.HostConfig!.NetworkMode = network;
+    const hostPort = String(await freePort());
+    joining.HostConfig!.PortBindings = { '8080/tcp': [{ HostIp: '0.0.0.0', HostPort: hostPort }] };
+    expect((await refusal(client.createContainer(joining))).message).to.include('HostIp "0.0.0.0" is not a loopback address');
+    expect(await docker(['ps', '-aq', '--filter', `name=^${name}$`])).to.equal('');
+
+    joining.HostConfig!.PortBindings = { '8080/tcp': [{ HostIp: '127.0.0.1', HostPort: hostPort }] };
     const container = await client.createContainer(joining);
-    expect(Object.keys((await container.inspect()).NetworkSettings.Networks)).to.deep.equal([network]);
+    const inspected = await container.inspect();
+    expect(Object.keys(inspected.NetworkSettings.Networks)).to.deep.equal([network]);
+    expect(inspected.HostConfig.PortBindings).to.deep.equal({ '8080/tcp': [{ HostIp: '127.0.0.1', HostPort: hostPort }] });
     await container.remove({ force: true });
   });
 

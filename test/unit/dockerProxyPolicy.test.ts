@@ -5,8 +5,9 @@
 import { expect } from 'chai';
 import { ConfigError } from '../../src/config.ts';
 import { loadDockerProxyConfig } from '../../src/dockerProxy/config.ts';
-import { decide, scopeCheck, type DockerRequest } from '../../src/dockerProxy/policy.ts';
+import { decide, scopeCheck, type DockerRequest, type PolicyOptions } from '../../src/dockerProxy/policy.ts';
 import { parseStrictJson } from '../../src/dockerProxy/strictJson.ts';
+import { containerSpec } from '../../src/providers/compute/docker.ts';
 
 const LABEL = 'ai.clawdbot.scope';
 const options = { label: LABEL };
@@ -26,18 +27,30 @@ function hardenedCreate(): Body {
       Mounts: [{ Type: 'tmpfs', Target: '/tmp' }],
       PidsLimit: 64,
       Memory: 256 * 1024 * 1024,
-      NetworkMode: 'bridge',
+      NetworkMode: 'tenant-a-net',
     },
   };
 }
 
-function allowed(request: DockerRequest): void {
-  expect(decide(request, options)).to.deep.equal({ allow: true });
+/** What the Docker compute provider sends, made by its own containerSpec with its defaults: the proxy must let it through. */
+function providerCreate(): Body {
+  return containerSpec(
+    { name: 'claw-1a2b3c', port: 20000, image: 'clawdbot-runtime:local', limits: { cpu: 0.5, memoryMb: 512, pidsLimit: 128 } },
+    { ANTHROPIC_API_KEY: 'sk-ant-secret', DATABASE_URL: 'postgres://c:pw@127.0.0.1:5434/c', WORKSPACE_ID: 'ws-1a2b3c' },
+    {
+      host: '/var/run/docker.sock', token: null, image: 'clawdbot-runtime:local', network: 'clawdbot-runtimes', publishHost: '127.0.0.1',
+      accessHost: '127.0.0.1', ports: { from: 20000, to: 29999 }, hostAlias: 'host.docker.internal', scope: 'tenant-a',
+    },
+  ) as Body;
+}
+
+function allowed(request: DockerRequest, given: PolicyOptions = options): void {
+  expect(decide(request, given)).to.deep.equal({ allow: true });
 }
 
 /** The reason a request is refused (failing the test when it is allowed). */
-function reason(request: DockerRequest): string {
-  const decision = decide(request, options);
+function reason(request: DockerRequest, given: PolicyOptions = options): string {
+  const decision = decide(request, given);
   if (decision.allow) expect.fail(`${request.method} ${request.path} was allowed`);
   return decision.reason;
 }
@@ -77,9 +90,23 @@ describe('Docker proxy policy', () => {
       allowed(createWith((b) => (b.HostConfig.Mounts = undefined)));
       allowed(createWith((b) => (b.User = '1000:1000')));
       allowed(createWith((b) => (b.name = 'tenant-a-runtime')));
+      allowed(createWith((b) => (b.HostConfig.NetworkMode = 'none')));
+      allowed(createWith((b) => (b.HostConfig.PortBindings = { '8080/tcp': [{ HostIp: '127.0.0.1', HostPort: '20000' }], '9090/tcp': null })));
+      allowed(createWith((b) => (b.HostConfig.PortBindings = { '8080/tcp': [{ HostIp: '::1', HostPort: '20000' }, { hostip: '127.0.0.2' }] })));
+      allowed(createWith((b) => Object.assign(b.HostConfig, { Runtime: 'runc', CgroupnsMode: 'private', OomScoreAdj: 500, OomKillDisable: false, Sysctls: {}, GroupAdd: [] })));
+    });
+    it('the create body of the Docker compute provider', () => {
+      allowed({ method: 'POST', path: '/v1.41/containers/create?name=claw-1a2b3c', body: providerCreate() });
+    });
+    it('a port published on every interface when the proxy allows public ports', () => {
+      const everywhere = createWith((b) => (b.HostConfig.PortBindings = { '8080/tcp': [{ HostIp: '0.0.0.0', HostPort: '20000' }, { HostPort: '20001' }] }));
+      allowed(everywhere, { ...options, allowPublicPorts: true });
+      expect(reason(everywhere)).to.include('HostIp');
+      // Publishing every exposed port stays refused: its host addresses and ports are the engine's pick.
+      expect(reason(createWith((b) => (b.HostConfig.PublishAllPorts = true)), { ...options, allowPublicPorts: true })).to.include('HostConfig.PublishAllPorts');
     });
     it('an update of limits and restart policy', () => {
-      allowed({ method: 'POST', path: '/containers/abc/update', body: { Memory: 1 << 29, MemorySwap: -1, NanoCpus: 5e8, PidsLimit: 64, CpuQuota: 50000, CpuPeriod: 100000, RestartPolicy: { Name: 'on-failure', MaximumRetryCount: 3 } } });
+      allowed({ method: 'POST', path: '/containers/abc/update', body: { Memory: 1 << 29, MemorySwap: 1 << 29, NanoCpus: 5e8, PidsLimit: 64, CpuQuota: 50000, CpuPeriod: 100000, RestartPolicy: { Name: 'on-failure', MaximumRetryCount: 3 } } });
     });
     it('the options dockerode repeats in an action’s body', () => {
       allowed({ method: 'POST', path: '/containers/abc/stop?t=5', body: { t: 5 } });
@@ -130,6 +157,30 @@ describe('Docker proxy policy', () => {
       ['Binds spelt with a long s', (b) => (b.HostConfig['Bind\u017f'] = ['/:/host']), 'HostConfig.Binds'],
       ['a field given twice by case', (b) => (b.HostConfig.readonlyrootfs = false), 'HostConfig.ReadonlyRootfs'],
       ['a network name that is a path', (b) => (b.NetworkingConfig = { EndpointsConfig: { '../x': {} } }), 'network name'],
+      ['every exposed port published', (b) => (b.HostConfig.PublishAllPorts = true), 'HostConfig.PublishAllPorts'],
+      ['a port published with no host address', (b) => (b.HostConfig.PortBindings = { '8080/tcp': [{ HostPort: '20000' }] }), 'HostIp'],
+      ['a port published on an empty host address', (b) => (b.HostConfig.PortBindings = { '8080/tcp': [{ HostIp: '', HostPort: '20000' }] }), 'HostIp'],
+      ['a port published on 0.0.0.0', (b) => (b.HostConfig.PortBindings = { '8080/tcp': [{ HostIp: '0.0.0.0', HostPort: '20000' }] }), 'HostIp'],
+      ['a port published on ::', (b) => (b.HostConfig.PortBindings = { '8080/tcp': [{ HostIp: '::', HostPort: '20000' }] }), 'HostIp'],
+      ['a second binding on every interface', (b) => (b.HostConfig.PortBindings = { '8080/tcp': [{ HostIp: '127.0.0.1' }, { HostIp: '0:0::0' }] }), 'HostIp'],
+      // The engine binds an address it cannot parse on every interface; any other host address is reachable from containers.
+      ['a port published on a name', (b) => (b.HostConfig.PortBindings = { '8080/tcp': [{ HostIp: 'localhost' }] }), 'HostIp'],
+      ['a port published on a zoned address', (b) => (b.HostConfig.PortBindings = { '8080/tcp': [{ HostIp: 'fe80::1%eth0' }] }), 'HostIp'],
+      ['a port published on the bridge gateway', (b) => (b.HostConfig.PortBindings = { '8080/tcp': [{ HostIp: '172.17.0.1' }] }), 'HostIp'],
+      ['no network mode (the default bridge)', (b) => delete b.HostConfig.NetworkMode, 'HostConfig.NetworkMode'],
+      ['an empty network mode', (b) => (b.HostConfig.NetworkMode = ''), 'HostConfig.NetworkMode'],
+      ['the default network', (b) => (b.HostConfig.NetworkMode = 'default'), 'HostConfig.NetworkMode'],
+      ['the default bridge', (b) => (b.HostConfig.NetworkMode = 'bridge'), 'HostConfig.NetworkMode'],
+      ['a network mode that is not a name', (b) => (b.HostConfig.NetworkMode = ['tenant-a-net']), 'HostConfig.NetworkMode'],
+      ['an endpoint on the default bridge', (b) => (b.NetworkingConfig = { EndpointsConfig: { bridge: {} } }), 'NetworkingConfig.EndpointsConfig'],
+      ['an endpoint on the host network', (b) => (b.NetworkingConfig = { EndpointsConfig: { host: {} } }), 'NetworkingConfig.EndpointsConfig'],
+      ['the host cgroup namespace', (b) => (b.HostConfig.CgroupnsMode = 'host'), 'HostConfig.CgroupnsMode'],
+      ['kernel parameters', (b) => (b.HostConfig.Sysctls = { 'net.ipv4.ip_unprivileged_port_start': '0' }), 'HostConfig.Sysctls'],
+      ['extra groups', (b) => (b.HostConfig.GroupAdd = ['0']), 'HostConfig.GroupAdd'],
+      ['a capability set that replaces CapDrop (on a 19.03 engine)', (b) => (b.HostConfig.Capabilities = ['CAP_SYS_ADMIN']), 'HostConfig.Capabilities'],
+      ['another runtime', (b) => (b.HostConfig.Runtime = 'nvidia'), 'HostConfig.Runtime'],
+      ['the OOM killer told to spare it', (b) => (b.HostConfig.OomScoreAdj = -1000), 'HostConfig.OomScoreAdj'],
+      ['the OOM killer turned off', (b) => (b.HostConfig.OomKillDisable = true), 'HostConfig.OomKillDisable'],
     ];
     for (const [what, change, field] of weakenings) {
       it(what, () => expect(reason(createWith(change))).to.include(field));
@@ -192,6 +243,15 @@ describe('Docker proxy policy', () => {
       expect(reason({ method: 'POST', path: '/containers/abc/update', body: { PidsLimit: -1 } })).to.include('PidsLimit');
       expect(reason({ method: 'POST', path: '/containers/abc/update', body: { Memory: 1, memory: 0 } })).to.include('Memory');
       expect(reason({ method: 'POST', path: '/containers/abc/update' })).to.include('body');
+    });
+    it('an update that lifts or zeroes any limit, naming it', () => {
+      const lifting: Body[] = [
+        { NanoCpus: 0 }, { CpuQuota: -1 }, { CpuQuota: 0 }, { Memory: 0 }, { PidsLimit: 0 }, { MemorySwap: -1 }, { MemorySwap: 0 }, { CpuPeriod: 0 }, { nanocpus: -1 },
+      ];
+      for (const body of lifting) {
+        const [name] = Object.keys(body);
+        expect(reason({ method: 'POST', path: '/containers/abc/update', body }).toLowerCase()).to.include(name!.toLowerCase());
+      }
     });
     it('a network that is not a plain bridge of the scope', () => {
       const network = (change: Body): DockerRequest => ({ method: 'POST', path: '/networks/create', body: { Name: 'n', Labels: { [LABEL]: 'a' }, ...change } });
@@ -259,7 +319,8 @@ describe('Docker proxy policy', () => {
         b.NetworkingConfig = { EndpointsConfig: { 'tenant-a-net': {}, 'tenant-a-db': {}, bridge: {} } };
       });
       expect(scopeCheck(joining, scoped)).to.deep.equal({ kind: 'networks', names: ['tenant-a-net', 'tenant-a-db'] });
-      expect(scopeCheck(createWith(() => undefined), scoped)).to.deep.equal({ kind: 'networks', names: [] });
+      expect(scopeCheck(createWith(() => undefined), scoped)).to.deep.equal({ kind: 'networks', names: ['tenant-a-net'] });
+      expect(scopeCheck(createWith((b) => (b.HostConfig.NetworkMode = 'none')), scoped)).to.deep.equal({ kind: 'networks', names: [] });
     });
   });
 
@@ -276,8 +337,9 @@ describe('Docker proxy policy', () => {
   describe('process settings', () => {
     it('reads the defaults and names every missing or invalid variable at once', () => {
       expect(loadDockerProxyConfig({ DOCKER_PROXY_SCOPE: 'tenant-a' })).to.deep.equal({
-        upstreamSocket: '/var/run/docker.sock', host: '0.0.0.0', port: 2375, label: LABEL, scope: 'tenant-a',
+        upstreamSocket: '/var/run/docker.sock', host: '127.0.0.1', port: 2375, label: LABEL, scope: 'tenant-a', allowPublicPorts: false,
       });
+      expect(loadDockerProxyConfig({ DOCKER_PROXY_SCOPE: 'a', DOCKER_PROXY_PUBLIC_PORTS: 'true' }).allowPublicPorts).to.equal(true);
       expect(loadDockerProxyConfig({ DOCKER_PROXY_SCOPE: 'a', DOCKER_PROXY_TOKEN: 't0ken' }).token).to.equal('t0ken');
       try {
         loadDockerProxyConfig({ DOCKER_PROXY_PORT: '70000', DOCKER_PROXY_SOCKET: 'docker.sock' });
@@ -286,6 +348,16 @@ describe('Docker proxy policy', () => {
         expect(err).to.be.instanceOf(ConfigError);
         const problems = (err as ConfigError).problems.join('\n');
         for (const name of ['DOCKER_PROXY_PORT', 'DOCKER_PROXY_SOCKET', 'DOCKER_PROXY_SCOPE']) expect(problems).to.include(name);
+      }
+      expect(() => loadDockerProxyConfig({ DOCKER_PROXY_SCOPE: 'a', DOCKER_PROXY_PUBLIC_PORTS: 'maybe' })).to.throw(ConfigError, 'DOCKER_PROXY_PUBLIC_PORTS');
+    });
+    it('listens beyond loopback only with a token (any container reaching it could drive the engine)', () => {
+      for (const host of ['127.0.0.1', '127.0.0.53', '::1', 'localhost']) {
+        expect(loadDockerProxyConfig({ DOCKER_PROXY_SCOPE: 'a', DOCKER_PROXY_HOST: host }).host).to.equal(host);
+      }
+      for (const host of ['0.0.0.0', '::', '172.17.0.1', 'proxy.internal']) {
+        expect(() => loadDockerProxyConfig({ DOCKER_PROXY_SCOPE: 'a', DOCKER_PROXY_HOST: host }), host).to.throw(ConfigError, 'DOCKER_PROXY_HOST');
+        expect(loadDockerProxyConfig({ DOCKER_PROXY_SCOPE: 'a', DOCKER_PROXY_HOST: host, DOCKER_PROXY_TOKEN: 't0ken' }).host).to.equal(host);
       }
     });
   });

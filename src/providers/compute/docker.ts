@@ -42,7 +42,7 @@ export interface DockerComputeOptions {
   scope: string;
 }
 
-interface ServiceRow {
+export interface ServiceRow {
   name: string;
   port: number;
   image: string | null;
@@ -130,7 +130,7 @@ export class DockerComputeProvider implements ComputeProvider {
   async deploy(serviceId: string): Promise<{ deploymentId: string }> {
     const row = await this.requireRow(serviceId);
     const variables = await this.variables(serviceId);
-    const spec = this.containerSpec(row, variables);
+    const spec = containerSpec(row, variables, this.options);
     await this.requireImage(spec.Image!);
     await this.ensureNetwork();
     await this.removeContainer(serviceId, { graceful: true });
@@ -240,50 +240,6 @@ export class DockerComputeProvider implements ComputeProvider {
 
   async close(): Promise<void> {}
 
-  /** What the engine is asked to make: the hardened container of this service's configuration. */
-  private containerSpec(row: ServiceRow, variables: Record<string, string>): ContainerCreateOptions {
-    const { cpu = 0.5, memoryMb = 512, pidsLimit = DEFAULT_PIDS_LIMIT } = row.limits;
-    const env: Record<string, string> = {
-      NODE_ENV: 'production',
-      ...Object.fromEntries(
-        Object.entries(variables).map(([name, value]) => [name, URLS_THE_RUNTIME_CALLS.has(name) ? throughGateway(value, this.options.hostAlias) : value]),
-      ),
-      HOST: '0.0.0.0',
-      PORT: String(RUNTIME_PORT),
-      NODE_OPTIONS: `--max-old-space-size=${Math.floor(memoryMb * 0.75)}`,
-    };
-    return {
-      name: row.name,
-      Image: row.image ?? this.options.image,
-      User: '1000:1000',
-      Env: Object.entries(env).map(([name, value]) => `${name}=${value}`),
-      Labels: {
-        [DOCKER_LABELS.scope]: this.options.scope,
-        [DOCKER_LABELS.service]: row.name,
-        [DOCKER_LABELS.workspace]: variables.WORKSPACE_ID ?? '',
-      },
-      ExposedPorts: { [`${RUNTIME_PORT}/tcp`]: {} },
-      HostConfig: {
-        // A minimal init as PID 1: SIGTERM reaches the runtime, and the processes its tools start are reaped.
-        Init: true,
-        CapDrop: ['ALL'],
-        SecurityOpt: ['no-new-privileges:true'],
-        ReadonlyRootfs: true,
-        Tmpfs: { '/tmp': 'rw,noexec,nosuid,nodev,size=64m' },
-        Memory: memoryMb * MIB,
-        MemorySwap: memoryMb * MIB, // no swap beyond the memory limit
-        NanoCpus: Math.round(cpu * 1e9),
-        PidsLimit: pidsLimit,
-        // Up again after a crash, an engine restart or a reboot; stopped only when stopped on purpose (a cancellation).
-        RestartPolicy: { Name: 'unless-stopped' },
-        NetworkMode: this.options.network,
-        PortBindings: { [`${RUNTIME_PORT}/tcp`]: [{ HostIp: this.options.publishHost, HostPort: String(row.port) }] },
-        ExtraHosts: [`${this.options.hostAlias}:host-gateway`],
-        LogConfig: { Type: 'json-file', Config: { 'max-size': '10m', 'max-file': '3' } },
-      },
-    };
-  }
-
   private ensureNetwork(): Promise<void> {
     this.networkReady ??= this.makeNetwork().catch((err: unknown) => {
       this.networkReady = undefined; // asked again next time
@@ -382,6 +338,50 @@ export class DockerComputeProvider implements ComputeProvider {
       server.listen(port, this.options.publishHost, () => server.close(() => resolve(true)));
     });
   }
+}
+
+/** What the engine is asked to make: the hardened container of a service's configuration (the socket proxy lets it through). */
+export function containerSpec(row: ServiceRow, variables: Record<string, string>, options: DockerComputeOptions): ContainerCreateOptions {
+  const { cpu = 0.5, memoryMb = 512, pidsLimit = DEFAULT_PIDS_LIMIT } = row.limits;
+  const env: Record<string, string> = {
+    NODE_ENV: 'production',
+    ...Object.fromEntries(
+      Object.entries(variables).map(([name, value]) => [name, URLS_THE_RUNTIME_CALLS.has(name) ? throughGateway(value, options.hostAlias) : value]),
+    ),
+    HOST: '0.0.0.0',
+    PORT: String(RUNTIME_PORT),
+    NODE_OPTIONS: `--max-old-space-size=${Math.floor(memoryMb * 0.75)}`,
+  };
+  return {
+    name: row.name,
+    Image: row.image ?? options.image,
+    User: '1000:1000',
+    Env: Object.entries(env).map(([name, value]) => `${name}=${value}`),
+    Labels: {
+      [DOCKER_LABELS.scope]: options.scope,
+      [DOCKER_LABELS.service]: row.name,
+      [DOCKER_LABELS.workspace]: variables.WORKSPACE_ID ?? '',
+    },
+    ExposedPorts: { [`${RUNTIME_PORT}/tcp`]: {} },
+    HostConfig: {
+      // A minimal init as PID 1: SIGTERM reaches the runtime, and the processes its tools start are reaped.
+      Init: true,
+      CapDrop: ['ALL'],
+      SecurityOpt: ['no-new-privileges:true'],
+      ReadonlyRootfs: true,
+      Tmpfs: { '/tmp': 'rw,noexec,nosuid,nodev,size=64m' },
+      Memory: memoryMb * MIB,
+      MemorySwap: memoryMb * MIB, // no swap beyond the memory limit
+      NanoCpus: Math.round(cpu * 1e9),
+      PidsLimit: pidsLimit,
+      // Up again after a crash, an engine restart or a reboot; stopped only when stopped on purpose (a cancellation).
+      RestartPolicy: { Name: 'unless-stopped' },
+      NetworkMode: options.network,
+      PortBindings: { [`${RUNTIME_PORT}/tcp`]: [{ HostIp: options.publishHost, HostPort: String(row.port) }] },
+      ExtraHosts: [`${options.hostAlias}:host-gateway`],
+      LogConfig: { Type: 'json-file', Config: { 'max-size': '10m', 'max-file': '3' } },
+    },
+  };
 }
 
 function secretOwner(serviceName: string): string {
