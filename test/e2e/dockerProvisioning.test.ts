@@ -28,13 +28,17 @@ interface Inspected {
   NetworkSettings: { Networks: Record<string, { IPAddress: string }> };
 }
 
-/** What a node inside the container finds at host:port: OPEN, or the error (refused, timed out). */
-const PROBE = `const [h, p] = process.argv.slice(1);
-const s = require('net').connect(Number(p), h);
-s.setTimeout(3000);
-s.on('connect', () => { console.log('OPEN'); process.exit(); });
-s.on('error', (e) => { console.log(e.code); process.exit(); });
-s.on('timeout', () => { console.log('TIMEOUT'); process.exit(); });`;
+/** What a node inside the container finds at each host:port given, all at once: OPEN, or the error (refused, timed out). */
+const PROBE = `const found = {};
+Promise.all(process.argv.slice(1).map((target) => new Promise((done) => {
+  const [h, p] = target.split(' ');
+  const s = require('net').connect(Number(p), h);
+  const end = (what) => { found[target] = what; s.destroy(); done(); };
+  s.setTimeout(3000);
+  s.on('connect', () => end('OPEN'));
+  s.on('error', (e) => end(e.code));
+  s.on('timeout', () => end('TIMEOUT'));
+}))).then(() => console.log(JSON.stringify(found)));`;
 
 /** Logs in from inside the container as its own role (DATABASE_URL) to the database named, and says how that went. */
 const LOGIN = `const pg = require('pg');
@@ -118,13 +122,14 @@ describe('Docker compute provider end to end (real engine)', function () {
     const containerB = await inspect(await serviceOf(b));
     const addressB = containerB.NetworkSettings.Networks[network]!.IPAddress;
     const portB = new URL(b.view.accessUrl!).port;
+    const gatewayTo = (port: string | number) => `host.docker.internal ${port}`;
+    const targets = { own: gatewayTo(cluster!.port), b: `${addressB} 8080`, bPublished: gatewayTo(portB), controlDb: gatewayTo(5432), redis: gatewayTo(6379), dockerTcp: gatewayTo(2375) };
+    const found = JSON.parse(await inside(serviceA, PROBE, ...Object.values(targets))) as Record<string, string>;
     // The probe sees what is open: A's own database server, through the gateway.
-    expect(await inside(serviceA, PROBE, 'host.docker.internal', String(cluster!.port))).to.equal('OPEN');
-    expect(await inside(serviceA, PROBE, addressB, '8080')).to.not.equal('OPEN');
-    expect(await inside(serviceA, PROBE, 'host.docker.internal', portB)).to.not.equal('OPEN');
-    expect(await inside(serviceA, PROBE, 'host.docker.internal', '5432')).to.not.equal('OPEN');
-    expect(await inside(serviceA, PROBE, 'host.docker.internal', '6379')).to.not.equal('OPEN');
-    expect(await inside(serviceA, PROBE, 'host.docker.internal', '2375')).to.not.equal('OPEN');
+    expect(found[targets.own]).to.equal('OPEN');
+    for (const name of ['b', 'bPublished', 'controlDb', 'redis', 'dockerTcp'] as const) {
+      expect(found[targets[name]], name).to.be.a('string').and.not.equal('OPEN');
+    }
     expect(await inside(serviceA, "console.log(require('fs').existsSync('/var/run/docker.sock'))")).to.equal('false');
   });
 
