@@ -7,7 +7,7 @@
 import { randomBytes } from 'node:crypto';
 import { expect } from 'chai';
 import Docker from 'dockerode';
-import { logTo } from '../../core/logger.ts';
+import { logTo, setLogLevel } from '../../core/logger.ts';
 import { freePort } from '../../src/providers/compute/local.ts';
 import { startDockerProxy, type DockerProxy } from '../../src/dockerProxy/server.ts';
 import { buildNodeBase, docker, dockerUnavailable } from '../support/dockerImages.ts';
@@ -134,6 +134,7 @@ describe('the Docker socket proxy on the real engine', function () {
     const privileged = hardened();
     privileged.HostConfig!.Privileged = true;
     const lines: string[] = [];
+    setLogLevel('warn'); // whatever an earlier test file in this worker process left it at: refusals are warnings
     logTo({ write: (line: string) => lines.push(line) });
     const one = await refusal(client.createContainer(privileged)).finally(() => logTo(undefined));
     // The refusal is logged with its reason, never with the body (its environment holds secrets).
