@@ -2,9 +2,10 @@
 import { ConfigError } from '../config.ts';
 import { isLoopbackAddress } from './addresses.ts';
 import type { DockerProxyOptions } from './server.ts';
+import { DOCKER_LABELS } from '../providers/compute/dockerLabels.ts';
 
 /** The label the control plane marks its containers and networks with; the proxy's scope is its value. */
-export const SCOPE_LABEL = 'ai.clawdbot.scope';
+export const SCOPE_LABEL = DOCKER_LABELS.scope;
 const SCOPE = /^[A-Za-z0-9][A-Za-z0-9_.-]*$/;
 const TRUE = ['true', '1', 'yes'];
 const FALSE = ['false', '0', 'no'];

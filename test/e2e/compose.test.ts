@@ -10,14 +10,14 @@ import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { promisify } from 'node:util';
 import { freePort } from '../../src/providers/compute/local.ts';
-import { DOCKER_LABELS } from '../../src/providers/compute/docker.ts';
+import { DOCKER_LABELS } from '../../src/providers/compute/dockerLabels.ts';
 import { startAnthropicEmulator, type AnthropicEmulator } from '../emulators/anthropicEmulator.ts';
 import { startSmtpCapture, type SmtpCapture } from '../emulators/smtpCapture.ts';
-import { buildImage, buildPostgresImage, buildRedisImage, docker, skipWithoutDocker } from '../support/dockerImages.ts';
+import { bridgeGateway, buildImage, buildPostgresImage, buildRedisImage, docker, skipWithoutDocker } from '../support/dockerImages.ts';
+import { KEY_IN_MAIL } from '../support/provision.ts';
 import { waitUntil } from '../support/wait.ts';
 
 const run = promisify(execFile);
-const KEY_IN_MAIL = /claw_[0-9A-Za-z]{43}/;
 
 /** The compose command here: the Docker CLI's plugin, or the standalone docker-compose. */
 async function composeCommand(): Promise<string[] | undefined> {
@@ -53,8 +53,7 @@ describe('docker compose up, end to end', function () {
       this.skip();
     }
     command = found!;
-    const gateway = /inet (\d+\.\d+\.\d+\.\d+)/.exec((await run('ip', ['-4', '-o', 'addr', 'show', 'docker0'])).stdout)?.[1];
-    if (!gateway) throw new Error('the Docker engine has no docker0 bridge');
+    const gateway = await bridgeGateway();
     // One after the other: the two Dockerfiles share their build stage and installed modules, which the second
     // build then takes from the engine's cache (the runtime's image is also what dockerProvisioning builds).
     const runtimeImage = await buildImage('runtime/Dockerfile', 'clawdbot-runtime:e2e');

@@ -9,16 +9,12 @@
  */
 import { expect } from 'chai';
 import { randomBytes } from 'node:crypto';
-import { execFile } from 'node:child_process';
-import { promisify } from 'node:util';
-import { DOCKER_LABELS } from '../../src/providers/compute/docker.ts';
-import { buildImage, docker, skipWithoutDocker } from '../support/dockerImages.ts';
+import { DOCKER_LABELS } from '../../src/providers/compute/dockerLabels.ts';
+import { bridgeGateway, buildImage, docker, skipWithoutDocker } from '../support/dockerImages.ts';
 import { startHarness, type Harness } from '../support/harness.ts';
 import { startPasswordCluster, type PasswordCluster } from '../support/passwordCluster.ts';
 import { provision, type Provisioned } from '../support/provision.ts';
 import { waitUntil } from '../support/wait.ts';
-
-const run = promisify(execFile);
 
 interface Inspected {
   Id: string;
@@ -67,10 +63,7 @@ describe('Docker compute provider end to end (real engine)', function () {
     const image = await buildImage('runtime/Dockerfile', 'clawdbot-runtime:e2e');
     // Containers reach the Docker host at its bridge's gateway (host.docker.internal): the customers' cluster
     // listens there; the machine's own PostgreSQL and Redis listen on loopback only.
-    // (docker0's address: what host-gateway names; an interface with no container on it yet is down, so ask ip.)
-    const gateway = /inet (\d+\.\d+\.\d+\.\d+)/.exec((await run('ip', ['-4', '-o', 'addr', 'show', 'docker0'])).stdout)?.[1];
-    if (!gateway) throw new Error('the Docker engine has no docker0 bridge: the host gateway is unknown');
-    cluster = await startPasswordCluster({ listen: [gateway] });
+    cluster = await startPasswordCluster({ listen: [await bridgeGateway()] });
     h = await startHarness(
       {
         COMPUTE_PROVIDER: 'docker',

@@ -10,9 +10,8 @@ import Docker from 'dockerode';
 import { logTo, setLogLevel } from '../../core/logger.ts';
 import { freePort } from '../../src/providers/compute/local.ts';
 import { startDockerProxy, type DockerProxy } from '../../src/dockerProxy/server.ts';
-import { buildNodeBase, docker, dockerUnavailable } from '../support/dockerImages.ts';
-
-const LABEL = 'ai.clawdbot.scope';
+import { buildNodeBase, docker, skipWithoutDocker } from '../support/dockerImages.ts';
+import { SCOPE_LABEL as LABEL } from '../../src/dockerProxy/config.ts';
 
 describe('the Docker socket proxy on the real engine', function () {
   this.timeout(300_000);
@@ -57,11 +56,7 @@ describe('the Docker socket proxy on the real engine', function () {
     );
 
   before(async function () {
-    const why = await dockerUnavailable();
-    if (why) {
-      console.log(`      skipped: ${why}`);
-      this.skip();
-    }
+    await skipWithoutDocker.call(this);
     image = await buildNodeBase();
     const port = await freePort();
     proxy = await startDockerProxy({ upstreamSocket: '/var/run/docker.sock', host: '127.0.0.1', port, label: LABEL, scope, token });

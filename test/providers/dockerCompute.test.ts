@@ -11,7 +11,8 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { setLogLevel } from '../../core/logger.ts';
-import { DOCKER_LABELS, DockerComputeProvider, throughGateway, type DockerComputeOptions } from '../../src/providers/compute/docker.ts';
+import { demultiplex, DockerComputeProvider, throughGateway, type DockerComputeOptions } from '../../src/providers/compute/docker.ts';
+import { DOCKER_LABELS } from '../../src/providers/compute/dockerLabels.ts';
 import { PermanentError } from '../../src/errors.ts';
 import { SecretStore } from '../../src/secrets.ts';
 import { buildNodeBase, docker, skipWithoutDocker } from '../support/dockerImages.ts';
@@ -32,6 +33,20 @@ describe('throughGateway', () => {
     for (const kept of ['https://api.anthropic.com', 'http://127.0.0.10:80', 'http://localhost.example.com', '127.0.0.1', 'pro']) {
       expect(throughGateway(kept, alias)).to.equal(kept);
     }
+  });
+});
+
+describe('demultiplex', () => {
+  const frame = (stream: number, text: string) => {
+    const header = Buffer.alloc(8);
+    header[0] = stream;
+    header.writeUInt32BE(Buffer.byteLength(text), 4);
+    return Buffer.concat([header, Buffer.from(text)]);
+  };
+
+  it('joins the stdout and stderr frames of a container log in order, and takes a log with no frames as it is', () => {
+    expect(demultiplex(Buffer.concat([frame(1, 'listening\n'), frame(2, 'warn: slow\n'), frame(1, 'ok\n')]))).to.equal('listening\nwarn: slow\nok\n');
+    expect(demultiplex(Buffer.from('plain line\n'))).to.equal('plain line\n');
   });
 });
 

@@ -36,6 +36,17 @@ export async function dockerUnavailable(): Promise<string | undefined> {
 }
 
 /** For a suite's before(): skips it, with one line saying why, where no Docker engine answers. */
+/**
+ * The Docker host's address on its default bridge (docker0), which a container's host-gateway names: where a service
+ * customers' containers must reach listens. Asked of ip, since an interface with no container on it yet is down and
+ * left out of Node's list.
+ */
+export async function bridgeGateway(): Promise<string> {
+  const gateway = /inet (\d+\.\d+\.\d+\.\d+)/.exec((await run('ip', ['-4', '-o', 'addr', 'show', 'docker0'])).stdout)?.[1];
+  if (!gateway) throw new Error('the Docker engine has no docker0 bridge: the host gateway is unknown');
+  return gateway;
+}
+
 export async function skipWithoutDocker(this: Mocha.Context): Promise<void> {
   const why = await dockerUnavailable();
   if (why) {

@@ -4,7 +4,8 @@ import { INSTANCE_SECRETS, instanceOwner } from '../../src/instances/secrets.ts'
 import type { CapturedMail } from '../emulators/smtpCapture.ts';
 import type { Harness, InstanceView } from './harness.ts';
 
-const KEY_IN_MAIL = /claw_[0-9A-Za-z]{43}/;
+/** A customer's API key as an email carries it. */
+export const KEY_IN_MAIL = /claw_[0-9A-Za-z]{43}/;
 
 export interface Provisioned {
   customerId: string;

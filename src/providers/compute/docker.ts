@@ -23,6 +23,7 @@ import type { Plan } from '../../../core/plans.ts';
 import { PermanentError } from '../../errors.ts';
 import { imageWithVersion } from '../../fleet/settings.ts';
 import { logger, maskSecrets } from '../../../core/logger.ts';
+import { DOCKER_LABELS } from './dockerLabels.ts';
 import type { ComputeProvider, DeploymentState, ListedService, ServiceConfigurationInput, ServiceSettings, ServiceState } from '../types.ts';
 
 export interface DockerComputeOptions {
@@ -49,7 +50,6 @@ export interface ServiceRow {
   limits: Partial<Pick<Plan, 'cpu' | 'memoryMb' | 'pidsLimit'>>;
 }
 
-export const DOCKER_LABELS = { scope: 'ai.clawdbot.scope', service: 'ai.clawdbot.service', workspace: 'ai.clawdbot.workspace' } as const;
 /** The port the runtime listens on inside its container. */
 const RUNTIME_PORT = 8080;
 /** How long a container must stay up before its deployment counts as a success (one that cannot start exits at once). */
@@ -394,7 +394,7 @@ function checkName(name: string): void {
 }
 
 /** dockerode's options for an engine address: a socket path (unix:// or bare), or an http(s)/tcp URL. */
-export function engineAddress(host: string): Docker.DockerOptions {
+function engineAddress(host: string): Docker.DockerOptions {
   if (host.startsWith('/') || host.startsWith('unix://')) return { socketPath: host.replace(/^unix:\/\//, '') };
   const url = new URL(host.replace(/^tcp:\/\//, 'http://'));
   return { protocol: url.protocol === 'https:' ? 'https' : 'http', host: url.hostname, port: Number(url.port || (url.protocol === 'https:' ? 443 : 80)) };
